@@ -1,0 +1,1 @@
+"""The steps and the surfaces they act on (hosts, the cluster)."""

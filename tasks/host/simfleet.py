@@ -1,0 +1,106 @@
+"""A simulated fleet: one directory per node under a root, plus `fleet.json`.
+
+`fleet.json` is the inventory (node names, labels, the hardware profile each
+node was provisioned with, command latency). Agents open hosts from it; the
+CLI resolves `--nodes` and `--selector` against it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tasks.host.sim import SimulatedHost
+from tasks.host.sim_profiles import EMULATORS, PROFILES
+from workflows.records import check_node_name
+
+FLEET_FILE = "fleet.json"
+
+
+class SimNode(BaseModel):
+    labels: dict[str, str] = Field(default_factory=dict)
+    profile: str = "agilio-cx"
+
+
+class SimFleet(BaseModel):
+    command_latency: float = Field(0.0, ge=0, le=60)
+    nodes: dict[str, SimNode]
+
+
+def node_names(count: int) -> list[str]:
+    width = max(3, len(str(count - 1)))
+    return [f"node-{i:0{width}d}" for i in range(count)]
+
+
+def create_fleet(
+    root: str | Path,
+    count: int,
+    *,
+    command_latency: float = 0.0,
+    profiles: dict[str, str] | None = None,
+    zones: int = 3,
+) -> SimFleet:
+    """Provision `count` hosts; `profiles` gives some nodes another hardware profile."""
+    if not 1 <= count <= 10_000:
+        raise ValueError(f"fleet size {count} must be between 1 and 10000")
+    root = Path(root)
+    nodes: dict[str, SimNode] = {}
+    for i, name in enumerate(node_names(count)):
+        profile = (profiles or {}).get(name, "agilio-cx")
+        if profile not in PROFILES:
+            raise ValueError(f"unknown host profile {profile!r} for {name} (known: {', '.join(sorted(PROFILES))})")
+        labels = {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": f"zone-{i % zones}"}
+        labels.update(PROFILES[profile].labels)
+        nodes[name] = SimNode(labels=labels, profile=profile)
+        host = SimulatedHost(root / name)
+        PROFILES[profile].provision(host)
+    fleet = SimFleet(command_latency=command_latency, nodes=nodes)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / FLEET_FILE).write_text(fleet.model_dump_json(indent=1))
+    return fleet
+
+
+def load_fleet(root: str | Path) -> SimFleet:
+    path = Path(root) / FLEET_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no simulated fleet at {root} (missing {FLEET_FILE})")
+    return SimFleet.model_validate_json(path.read_text())
+
+
+def open_host(root: str | Path, node: str, fleet: SimFleet | None = None) -> SimulatedHost:
+    check_node_name(node)
+    fleet = fleet or load_fleet(root)
+    if node not in fleet.nodes:
+        raise KeyError(f"node {node} is not in the simulated fleet at {root}")
+    host = SimulatedHost(Path(root) / node, command_latency=fleet.command_latency)
+    for install in EMULATORS:
+        install(host)
+    return host
+
+
+def select_nodes(fleet: SimFleet, *, names: list[str] | None = None, selector: dict[str, str] | None = None) -> list[str]:
+    """Explicit names (all must exist) or a label selector; sorted by name."""
+    if names:
+        unknown = [n for n in names if n not in fleet.nodes]
+        if unknown:
+            raise ValueError(f"unknown node(s): {', '.join(unknown)}")
+        return sorted(set(names))
+    chosen = [
+        name for name, node in fleet.nodes.items()
+        if all(node.labels.get(k) == v for k, v in (selector or {}).items())
+    ]
+    return sorted(chosen)
+
+
+def fleet_summary(fleet: SimFleet) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for node in fleet.nodes.values():
+        counts[node.profile] = counts.get(node.profile, 0) + 1
+    return {"nodes": len(fleet.nodes), "profiles": counts}
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())

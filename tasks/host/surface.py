@@ -1,0 +1,145 @@
+"""The host surface: the one seam between node steps and the operating system.
+
+Paths are host paths ("/sys/bus/pci/devices/..."), resolved under an explicit
+root (`/` on a node, `/host` in the agent pod, a temp dir for a simulated
+host). Commands are argv lists run with a timeout, never through a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from workflows.errors import CommandFailed, PermanentError, StepTimeout
+
+DEFAULT_COMMAND_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def check(self) -> CommandResult:
+        """Raise `CommandFailed` (transient) on a non-zero exit, with the output as evidence."""
+        if self.returncode != 0:
+            detail = (self.stderr or self.stdout).strip().splitlines()
+            raise CommandFailed(
+                f"`{' '.join(self.argv)}` exited {self.returncode}: {detail[-1] if detail else 'no output'}",
+                evidence=self.stdout + self.stderr,
+            )
+        return self
+
+
+class HostSurface(Protocol):
+    def read(self, path: str) -> str: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def write(self, path: str, data: str, *, timeout: float = 10.0) -> None: ...
+
+    def readlink(self, path: str) -> str | None: ...
+
+    def symlink(self, target: str, path: str) -> None: ...
+
+    def listdir(self, path: str) -> list[str]: ...
+
+    def realpath(self, path: str) -> str: ...
+
+    def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> CommandResult: ...
+
+
+def check_host_path(path: str) -> str:
+    """Only absolute, normalised paths without NUL or `..` reach the file system."""
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+        raise PermanentError(f"host path {path!r} must be an absolute path")
+    if posixpath.normpath(path) != path.rstrip("/") and path != "/" or ".." in path.split("/"):
+        raise PermanentError(f"host path {path!r} is not normalised")
+    return path
+
+
+def check_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    if not argv or not all(isinstance(a, str) and "\x00" not in a for a in argv):
+        raise PermanentError(f"command {list(argv)!r} must be a non-empty list of strings")
+    return tuple(argv)
+
+
+def write_with_timeout(target: Path, data: str, timeout: float) -> None:
+    """sysfs writes can block in the driver; bound them. A hung writer thread is left behind."""
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with open(target, "w") as handle:
+                handle.write(data)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise StepTimeout(f"writing {data!r} to {target} did not return within {timeout:g}s")
+    if errors:
+        raise errors[0]
+
+
+class RealHost:
+    """The node itself. `command_prefix` lets the agent pod run tools in the host's
+    namespaces (e.g. `nsenter --target 1 --mount --net --`)."""
+
+    def __init__(self, root: str | Path = "/", *, command_prefix: Sequence[str] = ()) -> None:
+        self.root = Path(root)
+        self.command_prefix = tuple(command_prefix)
+
+    def _path(self, path: str) -> Path:
+        return self.root / check_host_path(path).lstrip("/")
+
+    def read(self, path: str) -> str:
+        return self._path(path).read_text()
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(self._path(path))
+
+    def write(self, path: str, data: str, *, timeout: float = 10.0) -> None:
+        write_with_timeout(self._path(path), data, timeout)
+
+    def readlink(self, path: str) -> str | None:
+        target = self._path(path)
+        return os.readlink(target) if target.is_symlink() else None
+
+    def symlink(self, target: str, path: str) -> None:
+        link = self._path(path)
+        tmp = link.with_name(f".{link.name}.nicflow-tmp")
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.replace(tmp, link)  # atomic: the link is never missing
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(self._path(path)))
+
+    def realpath(self, path: str) -> str:
+        resolved = os.path.realpath(self._path(path))
+        root = os.path.realpath(self.root)
+        return "/" + os.path.relpath(resolved, root) if root != "/" else resolved
+
+    def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> CommandResult:
+        argv = check_argv(argv)
+        try:
+            done = subprocess.run(
+                [*self.command_prefix, *argv], capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise StepTimeout(f"`{' '.join(argv)}` did not finish within {timeout:g}s") from None
+        except FileNotFoundError:
+            return CommandResult(argv, 127, "", f"{argv[0]}: command not found")
+        return CommandResult(argv, done.returncode, done.stdout, done.stderr)

@@ -1,0 +1,10 @@
+"""Every step type nicflow ships, for the engine and the pipeline loader."""
+
+from __future__ import annotations
+
+from tasks.generic import GENERIC_STEPS
+from workflows.registry import StepRegistry
+
+
+def default_registry() -> StepRegistry:
+    return StepRegistry([*GENERIC_STEPS])

@@ -1,0 +1,1 @@
+"""nicflow's engine: pipelines, the run state machine and its checkpoints."""

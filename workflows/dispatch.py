@@ -1,0 +1,61 @@
+"""How the engine sends work. Celery implements it in `workers`; tests and
+`nicflow plan` use the inline dispatcher, which runs everything in-process."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Dispatcher(Protocol):
+    def node_step(self, run_id: str, node: str, step_id: str, token: str, *, delay: float = 0.0) -> None: ...
+
+    def cluster_step(self, run_id: str, step_id: str, token: str, *, delay: float = 0.0) -> None: ...
+
+    def advance(self, run_id: str) -> None: ...
+
+
+class Surfaces(Protocol):
+    """Gives steps the host of a node and the cluster, for a run's fleet."""
+
+    def host(self, fleet: str, node: str) -> Any: ...
+
+    def cluster(self, fleet: str) -> Any: ...
+
+
+@dataclass
+class InlineDispatcher:
+    """Queues calls and runs them in order when `drain` is called.
+
+    Delays are recorded, not slept, so retry policies can be checked without
+    waiting; `handler` is set to the engine once it exists.
+    """
+
+    handler: Any = None
+    queue: deque[tuple[str, tuple[Any, ...]]] = field(default_factory=deque)
+    delays: list[tuple[str, str | None, float]] = field(default_factory=list)
+
+    def node_step(self, run_id: str, node: str, step_id: str, token: str, *, delay: float = 0.0) -> None:
+        if delay:
+            self.delays.append((step_id, node, delay))
+        self.queue.append(("execute", (run_id, node, step_id, token)))
+
+    def cluster_step(self, run_id: str, step_id: str, token: str, *, delay: float = 0.0) -> None:
+        if delay:
+            self.delays.append((step_id, None, delay))
+        self.queue.append(("execute", (run_id, None, step_id, token)))
+
+    def advance(self, run_id: str) -> None:
+        self.queue.append(("advance_run", (run_id,)))
+
+    def drain(self, limit: int = 1_000_000, before_each: Callable[[str, tuple[Any, ...]], None] | None = None) -> int:
+        done = 0
+        while self.queue and done < limit:
+            name, args = self.queue.popleft()
+            if before_each:
+                before_each(name, args)
+            getattr(self.handler, name)(*args)
+            done += 1
+        return done

@@ -1,0 +1,170 @@
+"""The run state machine, advanced by events over checkpoints.
+
+Nothing here waits: each call reads checkpoints, decides, writes, dispatches
+and returns. Any process can make any call at any time (a redelivery, a
+second controller, a resume): compare-and-set writes make the second caller
+a no-op, so the state machine resumes from wherever the last one stopped.
+
+- `advance_run`: start the run, dispatch ready cluster steps, admit nodes
+  into the window, finish the run. Runs on the controller.
+- `advance_node`: dispatch a node's ready steps, finish the node. Runs where
+  the last step finished (the agent), so a node moves on without a round
+  trip through the controller; the controller is told only when a node ends.
+- `execute`: one attempt of one step (see `workflows.executor`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from workflows.dispatch import Dispatcher, Surfaces
+from workflows.executor import execute
+from workflows.leases import NodeLeases
+from workflows.loader import Pipeline, build
+from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
+from workflows.registry import StepRegistry
+from workflows.spec import StepSpec
+from workflows.store import CheckpointStore
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: CheckpointStore,
+        leases: NodeLeases,
+        registry: StepRegistry,
+        dispatcher: Dispatcher,
+        surfaces: Surfaces,
+    ) -> None:
+        self.store = store
+        self.leases = leases
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.surfaces = surfaces
+        self._pipelines: OrderedDict[str, Pipeline] = OrderedDict()
+
+    def pipeline(self, run: RunRecord) -> Pipeline:
+        """The run's pipeline, rebuilt from its stored snapshot (cached per process)."""
+        cached = self._pipelines.get(run.id)
+        if cached is None:
+            cached = build(run.spec, self.registry, source=f"run {run.id}", overrides=run.overrides)
+            self._pipelines[run.id] = cached
+            if len(self._pipelines) > 64:
+                self._pipelines.popitem(last=False)
+        return cached
+
+    def execute(self, run_id: str, node: str | None, step_id: str, token: str) -> None:
+        execute(self, run_id, node, step_id, token)
+
+    # run level
+    def advance_run(self, run_id: str) -> None:
+        run = self.store.run(run_id)
+        if run.status == "pending" and self.store.transition(run_id, "running", allowed=("pending",)):
+            self.store.emit(run_id, "run-started", total=run.total)
+            run = self.store.run(run_id)
+        if run.terminal or run.status == "paused":
+            return
+        pipeline = self.pipeline(run)
+        cluster = self.store.progress(run_id, None)
+        cluster_failed = any(cp.status == "failed" for cp in cluster.steps.values())
+        if not cluster_failed:
+            for spec in self._ready(pipeline.spec.cluster_steps, cluster, cluster):
+                self.dispatch(run_id, None, spec)
+            for node in self.store.admit(run_id, limit=max(run.window, 1)):
+                self._start_node(run, node)
+        self._maybe_finish(run_id, cluster_failed)
+
+    def _start_node(self, run: RunRecord, node: str) -> None:
+        lease = self.leases.acquire(node, run.id)
+        if not lease.granted:
+            self.finish_node(run.id, node, "failed", f"node is held by run {lease.holder}")
+            return
+        self.store.set_fence(run.id, node, lease.fence)
+        self.store.emit(run.id, "node-started", node=node)
+        self.advance_node(run.id, node)
+
+    def _maybe_finish(self, run_id: str, cluster_failed: bool) -> None:
+        run = self.store.run(run_id)
+        if run.terminal or run.inflight > 0:
+            return
+        over_budget = run.failed > run.budget
+        if run.cursor < run.total and not (over_budget or cluster_failed or run.status != "running"):
+            return
+        cluster = self.store.progress(run_id, None)
+        if any(not cp.terminal for cp in cluster.steps.values()):
+            return
+        if run.status == "running":
+            final = "failed" if over_budget or cluster_failed else "succeeded"
+            if self.store.transition(run_id, final, allowed=("running",)):
+                self.store.emit(run_id, "run-finished", status=final, succeeded=run.succeeded, failed=run.failed)
+
+    # node level
+    def advance_node(self, run_id: str, node: str) -> None:
+        progress = self.store.progress(run_id, node)
+        if progress.state != "running":
+            return
+        run = self.store.run(run_id)
+        pipeline = self.pipeline(run)
+        cluster = self.store.progress(run_id, None)
+        failure = _node_failure(progress, cluster, pipeline)
+        if failure is None and run.status == "aborted":
+            failure = "run aborted before this node finished"
+        if failure is not None:
+            if not any(cp.status in ("queued", "running", "retrying") for cp in progress.steps.values()):
+                self.finish_node(run_id, node, "failed", failure)
+            return
+        node_steps = pipeline.spec.node_steps
+        if all(s.id in progress.steps and progress.steps[s.id].done for s in node_steps):
+            self.finish_node(run_id, node, "succeeded")
+            return
+        for spec in self._ready(node_steps, progress, cluster):
+            self.dispatch(run_id, node, spec)
+
+    def finish_node(self, run_id: str, node: str, state: str, error: str = "") -> None:
+        if not self.store.finish_node(run_id, node, state, error):
+            return
+        fence = self.store.progress(run_id, node).fence
+        if fence:
+            self.leases.release(node, run_id, fence)
+        self.store.emit(run_id, "node-finished", node=node, state=state, error=error or None)
+        self.dispatcher.advance(run_id)
+
+    def after_cluster_step(self, run_id: str) -> None:
+        """A cluster step ended: nodes that waited for it may move on."""
+        run = self.store.run(run_id)
+        for node in self.store.admitted_nodes(run_id, run.cursor):
+            self.advance_node(run_id, node)
+        self.advance_run(run_id)
+
+    # dispatch
+    @staticmethod
+    def _ready(steps: list[StepSpec], progress: NodeProgress, cluster: NodeProgress) -> list[StepSpec]:
+        done = {k for k, cp in progress.steps.items() if cp.done} | {k for k, cp in cluster.steps.items() if cp.done}
+        return [s for s in steps if s.id not in progress.steps and all(n in done for n in s.needs)]
+
+    def dispatch(self, run_id: str, node: str | None, spec: StepSpec) -> None:
+        """Create the step's first attempt, once: a second dispatcher loses the compare-and-set."""
+        checkpoint = Checkpoint(status="queued", attempt=1, token=new_token(), queued_at=time.time())
+        if self.store.write_checkpoint(run_id, node, spec.id, checkpoint, expect=None):
+            self.send(run_id, node, spec.id, checkpoint.token)
+
+    def send(self, run_id: str, node: str | None, step_id: str, token: str, *, delay: float = 0.0) -> None:
+        if node is None:
+            self.dispatcher.cluster_step(run_id, step_id, token, delay=delay)
+        else:
+            self.dispatcher.node_step(run_id, node, step_id, token, delay=delay)
+
+
+def _node_failure(progress: NodeProgress, cluster: NodeProgress, pipeline: Pipeline) -> str | None:
+    """Why the node cannot finish, or None while it still can."""
+    for spec in pipeline.spec.node_steps:
+        cp = progress.steps.get(spec.id)
+        if cp is not None and cp.status == "failed":
+            return f"{spec.id}: {cp.error}"
+    for spec in pipeline.spec.cluster_steps:
+        cp = cluster.steps.get(spec.id)
+        if cp is not None and cp.status == "failed":
+            return f"cluster step {spec.id} failed: {cp.error}"
+    return None

@@ -1,0 +1,54 @@
+"""Error kinds. The kind, never the message, decides whether a step is retried."""
+
+from __future__ import annotations
+
+
+class StepError(Exception):
+    """Base of every error a step raises on purpose."""
+
+    kind: str = "error"
+    retryable: bool = True
+
+    def __init__(self, message: str, *, evidence: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.evidence = evidence
+
+
+class TransientError(StepError):
+    """May succeed on a later attempt (busy device, API 5xx, not yet converged)."""
+
+    kind = "transient"
+
+
+class StepTimeout(TransientError):
+    """A command or a wait ran out of time."""
+
+    kind = "timeout"
+
+
+class CommandFailed(TransientError):
+    """A host command exited non-zero."""
+
+    kind = "command"
+
+
+class PermanentError(StepError):
+    """Will not succeed by retrying (no card, bad parameter, missing firmware)."""
+
+    kind = "permanent"
+    retryable = False
+
+
+class LeaseLost(PermanentError):
+    """Another run holds the node now; touching it would be unsafe."""
+
+    kind = "lease"
+
+
+class PipelineError(Exception):
+    """A pipeline file or a run request is invalid. The message names where and what."""
+
+
+class RunError(Exception):
+    """A run operation cannot proceed (unknown run, wrong state)."""

@@ -1,0 +1,154 @@
+"""One attempt of one step: claim it, converge it, checkpoint the outcome.
+
+A delivery carries the attempt's token. A delivery whose token is not the
+stored one is stale (superseded by a retry or a resume) and does nothing. A
+redelivery of an attempt that already ended only re-advances the node, in
+case the process died between the checkpoint and the dispatch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from workflows.backoff import delay_for, should_retry
+from workflows.errors import LeaseLost, StepError, TransientError
+from workflows.leases import NodeLeases
+from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
+from workflows.runner import run_step
+from workflows.spec import StepSpec
+from workflows.step import StepContext, StepResult
+
+if TYPE_CHECKING:
+    from workflows.engine import Engine
+
+log = logging.getLogger("nicflow.executor")
+EVIDENCE_LIMIT = 4000
+
+
+@dataclass
+class NodeLeaseGuard:
+    leases: NodeLeases
+    node: str
+    run_id: str
+    fence: int
+
+    def check(self) -> None:
+        if not self.leases.renew(self.node, self.run_id, self.fence):
+            holder = self.leases.holder(self.node) or "nobody"
+            raise LeaseLost(f"lost the lease on node {self.node} (now held by {holder}); not touching it")
+
+
+def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: str) -> None:
+    store = engine.store
+    checkpoint = store.checkpoint(run_id, node, step_id)
+    if checkpoint is None or checkpoint.token != token:
+        log.info("stale delivery of %s/%s on %s dropped", run_id, step_id, node or "cluster")
+        return
+    if checkpoint.terminal:
+        _after_step(engine, run_id, node)
+        return
+    run = store.run(run_id)
+    if run.status == "aborted":
+        _write_final(engine, run_id, node, step_id, checkpoint, status="failed", error="run aborted before this step started")
+        return
+    spec = engine.pipeline(run).spec.step(step_id)
+    started = checkpoint.model_copy(update={"status": "running", "started_at": time.time()})
+    if not store.write_checkpoint(run_id, node, step_id, started, expect=token):
+        return
+    store.emit(run_id, "step-started", node=node, step=step_id, attempt=checkpoint.attempt)
+    try:
+        result = _converge(engine, run, node, spec)
+    except StepError as exc:
+        _on_error(engine, run_id, node, spec, started, exc)
+    except Exception as exc:  # a bug or an unexpected OS error: retried like a transient one
+        log.exception("step %s raised unexpectedly", step_id)
+        _on_error(engine, run_id, node, spec, started, TransientError(f"{type(exc).__name__}: {exc}"))
+    else:
+        _on_success(engine, run_id, node, step_id, started, result)
+
+
+def _converge(engine: Engine, run: RunRecord, node: str | None, spec: StepSpec) -> StepResult:
+    store = engine.store
+    pipeline = engine.pipeline(run)
+    cluster = store.progress(run.id, None)
+    progress = store.progress(run.id, node) if node else cluster
+    facts = _facts(cluster, [s.id for s in pipeline.spec.cluster_steps])
+    if node is None:
+        surface = engine.surfaces.cluster(run.fleet)
+        guard = None
+    else:
+        facts.update(_facts(progress, [s.id for s in pipeline.spec.node_steps]))
+        surface = engine.surfaces.host(run.fleet, node)
+        guard = NodeLeaseGuard(engine.leases, node, run.id, progress.fence)
+        guard.check()
+    ctx = StepContext(run_id=run.id, node=node, surface=surface, facts=facts, dry_run=run.dry_run)
+    if guard is not None:
+        ctx.guard = guard
+    step = engine.registry.create(spec.type)
+    return run_step(step, ctx, pipeline.params_of(spec.id), timeout=spec.timeout)
+
+
+def _facts(progress: NodeProgress, order: list[str]) -> dict:
+    facts: dict = {}
+    for step_id in order:
+        cp = progress.steps.get(step_id)
+        if cp is not None and cp.done:
+            facts.update(cp.outputs)
+    return facts
+
+
+def _on_success(engine: Engine, run_id: str, node: str | None, step_id: str, started: Checkpoint, result: StepResult) -> None:
+    final = started.model_copy(update={
+        "status": result.status,
+        "finished_at": time.time(),
+        "outputs": result.outputs,
+        "changes": [c.as_dict() for c in result.changes],
+        "evidence": result.evidence[-EVIDENCE_LIMIT:],
+        "error": None,
+        "error_kind": None,
+    })
+    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=started.token):
+        engine.store.emit(run_id, "step-finished", node=node, step=step_id, status=result.status,
+                          attempt=started.attempt, changes=len(result.changes))
+        _after_step(engine, run_id, node)
+
+
+def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint, error: StepError) -> None:
+    store = engine.store
+    evidence = error.evidence[-EVIDENCE_LIMIT:]
+    if should_retry(spec.retry, error, started.attempt):
+        delay = delay_for(spec.retry, started.attempt)
+        retry = Checkpoint(
+            status="retrying", attempt=started.attempt + 1, token=new_token(), queued_at=started.queued_at,
+            error=error.message, error_kind=error.kind, evidence=evidence, retry_at=time.time() + delay,
+        )
+        if store.write_checkpoint(run_id, node, spec.id, retry, expect=started.token):
+            store.emit(run_id, "step-retry", node=node, step=spec.id, attempt=started.attempt,
+                       error=error.message, kind=error.kind, delay=round(delay, 3))
+            engine.send(run_id, node, spec.id, retry.token, delay=delay)
+        return
+    _write_final(engine, run_id, node, spec.id, started, status="failed", error=error.message,
+                 kind=error.kind, evidence=evidence)
+
+
+def _write_final(
+    engine: Engine, run_id: str, node: str | None, step_id: str, current: Checkpoint, *,
+    status: str, error: str, kind: str = "permanent", evidence: str = "",
+) -> None:
+    final = current.model_copy(update={
+        "status": status, "finished_at": time.time(), "error": error, "error_kind": kind, "evidence": evidence,
+    })
+    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=current.token):
+        engine.store.emit(run_id, "step-failed", node=node, step=step_id, attempt=current.attempt,
+                          error=error, kind=kind)
+        _after_step(engine, run_id, node)
+
+
+def _after_step(engine: Engine, run_id: str, node: str | None) -> None:
+    if node is None:
+        engine.after_cluster_step(run_id)
+    else:
+        engine.advance_node(run_id, node)

@@ -1,0 +1,106 @@
+"""The records kept in Redis: a run, a node's progress, a step's checkpoint."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["pending", "running", "paused", "succeeded", "failed", "aborted"]
+NodeState = Literal["pending", "running", "succeeded", "failed"]
+StepStatus = Literal["queued", "running", "retrying", "ok", "changed", "failed"]
+
+TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "failed", "aborted"})
+DONE_STEP: frozenset[str] = frozenset({"ok", "changed"})
+TERMINAL_STEP: frozenset[str] = frozenset({"ok", "changed", "failed"})
+
+RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def check_run_id(value: str) -> str:
+    if not RUN_ID.fullmatch(value):
+        raise ValueError(f"run id {value!r} is not of the form YYYYMMDD-HHMMSS-xxxxxx")
+    return value
+
+
+def check_node_name(value: str) -> str:
+    """Node names end up in queue names, file paths and argv: only DNS-1123 names pass."""
+    if not NODE_NAME.fullmatch(value):
+        raise ValueError(f"node name {value!r} is not a valid Kubernetes node name (lowercase DNS-1123)")
+    return value
+
+
+class Checkpoint(BaseModel):
+    """One step's progress on one node (or on the cluster), written by compare-and-set."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: StepStatus
+    attempt: int = 1
+    token: str
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    changes: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+    error_kind: str | None = None
+    evidence: str = ""
+    retry_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE_STEP
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STEP
+
+
+class NodeProgress(BaseModel):
+    """A node's state in a run and its checkpoints by step id."""
+
+    node: str
+    state: NodeState = "pending"
+    error: str | None = None
+    fence: int = 0
+    steps: dict[str, Checkpoint] = Field(default_factory=dict)
+
+
+class RunRecord(BaseModel):
+    id: str
+    pipeline: str
+    status: RunStatus = "pending"
+    created_at: float
+    updated_at: float
+    spec: dict[str, Any]
+    """The pipeline as loaded when the run was created: a run never changes under a file edit."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    dry_run: bool = False
+    fleet: str = ""
+    """Where hosts live: `sim:<root>` for a simulated fleet, `real` for agents on nodes."""
+    total: int = 0
+    cursor: int = 0
+    inflight: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    window: int = 1
+    budget: int = 0
+    error: str | None = None
+    parent: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_RUN

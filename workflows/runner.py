@@ -1,0 +1,34 @@
+"""Run one attempt of a step through observe, plan, apply, verify."""
+
+from __future__ import annotations
+
+import time
+
+from workflows.errors import StepTimeout
+from workflows.step import Step, StepContext, StepParams, StepResult
+
+
+def run_step(step: Step, ctx: StepContext, params: StepParams, *, timeout: float) -> StepResult:
+    """Converge one step; raise a `StepError` kind when it cannot.
+
+    Dry run stops after plan and reports what would change. The deadline is
+    checked between phases; commands inside a phase carry their own timeouts.
+    """
+    deadline = time.monotonic() + timeout
+    state = step.observe(ctx, params)
+    changes = step.plan(state, params)
+    if not changes:
+        return StepResult("ok", [], step.outputs(state, params), step.evidence(state))
+    if ctx.dry_run:
+        return StepResult("changed", changes, step.outputs(state, params), step.evidence(state))
+    _check_deadline(deadline, timeout, "plan")
+    ctx.guard.check()
+    step.apply(ctx, params, state, changes)
+    _check_deadline(deadline, timeout, "apply")
+    verified = step.verify(ctx, params)
+    return StepResult("changed", changes, step.outputs(verified, params), step.evidence(verified))
+
+
+def _check_deadline(deadline: float, timeout: float, phase: str) -> None:
+    if time.monotonic() > deadline:
+        raise StepTimeout(f"step took longer than its timeout of {timeout:g}s (during {phase})")

@@ -1,0 +1,148 @@
+"""Pipeline file models: parameters, steps, retry policy, rollout strategy.
+
+These are the shapes only. Cross-field rules that need the step registry
+(step types, step parameters, `needs` graph) live in `workflows.loader`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+STEP_ID = r"^[a-z][a-z0-9-]{0,62}$"
+PARAM_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
+PERCENT = re.compile(r"^(100|[1-9]?[0-9])%$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """How a step is retried after a transient failure."""
+
+    attempts: int = Field(3, ge=1, le=50)
+    """Total attempts, the first included."""
+    initial_backoff: float = Field(1.0, ge=0, le=3600)
+    """Seconds before the second attempt."""
+    max_backoff: float = Field(60.0, ge=0, le=86400)
+    """Upper bound of any single wait."""
+    multiplier: float = Field(2.0, ge=1, le=10)
+    jitter: float = Field(0.2, ge=0, le=1)
+    """Fraction of the delay drawn at random, so a fleet does not retry in lockstep."""
+    non_retryable: list[Literal["transient", "timeout", "command"]] = Field(default_factory=list)
+    """Error kinds that fail the node at once (permanent ones always do)."""
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RetryPolicy:
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError(
+                f"max_backoff ({self.max_backoff}) is smaller than initial_backoff ({self.initial_backoff})"
+            )
+        return self
+
+
+class ParamSpec(_Strict):
+    """A typed pipeline parameter that steps reference as `${name}`."""
+
+    type: Literal["int", "float", "str", "bool"]
+    default: Any = None
+    description: str = ""
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    choices: list[Any] | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+def _count(value: Any, *, minimum: int) -> int | str:
+    """A node count: a whole number, or a percentage string like "20%"."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number or a percentage like '20%'")
+    if isinstance(value, int):
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+    if isinstance(value, str) and PERCENT.fullmatch(value):
+        if minimum and value == "0%":
+            raise ValueError("must be more than 0%")
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return _count(int(value), minimum=minimum)
+    raise ValueError("must be a whole number or a percentage like '20%'")
+
+
+class RolloutSpec(_Strict):
+    """How nodes are admitted into a run."""
+
+    max_unavailable: int | str = 1
+    """Nodes worked on at once: a number or a percentage of the run's nodes."""
+    max_failures: int | str = 0
+    """Failed nodes tolerated before admission stops: a number or a percentage."""
+
+    @field_validator("max_unavailable", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> int | str:
+        return _count(value, minimum=1)
+
+    @field_validator("max_failures", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> int | str:
+        return _count(value, minimum=0)
+
+
+class StepSpec(_Strict):
+    id: str = Field(pattern=STEP_ID)
+    type: str
+    scope: Literal["node", "cluster"] | None = None
+    """Defaults to the step type's own scope; a mismatch is an error."""
+    needs: list[str] = Field(default_factory=list)
+    disruptive: bool = False
+    timeout: float = Field(300.0, gt=0, le=86400)
+    """Seconds one attempt may take."""
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineSpec(_Strict):
+    name: str = Field(pattern=STEP_ID)
+    description: str = ""
+    parameters: dict[Annotated[str, Field(pattern=PARAM_NAME)], ParamSpec] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(min_length=1)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+
+    def step(self, step_id: str) -> StepSpec:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    @property
+    def node_steps(self) -> list[StepSpec]:
+        return [s for s in self.steps if s.scope == "node"]
+
+    @property
+    def cluster_steps(self) -> list[StepSpec]:
+        return [s for s in self.steps if s.scope == "cluster"]
+
+    @property
+    def longest_timeout(self) -> float:
+        return max(s.timeout for s in self.steps)
+
+
+def resolve_count(value: int | str, total: int, *, at_least: int = 0) -> int:
+    """`3` -> 3; `"20%"` of 52 -> 10 (rounded down, as Kubernetes does for maxUnavailable)."""
+    if isinstance(value, int):
+        return max(value, at_least)
+    return max(total * int(value.rstrip("%")) // 100, at_least)

@@ -1,0 +1,115 @@
+"""The step contract: observe, plan, apply, verify.
+
+A step is idempotent by construction, in the shape of an Ansible module or a
+Kubernetes reconciler. The engine calls the four methods through
+`workflows.runner.run_step`; a step never decides retries itself, it raises
+the kind of error (see `workflows.errors`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from workflows.errors import TransientError
+
+Scope = Literal["node", "cluster"]
+
+
+class StepParams(BaseModel):
+    """Base of every step's parameter model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change a step would make (plan) or made (apply)."""
+
+    action: str
+    target: str
+    before: Any = None
+    after: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "target": self.target, "before": self.before, "after": self.after}
+
+
+class LeaseGuard(Protocol):
+    """Checked before each side effect: raises when this run no longer holds the node."""
+
+    def check(self) -> None: ...
+
+
+class _NoGuard:
+    def check(self) -> None:
+        return None
+
+
+@dataclass
+class StepContext:
+    """What a step sees of the world for one execution."""
+
+    run_id: str
+    node: str | None
+    surface: Any
+    facts: dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+    guard: LeaseGuard = field(default_factory=_NoGuard)
+
+
+ParamsT = TypeVar("ParamsT", bound=StepParams)
+StateT = TypeVar("StateT")
+
+
+class Step(ABC, Generic[ParamsT, StateT]):
+    """Base class for a step type.
+
+    Subclasses set `type_name`, `scope`, `params_model` and implement
+    `observe`, `plan` and `apply`. `verify` re-observes and fails while the
+    plan is not empty; override it to add checks (a wait, a stricter test).
+    """
+
+    type_name: ClassVar[str]
+    scope: ClassVar[Scope] = "node"
+    params_model: ClassVar[type[StepParams]] = StepParams
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def observe(self, ctx: StepContext, params: ParamsT) -> StateT:
+        """Read the current state. No side effects."""
+
+    @abstractmethod
+    def plan(self, state: StateT, params: ParamsT) -> list[Change]:
+        """The changes needed to converge; empty means converged."""
+
+    @abstractmethod
+    def apply(self, ctx: StepContext, params: ParamsT, state: StateT, changes: list[Change]) -> None:
+        """Make the planned changes."""
+
+    def verify(self, ctx: StepContext, params: ParamsT) -> StateT:
+        state = self.observe(ctx, params)
+        remaining = self.plan(state, params)
+        if remaining:
+            pending = ", ".join(f"{c.action} {c.target}" for c in remaining)
+            raise TransientError(f"not converged after apply: {pending}")
+        return state
+
+    def outputs(self, state: StateT, params: ParamsT) -> dict[str, Any]:
+        """Facts later steps of the same node read (PCI address, VF count, ...)."""
+        return {}
+
+    def evidence(self, state: StateT) -> str:
+        """What the verdict was judged by (command output, file contents)."""
+        return ""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    status: Literal["ok", "changed"]
+    changes: list[Change]
+    outputs: dict[str, Any]
+    evidence: str

@@ -1,0 +1,232 @@
+"""Checkpoint store: runs, node progress, step checkpoints and events in Redis.
+
+All keys of a run share the hash tag `{<run-id>}` so that the Lua scripts
+below, which touch several of them, stay valid on Redis Cluster.
+
+Every checkpoint write is a compare-and-set on the attempt token: a worker
+that lost its attempt (redelivered, superseded by a retry) cannot overwrite
+the newer attempt's record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from redis import Redis
+
+from workflows.errors import RunError
+from workflows.records import Checkpoint, NodeProgress, RunRecord
+
+RUNS_INDEX = "nicflow:runs"
+CLUSTER = "_cluster"
+EVENTS_MAXLEN = 200_000
+_RECORD_JSON = ("spec", "overrides")
+_PROGRESS_FIELDS = ("state", "error", "fence")
+
+# KEYS[1] progress hash; ARGV: step, expected token ('' = none yet), new token, checkpoint json
+_CAS = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1] .. '@token')
+if (cur or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
+return 1
+"""
+
+# KEYS[1] run hash, KEYS[2] nodes list, KEYS[3] key prefix of node hashes; ARGV[1] max to admit
+_ADMIT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {} end
+local window = tonumber(redis.call('HGET', KEYS[1], 'window'))
+local budget = tonumber(redis.call('HGET', KEYS[1], 'budget'))
+local admitted = {}
+for i = 1, tonumber(ARGV[1]) do
+  local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight'))
+  local failed = tonumber(redis.call('HGET', KEYS[1], 'failed'))
+  if inflight >= window or failed > budget then break end
+  local cursor = tonumber(redis.call('HGET', KEYS[1], 'cursor'))
+  local node = redis.call('LINDEX', KEYS[2], cursor)
+  if not node then break end
+  redis.call('HINCRBY', KEYS[1], 'cursor', 1)
+  redis.call('HINCRBY', KEYS[1], 'inflight', 1)
+  redis.call('HSET', KEYS[3] .. node, 'state', 'running')
+  table.insert(admitted, node)
+end
+return admitted
+"""
+
+# KEYS[1] run hash, KEYS[2] node hash; ARGV: final state, error
+_FINISH_NODE = """
+if redis.call('HGET', KEYS[2], 'state') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[2], 'state', ARGV[1], 'error', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'inflight', -1)
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+return 1
+"""
+
+# KEYS[1] run hash; ARGV: new status, now, allowed current statuses...
+_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+for i = 3, #ARGV do
+  if cur == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
+    return 1
+  end
+end
+return 0
+"""
+
+
+def run_prefix(run_id: str) -> str:
+    return f"nicflow:{{{run_id}}}"
+
+
+class CheckpointStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._cas = redis.register_script(_CAS)
+        self._admit = redis.register_script(_ADMIT)
+        self._finish_node = redis.register_script(_FINISH_NODE)
+        self._transition = redis.register_script(_TRANSITION)
+
+    # keys
+    def _run_key(self, run_id: str) -> str:
+        return f"{run_prefix(run_id)}:run"
+
+    def _nodes_key(self, run_id: str) -> str:
+        return f"{run_prefix(run_id)}:nodes"
+
+    def _progress_key(self, run_id: str, node: str | None) -> str:
+        return f"{run_prefix(run_id)}:node:{node or CLUSTER}"
+
+    def _events_key(self, run_id: str) -> str:
+        return f"{run_prefix(run_id)}:events"
+
+    # runs
+    def create_run(self, record: RunRecord, nodes: list[str]) -> None:
+        fields = _encode_record(record)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._run_key(record.id), mapping=fields)
+            if nodes:
+                pipe.rpush(self._nodes_key(record.id), *nodes)
+            for node in nodes:
+                pipe.hset(self._progress_key(record.id, node), "state", "pending")
+            pipe.zadd(RUNS_INDEX, {record.id: record.created_at})
+            pipe.execute()
+
+    def run(self, run_id: str) -> RunRecord:
+        raw = self.redis.hgetall(self._run_key(run_id))
+        if not raw:
+            raise RunError(f"no run {run_id!r} in this Redis (see `nicflow runs`)")
+        return _decode_record(raw)
+
+    def run_ids(self, limit: int = 50) -> list[str]:
+        return [_s(x) for x in self.redis.zrevrange(RUNS_INDEX, 0, limit - 1)]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        encoded = {k: _encode_value(k, v) for k, v in fields.items()}
+        self.redis.hset(self._run_key(run_id), mapping={**encoded, "updated_at": time.time()})
+
+    def transition(self, run_id: str, to: str, *, allowed: tuple[str, ...]) -> bool:
+        """Move the run to `to` only from one of `allowed`; False when it was elsewhere."""
+        return bool(self._transition(keys=[self._run_key(run_id)], args=[to, time.time(), *allowed]))
+
+    # nodes
+    def nodes(self, run_id: str) -> list[str]:
+        return [_s(x) for x in self.redis.lrange(self._nodes_key(run_id), 0, -1)]
+
+    def admitted_nodes(self, run_id: str, cursor: int) -> list[str]:
+        return [_s(x) for x in self.redis.lrange(self._nodes_key(run_id), 0, cursor - 1)] if cursor else []
+
+    def admit(self, run_id: str, limit: int) -> list[str]:
+        """Atomically admit up to `limit` nodes within the window and failure budget."""
+        keys = [self._run_key(run_id), self._nodes_key(run_id), self._progress_key(run_id, "")]
+        return [_s(x) for x in self._admit(keys=keys, args=[limit])]
+
+    def finish_node(self, run_id: str, node: str, state: str, error: str = "") -> bool:
+        """Mark a running node terminal once; the run's counters move with it."""
+        keys = [self._run_key(run_id), self._progress_key(run_id, node)]
+        return bool(self._finish_node(keys=keys, args=[state, error]))
+
+    def set_fence(self, run_id: str, node: str, fence: int) -> None:
+        self.redis.hset(self._progress_key(run_id, node), "fence", fence)
+
+    def progress(self, run_id: str, node: str | None) -> NodeProgress:
+        raw = {_s(k): _s(v) for k, v in self.redis.hgetall(self._progress_key(run_id, node)).items()}
+        return _decode_progress(node or CLUSTER, raw)
+
+    def progress_many(self, run_id: str, nodes: list[str]) -> list[NodeProgress]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.hgetall(self._progress_key(run_id, node))
+            raws = pipe.execute()
+        return [
+            _decode_progress(node, {_s(k): _s(v) for k, v in raw.items()}) for node, raw in zip(nodes, raws)
+        ]
+
+    # checkpoints
+    def checkpoint(self, run_id: str, node: str | None, step_id: str) -> Checkpoint | None:
+        raw = self.redis.hget(self._progress_key(run_id, node), step_id)
+        return Checkpoint.model_validate_json(raw) if raw else None
+
+    def write_checkpoint(
+        self, run_id: str, node: str | None, step_id: str, checkpoint: Checkpoint, *, expect: str | None
+    ) -> bool:
+        """Compare-and-set: write only if the stored token is `expect` (None: no attempt yet)."""
+        keys = [self._progress_key(run_id, node)]
+        args = [step_id, expect or "", checkpoint.token, checkpoint.model_dump_json(exclude_defaults=True)]
+        return bool(self._cas(keys=keys, args=args))
+
+    # events
+    def emit(self, run_id: str, kind: str, **fields: Any) -> None:
+        body = {"kind": kind, "ts": f"{time.time():.3f}"}
+        body.update({k: _event_value(v) for k, v in fields.items() if v is not None})
+        self.redis.xadd(self._events_key(run_id), body, maxlen=EVENTS_MAXLEN, approximate=True)
+
+    def events(self, run_id: str, after: str = "0-0", count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+        entries = self.redis.xrange(self._events_key(run_id), min=f"({after}" if after != "0-0" else "-", count=count)
+        return [(_s(eid), {_s(k): _s(v) for k, v in body.items()}) for eid, body in entries]
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _event_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _encode_value(key: str, value: Any) -> str | int | float:
+    if key in _RECORD_JSON:
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return int(value)
+    return "" if value is None else value
+
+
+def _encode_record(record: RunRecord) -> dict[str, str | int | float]:
+    return {k: _encode_value(k, v) for k, v in record.model_dump().items()}
+
+
+def _decode_record(raw: dict[bytes, bytes]) -> RunRecord:
+    fields: dict[str, Any] = {_s(k): _s(v) for k, v in raw.items()}
+    for key in _RECORD_JSON:
+        fields[key] = json.loads(fields.get(key) or "{}")
+    fields["dry_run"] = fields.get("dry_run") == "1"
+    for key in ("error", "parent"):
+        fields[key] = fields.get(key) or None
+    return RunRecord.model_validate(fields)
+
+
+def _decode_progress(node: str, raw: dict[str, str]) -> NodeProgress:
+    steps = {
+        key: Checkpoint.model_validate_json(value)
+        for key, value in raw.items()
+        if key not in _PROGRESS_FIELDS and not key.endswith("@token")
+    }
+    return NodeProgress(
+        node=node,
+        state=raw.get("state", "pending"),
+        error=raw.get("error") or None,
+        fence=int(raw.get("fence") or 0),
+        steps=steps,
+    )
