@@ -139,7 +139,8 @@ class CheckpointStore:
 
     def admit(self, run_id: str, limit: int) -> list[str]:
         """Atomically admit up to `limit` nodes within the window and failure budget."""
-        keys = [self._run_key(run_id), self._nodes_key(run_id), self._progress_key(run_id, "")]
+        # Node keys are built in the script; they share the run's hash tag, hence its slot.
+        keys = [self._run_key(run_id), self._nodes_key(run_id), f"{run_prefix(run_id)}:node:"]
         return [_s(x) for x in self._admit(keys=keys, args=[limit])]
 
     def finish_node(self, run_id: str, node: str, state: str, error: str = "") -> bool:

@@ -1,0 +1,1 @@
+"""nicflow's processes: the Celery app, agent, controller and CLI."""

@@ -1,0 +1,208 @@
+"""`nicflow`: the command line. Bad input exits 2 with one message, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from redis.exceptions import RedisError
+from rich.console import Console
+
+from workers.progress import failed_nodes, summary, watch as watch_live
+from workers.runtime import NoRedisConfigured, make_engine
+from workers.settings import get_settings
+from workers.targets import load_pipeline, pipeline_path, resolve_targets, sim_fleet
+from workflows.control import abort_run, resume_run, run_status, start_run
+from workflows.errors import PipelineError, RunError
+from workflows.records import check_run_id
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.")
+console = Console()
+err = Console(stderr=True)
+
+Sets = Annotated[list[str], typer.Option("--set", help="Override a parameter: key=value (repeatable).")]
+FleetOpt = Annotated[Optional[str], typer.Option("--fleet", help="sim:N for a simulated fleet of N nodes.")]
+SimRoot = Annotated[Optional[Path], typer.Option("--sim-root", help="Directory of the simulated fleet.")]
+NodesOpt = Annotated[Optional[str], typer.Option("--nodes", help="Comma-separated node names.")]
+SelectorOpt = Annotated[Optional[str], typer.Option("--selector", help="Node labels, k=v[,k=v].")]
+
+
+def _run_id(value: str) -> str:
+    try:
+        return check_run_id(value)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+@cli.command()
+def validate(file: Annotated[Path, typer.Argument(help="Pipeline YAML file.")]) -> None:
+    """Check a pipeline file; exit 2 with the file, line, field and value of the first problem."""
+    pipeline = load_pipeline(str(file), [])
+    console.print(f"{file}: ok: pipeline {pipeline.spec.name}, {len(pipeline.spec.steps)} steps")
+
+
+@cli.command()
+def run(
+    pipeline: Annotated[str, typer.Argument(help="Bundled pipeline name or YAML file.")],
+    fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
+    set_: Sets = [],  # noqa: B006 - typer reads the default
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Observe and plan only.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Watch until the run ends.")] = False,
+) -> None:
+    """Start a run; prints its id."""
+    loaded = load_pipeline(pipeline, set_)
+    fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
+                                         nodes=nodes, selector=selector)
+    engine = make_engine()
+    record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=dry_run,
+                       overrides=_sets(set_), visibility_timeout=get_settings().visibility_timeout)
+    print(record.id)
+    if wait:
+        _finish(watch_live(lambda: run_status(engine, record.id), err))
+
+
+@cli.command()
+def plan(
+    pipeline: Annotated[str, typer.Argument(help="Bundled pipeline name or YAML file.")],
+    fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
+    set_: Sets = [],  # noqa: B006
+) -> None:
+    """Show per node the changes a run would make; nothing is applied (a dry run, watched to the end)."""
+    loaded = load_pipeline(pipeline, set_)
+    fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
+                                         nodes=nodes, selector=selector)
+    engine = make_engine()
+    record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=True, overrides=_sets(set_))
+    status = watch_live(lambda: run_status(engine, record.id), err)
+    for owner, steps in [("cluster", status["cluster"])] + [(n, v["steps"]) for n, v in status["nodes"].items()]:
+        for step_id, step in steps.items():
+            for change in step.get("changes", []):
+                console.print(f"{owner}  {step_id}  {change['action']} {change['target']}: "
+                              f"{change['before']!r} -> {change['after']!r}")
+    _finish(status, show_summary=False)
+
+
+@cli.command()
+def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A run's state, per node and step."""
+    report = run_status(make_engine(), _run_id(run_id))
+    if as_json:
+        print(json.dumps(report))
+        return
+    console.print(summary(report))
+    counts = report["counts"]
+    console.print(f"{report['status']}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
+                  f"{counts['running']} running, {counts['pending']} pending of {counts['total']}")
+    for name, error in failed_nodes(report):
+        console.print(f"[red]failed[/] {name}: {error}")
+
+
+@cli.command()
+def watch(run_id: str) -> None:
+    """Live progress until the run ends."""
+    engine = make_engine()
+    _finish(watch_live(lambda: run_status(engine, _run_id(run_id)), console))
+
+
+@cli.command()
+def resume(run_id: str) -> None:
+    """Continue a run from its checkpoints after a crash; finished steps are not run again."""
+    result = resume_run(make_engine(), _run_id(run_id))
+    console.print(f"run {run_id} resumed: {result['redispatched']} step(s) dispatched again")
+
+
+@cli.command()
+def abort(run_id: str) -> None:
+    """Stop admitting nodes; steps already running finish cleanly."""
+    record = abort_run(make_engine(), _run_id(run_id))
+    console.print(f"run {run_id} {record.status}: {record.inflight} node(s) finishing their current step")
+
+
+@cli.command()
+def runs(limit: int = 20) -> None:
+    """Recent runs, newest first."""
+    engine = make_engine()
+    for run_id in engine.store.run_ids(limit):
+        record = engine.store.run(run_id)
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
+        console.print(f"{record.id}  {started}  {record.pipeline:<20} {record.status:<10} "
+                      f"{record.succeeded}/{record.total} succeeded, {record.failed} failed")
+
+
+@cli.command()
+def controller(concurrency: Annotated[Optional[int], typer.Option()] = None) -> None:
+    """Run a controller worker (queues nicflow.control and nicflow.cluster)."""
+    from workers.worker import run_controller
+
+    run_controller(concurrency=concurrency or get_settings().controller_concurrency)
+
+
+@cli.command()
+def agent(
+    node: Annotated[Optional[str], typer.Option("--node", envvar="NODE_NAME", help="This node's name.")] = None,
+    fleet: FleetOpt = None, sim_root: SimRoot = None,
+    concurrency: Annotated[Optional[int], typer.Option()] = None,
+) -> None:
+    """Run an agent: one node's queue, or every node of a simulated fleet (--fleet sim:N)."""
+    from tasks.host.simfleet import load_fleet
+    from workers.targets import parse_nodes
+    from workers.worker import run_agent
+
+    if (node is None) == (fleet is None):
+        raise RunError("give exactly one of --node NAME or --fleet sim:N")
+    if fleet is not None:
+        root, _ = sim_fleet(fleet, sim_root or get_settings().sim_root)
+        nodes = sorted(load_fleet(root).nodes)
+    else:
+        nodes = parse_nodes(node or "")
+    run_agent(nodes=nodes, concurrency=concurrency or get_settings().agent_concurrency)
+
+
+@cli.command()
+def demo(
+    nodes: Annotated[int, typer.Option(min=1, max=5000)] = 50,
+    pipeline: str = "corigine-offload",
+    selector: Annotated[Optional[str], typer.Option(help="Select nodes by label.")] = None,
+    latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds per simulated command.")] = 0.005,
+) -> None:
+    """Roll out over a simulated fleet on an embedded Redis, twice, with live progress."""
+    from workers.demo import run_demo
+
+    if not pipeline_path(pipeline).exists():
+        raise PipelineError(f"pipeline {pipeline!r} not found")
+    raise typer.Exit(run_demo(nodes=nodes, pipeline=pipeline, selector=selector, latency=latency, console=console))
+
+
+def _sets(pairs: list[str]) -> dict:
+    from workers.targets import parse_sets
+
+    return parse_sets(pairs)
+
+
+def _finish(status: dict, *, show_summary: bool = True) -> None:
+    if show_summary:
+        console.print(summary(status))
+    for name, error in failed_nodes(status):
+        console.print(f"[red]failed[/] {name}: {error}")
+    if status["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        cli()
+    except (PipelineError, RunError, NoRedisConfigured) as exc:
+        err.print(f"nicflow: error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except RedisError as exc:
+        err.print(f"nicflow: cannot reach Redis at REDIS_URL: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

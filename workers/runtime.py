@@ -1,0 +1,95 @@
+"""Builds what a process needs: a Redis client, the store, the engine."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from tasks.cluster.sim import SimulatedCluster
+from tasks.host.simfleet import SimFleet, load_fleet, open_host
+from tasks.host.surface import RealHost
+from tasks.registry import default_registry
+from workflows.engine import Engine
+from workflows.errors import PermanentError
+from workflows.leases import NodeLeases
+from workflows.store import CheckpointStore
+from workers.celery_app import use_broker
+from workers.dispatcher import CeleryDispatcher
+from workers.settings import get_settings, redis_py_url
+
+
+class NoRedisConfigured(RuntimeError):
+    pass
+
+
+def redis_client(url: str | None = None) -> Redis:
+    url = url or get_settings().redis_url
+    if not url:
+        raise NoRedisConfigured(
+            "REDIS_URL is not set: point it at a Redis server (redis://host:6379/0), "
+            "or use `nicflow demo`, which starts an embedded one"
+        )
+    # Redis may restart under a run (AOF keeps the data): ride it out instead of failing steps.
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=40)
+    return Redis.from_url(
+        redis_py_url(url),
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
+
+
+class FleetSurfaces:
+    """Hosts and cluster for a run's fleet: `sim:<root>` or `real`."""
+
+    def __init__(self) -> None:
+        self._fleets: dict[str, SimFleet] = {}
+        self._hosts: dict[tuple[str, str], Any] = {}
+
+    def _sim_root(self, fleet: str) -> Path | None:
+        return Path(fleet.removeprefix("sim:")) if fleet.startswith("sim:") else None
+
+    def host(self, fleet: str, node: str) -> Any:
+        key = (fleet, node)
+        if key not in self._hosts:
+            root = self._sim_root(fleet)
+            if root is None:
+                self._hosts[key] = RealHost(get_settings().host_root)
+            else:
+                if fleet not in self._fleets:
+                    self._fleets[fleet] = load_fleet(root)
+                self._hosts[key] = open_host(root, node, self._fleets[fleet])
+        return self._hosts[key]
+
+    def cluster(self, fleet: str) -> Any:
+        root = self._sim_root(fleet)
+        if root is None:
+            raise PermanentError("the Kubernetes cluster surface is not available in this build")
+        return SimulatedCluster(root)
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """An engine on the Redis at `url` (default REDIS_URL), dispatching through Celery on the same server."""
+    url = url or get_settings().redis_url
+    redis = redis_client(url)
+    use_broker(url)  # type: ignore[arg-type]  # redis_client refused a missing url already
+    return Engine(
+        store=CheckpointStore(redis),
+        leases=NodeLeases(redis, ttl_seconds=get_settings().lease_ttl),
+        registry=default_registry(),
+        dispatcher=CeleryDispatcher(),
+        surfaces=FleetSurfaces(),
+    )
+
+
+@lru_cache(maxsize=1)
+def process_engine() -> Engine:
+    """One engine per worker process, built on first use (after the fork)."""
+    return make_engine()

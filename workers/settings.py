@@ -1,0 +1,39 @@
+"""All settings, from the environment (pydantic-settings), declared once."""
+
+from __future__ import annotations
+
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NICFLOW_", extra="ignore")
+
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "NICFLOW_REDIS_URL"))
+    """Broker and store. Unset: `nicflow demo` starts an embedded Redis."""
+    visibility_timeout: int = Field(3600, ge=60, le=7 * 86400)
+    """Seconds before Redis redelivers an unacknowledged step; must exceed every step timeout."""
+    lease_ttl: float = Field(300.0, ge=1, le=86400)
+    """Seconds a node lease lives without renewal."""
+    host_root: str = "/"
+    """Where the agent sees the host's file system (`/host` in the agent pod)."""
+    sim_root: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "nicflow-sim")
+    """Where simulated fleets live."""
+    agent_concurrency: int = Field(8, ge=1, le=256)
+    controller_concurrency: int = Field(4, ge=1, le=64)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def redis_py_url(url: str) -> str:
+    """Celery spells a unix socket `redis+socket:///path`; redis-py spells it `unix:///path`."""
+    if url.startswith("redis+socket://"):
+        return "unix://" + url.removeprefix("redis+socket://")
+    return url

@@ -1,0 +1,116 @@
+"""Turn CLI/API options into a pipeline and a node list, validating everything first."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.host.simfleet import create_fleet, load_fleet, select_nodes
+from tasks.registry import default_registry
+from workflows.errors import PipelineError, RunError
+from workflows.loader import Pipeline, load_file
+from workflows.records import check_node_name
+
+PIPELINE_DIR = Path(__file__).resolve().parent.parent / "workflows" / "pipelines"
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+SIM_FLEET = re.compile(r"^sim:([1-9][0-9]{0,4})$")
+
+
+def pipeline_path(name_or_path: str) -> Path:
+    """A bundled pipeline by name (`corigine-offload`) or a file path."""
+    if re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name_or_path):
+        bundled = PIPELINE_DIR / f"{name_or_path}.yaml"
+        if bundled.exists():
+            return bundled
+    path = Path(name_or_path)
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PIPELINE_DIR.glob("*.yaml")))
+        raise PipelineError(f"pipeline {name_or_path!r}: no such file or bundled pipeline (bundled: {known})")
+    return path
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value`: the value is read as a YAML scalar (10, true, "20%")."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not re.fullmatch(r"(rollout\.)?[a-z_][a-z0-9_]*", key):
+            raise PipelineError(f"--set {pair!r}: expected key=value with a parameter name as key")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (dict, list)) or value is None:
+            value = raw
+        overrides[key] = value
+    return overrides
+
+
+def load_pipeline(name_or_path: str, sets: list[str]) -> Pipeline:
+    overrides = parse_sets(sets)
+    return load_file(pipeline_path(name_or_path), default_registry(), overrides=overrides)
+
+
+def parse_selector(selector: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for term in selector.split(","):
+        key, sep, value = term.partition("=")
+        if not sep or not LABEL_KEY.fullmatch(key) or not LABEL_VALUE.fullmatch(value):
+            raise RunError(f"--selector term {term!r} is not of the form label-key=label-value")
+        labels[key] = value
+    return labels
+
+
+def parse_nodes(nodes: str) -> list[str]:
+    names = [n.strip() for n in nodes.split(",") if n.strip()]
+    try:
+        return [check_node_name(n) for n in names]
+    except ValueError as exc:
+        raise RunError(f"--nodes: {exc}") from None
+
+
+def sim_fleet(spec: str, sim_root: Path, *, create: bool = True) -> tuple[Path, int]:
+    """`sim:N` at `sim_root`: reuse the fleet there (a second run sees its converged state) or create it."""
+    match = SIM_FLEET.fullmatch(spec)
+    if not match:
+        raise RunError(f"--fleet {spec!r}: expected sim:N with N between 1 and 99999")
+    count = int(match.group(1))
+    if (sim_root / "fleet.json").exists():
+        existing = len(load_fleet(sim_root).nodes)
+        if existing != count:
+            raise RunError(
+                f"--fleet sim:{count}: the simulated fleet at {sim_root} has {existing} nodes; "
+                "use that size or another --sim-root"
+            )
+    elif create:
+        create_fleet(sim_root, count)
+    else:
+        raise RunError(f"no simulated fleet at {sim_root}")
+    return sim_root, count
+
+
+def resolve_targets(
+    *, fleet: str | None, sim_root: Path, nodes: str | None, selector: str | None
+) -> tuple[str, list[str]]:
+    """The run's fleet string and its nodes, in admission order."""
+    if nodes and selector:
+        raise RunError("give either --nodes or --selector, not both")
+    if fleet is None:
+        if not nodes:
+            raise RunError("without --fleet sim:N, name the nodes with --nodes (label selectors need the cluster)")
+        return "real", parse_nodes(nodes)
+    root, _ = sim_fleet(fleet, sim_root)
+    loaded = load_fleet(root)
+    try:
+        chosen = select_nodes(
+            loaded,
+            names=parse_nodes(nodes) if nodes else None,
+            selector=parse_selector(selector) if selector else None,
+        )
+    except ValueError as exc:
+        raise RunError(f"--nodes: {exc}") from None
+    return f"sim:{root.resolve()}", chosen

@@ -1,0 +1,147 @@
+"""Run operations for the CLI and the API: start, abort, resume, status."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from workflows.engine import Engine
+from workflows.errors import RunError
+from workflows.loader import Pipeline
+from workflows.records import Checkpoint, RunRecord, check_node_name, new_run_id, new_token
+from workflows.spec import resolve_count
+
+
+def start_run(
+    engine: Engine,
+    pipeline: Pipeline,
+    nodes: list[str],
+    *,
+    fleet: str,
+    dry_run: bool = False,
+    overrides: dict[str, Any] | None = None,
+    visibility_timeout: float | None = None,
+    parent: str | None = None,
+) -> RunRecord:
+    """Write the run and hand it to the controller. Everything is checked before anything is written."""
+    for node in nodes:
+        check_node_name(node)
+    if len(set(nodes)) != len(nodes):
+        raise RunError("the node list names a node twice")
+    if pipeline.spec.node_steps and not nodes:
+        raise RunError("no nodes selected: the node list or selector matched nothing")
+    if visibility_timeout is not None and pipeline.spec.longest_timeout >= visibility_timeout:
+        raise RunError(
+            f"step timeout {pipeline.spec.longest_timeout:g}s is not shorter than the broker's visibility "
+            f"timeout {visibility_timeout:g}s: a running step would be delivered twice (raise "
+            "NICFLOW_VISIBILITY_TIMEOUT or lower the step timeout)"
+        )
+    now = time.time()
+    rollout = pipeline.spec.rollout
+    record = RunRecord(
+        id=new_run_id(),
+        pipeline=pipeline.spec.name,
+        created_at=now,
+        updated_at=now,
+        spec=pipeline.spec.model_dump(mode="json"),
+        overrides=overrides or {},
+        dry_run=dry_run,
+        fleet=fleet,
+        total=len(nodes),
+        window=resolve_count(rollout.max_unavailable, len(nodes), at_least=1),
+        budget=resolve_count(rollout.max_failures, len(nodes)),
+        parent=parent,
+    )
+    engine.store.create_run(record, nodes)
+    engine.store.emit(record.id, "run-created", pipeline=record.pipeline, total=len(nodes), dry_run=dry_run)
+    engine.dispatcher.advance(record.id)
+    return record
+
+
+def abort_run(engine: Engine, run_id: str) -> RunRecord:
+    """Stop admitting nodes; steps already running finish, queued ones are not started."""
+    run = engine.store.run(run_id)
+    if run.terminal:
+        raise RunError(f"run {run_id} is already {run.status}")
+    engine.store.transition(run_id, "aborted", allowed=("pending", "running", "paused"))
+    engine.store.emit(run_id, "run-aborted")
+    for node in engine.store.admitted_nodes(run_id, run.cursor):
+        engine.advance_node(run_id, node)
+    return engine.store.run(run_id)
+
+
+def resume_run(engine: Engine, run_id: str) -> dict[str, int]:
+    """Re-dispatch every step that was queued, running or waiting to retry, under a new token.
+
+    The new token makes any copy of the old delivery stale, so a step never
+    runs twice at once; finished steps are never touched.
+    """
+    run = engine.store.run(run_id)
+    if run.terminal:
+        raise RunError(f"run {run_id} is {run.status}; a finished run is not resumed")
+    redispatched = 0
+    owners: list[str | None] = [None, *engine.store.admitted_nodes(run_id, run.cursor)]
+    for owner in owners:
+        progress = engine.store.progress(run_id, owner)
+        if owner is not None and progress.state != "running":
+            continue
+        for step_id, checkpoint in progress.steps.items():
+            if not checkpoint.terminal and _redispatch(engine, run_id, owner, step_id, checkpoint):
+                redispatched += 1
+    engine.store.emit(run_id, "run-resumed", redispatched=redispatched)
+    for node in owners[1:]:
+        engine.advance_node(run_id, node)  # type: ignore[arg-type]
+    engine.dispatcher.advance(run_id)
+    return {"redispatched": redispatched}
+
+
+def _redispatch(engine: Engine, run_id: str, owner: str | None, step_id: str, checkpoint: Checkpoint) -> bool:
+    fresh = checkpoint.model_copy(update={"status": "queued", "token": new_token(), "queued_at": time.time()})
+    if not engine.store.write_checkpoint(run_id, owner, step_id, fresh, expect=checkpoint.token):
+        return False
+    engine.send(run_id, owner, step_id, fresh.token)
+    return True
+
+
+def run_status(engine: Engine, run_id: str) -> dict[str, Any]:
+    """The run, and per node its state and each step's status and attempts (JSON-ready)."""
+    run = engine.store.run(run_id)
+    nodes = engine.store.nodes(run_id)
+    progress = engine.store.progress_many(run_id, nodes)
+    cluster = engine.store.progress(run_id, None)
+    return {
+        "run": run.id,
+        "pipeline": run.pipeline,
+        "status": run.status,
+        "dry_run": run.dry_run,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "counts": {
+            "total": run.total,
+            "admitted": run.cursor,
+            "running": run.inflight,
+            "succeeded": run.succeeded,
+            "failed": run.failed,
+            "pending": run.total - run.cursor,
+        },
+        "cluster": {k: _step_summary(cp) for k, cp in cluster.steps.items()},
+        "nodes": {
+            p.node: {
+                "state": p.state,
+                **({"error": p.error} if p.error else {}),
+                "steps": {k: _step_summary(cp) for k, cp in p.steps.items()},
+            }
+            for p in progress
+        },
+    }
+
+
+def _step_summary(cp: Checkpoint) -> dict[str, Any]:
+    summary: dict[str, Any] = {"status": cp.status, "attempts": cp.attempt}
+    if cp.error:
+        summary["error"] = cp.error
+    if cp.changes:
+        summary["changes"] = cp.changes
+    if cp.started_at and cp.finished_at:
+        summary["seconds"] = round(cp.finished_at - cp.started_at, 3)
+    return summary
