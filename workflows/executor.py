@@ -127,7 +127,7 @@ def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, sta
         )
         if store.write_checkpoint(run_id, node, spec.id, retry, expect=started.token):
             store.emit(run_id, "step-retry", node=node, step=spec.id, attempt=started.attempt,
-                       error=error.message, kind=error.kind, delay=round(delay, 3))
+                       error=error.message, error_kind=error.kind, delay=round(delay, 3))
             engine.send(run_id, node, spec.id, retry.token, delay=delay)
         return
     _write_final(engine, run_id, node, spec.id, started, status="failed", error=error.message,
@@ -143,7 +143,7 @@ def _write_final(
     })
     if engine.store.write_checkpoint(run_id, node, step_id, final, expect=current.token):
         engine.store.emit(run_id, "step-failed", node=node, step=step_id, attempt=current.attempt,
-                          error=error, kind=kind)
+                          error=error, error_kind=kind)
         _after_step(engine, run_id, node)
 
 

@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11+ and make:
+#   make demo   - a rollout over a simulated fleet, on an embedded Redis
+#   make test   - the test suite (starts its own redis-server and workers)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/nicflow demo --nodes $(or $(NODES),50)
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/nicflow bench --nodes $(or $(NODES),500)
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,249 @@
+"""The run state machine, driven in-process (inline dispatcher) over a real Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from tasks.generic import GENERIC_STEPS
+from tasks.host.simfleet import create_fleet, open_host
+from workers.runtime import FleetSurfaces
+from workflows.control import abort_run, resume_run, run_status, start_run
+from workflows.dispatch import InlineDispatcher
+from workflows.engine import Engine
+from workflows.errors import PermanentError, TransientError
+from workflows.leases import NodeLeases
+from workflows.loader import load_text
+from workflows.registry import StepRegistry
+from workflows.step import Change, Step, StepContext, StepParams
+from workflows.store import CheckpointStore
+
+
+class FlakyParams(StepParams):
+    failures: int = 0
+    permanent: bool = False
+
+
+@dataclass
+class Counter:
+    calls: int
+
+
+class FlakyStep(Step[FlakyParams, Counter]):
+    """Fails `failures` times (counted on the host), then converges by writing a file."""
+
+    type_name = "flaky"
+    params_model = FlakyParams
+
+    def observe(self, ctx: StepContext, params: FlakyParams) -> Counter:
+        return Counter(ctx.surface.state("flaky", 0))
+
+    def plan(self, state: Counter, params: FlakyParams) -> list[Change]:
+        return [] if state.calls > params.failures else [Change("attempt", "flaky", state.calls, state.calls + 1)]
+
+    def apply(self, ctx: StepContext, params: FlakyParams, state: Counter, changes: list[Change]) -> None:
+        ctx.surface.set_state("flaky", state.calls + 1)
+        ctx.surface.record("flaky-attempt", n=state.calls + 1)
+        if state.calls < params.failures:
+            raise (PermanentError if params.permanent else TransientError)(f"flaky failure {state.calls + 1}")
+
+
+def make_engine(redis) -> Engine:
+    dispatcher = InlineDispatcher()
+    engine = Engine(
+        store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60),
+        registry=StepRegistry([*GENERIC_STEPS, FlakyStep]), dispatcher=dispatcher, surfaces=FleetSurfaces(),
+    )
+    dispatcher.handler = engine
+    return engine
+
+
+PIPELINE = """
+name: test
+parameters:
+  failures: {type: int, default: 0, min: 0, max: 10}
+steps:
+  - id: cm
+    type: ensure-configmap
+    params: {name: test, data: {a: b}}
+  - id: first
+    type: ensure-file
+    params: {path: /etc/first, content: one}
+  - id: flaky
+    type: flaky
+    needs: [first, cm]
+    retry: {attempts: 3, initial_backoff: 0.5, max_backoff: 0.8, multiplier: 2, jitter: 0}
+    params: {failures: "${failures}"}
+  - id: last
+    type: ensure-symlink
+    needs: [flaky]
+    params: {path: /etc/last, target: first}
+rollout: {max_unavailable: 2, max_failures: 0}
+"""
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    create_fleet(tmp_path, 4, profiles={f"node-00{i}": "bare" for i in range(4)})
+    return tmp_path
+
+
+def start(engine: Engine, fleet, *, overrides=None, nodes=None, dry_run=False, text=PIPELINE):
+    pipeline = load_text(text, engine.registry, overrides=overrides)
+    nodes = nodes or [f"node-00{i}" for i in range(4)]
+    return start_run(engine, pipeline, nodes, fleet=f"sim:{fleet}", overrides=overrides, dry_run=dry_run)
+
+
+def ops(fleet, node: str) -> list[str]:
+    return [op["op"] for op in open_host(fleet, node).ops()]
+
+
+def test_run_converges_every_node_in_dependency_order(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet)
+    engine.dispatcher.drain()
+    status = run_status(engine, record.id)
+    assert status["status"] == "succeeded"
+    assert status["counts"] == {"total": 4, "admitted": 4, "running": 0, "succeeded": 4, "failed": 0, "pending": 0}
+    for node in status["nodes"].values():
+        assert {k: v["status"] for k, v in node["steps"].items()} == {
+            "first": "changed", "flaky": "changed", "last": "changed"}
+    assert ops(fleet, "node-000") == ["write", "flaky-attempt", "symlink"]
+    assert status["cluster"]["cm"]["status"] == "changed"
+
+
+def test_second_run_is_all_ok_and_touches_nothing(redis, fleet):
+    engine = make_engine(redis)
+    start(engine, fleet)
+    engine.dispatcher.drain()
+    before = {n: ops(fleet, n) for n in ("node-000", "node-003")}
+    record = start(engine, fleet)
+    engine.dispatcher.drain()
+    status = run_status(engine, record.id)
+    assert status["status"] == "succeeded"
+    statuses = {s["status"] for n in status["nodes"].values() for s in n["steps"].values()}
+    assert statuses == {"ok"}
+    assert status["cluster"]["cm"]["status"] == "ok"
+    assert {n: ops(fleet, n) for n in before} == before
+
+
+def test_window_bounds_nodes_in_flight(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet)
+    peak = 0
+
+    def track(name, args):
+        nonlocal peak
+        peak = max(peak, engine.store.run(record.id).inflight)
+
+    engine.dispatcher.drain(before_each=track)
+    assert peak == 2
+    assert engine.store.run(record.id).status == "succeeded"
+
+
+def test_transient_failures_are_retried_with_the_policy_backoff(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, overrides={"failures": 2}, nodes=["node-000"])
+    engine.dispatcher.drain()
+    checkpoint = engine.store.checkpoint(record.id, "node-000", "flaky")
+    assert checkpoint.status == "changed" and checkpoint.attempt == 3
+    assert [d for d in engine.dispatcher.delays if d[0] == "flaky"] == [
+        ("flaky", "node-000", 0.5), ("flaky", "node-000", 0.8)]  # 0.5, then 1.0 capped at 0.8
+    kinds = [e["kind"] for _, e in engine.store.events(record.id)]
+    assert kinds.count("step-retry") == 2
+    assert engine.store.run(record.id).status == "succeeded"
+
+
+def test_exhausted_retries_fail_the_node_and_keep_the_error(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, overrides={"failures": 5}, nodes=["node-000", "node-001"])
+    engine.dispatcher.drain()
+    status = run_status(engine, record.id)
+    node = status["nodes"]["node-000"]
+    assert node["state"] == "failed"
+    assert node["steps"]["flaky"] == {"status": "failed", "attempts": 3, "error": "flaky failure 3",
+                                      "seconds": node["steps"]["flaky"]["seconds"]}
+    assert "last" not in node["steps"]  # never started after the failure
+    assert "flaky: flaky failure 3" in node["error"]
+    assert status["status"] == "failed"  # max_failures 0
+
+
+def test_permanent_failure_is_not_retried(redis, fleet):
+    engine = make_engine(redis)
+    text = PIPELINE.replace('params: {failures: "${failures}"}', 'params: {failures: 3, permanent: true}')
+    record = start(engine, fleet, text=text, nodes=["node-000"])
+    engine.dispatcher.drain()
+    checkpoint = engine.store.checkpoint(record.id, "node-000", "flaky")
+    assert checkpoint.status == "failed" and checkpoint.attempt == 1 and checkpoint.error_kind == "permanent"
+    assert engine.dispatcher.delays == []
+
+
+def test_failure_budget_stops_admission(redis, fleet):
+    engine = make_engine(redis)
+    text = PIPELINE.replace("max_unavailable: 2", "max_unavailable: 1")
+    record = start(engine, fleet, text=text, overrides={"failures": 9})
+    engine.dispatcher.drain()
+    run = engine.store.run(record.id)
+    assert run.status == "failed"
+    assert (run.failed, run.cursor) == (1, 1)  # the first failure exceeded a budget of 0: nothing more admitted
+    assert ops(fleet, "node-001") == []
+
+
+def test_dry_run_plans_and_changes_nothing(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, dry_run=True, nodes=["node-000"])
+    engine.dispatcher.drain()
+    first = engine.store.checkpoint(record.id, "node-000", "first")
+    assert first.status == "changed"
+    assert first.changes == [{"action": "write", "target": "/etc/first", "before": None, "after": "one"}]
+    assert ops(fleet, "node-000") == []
+
+
+def test_stale_delivery_is_dropped(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, nodes=["node-000"])
+    engine.dispatcher.drain()
+    engine.execute(record.id, "node-000", "first", "not-the-token")
+    engine.dispatcher.drain()
+    assert ops(fleet, "node-000") == ["write", "flaky-attempt", "symlink"]
+
+
+def test_resume_redispatches_lost_steps_under_a_new_token(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, nodes=["node-000"])
+    # run until the first node step is queued, then lose the queue (a crashed broker client)
+    while not engine.store.checkpoint(record.id, "node-000", "first"):
+        engine.dispatcher.drain(limit=1)
+    lost = engine.store.checkpoint(record.id, "node-000", "first")
+    engine.dispatcher.queue.clear()
+    assert resume_run(engine, record.id)["redispatched"] >= 1
+    engine.dispatcher.drain()
+    assert engine.store.run(record.id).status == "succeeded"
+    assert engine.store.checkpoint(record.id, "node-000", "first").token != lost.token
+    assert ops(fleet, "node-000").count("write") == 1
+
+
+def test_abort_stops_admission_and_fails_unfinished_nodes(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet)
+    while engine.store.run(record.id).cursor < 2:
+        engine.dispatcher.drain(limit=1)
+    abort_run(engine, record.id)
+    engine.dispatcher.drain()
+    status = run_status(engine, record.id)
+    assert status["status"] == "aborted"
+    assert status["counts"]["admitted"] == 2 and status["counts"]["running"] == 0
+    assert ops(fleet, "node-003") == []
+
+
+def test_node_held_by_another_run_fails_with_the_holder_named(redis, fleet):
+    engine = make_engine(redis)
+    engine.leases.acquire("node-001", "20260101-000000-aaaaaa")
+    record = start(engine, fleet, nodes=["node-000", "node-001"],
+                   text=PIPELINE.replace("max_failures: 0", "max_failures: 1"))
+    engine.dispatcher.drain()
+    status = run_status(engine, record.id)
+    assert status["nodes"]["node-001"]["error"] == "node is held by run 20260101-000000-aaaaaa"
+    assert ops(fleet, "node-001") == []
+    assert status["nodes"]["node-000"]["state"] == "succeeded"
