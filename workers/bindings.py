@@ -12,8 +12,8 @@ from workers.runtime import process_engine
 
 
 @app.task(name="nicflow.advance")
-def advance(run_id: str) -> None:
-    process_engine().advance_run(run_id)
+def advance(run_id: str, finished: str | None = None) -> None:
+    process_engine().advance_run(run_id, finished)
 
 
 @app.task(name="nicflow.node_step")

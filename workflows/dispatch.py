@@ -10,11 +10,21 @@ from typing import Any, Protocol
 
 
 class Dispatcher(Protocol):
-    def node_step(self, run_id: str, node: str, step_id: str, token: str, *, delay: float = 0.0) -> None: ...
+    def node_step(
+        self, run_id: str, node: str, step_id: str, token: str, *, delay: float = 0.0, on_controller: bool = False
+    ) -> None:
+        """`on_controller`: the step acts on the cluster API for this node, not on its host."""
 
     def cluster_step(self, run_id: str, step_id: str, token: str, *, delay: float = 0.0) -> None: ...
 
-    def advance(self, run_id: str) -> None: ...
+    def advance(self, run_id: str, finished: str | None = None) -> None:
+        """Advance the run on a controller; `finished` names a node that just ended."""
+
+
+class NodeReporter(Protocol):
+    """Shows a node's progress where operators look (labels on the Node object)."""
+
+    def node_state(self, fleet: str, run_id: str, node: str, state: str, error: str | None) -> None: ...
 
 
 class Surfaces(Protocol):
@@ -37,7 +47,9 @@ class InlineDispatcher:
     queue: deque[tuple[str, tuple[Any, ...]]] = field(default_factory=deque)
     delays: list[tuple[str, str | None, float]] = field(default_factory=list)
 
-    def node_step(self, run_id: str, node: str, step_id: str, token: str, *, delay: float = 0.0) -> None:
+    def node_step(
+        self, run_id: str, node: str, step_id: str, token: str, *, delay: float = 0.0, on_controller: bool = False
+    ) -> None:
         if delay:
             self.delays.append((step_id, node, delay))
         self.queue.append(("execute", (run_id, node, step_id, token)))
@@ -47,8 +59,8 @@ class InlineDispatcher:
             self.delays.append((step_id, None, delay))
         self.queue.append(("execute", (run_id, None, step_id, token)))
 
-    def advance(self, run_id: str) -> None:
-        self.queue.append(("advance_run", (run_id,)))
+    def advance(self, run_id: str, finished: str | None = None) -> None:
+        self.queue.append(("advance_run", (run_id, finished)))
 
     def drain(self, limit: int = 1_000_000, before_each: Callable[[str, tuple[Any, ...]], None] | None = None) -> int:
         done = 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from workflows.dispatch import Dispatcher, Surfaces
+from workflows.dispatch import Dispatcher, NodeReporter, Surfaces
 from workflows.executor import execute
 from workflows.leases import NodeLeases
 from workflows.loader import Pipeline, build
@@ -37,13 +37,19 @@ class Engine:
         registry: StepRegistry,
         dispatcher: Dispatcher,
         surfaces: Surfaces,
+        reporter: NodeReporter | None = None,
     ) -> None:
         self.store = store
         self.leases = leases
         self.registry = registry
         self.dispatcher = dispatcher
         self.surfaces = surfaces
+        self.reporter = reporter
         self._pipelines: OrderedDict[str, Pipeline] = OrderedDict()
+
+    def pipeline_of(self, run_id: str) -> Pipeline:
+        cached = self._pipelines.get(run_id)
+        return cached if cached is not None else self.pipeline(self.store.run(run_id))
 
     def pipeline(self, run: RunRecord) -> Pipeline:
         """The run's pipeline, rebuilt from its stored snapshot (cached per process)."""
@@ -59,8 +65,10 @@ class Engine:
         execute(self, run_id, node, step_id, token)
 
     # run level
-    def advance_run(self, run_id: str) -> None:
+    def advance_run(self, run_id: str, finished: str | None = None) -> None:
         run = self.store.run(run_id)
+        if finished is not None:
+            self._report(run, finished)
         if run.status == "pending" and self.store.transition(run_id, "running", allowed=("pending",)):
             self.store.emit(run_id, "run-started", total=run.total)
             run = self.store.run(run_id)
@@ -83,6 +91,7 @@ class Engine:
             return
         self.store.set_fence(run.id, node, lease.fence)
         self.store.emit(run.id, "node-started", node=node)
+        self._report(run, node)
         self.advance_node(run.id, node)
 
     def _maybe_finish(self, run_id: str, cluster_failed: bool) -> None:
@@ -129,7 +138,13 @@ class Engine:
         if fence:
             self.leases.release(node, run_id, fence)
         self.store.emit(run_id, "node-finished", node=node, state=state, error=error or None)
-        self.dispatcher.advance(run_id)
+        self.dispatcher.advance(run_id, node)
+
+    def _report(self, run: RunRecord, node: str) -> None:
+        """Runs on the controller, which alone holds the cluster permissions to label nodes."""
+        if self.reporter is not None and not run.dry_run:
+            progress = self.store.progress(run.id, node)
+            self.reporter.node_state(run.fleet, run.id, node, progress.state, progress.error)
 
     def after_cluster_step(self, run_id: str) -> None:
         """A cluster step ended: nodes that waited for it may move on."""
@@ -153,8 +168,10 @@ class Engine:
     def send(self, run_id: str, node: str | None, step_id: str, token: str, *, delay: float = 0.0) -> None:
         if node is None:
             self.dispatcher.cluster_step(run_id, step_id, token, delay=delay)
-        else:
-            self.dispatcher.node_step(run_id, node, step_id, token, delay=delay)
+            return
+        step_type = self.pipeline_of(run_id).spec.step(step_id).type
+        on_controller = self.registry.get(step_type).runs_on == "cluster"
+        self.dispatcher.node_step(run_id, node, step_id, token, delay=delay, on_controller=on_controller)
 
 
 def _node_failure(progress: NodeProgress, cluster: NodeProgress, pipeline: Pipeline) -> str | None:

@@ -81,7 +81,8 @@ def _converge(engine: Engine, run: RunRecord, node: str | None, spec: StepSpec) 
         guard = None
     else:
         facts.update(_facts(progress, [s.id for s in pipeline.spec.node_steps]))
-        surface = engine.surfaces.host(run.fleet, node)
+        on_cluster = engine.registry.get(spec.type).runs_on == "cluster"
+        surface = engine.surfaces.cluster(run.fleet) if on_cluster else engine.surfaces.host(run.fleet, node)
         guard = NodeLeaseGuard(engine.leases, node, run.id, progress.fence)
         guard.check()
     ctx = StepContext(run_id=run.id, node=node, surface=surface, facts=facts, dry_run=run.dry_run)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from workflows.errors import TransientError
 
 Scope = Literal["node", "cluster"]
+RunsOn = Literal["host", "cluster"]
 
 
 class StepParams(BaseModel):
@@ -75,6 +76,10 @@ class Step(ABC, Generic[ParamsT, StateT]):
 
     type_name: ClassVar[str]
     scope: ClassVar[Scope] = "node"
+    runs_on: ClassVar[RunsOn] = "host"
+    """Where a node step executes: on the node's agent against its host, or on a
+    controller against the cluster API (cordon, drain, node labels): node agents
+    hold no cluster-wide permission."""
     params_model: ClassVar[type[StepParams]] = StepParams
     description: ClassVar[str] = ""
 
