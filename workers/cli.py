@@ -15,8 +15,8 @@ from rich.console import Console
 from workers.progress import failed_nodes, summary, watch as watch_live
 from workers.runtime import NoRedisConfigured, make_engine
 from workers.settings import get_settings
-from workers.targets import load_pipeline, pipeline_path, resolve_targets, sim_fleet
-from workflows.control import abort_run, resume_run, run_status, start_run
+from workers.targets import load_pipeline, node_labels, pipeline_path, resolve_targets, sim_fleet
+from workflows.control import abort_run, approve_run, resume_run, retry_failed, run_status, start_run
 from workflows.errors import PipelineError, RunError
 from workflows.records import check_run_id
 
@@ -59,8 +59,8 @@ def run(
     fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
                                          nodes=nodes, selector=selector)
     engine = make_engine()
-    record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=dry_run,
-                       overrides=_sets(set_), visibility_timeout=get_settings().visibility_timeout)
+    record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=dry_run, overrides=_sets(set_),
+                       visibility_timeout=get_settings().visibility_timeout, labels=node_labels(fleet_name, chosen))
     print(record.id)
     if wait:
         _finish(watch_live(lambda: run_status(engine, record.id), err))
@@ -114,6 +114,20 @@ def resume(run_id: str) -> None:
     """Continue a run from its checkpoints after a crash; finished steps are not run again."""
     result = resume_run(make_engine(), _run_id(run_id))
     console.print(f"run {run_id} resumed: {result['redispatched']} step(s) dispatched again")
+
+
+@cli.command()
+def approve(run_id: str) -> None:
+    """Let a paused run go on to its next wave."""
+    record = approve_run(make_engine(), _run_id(run_id))
+    console.print(f"run {run_id} approved: wave {record.wave + 1} of {len(record.waves)} started")
+
+
+@cli.command()
+def retry(run_id: str, failed: Annotated[bool, typer.Option("--failed", help="Only the failed nodes.")] = True) -> None:
+    """Start a new run over the failed nodes of RUN, linked to it; prints the new run's id."""
+    record = retry_failed(make_engine(), _run_id(run_id), visibility_timeout=get_settings().visibility_timeout)
+    print(record.id)
 
 
 @cli.command()

@@ -86,6 +86,7 @@ def make_engine(url: str | None = None) -> Engine:
         registry=default_registry(),
         dispatcher=CeleryDispatcher(),
         surfaces=FleetSurfaces(),
+        heartbeat_ttl=get_settings().heartbeat_ttl,
     )
 
 

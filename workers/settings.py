@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     """Where the agent sees the host's file system (`/host` in the agent pod)."""
     sim_root: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "nicflow-sim")
     """Where simulated fleets live."""
+    heartbeat_ttl: float = Field(10.0, ge=0.2, le=600)
+    """Seconds a running step's heartbeat lives; the agent refreshes it every third of that."""
+    watchdog_interval: float = Field(5.0, ge=0.1, le=600)
+    """Seconds between two watchdog passes on each controller."""
+    lost_after: float = Field(600.0, ge=1, le=86400)
+    """Seconds a step may sit queued before the watchdog sends it again."""
     agent_concurrency: int = Field(8, ge=1, le=256)
     controller_concurrency: int = Field(4, ge=1, le=64)
 

@@ -114,3 +114,11 @@ def resolve_targets(
     except ValueError as exc:
         raise RunError(f"--nodes: {exc}") from None
     return f"sim:{root.resolve()}", chosen
+
+
+def node_labels(fleet: str, nodes: list[str]) -> dict[str, dict[str, str]]:
+    """Labels of the run's nodes, for `rollout.spread_by`."""
+    if not fleet.startswith("sim:"):
+        return {}
+    loaded = load_fleet(Path(fleet.removeprefix("sim:")))
+    return {n: loaded.nodes[n].labels for n in nodes if n in loaded.nodes}

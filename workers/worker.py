@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Sequence
 
+from workers.runtime import process_engine
+from workers.settings import get_settings
+from workflows.watchdog import watchdog_tick
+
 from workers.celery_app import CLUSTER_QUEUE, CONTROL_QUEUE, app, node_queue
+
+log = logging.getLogger("nicflow.controller")
 
 
 def _worker_argv(name: str, queues: Sequence[str], concurrency: int, loglevel: str) -> list[str]:
@@ -22,7 +31,20 @@ def _worker_argv(name: str, queues: Sequence[str], concurrency: int, loglevel: s
 
 
 def run_controller(*, concurrency: int, loglevel: str = "INFO") -> None:
+    threading.Thread(target=_watchdog_loop, name="watchdog", daemon=True).start()
     app.worker_main(_worker_argv("controller", [CONTROL_QUEUE, CLUSTER_QUEUE], concurrency, loglevel))
+
+
+def _watchdog_loop() -> None:
+    settings = get_settings()
+    while True:
+        time.sleep(settings.watchdog_interval)
+        try:
+            actions = watchdog_tick(process_engine(), lost_after=settings.lost_after)
+            if actions:
+                log.info("watchdog: %s", dict(actions))
+        except Exception:  # Redis away, a bad record: log it and try again next tick
+            log.exception("watchdog pass failed")
 
 
 def run_agent(*, nodes: Sequence[str], concurrency: int, loglevel: str = "INFO") -> None:

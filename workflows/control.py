@@ -8,7 +8,8 @@ from typing import Any
 from workflows.engine import Engine
 from workflows.errors import RunError
 from workflows.loader import Pipeline
-from workflows.records import Checkpoint, RunRecord, check_node_name, new_run_id, new_token
+from workflows.records import Checkpoint, RunRecord, check_node_name, new_run_id
+from workflows.rollout import order_nodes, plan_waves
 from workflows.spec import resolve_count
 
 
@@ -22,8 +23,12 @@ def start_run(
     overrides: dict[str, Any] | None = None,
     visibility_timeout: float | None = None,
     parent: str | None = None,
+    labels: dict[str, dict[str, str]] | None = None,
 ) -> RunRecord:
-    """Write the run and hand it to the controller. Everything is checked before anything is written."""
+    """Write the run and hand it to the controller. Everything is checked before anything is written.
+
+    `labels` (node -> labels) lets the rollout spread nodes across a topology label.
+    """
     for node in nodes:
         check_node_name(node)
     if len(set(nodes)) != len(nodes):
@@ -38,6 +43,8 @@ def start_run(
         )
     now = time.time()
     rollout = pipeline.spec.rollout
+    nodes = order_nodes(nodes, labels, rollout.spread_by)
+    waves = plan_waves(rollout, len(nodes))
     record = RunRecord(
         id=new_run_id(),
         pipeline=pipeline.spec.name,
@@ -48,8 +55,11 @@ def start_run(
         dry_run=dry_run,
         fleet=fleet,
         total=len(nodes),
-        window=resolve_count(rollout.max_unavailable, len(nodes), at_least=1),
+        window=waves[0].window,
         budget=resolve_count(rollout.max_failures, len(nodes)),
+        waves=[[w.end, w.window] for w in waves],
+        wave_end=waves[0].end,
+        canary=min(rollout.canary, len(nodes)),
         parent=parent,
     )
     engine.store.create_run(record, nodes)
@@ -70,6 +80,33 @@ def abort_run(engine: Engine, run_id: str) -> RunRecord:
     return engine.store.run(run_id)
 
 
+def approve_run(engine: Engine, run_id: str) -> RunRecord:
+    """Let a paused run go on to its next wave."""
+    run = engine.store.run(run_id)
+    if run.status != "paused":
+        raise RunError(f"run {run_id} is {run.status}, not paused: there is nothing to approve")
+    if run.wave + 1 < len(run.waves):
+        end, window = run.waves[run.wave + 1]
+        engine.store.next_wave(run_id, run.wave, end, window)
+    engine.store.transition(run_id, "running", allowed=("paused",))
+    engine.store.emit(run_id, "run-approved", wave=run.wave + 1)
+    engine.dispatcher.advance(run_id)
+    return engine.store.run(run_id)
+
+
+def retry_failed(engine: Engine, run_id: str, *, visibility_timeout: float | None = None) -> RunRecord:
+    """A new run, linked to `run_id`, over only its failed nodes, with the same pipeline and parameters."""
+    run = engine.store.run(run_id)
+    if not run.terminal:
+        raise RunError(f"run {run_id} is still {run.status}; retry its failed nodes once it has ended")
+    nodes = engine.store.nodes(run_id)
+    failed = [p.node for p in engine.store.progress_many(run_id, nodes) if p.state == "failed"]
+    if not failed:
+        raise RunError(f"run {run_id} has no failed node to retry")
+    return start_run(engine, engine.pipeline(run), failed, fleet=run.fleet, dry_run=run.dry_run,
+                     overrides=run.overrides, visibility_timeout=visibility_timeout, parent=run_id)
+
+
 def resume_run(engine: Engine, run_id: str) -> dict[str, int]:
     """Re-dispatch every step that was queued, running or waiting to retry, under a new token.
 
@@ -86,21 +123,13 @@ def resume_run(engine: Engine, run_id: str) -> dict[str, int]:
         if owner is not None and progress.state != "running":
             continue
         for step_id, checkpoint in progress.steps.items():
-            if not checkpoint.terminal and _redispatch(engine, run_id, owner, step_id, checkpoint):
+            if not checkpoint.terminal and engine.redispatch(run_id, owner, step_id, checkpoint):
                 redispatched += 1
     engine.store.emit(run_id, "run-resumed", redispatched=redispatched)
     for node in owners[1:]:
         engine.advance_node(run_id, node)  # type: ignore[arg-type]
     engine.dispatcher.advance(run_id)
     return {"redispatched": redispatched}
-
-
-def _redispatch(engine: Engine, run_id: str, owner: str | None, step_id: str, checkpoint: Checkpoint) -> bool:
-    fresh = checkpoint.model_copy(update={"status": "queued", "token": new_token(), "queued_at": time.time()})
-    if not engine.store.write_checkpoint(run_id, owner, step_id, fresh, expect=checkpoint.token):
-        return False
-    engine.send(run_id, owner, step_id, fresh.token)
-    return True
 
 
 def run_status(engine: Engine, run_id: str) -> dict[str, Any]:
@@ -114,8 +143,12 @@ def run_status(engine: Engine, run_id: str) -> dict[str, Any]:
         "pipeline": run.pipeline,
         "status": run.status,
         "dry_run": run.dry_run,
+        **({"parent": run.parent} if run.parent else {}),
         "created_at": run.created_at,
         "updated_at": run.updated_at,
+        "wave": {"current": run.wave + 1, "of": len(run.waves), "window": run.window,
+                 "canary": run.canary},
+        **({"error": run.error} if run.error else {}),
         "counts": {
             "total": run.total,
             "admitted": run.cursor,

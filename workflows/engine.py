@@ -20,10 +20,12 @@ from collections import OrderedDict
 
 from workflows.dispatch import Dispatcher, NodeReporter, Surfaces
 from workflows.executor import execute
+from workflows.heartbeat import Heartbeats
 from workflows.leases import NodeLeases
 from workflows.loader import Pipeline, build
 from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
 from workflows.registry import StepRegistry
+from workflows.rollout import Wave, pauses_after
 from workflows.spec import StepSpec
 from workflows.store import CheckpointStore
 
@@ -38,6 +40,7 @@ class Engine:
         dispatcher: Dispatcher,
         surfaces: Surfaces,
         reporter: NodeReporter | None = None,
+        heartbeat_ttl: float = 10.0,
     ) -> None:
         self.store = store
         self.leases = leases
@@ -45,6 +48,7 @@ class Engine:
         self.dispatcher = dispatcher
         self.surfaces = surfaces
         self.reporter = reporter
+        self.heartbeats = Heartbeats(store.redis, ttl_seconds=heartbeat_ttl)
         self._pipelines: OrderedDict[str, Pipeline] = OrderedDict()
 
     def pipeline_of(self, run_id: str) -> Pipeline:
@@ -80,15 +84,47 @@ class Engine:
         if not cluster_failed:
             for spec in self._ready(pipeline.spec.cluster_steps, cluster, cluster):
                 self.dispatch(run_id, None, spec)
+            self._admit(run_id)
+        self._maybe_finish(run_id, cluster_failed)
+
+    def _admit(self, run_id: str) -> None:
+        """Fill the current wave's window; open the next wave when this one is done."""
+        while True:
+            run = self.store.run(run_id)
             for node in self.store.admit(run_id, limit=max(run.window, 1)):
                 self._start_node(run, node)
-        self._maybe_finish(run_id, cluster_failed)
+            run = self.store.run(run_id)
+            wave_done = run.status == "running" and run.inflight == 0 and run.cursor >= run.wave_end
+            if not wave_done or run.wave + 1 >= len(run.waves) or run.failed > run.budget:
+                return
+            if run.wave == 0 and run.canary and run.failed:
+                self._fail_run(run_id, f"{run.failed} canary node(s) failed; no further node admitted")
+                return
+            if pauses_after(self.pipeline(run).spec.rollout, run.wave, [Wave(*w) for w in run.waves]):
+                if self.store.transition(run_id, "paused", allowed=("running",)):
+                    self.store.emit(run_id, "run-paused", wave=run.wave + 1, waiting_for="nicflow approve")
+                return
+            end, window = run.waves[run.wave + 1]
+            if not self.store.next_wave(run_id, run.wave, end, window):
+                return
+            self.store.emit(run_id, "wave-started", wave=run.wave + 2, nodes=end - run.wave_end)
+
+    def _fail_run(self, run_id: str, error: str) -> None:
+        self.store.update_run(run_id, error=error)
+        if self.store.transition(run_id, "failed", allowed=("running", "paused")):
+            self.store.emit(run_id, "run-finished", status="failed", error=error)
+            self.store.retire(run_id)
 
     def _start_node(self, run: RunRecord, node: str) -> None:
         lease = self.leases.acquire(node, run.id)
         if not lease.granted:
-            self.finish_node(run.id, node, "failed", f"node is held by run {lease.holder}")
+            if self.pipeline(run).spec.rollout.on_conflict == "wait":
+                self.store.set_waiting(run.id, node, lease.holder)
+                self.store.emit(run.id, "node-waiting", node=node, holder=lease.holder)
+            else:
+                self.finish_node(run.id, node, "failed", f"node is held by run {lease.holder}")
             return
+        self.store.set_waiting(run.id, node, None)
         self.store.set_fence(run.id, node, lease.fence)
         self.store.emit(run.id, "node-started", node=node)
         self._report(run, node)
@@ -108,6 +144,7 @@ class Engine:
             final = "failed" if over_budget or cluster_failed else "succeeded"
             if self.store.transition(run_id, final, allowed=("running",)):
                 self.store.emit(run_id, "run-finished", status=final, succeeded=run.succeeded, failed=run.failed)
+                self.store.retire(run_id)
 
     # node level
     def advance_node(self, run_id: str, node: str) -> None:
@@ -145,6 +182,38 @@ class Engine:
         if self.reporter is not None and not run.dry_run:
             progress = self.store.progress(run.id, node)
             self.reporter.node_state(run.fleet, run.id, node, progress.state, progress.error)
+
+    def retry_waiting(self, run: RunRecord, node: str, progress: NodeProgress, *, now: float) -> str:
+        """A node waiting for another run's lease: take it now, or give up past the conflict timeout."""
+        if self.leases.holder(node) in (None, run.id):
+            self._start_node(run, node)
+            return "conflict-resolved"
+        timeout = self.pipeline(run).spec.rollout.conflict_timeout
+        if progress.admitted_at and now - progress.admitted_at > timeout:
+            self.finish_node(run.id, node, "failed",
+                             f"node is held by run {progress.waiting_for}; gave up after {timeout:g}s")
+            return "conflict-timeout"
+        return "conflict-waiting"
+
+    def time_out_node(self, run_id: str, progress: NodeProgress, timeout: float) -> None:
+        """Fail a node past its deadline; its running attempts are fenced off by a new token."""
+        running = [k for k, cp in progress.steps.items() if not cp.terminal]
+        for step_id in running:
+            checkpoint = progress.steps[step_id]
+            failed = checkpoint.model_copy(update={
+                "status": "failed", "token": new_token(), "finished_at": time.time(),
+                "error": f"node timed out after {timeout:g}s", "error_kind": "timeout"})
+            self.store.write_checkpoint(run_id, progress.node, step_id, failed, expect=checkpoint.token)
+        where = f" in step {', '.join(running)}" if running else ""
+        self.finish_node(run_id, progress.node, "failed", f"node timed out after {timeout:g}s{where}")
+
+    def redispatch(self, run_id: str, owner: str | None, step_id: str, checkpoint: Checkpoint) -> bool:
+        """Send a step again under a new token, so any copy of the old delivery is stale."""
+        fresh = checkpoint.model_copy(update={"status": "queued", "token": new_token(), "queued_at": time.time()})
+        if not self.store.write_checkpoint(run_id, owner, step_id, fresh, expect=checkpoint.token):
+            return False
+        self.send(run_id, owner, step_id, fresh.token)
+        return True
 
     def after_cluster_step(self, run_id: str) -> None:
         """A cluster step ended: nodes that waited for it may move on."""

@@ -55,10 +55,24 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
         _write_final(engine, run_id, node, step_id, checkpoint, status="failed", error="run aborted before this step started")
         return
     spec = engine.pipeline(run).spec.step(step_id)
-    started = checkpoint.model_copy(update={"status": "running", "started_at": time.time()})
-    if not store.write_checkpoint(run_id, node, step_id, started, expect=token):
-        return
-    store.emit(run_id, "step-started", node=node, step=step_id, attempt=checkpoint.attempt)
+    # The heartbeat starts before the checkpoint says `running`, so the watchdog never sees one without it.
+    with engine.heartbeats.beating(run_id, node, step_id, also=_lease_renewer(engine, run_id, node)):
+        started = checkpoint.model_copy(update={"status": "running", "started_at": time.time()})
+        if not store.write_checkpoint(run_id, node, step_id, started, expect=token):
+            return
+        store.emit(run_id, "step-started", node=node, step=step_id, attempt=checkpoint.attempt)
+        _attempt(engine, run, node, spec, started)
+
+
+def _lease_renewer(engine: Engine, run_id: str, node: str | None):
+    if node is None:
+        return None
+    fence = engine.store.progress(run_id, node).fence
+    return lambda: engine.leases.renew(node, run_id, fence)
+
+
+def _attempt(engine: Engine, run: RunRecord, node: str | None, spec: StepSpec, started: Checkpoint) -> None:
+    run_id, step_id = run.id, spec.id
     try:
         result = _converge(engine, run, node, spec)
     except StepError as exc:

@@ -76,6 +76,9 @@ class NodeProgress(BaseModel):
     state: NodeState = "pending"
     error: str | None = None
     fence: int = 0
+    admitted_at: float | None = None
+    waiting_for: str | None = None
+    """The run holding this node, while this run waits for it (on_conflict: wait)."""
     steps: dict[str, Checkpoint] = Field(default_factory=dict)
 
 
@@ -97,7 +100,13 @@ class RunRecord(BaseModel):
     succeeded: int = 0
     failed: int = 0
     window: int = 1
+    """Nodes worked on at once in the current wave."""
     budget: int = 0
+    waves: list[list[int]] = Field(default_factory=list)
+    """[end, window] of each wave: the canary, then each batch or the rolling window."""
+    wave: int = 0
+    wave_end: int = 0
+    canary: int = 0
     error: str | None = None
     parent: str | None = None
 

@@ -84,12 +84,27 @@ def _count(value: Any, *, minimum: int) -> int | str:
 
 
 class RolloutSpec(_Strict):
-    """How nodes are admitted into a run."""
+    """How nodes are admitted into a run: canary, then batches or a rolling window."""
 
+    canary: int = Field(0, ge=0, le=1000)
+    """Nodes rolled out first, alone. Any failure among them stops the run."""
+    batches: list[int | str] | None = None
+    """Batch sizes after the canary (`[1, 5, "20%", "100%"]`); the last size repeats.
+    Each batch finishes, and passes its verification, before the next starts."""
     max_unavailable: int | str = 1
-    """Nodes worked on at once: a number or a percentage of the run's nodes."""
+    """Without batches: nodes worked on at once; the next starts as soon as one finishes."""
     max_failures: int | str = 0
-    """Failed nodes tolerated before admission stops: a number or a percentage."""
+    """Failed nodes tolerated over the run; beyond it no node is admitted and the run fails."""
+    pause: Literal["none", "after_canary", "after_each_batch"] = "none"
+    """Wait in `paused` for `nicflow approve` at these points."""
+    spread_by: str | None = Field(None, pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9._-]{1,63}$")
+    """Order nodes round-robin across this label's values (a zone), so a batch never takes out
+    one zone; without it, nodes go by name."""
+    on_conflict: Literal["fail", "wait"] = "fail"
+    """A node held by another run: fail it at once, or wait for it (up to `conflict_timeout`)."""
+    conflict_timeout: float = Field(600.0, gt=0, le=86400)
+    node_timeout: float = Field(3600.0, gt=0, le=7 * 86400)
+    """Seconds a node may take from admission; past it the watchdog fails it."""
 
     @field_validator("max_unavailable", mode="before")
     @classmethod
@@ -100,6 +115,17 @@ class RolloutSpec(_Strict):
     @classmethod
     def _budget(cls, value: Any) -> int | str:
         return _count(value, minimum=0)
+
+    @field_validator("batches", mode="before")
+    @classmethod
+    def _batches(cls, value: Any) -> list[int | str] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")]  # from --set rollout.batches=1,5,20%
+        if not isinstance(value, list) or not value:
+            raise ValueError("must be a non-empty list of sizes like [1, 5, '20%']")
+        return [_count(v, minimum=1) for v in value]
 
 
 class StepSpec(_Strict):

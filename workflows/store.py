@@ -22,8 +22,9 @@ from workflows.records import Checkpoint, NodeProgress, RunRecord
 RUNS_INDEX = "nicflow:runs"
 CLUSTER = "_cluster"
 EVENTS_MAXLEN = 200_000
-_RECORD_JSON = ("spec", "overrides")
-_PROGRESS_FIELDS = ("state", "error", "fence")
+ACTIVE_RUNS = "nicflow:active"
+_RECORD_JSON = ("spec", "overrides", "waves")
+_PROGRESS_FIELDS = ("state", "error", "fence", "admitted_at", "waiting_for")
 
 # KEYS[1] progress hash; ARGV: step, expected token ('' = none yet), new token, checkpoint json
 _CAS = """
@@ -33,25 +34,33 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
 return 1
 """
 
-# KEYS[1] run hash, KEYS[2] nodes list, KEYS[3] key prefix of node hashes; ARGV[1] max to admit
+# KEYS[1] run hash, KEYS[2] nodes list, KEYS[3] key prefix of node hashes; ARGV: max to admit, now
 _ADMIT = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {} end
 local window = tonumber(redis.call('HGET', KEYS[1], 'window'))
 local budget = tonumber(redis.call('HGET', KEYS[1], 'budget'))
+local wave_end = tonumber(redis.call('HGET', KEYS[1], 'wave_end'))
 local admitted = {}
 for i = 1, tonumber(ARGV[1]) do
   local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight'))
   local failed = tonumber(redis.call('HGET', KEYS[1], 'failed'))
-  if inflight >= window or failed > budget then break end
   local cursor = tonumber(redis.call('HGET', KEYS[1], 'cursor'))
+  if inflight >= window or failed > budget or cursor >= wave_end then break end
   local node = redis.call('LINDEX', KEYS[2], cursor)
   if not node then break end
   redis.call('HINCRBY', KEYS[1], 'cursor', 1)
   redis.call('HINCRBY', KEYS[1], 'inflight', 1)
-  redis.call('HSET', KEYS[3] .. node, 'state', 'running')
+  redis.call('HSET', KEYS[3] .. node, 'state', 'running', 'admitted_at', ARGV[2])
   table.insert(admitted, node)
 end
 return admitted
+"""
+
+# KEYS[1] run hash; ARGV: expected current wave, next wave's end, next wave's window
+_NEXT_WAVE = """
+if redis.call('HGET', KEYS[1], 'wave') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'wave', tonumber(ARGV[1]) + 1, 'wave_end', ARGV[2], 'window', ARGV[3])
+return 1
 """
 
 # KEYS[1] run hash, KEYS[2] node hash; ARGV: final state, error
@@ -87,6 +96,7 @@ class CheckpointStore:
         self._admit = redis.register_script(_ADMIT)
         self._finish_node = redis.register_script(_FINISH_NODE)
         self._transition = redis.register_script(_TRANSITION)
+        self._next_wave = redis.register_script(_NEXT_WAVE)
 
     # keys
     def _run_key(self, run_id: str) -> str:
@@ -111,7 +121,26 @@ class CheckpointStore:
             for node in nodes:
                 pipe.hset(self._progress_key(record.id, node), "state", "pending")
             pipe.zadd(RUNS_INDEX, {record.id: record.created_at})
+            pipe.sadd(ACTIVE_RUNS, record.id)
             pipe.execute()
+
+    def active_runs(self) -> list[str]:
+        """Runs the watchdog looks after; a run leaves the set once terminal."""
+        return sorted(_s(x) for x in self.redis.smembers(ACTIVE_RUNS))
+
+    def retire(self, run_id: str) -> None:
+        self.redis.srem(ACTIVE_RUNS, run_id)
+
+    def next_wave(self, run_id: str, wave: int, end: int, window: int) -> bool:
+        """Open wave `wave + 1`, once: a second controller finding the same wave done loses."""
+        return bool(self._next_wave(keys=[self._run_key(run_id)], args=[wave, end, window]))
+
+    def set_waiting(self, run_id: str, node: str, holder: str | None) -> None:
+        key = self._progress_key(run_id, node)
+        if holder:
+            self.redis.hset(key, "waiting_for", holder)
+        else:
+            self.redis.hdel(key, "waiting_for")
 
     def run(self, run_id: str) -> RunRecord:
         raw = self.redis.hgetall(self._run_key(run_id))
@@ -141,7 +170,7 @@ class CheckpointStore:
         """Atomically admit up to `limit` nodes within the window and failure budget."""
         # Node keys are built in the script; they share the run's hash tag, hence its slot.
         keys = [self._run_key(run_id), self._nodes_key(run_id), f"{run_prefix(run_id)}:node:"]
-        return [_s(x) for x in self._admit(keys=keys, args=[limit])]
+        return [_s(x) for x in self._admit(keys=keys, args=[limit, time.time()])]
 
     def finish_node(self, run_id: str, node: str, state: str, error: str = "") -> bool:
         """Mark a running node terminal once; the run's counters move with it."""
@@ -229,5 +258,7 @@ def _decode_progress(node: str, raw: dict[str, str]) -> NodeProgress:
         state=raw.get("state", "pending"),
         error=raw.get("error") or None,
         fence=int(raw.get("fence") or 0),
+        admitted_at=float(raw["admitted_at"]) if raw.get("admitted_at") else None,
+        waiting_for=raw.get("waiting_for") or None,
         steps=steps,
     )

@@ -1,0 +1,58 @@
+"""Step heartbeats: proof that an attempt is still being worked on.
+
+While a step runs, its worker refreshes a key with a short TTL (and renews
+the node lease). A running checkpoint without a heartbeat belongs to a
+worker that died: the watchdog gives the step to someone else.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from workflows.store import CLUSTER, run_prefix
+
+
+class Heartbeats:
+    def __init__(self, redis: Redis, *, ttl_seconds: float) -> None:
+        self.redis = redis
+        self.ttl_ms = max(int(ttl_seconds * 1000), 100)
+
+    @staticmethod
+    def key(run_id: str, owner: str | None, step_id: str) -> str:
+        return f"{run_prefix(run_id)}:hb:{owner or CLUSTER}:{step_id}"
+
+    def alive(self, run_id: str, owner: str | None, step_id: str) -> bool:
+        return bool(self.redis.exists(self.key(run_id, owner, step_id)))
+
+    @contextmanager
+    def beating(self, run_id: str, owner: str | None, step_id: str,
+                also: Callable[[], object] | None = None) -> Iterator[None]:
+        key = self.key(run_id, owner, step_id)
+        stop = threading.Event()
+
+        def beat() -> None:
+            self.redis.set(key, 1, px=self.ttl_ms)
+            if also is not None:
+                also()
+
+        def loop() -> None:
+            while not stop.wait(self.ttl_ms / 3000):
+                try:
+                    beat()
+                except RedisError:
+                    pass  # Redis restarting: the next beat, or the watchdog, sorts it out
+
+        beat()
+        thread = threading.Thread(target=loop, name=f"heartbeat-{step_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.redis.delete(key)

@@ -1,0 +1,75 @@
+"""The watchdog: no node stays `running` forever.
+
+Each tick, over every active run: a running step whose heartbeat stopped
+(its worker died) is dispatched again under a new token; a step queued for
+longer than `lost_after` (its message lost) likewise; a node waiting for
+another run's lease tries again, or fails past `conflict_timeout`; a node
+past the rollout's `node_timeout` fails with a timeout error. Any number of
+controllers may run it: every change is a compare-and-set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from workflows.engine import Engine
+from workflows.errors import RunError
+from workflows.records import NodeProgress, RunRecord
+
+
+def watchdog_tick(engine: Engine, *, lost_after: float, now: float | None = None) -> Counter[str]:
+    now = now or time.time()
+    actions: Counter[str] = Counter()
+    for run_id in engine.store.active_runs():
+        try:
+            run = engine.store.run(run_id)
+        except RunError:
+            engine.store.retire(run_id)
+            continue
+        if run.terminal:
+            engine.store.retire(run_id)
+            continue
+        actions += _check_run(engine, run, lost_after=lost_after, now=now)
+    return actions
+
+
+def _check_run(engine: Engine, run: RunRecord, *, lost_after: float, now: float) -> Counter[str]:
+    actions: Counter[str] = Counter()
+    rollout = engine.pipeline(run).spec.rollout
+    nodes = engine.store.admitted_nodes(run.id, run.cursor)
+    for progress in [engine.store.progress(run.id, None), *engine.store.progress_many(run.id, nodes)]:
+        owner = None if progress.node.startswith("_") else progress.node
+        if owner is not None:
+            if progress.state != "running":
+                continue
+            if progress.waiting_for:
+                actions[engine.retry_waiting(run, owner, progress, now=now)] += 1
+                continue
+            if progress.admitted_at and now - progress.admitted_at > rollout.node_timeout:
+                engine.time_out_node(run.id, progress, rollout.node_timeout)
+                actions["node-timeout"] += 1
+                continue
+        actions += _check_steps(engine, run.id, owner, progress, lost_after=lost_after, now=now)
+    return actions
+
+
+def _check_steps(engine: Engine, run_id: str, owner: str | None, progress: NodeProgress, *,
+                 lost_after: float, now: float) -> Counter[str]:
+    actions: Counter[str] = Counter()
+    for step_id, checkpoint in progress.steps.items():
+        if checkpoint.status == "running":
+            lost = not engine.heartbeats.alive(run_id, owner, step_id)
+            kind = "lease-expired"
+        elif checkpoint.status == "queued":
+            lost = now - (checkpoint.queued_at or now) > lost_after
+            kind = "queue-lost"
+        elif checkpoint.status == "retrying":
+            lost = now - (checkpoint.retry_at or now) > lost_after
+            kind = "queue-lost"
+        else:
+            continue
+        if lost and engine.redispatch(run_id, owner, step_id, checkpoint):
+            engine.store.emit(run_id, "step-redispatched", node=owner, step=step_id, reason=kind)
+            actions[kind] += 1
+    return actions
