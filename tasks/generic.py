@@ -6,9 +6,9 @@ Each follows the contract exactly: a converged host is only read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from workflows.errors import PermanentError
 from workflows.step import Change, Step, StepContext, StepParams
@@ -17,8 +17,17 @@ HOST_PATH = r"^(/[A-Za-z0-9._-]+)+$"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
 
+def _no_dot_segments(path: str) -> str:
+    if any(part in (".", "..") for part in path.split("/")):
+        raise ValueError(f"path {path!r} must not contain '.' or '..' segments")
+    return path
+
+
+HostPath = Annotated[str, Field(pattern=HOST_PATH, max_length=4096), AfterValidator(_no_dot_segments)]
+
+
 class FileParams(StepParams):
-    path: str = Field(pattern=HOST_PATH, max_length=4096)
+    path: HostPath
     content: str = Field(max_length=65536)
 
 
@@ -53,7 +62,7 @@ class EnsureFile(Step[FileParams, FileState]):
 
 
 class LinkParams(StepParams):
-    path: str = Field(pattern=HOST_PATH, max_length=4096)
+    path: HostPath
     target: str = Field(pattern=r"^[A-Za-z0-9._/-]+$", max_length=4096)
 
 

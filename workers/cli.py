@@ -23,7 +23,7 @@ from workflows.records import check_run_id
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the terminal width
 
 Sets = Annotated[list[str], typer.Option("--set", help="Override a parameter: key=value (repeatable).")]
 FleetOpt = Annotated[Optional[str], typer.Option("--fleet", help="sim:N for a simulated fleet of N nodes.")]
@@ -110,6 +110,26 @@ def watch(run_id: str) -> None:
 
 
 @cli.command()
+def report(
+    run_id: str,
+    fmt: Annotated[str, typer.Option("--format", help="md, json or html")] = "md",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """A run's report: per node each step's outcome, attempts and duration; evidence; failures; timeline."""
+    from workers.reports import render
+    from workflows.report import build_report
+
+    if fmt not in ("md", "json", "html"):
+        raise RunError(f"--format {fmt!r}: expected md, json or html")
+    text = render(build_report(make_engine(), _run_id(run_id)), fmt)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"report written to {output}")
+
+
+@cli.command()
 def resume(run_id: str) -> None:
     """Continue a run from its checkpoints after a crash; finished steps are not run again."""
     result = resume_run(make_engine(), _run_id(run_id))
@@ -149,11 +169,14 @@ def runs(limit: int = 20) -> None:
 
 
 @cli.command()
-def controller(concurrency: Annotated[Optional[int], typer.Option()] = None) -> None:
-    """Run a controller worker (queues nicflow.control and nicflow.cluster)."""
+def controller(
+    concurrency: Annotated[Optional[int], typer.Option()] = None,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+) -> None:
+    """Run a controller worker (queues nicflow.control and nicflow.cluster) and its watchdog."""
     from workers.worker import run_controller
 
-    run_controller(concurrency=concurrency or get_settings().controller_concurrency)
+    run_controller(concurrency=concurrency or get_settings().controller_concurrency, metrics_port=metrics_port)
 
 
 @cli.command()
@@ -161,6 +184,7 @@ def agent(
     node: Annotated[Optional[str], typer.Option("--node", envvar="NODE_NAME", help="This node's name.")] = None,
     fleet: FleetOpt = None, sim_root: SimRoot = None,
     concurrency: Annotated[Optional[int], typer.Option()] = None,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Run an agent: one node's queue, or every node of a simulated fleet (--fleet sim:N)."""
     from tasks.host.simfleet import load_fleet
@@ -174,7 +198,7 @@ def agent(
         nodes = sorted(load_fleet(root).nodes)
     else:
         nodes = parse_nodes(node or "")
-    run_agent(nodes=nodes, concurrency=concurrency or get_settings().agent_concurrency)
+    run_agent(nodes=nodes, concurrency=concurrency or get_settings().agent_concurrency, metrics_port=metrics_port)
 
 
 @cli.command()

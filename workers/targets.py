@@ -34,20 +34,23 @@ def pipeline_path(name_or_path: str) -> Path:
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """`--set key=value`: the value is read as a YAML scalar (10, true, "20%")."""
+    """`--set key=value`: parameters stay text and are read as their declared type by the
+    loader; rollout values are YAML scalars (10, "20%", after_canary)."""
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not re.fullmatch(r"(rollout\.)?[a-z_][a-z0-9_]*", key):
             raise PipelineError(f"--set {pair!r}: expected key=value with a parameter name as key")
-        try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, (dict, list)) or value is None:
-            value = raw
-        overrides[key] = value
+        overrides[key] = _scalar(raw) if key.startswith("rollout.") else raw
     return overrides
+
+
+def _scalar(raw: str) -> Any:
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+    return raw if isinstance(value, (dict, list)) or value is None else value
 
 
 def load_pipeline(name_or_path: str, sets: list[str]) -> Pipeline:

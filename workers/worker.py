@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from workers.observability import configure_logging, serve_metrics
 from workers.runtime import process_engine
 from workers.settings import get_settings
 from workflows.watchdog import watchdog_tick
@@ -30,7 +31,13 @@ def _worker_argv(name: str, queues: Sequence[str], concurrency: int, loglevel: s
     ]
 
 
-def run_controller(*, concurrency: int, loglevel: str = "INFO") -> None:
+def _observe(metrics_port: int, loglevel: str) -> None:
+    configure_logging(loglevel)
+    serve_metrics(metrics_port, process_engine().store.redis)
+
+
+def run_controller(*, concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:
+    _observe(metrics_port, loglevel)
     threading.Thread(target=_watchdog_loop, name="watchdog", daemon=True).start()
     app.worker_main(_worker_argv("controller", [CONTROL_QUEUE, CLUSTER_QUEUE], concurrency, loglevel))
 
@@ -47,6 +54,7 @@ def _watchdog_loop() -> None:
             log.exception("watchdog pass failed")
 
 
-def run_agent(*, nodes: Sequence[str], concurrency: int, loglevel: str = "INFO") -> None:
+def run_agent(*, nodes: Sequence[str], concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:
     """Serve the queues of `nodes`: one node on a real host, many for a simulated fleet."""
+    _observe(metrics_port, loglevel)
     app.worker_main(_worker_argv("agent", [node_queue(n) for n in nodes], concurrency, loglevel))

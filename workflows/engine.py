@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+from workflows import metrics
 from workflows.dispatch import Dispatcher, NodeReporter, Surfaces
 from workflows.executor import execute
 from workflows.heartbeat import Heartbeats
@@ -114,6 +115,7 @@ class Engine:
         if self.store.transition(run_id, "failed", allowed=("running", "paused")):
             self.store.emit(run_id, "run-finished", status="failed", error=error)
             self.store.retire(run_id)
+            metrics.RUNS_FINISHED.labels("failed").inc()
 
     def _start_node(self, run: RunRecord, node: str) -> None:
         lease = self.leases.acquire(node, run.id)
@@ -145,6 +147,7 @@ class Engine:
             if self.store.transition(run_id, final, allowed=("running",)):
                 self.store.emit(run_id, "run-finished", status=final, succeeded=run.succeeded, failed=run.failed)
                 self.store.retire(run_id)
+                metrics.RUNS_FINISHED.labels(final).inc()
 
     # node level
     def advance_node(self, run_id: str, node: str) -> None:
@@ -175,6 +178,7 @@ class Engine:
         if fence:
             self.leases.release(node, run_id, fence)
         self.store.emit(run_id, "node-finished", node=node, state=state, error=error or None)
+        metrics.NODES_FINISHED.labels(state).inc()
         self.dispatcher.advance(run_id, node)
 
     def _report(self, run: RunRecord, node: str) -> None:

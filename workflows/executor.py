@@ -8,11 +8,13 @@ case the process died between the checkpoint and the dispatch.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import structlog
+
+from workflows import metrics
 from workflows.backoff import delay_for, should_retry
 from workflows.errors import LeaseLost, StepError, TransientError
 from workflows.leases import NodeLeases
@@ -24,7 +26,7 @@ from workflows.step import StepContext, StepResult
 if TYPE_CHECKING:
     from workflows.engine import Engine
 
-log = logging.getLogger("nicflow.executor")
+log = structlog.get_logger("nicflow.executor")
 EVIDENCE_LIMIT = 4000
 
 
@@ -45,7 +47,7 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
     store = engine.store
     checkpoint = store.checkpoint(run_id, node, step_id)
     if checkpoint is None or checkpoint.token != token:
-        log.info("stale delivery of %s/%s on %s dropped", run_id, step_id, node or "cluster")
+        log.info("stale delivery dropped", run_id=run_id, node=node, step=step_id)
         return
     if checkpoint.terminal:
         _after_step(engine, run_id, node)
@@ -56,11 +58,14 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
         return
     spec = engine.pipeline(run).spec.step(step_id)
     # The heartbeat starts before the checkpoint says `running`, so the watchdog never sees one without it.
-    with engine.heartbeats.beating(run_id, node, step_id, also=_lease_renewer(engine, run_id, node)):
+    with structlog.contextvars.bound_contextvars(run_id=run_id, node=node, step=step_id,
+                                                 attempt=checkpoint.attempt), \
+            engine.heartbeats.beating(run_id, node, step_id, also=_lease_renewer(engine, run_id, node)):
         started = checkpoint.model_copy(update={"status": "running", "started_at": time.time()})
         if not store.write_checkpoint(run_id, node, step_id, started, expect=token):
             return
         store.emit(run_id, "step-started", node=node, step=step_id, attempt=checkpoint.attempt)
+        log.info("step started")
         _attempt(engine, run, node, spec, started)
 
 
@@ -78,10 +83,14 @@ def _attempt(engine: Engine, run: RunRecord, node: str | None, spec: StepSpec, s
     except StepError as exc:
         _on_error(engine, run_id, node, spec, started, exc)
     except Exception as exc:  # a bug or an unexpected OS error: retried like a transient one
-        log.exception("step %s raised unexpectedly", step_id)
+        log.exception("step raised unexpectedly")
         _on_error(engine, run_id, node, spec, started, TransientError(f"{type(exc).__name__}: {exc}"))
     else:
         _on_success(engine, run_id, node, step_id, started, result)
+        metrics.STEP_ATTEMPTS.labels(spec.type, result.status).inc()
+        log.info("step finished", status=result.status, changes=len(result.changes))
+    finally:
+        metrics.STEP_SECONDS.labels(spec.type).observe(time.time() - (started.started_at or time.time()))
 
 
 def _converge(engine: Engine, run: RunRecord, node: str | None, spec: StepSpec) -> StepResult:
@@ -134,7 +143,11 @@ def _on_success(engine: Engine, run_id: str, node: str | None, step_id: str, sta
 def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint, error: StepError) -> None:
     store = engine.store
     evidence = error.evidence[-EVIDENCE_LIMIT:]
-    if should_retry(spec.retry, error, started.attempt):
+    retrying = should_retry(spec.retry, error, started.attempt)
+    metrics.STEP_ATTEMPTS.labels(spec.type, "retrying" if retrying else "failed").inc()
+    log.warning("step failed", error=error.message, error_kind=error.kind, retrying=retrying)
+    if retrying:
+        metrics.STEP_RETRIES.labels(spec.type, error.kind).inc()
         delay = delay_for(spec.retry, started.attempt)
         retry = Checkpoint(
             status="retrying", attempt=started.attempt + 1, token=new_token(), queued_at=started.queued_at,

@@ -90,10 +90,24 @@ def build(
     return Pipeline(spec=spec, params=params, step_params=step_params)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A mapping that names a key twice is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -162,8 +176,27 @@ def _find_cycle(spec: PipelineSpec) -> list[Problem]:
     return []
 
 
+def _from_text(spec: ParamSpec, value: str) -> Any:
+    """A value given as text (`--set`, a chat command) read as the parameter's type."""
+    try:
+        if spec.type == "int":
+            return int(value)
+        if spec.type == "float":
+            return float(value)
+    except ValueError:
+        raise ValueError(f"must be of type {spec.type}") from None
+    if spec.type == "bool":
+        lowered = value.lower()
+        if lowered not in ("true", "false", "yes", "no", "1", "0"):
+            raise ValueError("must be true or false")
+        return lowered in ("true", "yes", "1")
+    return value
+
+
 def coerce_param(spec: ParamSpec, value: Any) -> Any:
     """Check a value against a parameter's type and bounds; return it typed."""
+    if isinstance(value, str) and spec.type != "str":
+        value = _from_text(spec, value)
     kinds: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
     if isinstance(value, bool) and spec.type != "bool" or not isinstance(value, kinds[spec.type]):
         raise ValueError(f"must be of type {spec.type}")
@@ -290,20 +323,20 @@ def _line_of(root: yaml.Node | None, loc: Loc) -> int | None:
     node = root
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
-        child = _child(node, part)
-        if child is None:
+        found = _child(node, part)
+        if found is None:
             break
-        node = child
-        line = node.start_mark.line + 1
+        key, node = found
+        line = (key or node).start_mark.line + 1  # a key's own line, not its block value's
     return line
 
 
-def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == part:
-                return value
+                return key, value
         return None
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
+        return None, node.value[part]
     return None

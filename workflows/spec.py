@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 STEP_ID = r"^[a-z][a-z0-9-]{0,62}$"
 PARAM_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
@@ -55,9 +55,19 @@ class ParamSpec(_Strict):
     pattern: str | None = None
     choices: list[Any] | None = None
 
+    @field_validator("min", "max")
+    @classmethod
+    def _bounds_fit_type(cls, value: float | None, info: ValidationInfo) -> float | None:
+        kind = info.data.get("type")
+        if value is not None and kind not in ("int", "float"):
+            raise ValueError(f"{info.field_name} applies to int and float parameters, not {kind}")
+        return value
+
     @field_validator("pattern")
     @classmethod
-    def _pattern_compiles(cls, value: str | None) -> str | None:
+    def _pattern_compiles(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") != "str":
+            raise ValueError(f"pattern applies to str parameters, not {info.data.get('type')}")
         if value is not None:
             try:
                 re.compile(value)

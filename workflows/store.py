@@ -24,7 +24,8 @@ CLUSTER = "_cluster"
 EVENTS_MAXLEN = 200_000
 ACTIVE_RUNS = "nicflow:active"
 _RECORD_JSON = ("spec", "overrides", "waves")
-_PROGRESS_FIELDS = ("state", "error", "fence", "admitted_at", "waiting_for")
+STEP_FIELD = "step:"
+"""Checkpoints live beside a node's own fields (state, error, fence...) under this prefix."""
 
 # KEYS[1] progress hash; ARGV: step, expected token ('' = none yet), new token, checkpoint json
 _CAS = """
@@ -195,7 +196,7 @@ class CheckpointStore:
 
     # checkpoints
     def checkpoint(self, run_id: str, node: str | None, step_id: str) -> Checkpoint | None:
-        raw = self.redis.hget(self._progress_key(run_id, node), step_id)
+        raw = self.redis.hget(self._progress_key(run_id, node), STEP_FIELD + step_id)
         return Checkpoint.model_validate_json(raw) if raw else None
 
     def write_checkpoint(
@@ -203,7 +204,8 @@ class CheckpointStore:
     ) -> bool:
         """Compare-and-set: write only if the stored token is `expect` (None: no attempt yet)."""
         keys = [self._progress_key(run_id, node)]
-        args = [step_id, expect or "", checkpoint.token, checkpoint.model_dump_json(exclude_defaults=True)]
+        args = [STEP_FIELD + step_id, expect or "", checkpoint.token,
+                checkpoint.model_dump_json(exclude_defaults=True)]
         return bool(self._cas(keys=keys, args=args))
 
     # events
@@ -249,9 +251,9 @@ def _decode_record(raw: dict[bytes, bytes]) -> RunRecord:
 
 def _decode_progress(node: str, raw: dict[str, str]) -> NodeProgress:
     steps = {
-        key: Checkpoint.model_validate_json(value)
+        key.removeprefix(STEP_FIELD): Checkpoint.model_validate_json(value)
         for key, value in raw.items()
-        if key not in _PROGRESS_FIELDS and not key.endswith("@token")
+        if key.startswith(STEP_FIELD) and not key.endswith("@token")
     }
     return NodeProgress(
         node=node,

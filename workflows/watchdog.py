@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from workflows import metrics
 from workflows.engine import Engine
 from workflows.errors import RunError
 from workflows.records import NodeProgress, RunRecord
@@ -72,4 +73,6 @@ def _check_steps(engine: Engine, run_id: str, owner: str | None, progress: NodeP
         if lost and engine.redispatch(run_id, owner, step_id, checkpoint):
             engine.store.emit(run_id, "step-redispatched", node=owner, step=step_id, reason=kind)
             actions[kind] += 1
+            if kind == "lease-expired":
+                metrics.LEASE_EXPIRIES.inc()
     return actions
