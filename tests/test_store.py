@@ -53,7 +53,9 @@ def test_create_run_round_trips_every_field(store: CheckpointStore) -> None:
         dry_run=True, fleet="sim:/tmp/fleet", parent="20240101-000000-abcdef",
     )
     store.create_run(record, NODES)
-    assert store.run(record.id) == record
+    # the pipeline snapshot is kept apart, read only when a process first needs it
+    assert store.run(record.id) == record.model_copy(update={"spec": None})
+    assert store.spec(record.id) == record.spec
     assert store.nodes(record.id) == NODES
     assert store.run_ids() == [record.id]
     assert all(p.state == "pending" for p in store.progress_many(record.id, NODES))
@@ -63,7 +65,7 @@ def test_create_run_round_trips_none_and_false(store: CheckpointStore) -> None:
     record = make_record(dry_run=False, error=None, parent=None)
     store.create_run(record, [])
     loaded = store.run(record.id)
-    assert loaded == record
+    assert loaded == record.model_copy(update={"spec": None})
     assert loaded.dry_run is False and loaded.error is None and loaded.parent is None
     assert store.nodes(record.id) == []
 
@@ -102,8 +104,8 @@ def test_every_key_of_a_run_shares_the_run_hash_tag(store: CheckpointStore, redi
     global_keys = [k for k in keys if k not in run_keys]
     assert RUNS_INDEX in global_keys
     assert all("{" not in k for k in global_keys), global_keys
-    # run hash, nodes list, events stream, cluster progress, one progress hash per node
-    assert len(run_keys) == 2 * 4 + len(NODES) + 1
+    # run hash, pipeline snapshot, nodes list, events stream, cluster progress, one progress hash per node
+    assert len(run_keys) == 2 * 5 + len(NODES) + 1
     for key in run_keys:
         tags = re.findall(r"\{([^}]*)\}", key)
         # Redis Cluster hashes the text between the FIRST "{" and the next "}"
@@ -111,7 +113,7 @@ def test_every_key_of_a_run_shares_the_run_hash_tag(store: CheckpointStore, redi
         assert tags[0] in (first.id, second.id), key
         assert key.startswith(f"nicflow:{{{tags[0]}}}:"), key
     assert {re.findall(r"\{([^}]*)\}", k)[0] for k in run_keys} == {first.id, second.id}
-    assert sum(first.id in k for k in run_keys) == 4 + len(NODES)
+    assert sum(first.id in k for k in run_keys) == 5 + len(NODES)
 
 
 # ---------------------------------------------------------------- checkpoints (compare-and-set)

@@ -216,6 +216,49 @@ def demo(
     raise typer.Exit(run_demo(nodes=nodes, pipeline=pipeline, selector=selector, latency=latency, console=console))
 
 
+@cli.command()
+def bench(
+    nodes: Annotated[int, typer.Option(min=0, max=5000, help="Engine overhead fleet (0: skip).")] = 500,
+    scale_nodes: Annotated[int, typer.Option(min=0, max=10000, help="Scale fleet (0: skip).")] = 0,
+    makespan_nodes: Annotated[int, typer.Option(min=0, max=5000, help="Makespan fleet (0: skip).")] = 0,
+    window: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    pipeline: str = "corigine-offload",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Measure the engine on real workers and a real Redis: overhead against plain Celery,
+    memory and status latency at scale, rollout makespan against the ideal."""
+    from bench.main import run_benchmarks
+
+    pipeline_path(pipeline)
+    run_benchmarks(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
+                   pipeline=pipeline, as_json=as_json, console=console)
+
+
+# --- api: the HTTP service (workers/api) --------------------------------------------------------
+
+
+@cli.command()
+def api(
+    host: Annotated[Optional[str], typer.Option(help="Listen address (default NICFLOW_API_HOST, 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default NICFLOW_API_PORT, 8080).")] = None,
+) -> None:
+    """Serve chat commands (Slack, Mattermost), webhooks and REST; OpenAPI at /openapi.json."""
+    from pydantic import ValidationError
+
+    from workers.api import ConfigError
+    from workers.api.server import serve
+
+    try:
+        serve(host=host, port=port)
+    except ConfigError as exc:
+        raise RunError(str(exc)) from None
+    except ValidationError as exc:
+        raise RunError(f"settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+
+
 def _sets(pairs: list[str]) -> dict:
     from workers.targets import parse_sets
 

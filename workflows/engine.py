@@ -60,7 +60,8 @@ class Engine:
         """The run's pipeline, rebuilt from its stored snapshot (cached per process)."""
         cached = self._pipelines.get(run.id)
         if cached is None:
-            cached = build(run.spec, self.registry, source=f"run {run.id}", overrides=run.overrides)
+            spec = run.spec if run.spec is not None else self.store.spec(run.id)
+            cached = build(spec, self.registry, source=f"run {run.id}", overrides=run.overrides)
             self._pipelines[run.id] = cached
             if len(self._pipelines) > 64:
                 self._pipelines.popitem(last=False)

@@ -45,7 +45,8 @@ class NodeLeaseGuard:
 
 def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: str) -> None:
     store = engine.store
-    checkpoint = store.checkpoint(run_id, node, step_id)
+    progress = store.progress(run_id, node)
+    checkpoint = progress.steps.get(step_id)
     if checkpoint is None or checkpoint.token != token:
         log.info("stale delivery dropped", run_id=run_id, node=node, step=step_id)
         return
@@ -54,32 +55,36 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
         return
     run = store.run(run_id)
     if run.status == "aborted":
-        _write_final(engine, run_id, node, step_id, checkpoint, status="failed", error="run aborted before this step started")
+        _write_final(engine, run_id, node, step_id, checkpoint, status="failed",
+                     error="run aborted before this step started")
         return
     spec = engine.pipeline(run).spec.step(step_id)
+    renew = None if node is None else (lambda: engine.leases.renew(node, run_id, progress.fence))
     # The heartbeat starts before the checkpoint says `running`, so the watchdog never sees one without it.
     with structlog.contextvars.bound_contextvars(run_id=run_id, node=node, step=step_id,
                                                  attempt=checkpoint.attempt), \
-            engine.heartbeats.beating(run_id, node, step_id, also=_lease_renewer(engine, run_id, node)):
+            engine.heartbeats.beating(run_id, node, step_id, also=renew) as holds_lease:
         started = checkpoint.model_copy(update={"status": "running", "started_at": time.time()})
-        if not store.write_checkpoint(run_id, node, step_id, started, expect=token):
+        event = {"kind": "step-started", "node": node, "step": step_id, "attempt": checkpoint.attempt}
+        if not store.write_checkpoint(run_id, node, step_id, started, expect=token, event=event):
             return
-        store.emit(run_id, "step-started", node=node, step=step_id, attempt=checkpoint.attempt)
         log.info("step started")
-        _attempt(engine, run, node, spec, started)
+        if holds_lease is False:
+            _on_error(engine, run_id, node, spec, started, _lease_lost(engine, node))
+            return
+        _attempt(engine, run, progress, spec, started)
 
 
-def _lease_renewer(engine: Engine, run_id: str, node: str | None):
-    if node is None:
-        return None
-    fence = engine.store.progress(run_id, node).fence
-    return lambda: engine.leases.renew(node, run_id, fence)
+def _lease_lost(engine: Engine, node: str | None) -> LeaseLost:
+    holder = engine.leases.holder(node or "") or "nobody"
+    return LeaseLost(f"lost the lease on node {node} (now held by {holder}); not touching it")
 
 
-def _attempt(engine: Engine, run: RunRecord, node: str | None, spec: StepSpec, started: Checkpoint) -> None:
+def _attempt(engine: Engine, run: RunRecord, progress: NodeProgress, spec: StepSpec, started: Checkpoint) -> None:
+    node = None if progress.node.startswith("_") else progress.node
     run_id, step_id = run.id, spec.id
     try:
-        result = _converge(engine, run, node, spec)
+        result = _converge(engine, run, node, progress, spec)
     except StepError as exc:
         _on_error(engine, run_id, node, spec, started, exc)
     except Exception as exc:  # a bug or an unexpected OS error: retried like a transient one
@@ -93,22 +98,22 @@ def _attempt(engine: Engine, run: RunRecord, node: str | None, spec: StepSpec, s
         metrics.STEP_SECONDS.labels(spec.type).observe(time.time() - (started.started_at or time.time()))
 
 
-def _converge(engine: Engine, run: RunRecord, node: str | None, spec: StepSpec) -> StepResult:
-    store = engine.store
+def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodeProgress,
+              spec: StepSpec) -> StepResult:
     pipeline = engine.pipeline(run)
-    cluster = store.progress(run.id, None)
-    progress = store.progress(run.id, node) if node else cluster
-    facts = _facts(cluster, [s.id for s in pipeline.spec.cluster_steps])
+    cluster_ids = [s.id for s in pipeline.spec.cluster_steps]
+    cluster = progress if node is None else (engine.store.progress(run.id, None) if cluster_ids else progress)
+    facts = _facts(cluster, cluster_ids)
+    ctx_surface: object
+    guard = None
     if node is None:
-        surface = engine.surfaces.cluster(run.fleet)
-        guard = None
+        ctx_surface = engine.surfaces.cluster(run.fleet)
     else:
         facts.update(_facts(progress, [s.id for s in pipeline.spec.node_steps]))
         on_cluster = engine.registry.get(spec.type).runs_on == "cluster"
-        surface = engine.surfaces.cluster(run.fleet) if on_cluster else engine.surfaces.host(run.fleet, node)
+        ctx_surface = engine.surfaces.cluster(run.fleet) if on_cluster else engine.surfaces.host(run.fleet, node)
         guard = NodeLeaseGuard(engine.leases, node, run.id, progress.fence)
-        guard.check()
-    ctx = StepContext(run_id=run.id, node=node, surface=surface, facts=facts, dry_run=run.dry_run)
+    ctx = StepContext(run_id=run.id, node=node, surface=ctx_surface, facts=facts, dry_run=run.dry_run)
     if guard is not None:
         ctx.guard = guard
     step = engine.registry.create(spec.type)
@@ -134,9 +139,9 @@ def _on_success(engine: Engine, run_id: str, node: str | None, step_id: str, sta
         "error": None,
         "error_kind": None,
     })
-    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=started.token):
-        engine.store.emit(run_id, "step-finished", node=node, step=step_id, status=result.status,
-                          attempt=started.attempt, changes=len(result.changes))
+    event = {"kind": "step-finished", "node": node, "step": step_id, "status": result.status,
+             "attempt": started.attempt, "changes": len(result.changes)}
+    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=started.token, event=event):
         _after_step(engine, run_id, node)
 
 
@@ -153,9 +158,9 @@ def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, sta
             status="retrying", attempt=started.attempt + 1, token=new_token(), queued_at=started.queued_at,
             error=error.message, error_kind=error.kind, evidence=evidence, retry_at=time.time() + delay,
         )
-        if store.write_checkpoint(run_id, node, spec.id, retry, expect=started.token):
-            store.emit(run_id, "step-retry", node=node, step=spec.id, attempt=started.attempt,
-                       error=error.message, error_kind=error.kind, delay=round(delay, 3))
+        event = {"kind": "step-retry", "node": node, "step": spec.id, "attempt": started.attempt,
+                 "error": error.message, "error_kind": error.kind, "delay": round(delay, 3)}
+        if store.write_checkpoint(run_id, node, spec.id, retry, expect=started.token, event=event):
             engine.send(run_id, node, spec.id, retry.token, delay=delay)
         return
     _write_final(engine, run_id, node, spec.id, started, status="failed", error=error.message,
@@ -169,9 +174,9 @@ def _write_final(
     final = current.model_copy(update={
         "status": status, "finished_at": time.time(), "error": error, "error_kind": kind, "evidence": evidence,
     })
-    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=current.token):
-        engine.store.emit(run_id, "step-failed", node=node, step=step_id, attempt=current.attempt,
-                          error=error, error_kind=kind)
+    event = {"kind": "step-failed", "node": node, "step": step_id, "attempt": current.attempt,
+             "error": error, "error_kind": kind}
+    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=current.token, event=event):
         _after_step(engine, run_id, node)
 
 

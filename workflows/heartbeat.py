@@ -31,14 +31,14 @@ class Heartbeats:
 
     @contextmanager
     def beating(self, run_id: str, owner: str | None, step_id: str,
-                also: Callable[[], object] | None = None) -> Iterator[None]:
+                also: Callable[[], object] | None = None) -> Iterator[object]:
+        """Yields what `also` (the lease renewal) returned on the first beat."""
         key = self.key(run_id, owner, step_id)
         stop = threading.Event()
 
-        def beat() -> None:
+        def beat() -> object:
             self.redis.set(key, 1, px=self.ttl_ms)
-            if also is not None:
-                also()
+            return also() if also is not None else None
 
         def loop() -> None:
             while not stop.wait(self.ttl_ms / 3000):
@@ -47,12 +47,11 @@ class Heartbeats:
                 except RedisError:
                     pass  # Redis restarting: the next beat, or the watchdog, sorts it out
 
-        beat()
+        first = beat()
         thread = threading.Thread(target=loop, name=f"heartbeat-{step_id}", daemon=True)
         thread.start()
         try:
-            yield
+            yield first
         finally:
             stop.set()
-            thread.join()
-            self.redis.delete(key)
+            thread.join()  # the key expires by itself; the checkpoint is terminal by now

@@ -88,8 +88,9 @@ class RunRecord(BaseModel):
     status: RunStatus = "pending"
     created_at: float
     updated_at: float
-    spec: dict[str, Any]
-    """The pipeline as loaded when the run was created: a run never changes under a file edit."""
+    spec: dict[str, Any] | None = None
+    """The pipeline as loaded when the run was created: a run never changes under a file edit.
+    Stored under its own key and read only when a process first needs the pipeline."""
     overrides: dict[str, Any] = Field(default_factory=dict)
     dry_run: bool = False
     fleet: str = ""

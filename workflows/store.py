@@ -23,15 +23,20 @@ RUNS_INDEX = "nicflow:runs"
 CLUSTER = "_cluster"
 EVENTS_MAXLEN = 200_000
 ACTIVE_RUNS = "nicflow:active"
-_RECORD_JSON = ("spec", "overrides", "waves")
+_RECORD_JSON = ("overrides", "waves")
 STEP_FIELD = "step:"
 """Checkpoints live beside a node's own fields (state, error, fence...) under this prefix."""
 
-# KEYS[1] progress hash; ARGV: step, expected token ('' = none yet), new token, checkpoint json
+# KEYS[1] progress hash, KEYS[2] event stream; ARGV: step field, expected token ('' = none yet),
+# new token, checkpoint json, then the event's field/value pairs (none: no event).
+# The event is written with the checkpoint or not at all.
 _CAS = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1] .. '@token')
 if (cur or '') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
+if #ARGV > 4 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 5))
+end
 return 1
 """
 
@@ -117,6 +122,7 @@ class CheckpointStore:
         fields = _encode_record(record)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._run_key(record.id), mapping=fields)
+            pipe.set(f"{run_prefix(record.id)}:spec", json.dumps(record.spec))
             if nodes:
                 pipe.rpush(self._nodes_key(record.id), *nodes)
             for node in nodes:
@@ -148,6 +154,12 @@ class CheckpointStore:
         if not raw:
             raise RunError(f"no run {run_id!r} in this Redis (see `nicflow runs`)")
         return _decode_record(raw)
+
+    def spec(self, run_id: str) -> dict[str, Any]:
+        raw = self.redis.get(f"{run_prefix(run_id)}:spec")
+        if raw is None:
+            raise RunError(f"run {run_id!r} has no stored pipeline")
+        return json.loads(raw)
 
     def run_ids(self, limit: int = 50) -> list[str]:
         return [_s(x) for x in self.redis.zrevrange(RUNS_INDEX, 0, limit - 1)]
@@ -200,18 +212,21 @@ class CheckpointStore:
         return Checkpoint.model_validate_json(raw) if raw else None
 
     def write_checkpoint(
-        self, run_id: str, node: str | None, step_id: str, checkpoint: Checkpoint, *, expect: str | None
+        self, run_id: str, node: str | None, step_id: str, checkpoint: Checkpoint, *, expect: str | None,
+        event: dict[str, Any] | None = None,
     ) -> bool:
-        """Compare-and-set: write only if the stored token is `expect` (None: no attempt yet)."""
-        keys = [self._progress_key(run_id, node)]
+        """Compare-and-set: write only if the stored token is `expect` (None: no attempt yet).
+        `event` ({"kind": ..., ...}) is appended to the run's stream in the same step."""
+        keys = [self._progress_key(run_id, node), self._events_key(run_id)]
         args = [STEP_FIELD + step_id, expect or "", checkpoint.token,
                 checkpoint.model_dump_json(exclude_defaults=True)]
+        if event:
+            args += [x for k, v in _event_body(event).items() for x in (k, v)]
         return bool(self._cas(keys=keys, args=args))
 
     # events
     def emit(self, run_id: str, kind: str, **fields: Any) -> None:
-        body = {"kind": kind, "ts": f"{time.time():.3f}"}
-        body.update({k: _event_value(v) for k, v in fields.items() if v is not None})
+        body = _event_body({"kind": kind, **fields})
         self.redis.xadd(self._events_key(run_id), body, maxlen=EVENTS_MAXLEN, approximate=True)
 
     def events(self, run_id: str, after: str = "0-0", count: int = 1000) -> list[tuple[str, dict[str, str]]]:
@@ -221,6 +236,12 @@ class CheckpointStore:
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _event_body(fields: dict[str, Any]) -> dict[str, str]:
+    body = {"kind": fields["kind"], "ts": f"{time.time():.3f}"}
+    body.update({k: _event_value(v) for k, v in fields.items() if v is not None and k != "kind"})
+    return body
 
 
 def _event_value(value: Any) -> str:
@@ -236,7 +257,7 @@ def _encode_value(key: str, value: Any) -> str | int | float:
 
 
 def _encode_record(record: RunRecord) -> dict[str, str | int | float]:
-    return {k: _encode_value(k, v) for k, v in record.model_dump().items()}
+    return {k: _encode_value(k, v) for k, v in record.model_dump(exclude={"spec"}).items()}
 
 
 def _decode_record(raw: dict[bytes, bytes]) -> RunRecord:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import re
 import threading
 import time
@@ -31,11 +32,12 @@ WriteHook = Callable[["SimulatedHost", str, str, float], None]
 
 
 class SimulatedHost:
-    def __init__(self, node_dir: str | Path, *, command_latency: float = 0.0) -> None:
+    def __init__(self, node_dir: str | Path, *, command_latency: float = 0.0, latency_jitter: float = 0.0) -> None:
         self.node_dir = Path(node_dir)
         self.fs = self.node_dir / "fs"
         self.fs.mkdir(parents=True, exist_ok=True)
         self.command_latency = command_latency
+        self.latency_jitter = latency_jitter
         self.tools: dict[str, ToolHandler] = {}
         self.write_hooks: list[tuple[re.Pattern[str], WriteHook]] = []
         self._thread_lock = threading.RLock()
@@ -148,7 +150,8 @@ class SimulatedHost:
     def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> CommandResult:
         argv = check_argv(argv)
         if self.command_latency:
-            time.sleep(self.command_latency)
+            spread = self.latency_jitter * self.command_latency
+            time.sleep(max(0.0, self.command_latency + random.uniform(-spread, spread)))
         handler = self.tools.get(argv[0])
         if handler is None:
             return CommandResult(argv, 127, "", f"{argv[0]}: command not found")

@@ -55,13 +55,18 @@ def crash_point(host: SimulatedHost, name: str) -> None:
 FailureMessage = Callable[[tuple[str, ...]], str]
 
 
-def with_faults(name: str, handler: ToolHandler, failure: FailureMessage | None = None) -> ToolHandler:
-    """Wrap a tool emulator so `absent` and `fail` faults apply to it."""
+def with_faults(
+    name: str, handler: ToolHandler, failure: FailureMessage | None = None, *, side_effect: bool = False,
+) -> ToolHandler:
+    """Wrap a tool emulator so `absent` and `fail` faults apply to it. A failed
+    call of a side-effecting tool is still recorded: it was attempted."""
 
     def run(host: SimulatedHost, argv: tuple[str, ...], timeout: float) -> CommandResult:
         if listed(host, "absent", name):
             return CommandResult(argv, 127, "", f"{name}: command not found\n")
         if take(host, "fail", name):
+            if side_effect:
+                host.record(name, argv=list(argv), failed=True)
             message = failure(argv) if failure else f"{name}: injected failure"
             return CommandResult(argv, 1, "", message.rstrip("\n") + "\n")
         return handler(host, argv, timeout)

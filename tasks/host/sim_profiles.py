@@ -1,12 +1,33 @@
 """Hardware profiles a simulated node can be provisioned with, and the tool
-emulators every simulated host gets. The Corigine emulation fills these in."""
+emulators every simulated host gets.
+
+- bare: Ubuntu 22.04 (initramfs-tools), no Agilio card (an Intel X710 only)
+- agilio-cx: Ubuntu 22.04, one AMDA0097 at 0000:04:00.0 on nic firmware (legacy),
+  no pci- link, 0 VFs
+- agilio-cx-dual: Rocky 9 (dracut), two AMDA0097 (0000:04:00.0, 0000:81:00.0)
+- agilio-cx-amda0081: CentOS Stream 8, kernel 4.18 (dracut), an AMDA0081;
+  no flower/nic_AMDA0081.nffw installed
+- agilio-cx-converged: as the pipeline leaves agilio-cx: flower via the link,
+  initramfs hook and image, 4 VFs
+- agilio-cx-flaky-modprobe: agilio-cx with faults {"fail": {"modprobe": 1}}
+- agilio-cx-no-flower-firmware: agilio-cx without the flower firmware package
+- agilio-cx-no-devlink: agilio-cx with faults {"absent": ["devlink"]} (old iproute2)
+- agilio-cx-nonroot: agilio-cx where `id -u` is 1000
+- centos7-old-kernel: CentOS 7, kernel 3.10, one AMDA0097 (fails preflight)
+
+Every node runs Kube-OVN with HW_OFFLOAD (OVS other_config:hw-offload=true).
+Faults are listed in `tasks/host/sim_faults.py`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tasks.host import sim_nfp, sim_nfp_tools, sim_os, sim_ovs
 from tasks.host.sim import SimulatedHost
+from tasks.host.sim_faults import inject
+from tasks.host.sim_nfp import FW_DIR, CardSpec, add_netdev, add_pci_function, install_firmware, provision_card
 
 
 @dataclass(frozen=True)
@@ -16,14 +37,121 @@ class Profile:
     description: str = ""
 
 
-def _bare(host: SimulatedHost) -> None:
-    for path in ("/etc", "/tmp"):
+NFD_LABEL = {"feature.node.kubernetes.io/pci-19ee.present": "true"}
+
+
+@dataclass(frozen=True)
+class Distro:
+    os_release: str
+    kernel: str
+    initramfs: str
+    module_suffix: str = ".ko"
+
+
+UBUNTU_2204 = Distro(
+    'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\nVERSION="22.04.4 LTS (Jammy Jellyfish)"\n'
+    "ID=ubuntu\nID_LIKE=debian\n", "5.15.0-91-generic", "initramfs-tools")
+ROCKY_9 = Distro(
+    'NAME="Rocky Linux"\nVERSION="9.3 (Blue Onyx)"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.3"\n'
+    'PRETTY_NAME="Rocky Linux 9.3 (Blue Onyx)"\n', "5.14.0-362.8.1.el9_3.x86_64", "dracut", ".ko.xz")
+CENTOS_STREAM_8 = Distro(
+    'NAME="CentOS Stream"\nVERSION="8"\nID="centos"\nID_LIKE="rhel fedora"\nVERSION_ID="8"\n'
+    'PRETTY_NAME="CentOS Stream 8"\n', "4.18.0-552.el8.x86_64", "dracut", ".ko.xz")
+CENTOS_7 = Distro(
+    'NAME="CentOS Linux"\nVERSION="7 (Core)"\nID="centos"\nID_LIKE="rhel fedora"\nVERSION_ID="7"\n'
+    'PRETTY_NAME="CentOS Linux 7 (Core)"\n', "3.10.0-1160.el7.x86_64", "dracut", ".ko.xz")
+
+
+def _os(host: SimulatedHost, distro: Distro, *, uid: int = 0) -> None:
+    for path in ("/etc", "/tmp", "/run", "/boot"):
         host.local(path).mkdir(parents=True, exist_ok=True)
+    host.put("/etc/os-release", distro.os_release)
+    host.put("/proc/sys/kernel/osrelease", distro.kernel + "\n")
+    host.put(f"/lib/modules/{distro.kernel}/kernel/drivers/net/ethernet/netronome/nfp/nfp{distro.module_suffix}", "ELF")
+    host.set_state("os", {"uid": uid, "initramfs": distro.initramfs})
+    conf_dir = "/etc/dracut.conf.d" if distro.initramfs == "dracut" else "/etc/initramfs-tools/hooks"
+    host.local(conf_dir).mkdir(parents=True, exist_ok=True)  # shipped by the initramfs tool's package
+    dracut = distro.initramfs == "dracut"
+    image = f"/boot/initramfs-{distro.kernel}.img" if dracut else f"/boot/initrd.img-{distro.kernel}"
+    host.put(image, "".join(m.format(kver=distro.kernel) + "\n" for m in sim_os.BASE_MEMBERS))
+    # the rest of the machine: a host bridge and an Intel X710 the node boots from
+    add_pci_function(host, "0000:00:00.0", "8086", "2020")
+    add_pci_function(host, "0000:3b:00.0", "8086", "1572", driver="i40e")
+    add_netdev(host, "0000:3b:00.0", "eno1", port_name=None)
+    host.set_state("ovs", {"hw_offload": True})
+
+
+def _firmware(host: SimulatedHost, spec: CardSpec, *, flower: bool = True) -> None:
+    """What the linux-firmware and Agilio firmware packages install."""
+    nic = install_firmware(host, "nic", spec.assembly)
+    host.put_link(nic.removeprefix(FW_DIR + "/"), f"{FW_DIR}/nic_{spec.board_id}_{spec.media}.nffw")
+    if flower:
+        install_firmware(host, "flower", "AMDA0097" if spec.assembly == "AMDA0081" else spec.assembly)
+
+
+def _agilio(distro: Distro, *specs: CardSpec, flower: bool = True, uid: int = 0) -> Callable[[SimulatedHost], None]:
+    def provision(host: SimulatedHost) -> None:
+        _os(host, distro, uid=uid)
+        for spec in specs:
+            provision_card(host, spec)
+            _firmware(host, spec, flower=flower)
+        sim_nfp.load_driver(host)  # the node booted: nfp loaded its default (nic) firmware
+    return provision
+
+
+CARD = CardSpec("0000:04:00.0")
+SECOND_CARD = CardSpec("0000:81:00.0", serial="00-15-4d-13-5a-11-10-ff")
+AMDA0081_CARD = CardSpec("0000:04:00.0", board_id="AMDA0081-0001", ports=1, media="1x40", totalvfs=48)
+
+
+def _bare(host: SimulatedHost) -> None:
+    _os(host, UBUNTU_2204)
+
+
+def _flaky_modprobe(host: SimulatedHost) -> None:
+    _agilio(UBUNTU_2204, CARD)(host)
+    inject(host, fail={"modprobe": 1})
+
+
+def _no_devlink(host: SimulatedHost) -> None:
+    _agilio(UBUNTU_2204, CARD)(host)
+    inject(host, absent=["devlink"])
+
+
+def _converged(host: SimulatedHost) -> None:
+    """As the corigine-offload pipeline leaves a node (default parameters)."""
+    from tasks.corigine.initramfs import HOOK, render_hook  # the hook is the step's own text
+
+    _os(host, UBUNTU_2204)
+    provision_card(host, CARD)
+    _firmware(host, CARD)
+    link = f"{FW_DIR}/pci-{CARD.pci_address}.nffw"
+    host.put_link("flower/nic_AMDA0097.nffw", link)
+    host.put(HOOK, render_hook([link, f"{FW_DIR}/flower/nic_AMDA0097.nffw"]))
+    host.local(HOOK).chmod(0o755)
+    sim_os.update_initramfs(host, ("update-initramfs", "-u", "-k", UBUNTU_2204.kernel), 60)
+    sim_nfp.load_driver(host)
+    sim_nfp.write_numvfs(host, f"/sys/bus/pci/devices/{CARD.pci_address}/sriov_numvfs", "4", 10)
+    (host.node_dir / "ops.log").unlink(missing_ok=True)  # provisioning is not a side effect of a step
 
 
 PROFILES: dict[str, Profile] = {
     "bare": Profile(_bare, description="a Linux host with no SmartNIC"),
-    "agilio-cx": Profile(_bare, description="placeholder until the nfp emulation lands"),
+    "agilio-cx": Profile(_agilio(UBUNTU_2204, CARD), NFD_LABEL,
+                         "one AMDA0097 card on nic firmware (legacy), no firmware link, no VFs"),
+    "agilio-cx-dual": Profile(_agilio(ROCKY_9, CARD, SECOND_CARD), NFD_LABEL, "two AMDA0097 cards on Rocky 9"),
+    "agilio-cx-amda0081": Profile(_agilio(CENTOS_STREAM_8, AMDA0081_CARD), NFD_LABEL,
+                                  "an AMDA0081 card (runs AMDA0097 firmware) on CentOS Stream 8"),
+    "agilio-cx-converged": Profile(_converged, NFD_LABEL, "already converged: flower, link, initramfs, 4 VFs"),
+    "agilio-cx-flaky-modprobe": Profile(_flaky_modprobe, NFD_LABEL, "agilio-cx whose first modprobe fails"),
+    "agilio-cx-no-flower-firmware": Profile(_agilio(UBUNTU_2204, CARD, flower=False), NFD_LABEL,
+                                            "agilio-cx without the flower firmware package"),
+    "agilio-cx-no-devlink": Profile(_no_devlink, NFD_LABEL,
+                                    "agilio-cx without devlink: assembly from the ethtool dump, mode from ethtool -i"),
+    "agilio-cx-nonroot": Profile(_agilio(UBUNTU_2204, CARD, uid=1000), NFD_LABEL, "agilio-cx, agent not root"),
+    "centos7-old-kernel": Profile(_agilio(CENTOS_7, CARD), NFD_LABEL, "an Agilio card on CentOS 7 (kernel 3.10)"),
 }
 
-EMULATORS: list[Callable[[SimulatedHost], None]] = []
+EMULATORS: list[Callable[[SimulatedHost], None]] = [
+    sim_nfp.install, sim_nfp_tools.install, sim_ovs.install, sim_os.install,
+]

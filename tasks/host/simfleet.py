@@ -27,6 +27,9 @@ class SimNode(BaseModel):
 
 class SimFleet(BaseModel):
     command_latency: float = Field(0.0, ge=0, le=60)
+    """Seconds each emulated command takes."""
+    latency_jitter: float = Field(0.0, ge=0, le=1)
+    """Fraction of the latency drawn at random per command."""
     nodes: dict[str, SimNode]
 
 
@@ -40,6 +43,7 @@ def create_fleet(
     count: int,
     *,
     command_latency: float = 0.0,
+    latency_jitter: float = 0.0,
     profiles: dict[str, str] | None = None,
     zones: int = 3,
 ) -> SimFleet:
@@ -57,7 +61,7 @@ def create_fleet(
         nodes[name] = SimNode(labels=labels, profile=profile)
         host = SimulatedHost(root / name)
         PROFILES[profile].provision(host)
-    fleet = SimFleet(command_latency=command_latency, nodes=nodes)
+    fleet = SimFleet(command_latency=command_latency, latency_jitter=latency_jitter, nodes=nodes)
     root.mkdir(parents=True, exist_ok=True)
     (root / FLEET_FILE).write_text(fleet.model_dump_json(indent=1))
     return fleet
@@ -75,7 +79,8 @@ def open_host(root: str | Path, node: str, fleet: SimFleet | None = None) -> Sim
     fleet = fleet or load_fleet(root)
     if node not in fleet.nodes:
         raise KeyError(f"node {node} is not in the simulated fleet at {root}")
-    host = SimulatedHost(Path(root) / node, command_latency=fleet.command_latency)
+    host = SimulatedHost(Path(root) / node, command_latency=fleet.command_latency,
+                         latency_jitter=fleet.latency_jitter)
     for install in EMULATORS:
         install(host)
     return host

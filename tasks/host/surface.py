@@ -135,8 +135,10 @@ class RealHost:
     def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> CommandResult:
         argv = check_argv(argv)
         try:
+            # errors="replace": some tools print binary data (an ethtool dump); keep the text in it
             done = subprocess.run(
-                [*self.command_prefix, *argv], capture_output=True, text=True, timeout=timeout, check=False
+                [*self.command_prefix, *argv], capture_output=True, text=True, errors="replace",
+                timeout=timeout, check=False,
             )
         except subprocess.TimeoutExpired:
             raise StepTimeout(f"`{' '.join(argv)}` did not finish within {timeout:g}s") from None

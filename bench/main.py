@@ -1,0 +1,37 @@
+"""`nicflow bench`: run the chosen benchmarks and print their figures (or JSON)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.makespan import measure_makespan
+from bench.overhead import measure_overhead
+from bench.scale import measure_scale
+
+
+def run_benchmarks(*, nodes: int, scale_nodes: int, makespan_nodes: int, window: int, pipeline: str,
+                   as_json: bool, console: Console) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="nicflow-bench-"))
+    results: dict[str, Any] = {}
+    if nodes:
+        results["overhead"] = measure_overhead(workdir / "overhead", nodes=nodes, pipeline=pipeline)
+    if scale_nodes:
+        results["scale"] = measure_scale(workdir / "scale", nodes=scale_nodes, pipeline=pipeline)
+    if makespan_nodes:
+        results["makespan"] = measure_makespan(workdir / "makespan", nodes=makespan_nodes, window=window,
+                                               pipeline=pipeline, latency=0.01, jitter=0.5)
+    if as_json:
+        print(json.dumps(results, indent=1))
+    else:
+        for name, figures in results.items():
+            table = Table(title=name, show_header=False)
+            for key, value in figures.items():
+                table.add_row(key, str(value))
+            console.print(table)
+    return results

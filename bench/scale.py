@@ -1,0 +1,52 @@
+"""Scale: a large simulated fleet; controller memory, Redis memory per node, status latency."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.fleetrun import run_fleet
+from bench.harness import redis_server
+from workflows.control import run_status
+
+
+def measure_scale(workdir: Path, *, nodes: int, pipeline: str) -> dict[str, Any]:
+    with redis_server(workdir / "redis") as url:
+        from redis import Redis
+
+        redis = Redis.from_url(url)
+        before = int(redis.info("memory")["used_memory"])
+        run = run_fleet(url, workdir / "nicflow", nodes=nodes, pipeline=pipeline,
+                        sets=["rollout.max_unavailable=10%", "rollout.max_failures=100%"], concurrency=16)
+        used = int(redis.info("memory")["used_memory"]) - before
+        started = time.perf_counter()
+        run_status(run.engine, run.record.id)
+        in_process = time.perf_counter() - started
+        cli = _cli_status_seconds(url, run.record.id)
+    return {
+        "nodes": nodes,
+        "run_status": run.record.status,
+        "run_seconds": round(run.seconds, 2),
+        "controller_peak_rss_mb": round(run.controller_peak_rss_mb, 1),
+        "redis_bytes_per_node": round(used / nodes),
+        "status_json_seconds_in_process": round(in_process, 3),
+        "status_json_seconds_cli": round(cli, 3),
+        "targets": {"controller_peak_rss_mb": 200, "redis_bytes_per_node": 8192, "status_json_seconds": 0.3},
+    }
+
+
+def _cli_status_seconds(url: str, run_id: str) -> float:
+    """The whole `nicflow status --json` command, interpreter start included (best of 3)."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "workers.cli", "status", run_id, "--json"],
+                             capture_output=True, env={**os.environ, "REDIS_URL": url}, check=True)
+        best = min(best, time.perf_counter() - started)
+        json.loads(out.stdout)
+    return best
