@@ -87,6 +87,25 @@ def plan(
     _finish(status, show_summary=False)
 
 
+@cli.command("check-flows")
+def check_flows(
+    source: Annotated[str, typer.Argument(help="A file with `ovs-appctl dpctl/dump-flows -m type=offloaded` output, or - for stdin.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Counts by datapath and offload state.")] = False,
+    min_offloaded: Annotated[int, typer.Option(min=1, help="Offloaded flows needed.")] = 1,
+) -> None:
+    """Exit 0 when the dump proves hardware offload, 1 when it does not (saying why), 2 when unreadable."""
+    from tasks.corigine.flows import check_flows_main
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"nicflow: error: cannot read {source}: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    code, output = check_flows_main(text, as_json=as_json, min_offloaded=min_offloaded)
+    sys.stdout.write(output)
+    raise typer.Exit(code)
+
+
 @cli.command()
 def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """A run's state, per node and step."""
@@ -205,7 +224,8 @@ def agent(
 def demo(
     nodes: Annotated[int, typer.Option(min=1, max=5000)] = 50,
     pipeline: str = "corigine-offload",
-    selector: Annotated[Optional[str], typer.Option(help="Select nodes by label.")] = None,
+    selector: Annotated[Optional[str], typer.Option(help="Select nodes by label.")] = (
+        "feature.node.kubernetes.io/pci-19ee.present=true"),
     latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds per simulated command.")] = 0.005,
 ) -> None:
     """Roll out over a simulated fleet on an embedded Redis, twice, with live progress."""

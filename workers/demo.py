@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,19 +47,10 @@ def _redis_url(workdir: Path) -> Iterator[str]:
             yield url
 
 
-def side_effects(sim_root: Path, nodes: list[str]) -> dict[str, int]:
-    """Counted from every node's ops.log: writes, links, driver reloads."""
+def side_effects(sim_root: Path, nodes: list[str]) -> Counter[str]:
+    """Every side effect on the hosts, by kind, counted from each node's ops.log."""
     fleet = load_fleet(sim_root)
-    counts = {"writes": 0, "symlinks": 0, "driver_reloads": 0}
-    for node in nodes:
-        for op in open_host(sim_root, node, fleet).ops():
-            if op["op"] == "write":
-                counts["writes"] += 1
-            elif op["op"] == "symlink":
-                counts["symlinks"] += 1
-            elif op["op"] == "run" and op.get("argv", [""])[0] == "rmmod":
-                counts["driver_reloads"] += 1
-    return counts
+    return Counter(op["op"] for node in nodes for op in open_host(sim_root, node, fleet).ops())
 
 
 def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float, console: Console,
@@ -90,7 +82,7 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
                 record = start_run(engine, loaded, chosen, fleet=f"sim:{sim_root}")
                 status = watch(lambda: run_status(engine, record.id), console, timeout=600)
                 after = side_effects(sim_root, chosen)
-                delta = {k: after[k] - before[k] for k in after}
+                delta = dict(after - before) or "none"
                 console.print(summary(status))
                 for name, error in failed_nodes(status):
                     console.print(f"[red]failed[/] {name}: {error}")
