@@ -232,10 +232,33 @@ def test_reload_loads_flower_and_re_resolves_netdevs(tmp_path: Path) -> None:
     before = len(sim.ops())
     result = run("reload-driver", sim, facts)
     assert result.status == "changed" and [c.action for c in result.changes] == ["rmmod", "modprobe"]
-    assert [o["op"] for o in sim.ops()[before:]] == ["rmmod", "modprobe", "write"]
+    # the loaded-firmware record is written between rmmod and modprobe (see the next test)
+    assert [o["op"] for o in sim.ops()[before:]] == ["rmmod", "write", "modprobe"]
     assert result.outputs == {"netdevs": ["enp4s0", "enp4s0np0", "enp4s0np1", "pf0"],
                               "uplinks": ["enp4s0np0", "enp4s0np1"], "eswitch_mode": "switchdev"}
     rerun_is_ok("reload-driver", sim, facts)  # a redelivery with the same facts does not reload again
+
+
+def test_reload_cut_short_after_modprobe_is_not_redone(tmp_path: Path, monkeypatch) -> None:
+    """A worker that dies after modprobe, while waiting for the card, must not cost a second reload."""
+    from tasks.corigine.reload import ReloadDriver
+
+    sim = host(tmp_path, "agilio-cx")
+    facts = facts_until("reload-driver", sim)
+
+    def died_waiting(self, ctx, params, state):
+        raise StepTimeout("the worker died while waiting for the card")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ReloadDriver, "_wait", died_waiting)
+        with pytest.raises(StepTimeout):
+            run("reload-driver", sim, facts)
+    assert [o["op"] for o in sim.ops()].count("modprobe") == 1
+    before = len(sim.ops())
+    again = run("reload-driver", sim, facts)
+    assert again.status == "ok"
+    assert [o["op"] for o in sim.ops()[before:]] == []
+    assert [o["op"] for o in sim.ops()].count("rmmod") == 1
 
 
 def test_reload_when_the_mode_is_wrong_even_without_a_link_change(tmp_path: Path) -> None:

@@ -95,14 +95,23 @@ class ReloadDriver(Step[ReloadParams, ReloadState]):
         # The lease was checked before apply; it is not checked between rmmod and
         # modprobe: a node left without its driver is worse than finishing the reload.
         for change in changes:
+            if change.action == "modprobe":
+                # Recorded before modprobe, which loads whatever the link says: a crash at any
+                # point after this leaves a node that a new attempt finds loaded (done) or
+                # unloaded (modprobe only), never one that needs a second rmmod.
+                self._record_loaded(ctx, state)
             host.run([change.action, "nfp"], timeout=params.command_timeout).check()
         back = self._wait(ctx, params, state)
         if back.mode != back.expected_mode:
             raise PermanentError(
                 f"card {state.pci_address} came back in {back.mode} mode, not {back.expected_mode}: the driver did "
                 f"not load {back.link_target} (check the link and the firmware file)", evidence=self.evidence(back))
+
+    @staticmethod
+    def _record_loaded(ctx: StepContext, state: ReloadState) -> None:
+        host = ctx.surface
         for card in ctx.facts.get("cards") or [{"pci_address": state.pci_address}]:
-            # every card reloaded; record what each loaded where nicflow keeps a record
+            # every card reloads with the module; record each where nicflow keeps a record
             pci = check_pci(card.get("pci_address"), "fact cards[].pci_address")
             if pci == state.pci_address or read_loaded(host, pci) is not None:
                 write_loaded(host, pci, host.readlink(pci_link(pci)))
