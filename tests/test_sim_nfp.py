@@ -267,3 +267,29 @@ def test_dracut_reads_install_items(tmp_path: Path) -> None:
     host.write("/etc/dracut.conf.d/x.conf", f'install_items+=" /lib/firmware/netronome/pci-{PF}.nffw "\n')
     ok(host, "dracut", "--force", "--kver", kver)
     assert f"pci-{PF}.nffw -> flower/nic_AMDA0097.nffw" in ok(host, "lsinitrd", f"/boot/initramfs-{kver}.img")
+
+
+def test_a_module_load_outlives_the_killed_modprobe(tmp_path: Path, monkeypatch) -> None:
+    """The kernel finishes init_module even if modprobe is killed: the next opener sees the card loaded."""
+    from tasks.host import sim_nfp
+    from tasks.host.simfleet import open_host
+
+    (sim,) = hosts(tmp_path, "agilio-cx")
+    set_link(sim, "flower/nic_AMDA0097.nffw")
+    ok(sim, "rmmod", "nfp")
+
+    def killed_halfway(host: SimulatedHost) -> None:
+        host.put("/sys/module/nfp/refcnt", "0\n")  # the module is in, no card probed yet
+        raise SystemExit("modprobe killed")
+
+    monkeypatch.setattr("tasks.host.sim_nfp_tools.load_driver", killed_halfway)
+    with pytest.raises(SystemExit):
+        sim.run(["modprobe", "nfp"])
+    monkeypatch.undo()
+    assert netdevs(sim) == []  # half done, as the killed process left it
+    reopened = open_host(tmp_path, "node-000")
+    assert "pf0" in netdevs(reopened)
+    assert reopened.readlink(f"/sys/bus/pci/devices/{PF}/driver").endswith("/nfp")
+    assert "mode switchdev" in ok(reopened, "devlink", "dev", "eswitch", "show", f"pci/{PF}")
+    assert [o["op"] for o in reopened.ops()].count("modprobe") == 1
+    assert sim_nfp.module_loaded(reopened)

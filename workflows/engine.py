@@ -94,7 +94,7 @@ class Engine:
         while True:
             run = self.store.run(run_id)
             for node in self.store.admit(run_id, limit=max(run.window, 1)):
-                self._start_node(run, node)
+                self.start_node(run, node)
             run = self.store.run(run_id)
             wave_done = run.status == "running" and run.inflight == 0 and run.cursor >= run.wave_end
             if not wave_done or run.wave + 1 >= len(run.waves) or run.failed > run.budget:
@@ -118,7 +118,7 @@ class Engine:
             self.store.retire(run_id)
             metrics.RUNS_FINISHED.labels("failed").inc()
 
-    def _start_node(self, run: RunRecord, node: str) -> None:
+    def start_node(self, run: RunRecord, node: str) -> None:
         lease = self.leases.acquire(node, run.id)
         if not lease.granted:
             if self.pipeline(run).spec.rollout.on_conflict == "wait":
@@ -191,7 +191,7 @@ class Engine:
     def retry_waiting(self, run: RunRecord, node: str, progress: NodeProgress, *, now: float) -> str:
         """A node waiting for another run's lease: take it now, or give up past the conflict timeout."""
         if self.leases.holder(node) in (None, run.id):
-            self._start_node(run, node)
+            self.start_node(run, node)
             return "conflict-resolved"
         timeout = self.pipeline(run).spec.rollout.conflict_timeout
         if progress.admitted_at and now - progress.admitted_at > timeout:

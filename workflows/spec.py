@@ -133,6 +133,8 @@ class RolloutSpec(_Strict):
             return None
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",")]  # from --set rollout.batches=1,5,20%
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = [value]  # --set rollout.batches=3: batches of 3
         if not isinstance(value, list) or not value:
             raise ValueError("must be a non-empty list of sizes like [1, 5, '20%']")
         return [_count(v, minimum=1) for v in value]

@@ -4,8 +4,10 @@ Each tick, over every active run: a running step whose heartbeat stopped
 (its worker died) is dispatched again under a new token; a step queued for
 longer than `lost_after` (its message lost) likewise; a node waiting for
 another run's lease tries again, or fails past `conflict_timeout`; a node
-past the rollout's `node_timeout` fails with a timeout error. Any number of
-controllers may run it: every change is a compare-and-set.
+past the rollout's `node_timeout` fails with a timeout error; and the run and
+its nodes are advanced, in case a controller died between a checkpoint and
+the dispatch that should have followed it. Any number of controllers may run
+it: every change is a compare-and-set.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def watchdog_tick(engine: Engine, *, lost_after: float, now: float | None = None
             engine.store.retire(run_id)
             continue
         actions += _check_run(engine, run, lost_after=lost_after, now=now)
+        # an `advance` message lost with a killed controller must not stall admission
+        engine.advance_run(run_id)
     return actions
 
 
@@ -51,6 +55,13 @@ def _check_run(engine: Engine, run: RunRecord, *, lost_after: float, now: float)
                 engine.time_out_node(run.id, progress, rollout.node_timeout)
                 actions["node-timeout"] += 1
                 continue
+            if not progress.fence:
+                # admitted by a controller that died before it took the node's lease
+                engine.start_node(run, owner)
+                actions["node-restarted"] += 1
+                continue
+            # a successor lost between a step's checkpoint and its dispatch is dispatched now
+            engine.advance_node(run.id, owner)
         actions += _check_steps(engine, run.id, owner, progress, lost_after=lost_after, now=now)
     return actions
 

@@ -40,6 +40,7 @@ class SimulatedHost:
         self.latency_jitter = latency_jitter
         self.tools: dict[str, ToolHandler] = {}
         self.write_hooks: list[tuple[re.Pattern[str], WriteHook]] = []
+        self.transitions: dict[str, Callable[[SimulatedHost], None]] = {}
         self._thread_lock = threading.RLock()
 
     # emulator registration
@@ -48,6 +49,26 @@ class SimulatedHost:
 
     def add_write_hook(self, pattern: str, hook: WriteHook) -> None:
         self.write_hooks.append((re.compile(pattern), hook))
+
+    def add_transition(self, name: str, complete: Callable[[SimulatedHost], None]) -> None:
+        """`complete` finishes kernel work `name` that a killed process left half done."""
+        self.transitions[name] = complete
+
+    # kernel work outlives the process that asked for it
+    @contextmanager
+    def transition(self, name: str) -> Iterator[None]:
+        """Kernel work (a module load) runs to its end even if the calling process is
+        killed: it is journalled first and `recover` completes it."""
+        self.set_state("transition", name)
+        yield
+        (self.node_dir / "transition.json").unlink()
+
+    def recover(self) -> None:
+        with self.locked():
+            pending = self.state("transition")
+            if pending:
+                self.transitions[pending](self)
+                (self.node_dir / "transition.json").unlink()
 
     # bookkeeping shared by emulators
     @contextmanager

@@ -160,7 +160,8 @@ def rmmod(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
     if not module_loaded(host):
         return _err(argv, "rmmod: ERROR: Module nfp is not currently loaded")
     host.record("rmmod", module="nfp")
-    unload_driver(host)
+    with host.transition("nfp-unload"):
+        unload_driver(host)
     return _ok(argv)
 
 
@@ -173,11 +174,20 @@ def modprobe(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
         return _err(argv, f"modprobe: FATAL: Module nfp not found in directory /lib/modules/{_kernel(host)}")
     host.record("modprobe", module="nfp")
     crash_point(host, "modprobe")
-    load_driver(host)
+    with host.transition("nfp-load"):
+        load_driver(host)
     return _ok(argv)
 
 
+def _complete_load(host: SimulatedHost) -> None:
+    """The kernel finishes a module init its modprobe was killed in: redo it from a clean slate."""
+    unload_driver(host)
+    load_driver(host)
+
+
 def install(host: SimulatedHost) -> None:
+    host.add_transition("nfp-load", _complete_load)
+    host.add_transition("nfp-unload", unload_driver)
     host.add_tool("devlink", with_faults("devlink", devlink))
     host.add_tool("ethtool", with_faults("ethtool", ethtool))
     host.add_tool("modinfo", with_faults("modinfo", modinfo))

@@ -83,6 +83,7 @@ def open_host(root: str | Path, node: str, fleet: SimFleet | None = None) -> Sim
                          latency_jitter=fleet.latency_jitter)
     for install in EMULATORS:
         install(host)
+    host.recover()
     return host
 
 
