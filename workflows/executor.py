@@ -8,6 +8,7 @@ case the process died between the checkpoint and the dispatch.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,7 +27,9 @@ from workflows.step import StepContext, StepResult
 if TYPE_CHECKING:
     from workflows.engine import Engine
 
-log = structlog.get_logger("nicflow.executor")
+# stdlib logging: the worker's structlog formatter adds the bound run id, node, step and
+# attempt (contextvars) to every line; outside a worker nothing is printed.
+log = logging.getLogger("nicflow.executor")
 EVIDENCE_LIMIT = 4000
 
 
@@ -48,7 +51,7 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
     progress = store.progress(run_id, node)
     checkpoint = progress.steps.get(step_id)
     if checkpoint is None or checkpoint.token != token:
-        log.info("stale delivery dropped", run_id=run_id, node=node, step=step_id)
+        log.info("stale delivery of %s/%s on %s dropped", run_id, step_id, node or "cluster")
         return
     if checkpoint.terminal:
         _after_step(engine, run_id, node)
@@ -93,7 +96,7 @@ def _attempt(engine: Engine, run: RunRecord, progress: NodeProgress, spec: StepS
     else:
         _on_success(engine, run_id, node, step_id, started, result)
         metrics.STEP_ATTEMPTS.labels(spec.type, result.status).inc()
-        log.info("step finished", status=result.status, changes=len(result.changes))
+        log.info("step finished", extra={"status": result.status, "changes": len(result.changes)})
     finally:
         metrics.STEP_SECONDS.labels(spec.type).observe(time.time() - (started.started_at or time.time()))
 
@@ -150,7 +153,7 @@ def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, sta
     evidence = error.evidence[-EVIDENCE_LIMIT:]
     retrying = should_retry(spec.retry, error, started.attempt)
     metrics.STEP_ATTEMPTS.labels(spec.type, "retrying" if retrying else "failed").inc()
-    log.warning("step failed", error=error.message, error_kind=error.kind, retrying=retrying)
+    log.warning("step failed", extra={"error": error.message, "error_kind": error.kind, "retrying": retrying})
     if retrying:
         metrics.STEP_RETRIES.labels(spec.type, error.kind).inc()
         delay = delay_for(spec.retry, started.attempt)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tasks.host.surface import DEFAULT_COMMAND_TIMEOUT, CommandResult, check_argv, check_host_path
 from workflows.errors import StepTimeout
@@ -42,6 +42,8 @@ class SimulatedHost:
         self.write_hooks: list[tuple[re.Pattern[str], WriteHook]] = []
         self.transitions: dict[str, Callable[[SimulatedHost], None]] = {}
         self._thread_lock = threading.RLock()
+        self._lock_file: IO[str] | None = None
+        self._lock_depth = 0
 
     # emulator registration
     def add_tool(self, name: str, handler: ToolHandler) -> None:
@@ -73,12 +75,19 @@ class SimulatedHost:
     # bookkeeping shared by emulators
     @contextmanager
     def locked(self) -> Iterator[None]:
-        with self._thread_lock, open(self.node_dir / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        """Exclusive use of the node, re-entrant in this thread; the lock file stays open."""
+        with self._thread_lock:
+            if self._lock_depth == 0:
+                if self._lock_file is None:
+                    self._lock_file = open(self.node_dir / ".lock", "a")  # noqa: SIM115 - kept for the host's life
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            self._lock_depth += 1
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def record(self, op: str, **args: Any) -> None:
         line = json.dumps({"ts": round(time.time(), 6), "op": op, **args})
