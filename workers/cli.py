@@ -6,19 +6,27 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from redis.exceptions import RedisError
 from rich.console import Console
 
-from workers.progress import failed_nodes, summary, watch as watch_live
-from workers.runtime import NoRedisConfigured, make_engine
+from workers.redisconn import NoRedisConfigured
 from workers.settings import get_settings
-from workers.targets import load_pipeline, node_labels, pipeline_path, resolve_targets, sim_fleet
-from workflows.control import abort_run, approve_run, resume_run, retry_failed, run_status, start_run
 from workflows.errors import PipelineError, RunError
 from workflows.records import check_run_id
+
+if TYPE_CHECKING:
+    from workflows.engine import Engine
+
+
+# The engine, the steps and Celery load only in the commands that use them, so that
+# quick commands (status --json, check-flows, validate) start fast.
+def make_engine() -> Engine:
+    from workers.runtime import make_engine as build
+
+    return build()
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.")
@@ -42,6 +50,8 @@ def _run_id(value: str) -> str:
 @cli.command()
 def validate(file: Annotated[Path, typer.Argument(help="Pipeline YAML file.")]) -> None:
     """Check a pipeline file; exit 2 with the file, line, field and value of the first problem."""
+    from workers.targets import load_pipeline
+
     pipeline = load_pipeline(str(file), [])
     console.print(f"{file}: ok: pipeline {pipeline.spec.name}, {len(pipeline.spec.steps)} steps")
 
@@ -55,6 +65,10 @@ def run(
     wait: Annotated[bool, typer.Option("--wait", help="Watch until the run ends.")] = False,
 ) -> None:
     """Start a run; prints its id."""
+    from workers.progress import watch as watch_live
+    from workers.targets import load_pipeline, node_labels, resolve_targets
+    from workflows.control import run_status, start_run
+
     loaded = load_pipeline(pipeline, set_)
     fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
                                          nodes=nodes, selector=selector)
@@ -73,6 +87,10 @@ def plan(
     set_: Sets = [],  # noqa: B006
 ) -> None:
     """Show per node the changes a run would make; nothing is applied (a dry run, watched to the end)."""
+    from workers.progress import watch as watch_live
+    from workers.targets import load_pipeline, resolve_targets
+    from workflows.control import run_status, start_run
+
     loaded = load_pipeline(pipeline, set_)
     fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
                                          nodes=nodes, selector=selector)
@@ -109,10 +127,17 @@ def check_flows(
 @cli.command()
 def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """A run's state, per node and step."""
-    report = run_status(make_engine(), _run_id(run_id))
+    from workers.redisconn import redis_client
+    from workflows.status import status_of
+    from workflows.store import CheckpointStore
+
+    # Only the store: `status --json` is polled by scripts and must start fast.
+    report = status_of(CheckpointStore(redis_client()), _run_id(run_id))
     if as_json:
         print(json.dumps(report))
         return
+    from workers.progress import failed_nodes, summary
+
     console.print(summary(report))
     counts = report["counts"]
     console.print(f"{report['status']}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
@@ -124,6 +149,9 @@ def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
 @cli.command()
 def watch(run_id: str) -> None:
     """Live progress until the run ends."""
+    from workers.progress import watch as watch_live
+    from workflows.control import run_status
+
     engine = make_engine()
     _finish(watch_live(lambda: run_status(engine, _run_id(run_id)), console))
 
@@ -151,6 +179,8 @@ def report(
 @cli.command()
 def resume(run_id: str) -> None:
     """Continue a run from its checkpoints after a crash; finished steps are not run again."""
+    from workflows.control import resume_run
+
     result = resume_run(make_engine(), _run_id(run_id))
     console.print(f"run {run_id} resumed: {result['redispatched']} step(s) dispatched again")
 
@@ -158,6 +188,8 @@ def resume(run_id: str) -> None:
 @cli.command()
 def approve(run_id: str) -> None:
     """Let a paused run go on to its next wave."""
+    from workflows.control import approve_run
+
     record = approve_run(make_engine(), _run_id(run_id))
     console.print(f"run {run_id} approved: wave {record.wave + 1} of {len(record.waves)} started")
 
@@ -165,6 +197,8 @@ def approve(run_id: str) -> None:
 @cli.command()
 def retry(run_id: str, failed: Annotated[bool, typer.Option("--failed", help="Only the failed nodes.")] = True) -> None:
     """Start a new run over the failed nodes of RUN, linked to it; prints the new run's id."""
+    from workflows.control import retry_failed
+
     record = retry_failed(make_engine(), _run_id(run_id), visibility_timeout=get_settings().visibility_timeout)
     print(record.id)
 
@@ -172,6 +206,8 @@ def retry(run_id: str, failed: Annotated[bool, typer.Option("--failed", help="On
 @cli.command()
 def abort(run_id: str) -> None:
     """Stop admitting nodes; steps already running finish cleanly."""
+    from workflows.control import abort_run
+
     record = abort_run(make_engine(), _run_id(run_id))
     console.print(f"run {run_id} {record.status}: {record.inflight} node(s) finishing their current step")
 
@@ -206,6 +242,7 @@ def agent(
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Run an agent: one node's queue, or every node of a simulated fleet (--fleet sim:N)."""
+    from workers.targets import sim_fleet
     from tasks.host.simfleet import load_fleet
     from workers.targets import parse_nodes
     from workers.worker import run_agent
@@ -229,6 +266,7 @@ def demo(
     latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds per simulated command.")] = 0.005,
 ) -> None:
     """Roll out over a simulated fleet on an embedded Redis, twice, with live progress."""
+    from workers.targets import pipeline_path
     from workers.demo import run_demo
 
     if not pipeline_path(pipeline).exists():
@@ -247,6 +285,7 @@ def bench(
 ) -> None:
     """Measure the engine on real workers and a real Redis: overhead against plain Celery,
     memory and status latency at scale, rollout makespan against the ideal."""
+    from workers.targets import pipeline_path
     from bench.main import run_benchmarks
 
     pipeline_path(pipeline)
@@ -286,6 +325,8 @@ def _sets(pairs: list[str]) -> dict:
 
 
 def _finish(status: dict, *, show_summary: bool = True) -> None:
+    from workers.progress import failed_nodes, summary
+
     if show_summary:
         console.print(summary(status))
     for name, error in failed_nodes(status):
