@@ -6,12 +6,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from redis import Redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
-
 from tasks.cluster.sim import SimulatedCluster
 from tasks.host.simfleet import SimFleet, load_fleet, open_host
 from tasks.host.surface import RealHost
@@ -22,28 +16,8 @@ from workflows.leases import NodeLeases
 from workflows.store import CheckpointStore
 from workers.celery_app import use_broker
 from workers.dispatcher import CeleryDispatcher
-from workers.settings import get_settings, redis_py_url
-
-
-class NoRedisConfigured(RuntimeError):
-    pass
-
-
-def redis_client(url: str | None = None) -> Redis:
-    url = url or get_settings().redis_url
-    if not url:
-        raise NoRedisConfigured(
-            "REDIS_URL is not set: point it at a Redis server (redis://host:6379/0), "
-            "or use `nicflow demo`, which starts an embedded one"
-        )
-    # Redis may restart under a run (AOF keeps the data): ride it out instead of failing steps.
-    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=40)
-    return Redis.from_url(
-        redis_py_url(url),
-        retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
-    )
+from workers.redisconn import NoRedisConfigured, redis_client  # noqa: F401 - re-exported
+from workers.settings import get_settings
 
 
 class FleetSurfaces:
