@@ -81,7 +81,7 @@ def test_rollout_then_converged_rerun(stack):
     before = all_ops(sim_root)
     again = nicflow(url, "run", "hello-fleet", *fleet)
     second = wait_terminal(url, again.stdout.strip())
-    assert second["status"] == "succeeded"
+    assert second["status"] == "succeeded", json.dumps(second)
     assert {s["status"] for n in second["nodes"].values() for s in n["steps"].values()} == {"ok"}
     assert second["cluster"]["announce"]["status"] == "ok"
     assert all_ops(sim_root) == before

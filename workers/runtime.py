@@ -61,6 +61,7 @@ def make_engine(url: str | None = None) -> Engine:
         dispatcher=CeleryDispatcher(),
         surfaces=FleetSurfaces(),
         heartbeat_ttl=get_settings().heartbeat_ttl,
+        eager_node_steps=True,
     )
 
 

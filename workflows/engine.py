@@ -15,8 +15,9 @@ a no-op, so the state machine resumes from wherever the last one stopped.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from workflows import metrics
 from workflows.dispatch import Dispatcher, NodeReporter, Surfaces
@@ -42,6 +43,7 @@ class Engine:
         surfaces: Surfaces,
         reporter: NodeReporter | None = None,
         heartbeat_ttl: float = 10.0,
+        eager_node_steps: bool = False,
     ) -> None:
         self.store = store
         self.leases = leases
@@ -50,6 +52,8 @@ class Engine:
         self.surfaces = surfaces
         self.reporter = reporter
         self.heartbeats = Heartbeats(store.redis, ttl_seconds=heartbeat_ttl)
+        self.eager_node_steps = eager_node_steps
+        self._eager = threading.local()
         self._pipelines: OrderedDict[str, Pipeline] = OrderedDict()
 
     def pipeline_of(self, run_id: str) -> Pipeline:
@@ -68,7 +72,20 @@ class Engine:
         return cached
 
     def execute(self, run_id: str, node: str | None, step_id: str, token: str) -> None:
-        execute(self, run_id, node, step_id, token)
+        """Run one step; with `eager_node_steps`, then the node's next host steps in the same task.
+
+        The worker holding a node's step is the one serving that node's queue, so the next
+        step would come back to it anyway: running it now saves a round trip through the
+        broker per step. Each step still gets its own attempt token, checkpoint, heartbeat
+        and events; a retry with a backoff still goes through the broker."""
+        self._eager.owner = (run_id, node) if self.eager_node_steps and node is not None else None
+        self._eager.queue = deque()
+        try:
+            execute(self, run_id, node, step_id, token)
+            while self._eager.queue:
+                execute(self, *self._eager.queue.popleft())
+        finally:
+            self._eager.owner = None
 
     # run level
     def advance_run(self, run_id: str, finished: str | None = None) -> None:
@@ -153,8 +170,8 @@ class Engine:
     # node level
     def advance_node(self, run_id: str, node: str) -> None:
         progress = self.store.progress(run_id, node)
-        if progress.state != "running":
-            return
+        if progress.state != "running" or not progress.fence:
+            return  # not started: admitted, but its lease not taken yet (start_node advances it)
         run = self.store.run(run_id)
         pipeline = self.pipeline(run)
         cluster = self.store.progress(run_id, None)
@@ -245,6 +262,9 @@ class Engine:
             return
         step_type = self.pipeline_of(run_id).spec.step(step_id).type
         on_controller = self.registry.get(step_type).runs_on == "cluster"
+        if not on_controller and not delay and getattr(self._eager, "owner", None) == (run_id, node):
+            self._eager.queue.append((run_id, node, step_id, token))
+            return
         self.dispatcher.node_step(run_id, node, step_id, token, delay=delay, on_controller=on_controller)
 
 

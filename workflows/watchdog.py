@@ -30,9 +30,9 @@ def watchdog_tick(engine: Engine, *, lost_after: float, now: float | None = None
         except RunError:
             engine.store.retire(run_id)
             continue
-        if run.terminal:
+        if run.terminal and run.inflight == 0:
             engine.store.retire(run_id)
-            continue
+            continue  # an aborted run is watched until its in-flight nodes have finished
         actions += _check_run(engine, run, lost_after=lost_after, now=now)
         # an `advance` message lost with a killed controller must not stall admission
         engine.advance_run(run_id)
