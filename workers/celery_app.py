@@ -57,3 +57,8 @@ def use_broker(url: str) -> None:
     """Point this process's app at `url` (the CLI may pick the Redis at run time)."""
     if app.conf.broker_url != url:
         app.conf.broker_url = url
+        # connections already pooled for the old URL would keep sending there
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None

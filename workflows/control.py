@@ -14,6 +14,25 @@ from workflows.spec import resolve_count
 from workflows.status import status_of
 
 
+def check_start(pipeline: Pipeline, nodes: list[str], *, visibility_timeout: float | None = None) -> None:
+    """What `start_run` refuses, for callers that must answer before they start (the API)."""
+    for node in nodes:
+        try:
+            check_node_name(node)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+    if len(set(nodes)) != len(nodes):
+        raise RunError("the node list names a node twice")
+    if pipeline.spec.node_steps and not nodes:
+        raise RunError("no nodes selected: the node list or selector matched nothing")
+    if visibility_timeout is not None and pipeline.spec.longest_timeout >= visibility_timeout:
+        raise RunError(
+            f"step timeout {pipeline.spec.longest_timeout:g}s is not shorter than the broker's visibility "
+            f"timeout {visibility_timeout:g}s: a running step would be delivered twice (raise "
+            "NICFLOW_VISIBILITY_TIMEOUT or lower the step timeout)"
+        )
+
+
 def start_run(
     engine: Engine,
     pipeline: Pipeline,
@@ -30,18 +49,7 @@ def start_run(
 
     `labels` (node -> labels) lets the rollout spread nodes across a topology label.
     """
-    for node in nodes:
-        check_node_name(node)
-    if len(set(nodes)) != len(nodes):
-        raise RunError("the node list names a node twice")
-    if pipeline.spec.node_steps and not nodes:
-        raise RunError("no nodes selected: the node list or selector matched nothing")
-    if visibility_timeout is not None and pipeline.spec.longest_timeout >= visibility_timeout:
-        raise RunError(
-            f"step timeout {pipeline.spec.longest_timeout:g}s is not shorter than the broker's visibility "
-            f"timeout {visibility_timeout:g}s: a running step would be delivered twice (raise "
-            "NICFLOW_VISIBILITY_TIMEOUT or lower the step timeout)"
-        )
+    check_start(pipeline, nodes, visibility_timeout=visibility_timeout)
     now = time.time()
     rollout = pipeline.spec.rollout
     nodes = order_nodes(nodes, labels, rollout.spread_by)
@@ -74,7 +82,8 @@ def abort_run(engine: Engine, run_id: str) -> RunRecord:
     run = engine.store.run(run_id)
     if run.terminal:
         raise RunError(f"run {run_id} is already {run.status}")
-    engine.store.transition(run_id, "aborted", allowed=("pending", "running", "paused"))
+    if not engine.store.transition(run_id, "aborted", allowed=("pending", "running", "paused")):
+        raise RunError(f"run {run_id} is already {engine.store.run(run_id).status}")
     engine.store.emit(run_id, "run-aborted")
     for node in engine.store.admitted_nodes(run_id, run.cursor):
         engine.advance_node(run_id, node)
@@ -86,10 +95,9 @@ def approve_run(engine: Engine, run_id: str) -> RunRecord:
     run = engine.store.run(run_id)
     if run.status != "paused":
         raise RunError(f"run {run_id} is {run.status}, not paused: there is nothing to approve")
-    if run.wave + 1 < len(run.waves):
-        end, window = run.waves[run.wave + 1]
-        engine.store.next_wave(run_id, run.wave, end, window)
-    engine.store.transition(run_id, "running", allowed=("paused",))
+    end, window = run.waves[min(run.wave + 1, len(run.waves) - 1)]
+    if not engine.store.approve(run_id, run.wave, end, window):
+        raise RunError(f"run {run_id} is no longer paused after wave {run.wave + 1}: approved already?")
     engine.store.emit(run_id, "run-approved", wave=run.wave + 1)
     engine.dispatcher.advance(run_id)
     return engine.store.run(run_id)

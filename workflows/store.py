@@ -78,6 +78,16 @@ redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 return 1
 """
 
+# KEYS[1] run hash; ARGV: the paused wave, next wave's end, next wave's window, now
+_APPROVE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'paused' or redis.call('HGET', KEYS[1], 'wave') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'wave', tonumber(ARGV[1]) + 1, 'wave_end', ARGV[2], 'window', ARGV[3],
+           'status', 'running', 'updated_at', ARGV[4])
+return 1
+"""
+
 # KEYS[1] run hash; ARGV: new status, now, allowed current statuses...
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
@@ -103,6 +113,7 @@ class CheckpointStore:
         self._finish_node = redis.register_script(_FINISH_NODE)
         self._transition = redis.register_script(_TRANSITION)
         self._next_wave = redis.register_script(_NEXT_WAVE)
+        self._approve = redis.register_script(_APPROVE)
 
     # keys
     def _run_key(self, run_id: str) -> str:
@@ -141,6 +152,10 @@ class CheckpointStore:
     def next_wave(self, run_id: str, wave: int, end: int, window: int) -> bool:
         """Open wave `wave + 1`, once: a second controller finding the same wave done loses."""
         return bool(self._next_wave(keys=[self._run_key(run_id)], args=[wave, end, window]))
+
+    def approve(self, run_id: str, wave: int, end: int, window: int) -> bool:
+        """Resume a run paused after `wave` into the next wave, in one step; False if it was not so."""
+        return bool(self._approve(keys=[self._run_key(run_id)], args=[wave, end, window, time.time()]))
 
     def set_waiting(self, run_id: str, node: str, holder: str | None) -> None:
         key = self._progress_key(run_id, node)

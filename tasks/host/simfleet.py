@@ -90,6 +90,9 @@ def open_host(root: str | Path, node: str, fleet: SimFleet | None = None) -> Sim
 def select_nodes(fleet: SimFleet, *, names: list[str] | None = None, selector: dict[str, str] | None = None) -> list[str]:
     """Explicit names (all must exist) or a label selector; sorted by name."""
     if names:
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"node(s) named twice: {', '.join(twice)}")
         unknown = [n for n in names if n not in fleet.nodes]
         if unknown:
             raise ValueError(f"unknown node(s): {', '.join(unknown)}")

@@ -1,0 +1,153 @@
+"""Run operations behind every surface (Slack, Mattermost, hooks, REST): check, authorize, act.
+
+Starting a run takes the CLI's path (pipeline loader, `resolve_targets`,
+`start_run`), split in two: `prepare` validates and authorizes everything
+and writes nothing; `start` writes the run. Each refusal is an `ApiError`
+with its 4xx and a message naming the field and the value; refusals by the
+authorization rules are also recorded (`workers.api.audit`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from workers.api.audit import Audit
+from workers.api.authz import AuthzConfig, Target, decide
+from workers.api.errors import ApiError
+from workers.api.models import Action, Principal, RunRequest
+from workers.api.settings import ApiSettings
+from workers.targets import PIPELINE_DIR, node_labels, resolve_targets
+from workflows.control import abort_run, approve_run, resume_run, run_status, start_run
+from workflows.engine import Engine
+from workflows.errors import PipelineError, RunError
+from workflows.loader import Pipeline, load_file
+from workflows.records import RunRecord
+
+RunAction = Literal["approve", "abort", "resume"]
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    request: RunRequest
+    pipeline: Pipeline
+    fleet: str
+    nodes: list[str]
+
+
+def bundled_pipelines() -> list[str]:
+    return sorted(p.stem for p in PIPELINE_DIR.glob("*.yaml"))
+
+
+class RunOperations:
+    def __init__(self, engine: Engine, settings: ApiSettings, authz: AuthzConfig) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.authz = authz
+        self.audit = Audit(engine.store)
+
+    # starting a run
+    def prepare(self, request: RunRequest, principal: Principal) -> PreparedRun:
+        """Everything `start_run` would refuse, refused here, before anything is written."""
+        path = PIPELINE_DIR / f"{request.pipeline}.yaml"
+        if not path.is_file():
+            raise ApiError(422, f"pipeline: unknown pipeline {request.pipeline!r} "
+                                f"(bundled: {', '.join(bundled_pipelines())})")
+        try:
+            pipeline = load_file(path, self.engine.registry, overrides=request.overrides())
+        except PipelineError as exc:
+            raise ApiError(422, _request_terms(str(exc), path, request.pipeline)) from None
+        if request.nodes is not None and len(set(request.nodes)) != len(request.nodes):
+            twice = sorted({n for n in request.nodes if request.nodes.count(n) > 1})
+            raise ApiError(422, f"nodes: names {', '.join(twice)} more than once")
+        try:
+            fleet, nodes = resolve_targets(
+                fleet=self.settings.fleet, sim_root=self.settings.sim_root,
+                nodes=",".join(request.nodes) if request.nodes else None, selector=request.selector_text,
+            )
+        except RunError as exc:
+            raise ApiError(422, str(exc).replace("--nodes", "nodes").replace("--selector", "selector")) from None
+        if pipeline.spec.node_steps and not nodes:
+            raise ApiError(422, f"selector: {request.selector_text!r} matches no node")
+        target = Target(pipeline=pipeline.spec.name, selector=request.selector, labels=target_labels(fleet, nodes))
+        self._authorize("rollout", principal, target, run_id=None)
+        return PreparedRun(request=request, pipeline=pipeline, fleet=fleet, nodes=nodes)
+
+    def start(self, prepared: PreparedRun, principal: Principal) -> RunRecord:
+        record = start_run(
+            self.engine, prepared.pipeline, prepared.nodes, fleet=prepared.fleet,
+            dry_run=prepared.request.dry_run, overrides=prepared.request.overrides(),
+            visibility_timeout=self.settings.visibility_timeout, labels=node_labels(prepared.fleet, prepared.nodes),
+        )
+        self.audit.accepted("rollout", principal, run_id=record.id, pipeline=record.pipeline)
+        return record
+
+    # acting on a run
+    def run(self, run_id: str) -> RunRecord:
+        try:
+            return self.engine.store.run(run_id)
+        except RunError as exc:
+            raise ApiError(404, str(exc)) from None
+
+    def authorize_run(self, action: Action, principal: Principal, run_id: str) -> RunRecord:
+        run = self.run(run_id)
+        nodes = self.engine.store.nodes(run_id)
+        self._authorize(action, principal, Target(pipeline=run.pipeline, labels=target_labels(run.fleet, nodes)),
+                        run_id=run_id)
+        return run
+
+    def status(self, principal: Principal, run_id: str) -> dict[str, Any]:
+        self.authorize_run("status", principal, run_id)
+        return run_status(self.engine, run_id)
+
+    def act(self, action: RunAction, principal: Principal, run_id: str) -> tuple[RunRecord, str]:
+        """Approve, abort or resume; a run in the wrong state is a 409 that says which state it is in."""
+        self.authorize_run(action, principal, run_id)
+        try:
+            if action == "approve":
+                record = approve_run(self.engine, run_id)
+                message = f"run {run_id} approved by {principal}: {record.status}"
+            elif action == "abort":
+                record = abort_run(self.engine, run_id)
+                message = f"run {run_id} aborted by {principal}: {record.inflight} node(s) finishing their step"
+            elif action == "resume":
+                result = resume_run(self.engine, run_id)
+                record = self.engine.store.run(run_id)
+                message = f"run {run_id} resumed by {principal}: {result['redispatched']} step(s) dispatched again"
+            else:
+                raise ApiError(422, f"action: {action!r} is not one of approve, abort, resume")
+        except RunError as exc:
+            raise ApiError(409, str(exc)) from None
+        self.audit.accepted(action, principal, run_id=run_id, pipeline=record.pipeline)
+        return record, message
+
+    def _authorize(self, action: Action, principal: Principal, target: Target, *, run_id: str | None) -> None:
+        decision = decide(self.authz, action, principal, target)
+        if not decision.allowed:
+            self.audit.refused(action, principal, decision.reason, run_id=run_id, pipeline=target.pipeline)
+            raise ApiError(403, decision.reason)
+
+
+def _request_terms(message: str, path: Path, pipeline: str) -> str:
+    """The loader speaks of files and `--set`; a request names the pipeline and its fields."""
+    return (message.replace(str(path), f"pipeline {pipeline}")
+            .replace("--set.rollout.", "").replace("--set.", "params."))
+
+
+def target_labels(fleet: str, nodes: list[str]) -> list[dict[str, str]] | None:
+    """The nodes' labels for the authorization rules; None when any is unknown (the rules then fail closed)."""
+    try:
+        if fleet.startswith("sim:"):
+            known = node_labels(fleet, nodes)
+        elif fleet == "real":
+            from workers.runtime import real_cluster
+
+            known = {view.name: dict(view.labels) for view in real_cluster().list_nodes()}
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - no labels, no exception for the rules: they fail closed
+        return None
+    if any(n not in known for n in nodes):
+        return None
+    return [known[n] for n in nodes]
