@@ -31,13 +31,14 @@ def _worker_argv(name: str, queues: Sequence[str], concurrency: int, loglevel: s
     ]
 
 
-def _observe(metrics_port: int, loglevel: str) -> None:
+def _observe(metrics_port: int, loglevel: str, *, queue_depths: bool) -> None:
     configure_logging(loglevel)
-    serve_metrics(metrics_port, process_engine().store.redis)
+    # queue depths are read from Redis at each scrape: the controllers report them, not every agent
+    serve_metrics(metrics_port, process_engine().store.redis if queue_depths else None)
 
 
 def run_controller(*, concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:
-    _observe(metrics_port, loglevel)
+    _observe(metrics_port, loglevel, queue_depths=True)
     threading.Thread(target=_watchdog_loop, name="watchdog", daemon=True).start()
     app.worker_main(_worker_argv("controller", [CONTROL_QUEUE, CLUSTER_QUEUE], concurrency, loglevel))
 
@@ -56,5 +57,5 @@ def _watchdog_loop() -> None:
 
 def run_agent(*, nodes: Sequence[str], concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:
     """Serve the queues of `nodes`: one node on a real host, many for a simulated fleet."""
-    _observe(metrics_port, loglevel)
+    _observe(metrics_port, loglevel, queue_depths=False)
     app.worker_main(_worker_argv("agent", [node_queue(n) for n in nodes], concurrency, loglevel))
