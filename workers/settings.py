@@ -21,9 +21,6 @@ class Settings(BaseSettings):
     """Seconds a node lease lives without renewal."""
     host_root: str = "/"
     """Where the agent sees the host's file system (`/host` in the agent pod)."""
-    host_command_prefix: list[str] = Field(default_factory=list)
-    """argv prefix that runs host tools in the host's namespaces from the agent pod, e.g.
-    `["nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--"]` (JSON)."""
     sim_root: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "nicflow-sim")
     """Where simulated fleets live."""
     heartbeat_ttl: float = Field(10.0, ge=0.2, le=600)
