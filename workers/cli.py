@@ -312,7 +312,8 @@ def api(
     except ConfigError as exc:
         raise RunError(str(exc)) from None
     except ValidationError as exc:
-        raise RunError(f"settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+        first = exc.errors()[0]
+        raise RunError(f"NICFLOW_{str(first['loc'][0]).upper()}: {first['msg']}") from None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tasks.cluster.reporter import NodeStateReporter
 from tasks.cluster.sim import SimulatedCluster
+from tasks.cluster.surface import ClusterSurface
 from tasks.host.simfleet import SimFleet, load_fleet, open_host
 from tasks.host.surface import RealHost
 from tasks.registry import default_registry
 from workflows.engine import Engine
-from workflows.errors import PermanentError
 from workflows.leases import NodeLeases
 from workflows.store import CheckpointStore
 from workers.celery_app import use_broker
@@ -45,8 +46,16 @@ class FleetSurfaces:
     def cluster(self, fleet: str) -> Any:
         root = self._sim_root(fleet)
         if root is None:
-            raise PermanentError("the Kubernetes cluster surface is not available in this build")
+            return real_cluster()
         return SimulatedCluster(root)
+
+
+@lru_cache(maxsize=1)
+def real_cluster() -> ClusterSurface:
+    """The Kubernetes API of a `real` fleet: the pod's service account, else the kubeconfig. One per process."""
+    from tasks.cluster.kube import KubeCluster  # the kubernetes client is loaded only where a real cluster is used
+
+    return KubeCluster.from_environment()
 
 
 def make_engine(url: str | None = None) -> Engine:
@@ -54,12 +63,14 @@ def make_engine(url: str | None = None) -> Engine:
     url = url or get_settings().redis_url
     redis = redis_client(url)
     use_broker(url)  # type: ignore[arg-type]  # redis_client refused a missing url already
+    surfaces = FleetSurfaces()
     return Engine(
         store=CheckpointStore(redis),
         leases=NodeLeases(redis, ttl_seconds=get_settings().lease_ttl),
         registry=default_registry(),
         dispatcher=CeleryDispatcher(),
-        surfaces=FleetSurfaces(),
+        surfaces=surfaces,
+        reporter=NodeStateReporter(surfaces.cluster),  # node state label/annotations on the Node (issue 4)
         heartbeat_ttl=get_settings().heartbeat_ttl,
         eager_node_steps=True,
     )

@@ -10,7 +10,7 @@ import yaml
 
 from tasks.host.simfleet import create_fleet, load_fleet, select_nodes
 from tasks.registry import default_registry
-from workflows.errors import PipelineError, RunError
+from workflows.errors import PipelineError, RunError, StepError
 from workflows.loader import Pipeline, load_file
 from workflows.records import check_node_name
 
@@ -96,6 +96,23 @@ def sim_fleet(spec: str, sim_root: Path, *, create: bool = True) -> tuple[Path, 
     return sim_root, count
 
 
+def real_nodes(*, nodes: str | None, selector: str | None) -> list[str]:
+    """A `real` fleet's nodes, resolved through the Kubernetes API before anything starts (issue 4)."""
+    from tasks.cluster.nodes import resolve_nodes
+    from workers.runtime import real_cluster
+
+    if not nodes and not selector:
+        raise RunError("without --fleet sim:N, choose the nodes with --nodes or --selector")
+    names = parse_nodes(nodes) if nodes else None
+    labels = parse_selector(selector) if selector else None
+    try:
+        return resolve_nodes(real_cluster(), names=names, selector=labels)
+    except ValueError as exc:
+        raise RunError(f"--{'nodes' if names else 'selector'}: {exc}") from None
+    except StepError as exc:
+        raise RunError(f"cannot resolve the nodes through the Kubernetes API: {exc.message}") from None
+
+
 def resolve_targets(
     *, fleet: str | None, sim_root: Path, nodes: str | None, selector: str | None
 ) -> tuple[str, list[str]]:
@@ -103,9 +120,7 @@ def resolve_targets(
     if nodes and selector:
         raise RunError("give either --nodes or --selector, not both")
     if fleet is None:
-        if not nodes:
-            raise RunError("without --fleet sim:N, name the nodes with --nodes (label selectors need the cluster)")
-        return "real", parse_nodes(nodes)
+        return "real", real_nodes(nodes=nodes, selector=selector)
     root, _ = sim_fleet(fleet, sim_root)
     loaded = load_fleet(root)
     try:

@@ -1,0 +1,335 @@
+"""KubeCluster: the cluster surface on the official `kubernetes` client.
+
+The only module that imports `kubernetes` (an import-linter contract keeps it
+so). Typed API methods of the client are called with `_preload_content=False`
+and the JSON is read as dicts, the API's own shape, so what a step compares is
+what `kubectl get -o json` shows. Every call is wrapped: an `ApiException` or a
+connection error becomes a `workflows.errors` kind naming the verb and the
+resource, the words an operator needs for the RBAC rule that is missing.
+
+- writes nicflow owns: server-side apply (PATCH, `application/apply-patch+yaml`,
+  `fieldManager=nicflow`, `force` only when asked);
+- writes to objects another installer owns (Kube-OVN's): strategic-merge
+  patches of exactly the differing fields, also with `fieldManager=nicflow`;
+- exec (`kubectl exec`) needs a websocket: it is behind the `PodExec` seam;
+- Kube-OVN's install.sh runs through `tasks.cluster.installer`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from tasks.cluster.installer import run_script
+from tasks.cluster.surface import (
+    DNS1123_LABEL, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeView, PatchValue, PodView,
+    check_labels, check_name, selector_string,
+)
+from workflows.errors import PermanentError, TransientError
+
+log = logging.getLogger("nicflow.kube")
+T = TypeVar("T")
+APPLY = "application/apply-patch+yaml"
+STRATEGIC = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How to reach one kind through the typed client."""
+
+    resource: str
+    """Plural resource name, as RBAC rules spell it."""
+    group: str
+    api: str
+    """Attribute of KubeCluster holding the typed API: core, apps, ext, rbac or custom."""
+    method: str
+    """Suffix of the typed methods: read_<method>, patch_<method>."""
+    namespaced: bool
+
+    @property
+    def version(self) -> str:
+        return "v1"
+
+
+KINDS: dict[tuple[str, str], Kind] = {
+    ("v1", "ConfigMap"): Kind("configmaps", "", "core", "namespaced_config_map", True),
+    ("v1", "ServiceAccount"): Kind("serviceaccounts", "", "core", "namespaced_service_account", True),
+    ("v1", "Pod"): Kind("pods", "", "core", "namespaced_pod", True),
+    ("apps/v1", "DaemonSet"): Kind("daemonsets", "apps", "apps", "namespaced_daemon_set", True),
+    ("apps/v1", "Deployment"): Kind("deployments", "apps", "apps", "namespaced_deployment", True),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"):
+        Kind("customresourcedefinitions", "apiextensions.k8s.io", "ext", "custom_resource_definition", False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"):
+        Kind("clusterroles", "rbac.authorization.k8s.io", "rbac", "cluster_role", False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"):
+        Kind("clusterrolebindings", "rbac.authorization.k8s.io", "rbac", "cluster_role_binding", False),
+    ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"):
+        Kind("network-attachment-definitions", "k8s.cni.cncf.io", "custom", "", True),
+}
+
+
+class PodExec(Protocol):
+    def __call__(self, core: client.CoreV1Api, namespace: str, pod: str, container: str,
+                 argv: Sequence[str], timeout: float) -> ExecResult: ...
+
+
+def stream_exec(core: client.CoreV1Api, namespace: str, pod: str, container: str,
+                argv: Sequence[str], timeout: float) -> ExecResult:
+    """`kubectl exec` over the websocket subprotocol of the official client."""
+    from kubernetes.stream import stream  # imported here: the websocket stack is only needed for exec
+
+    ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=list(argv),
+                stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    try:
+        ws.run_forever(timeout=timeout)
+        if ws.is_open():
+            raise TransientError(f"`{' '.join(argv)}` in {namespace}/{pod} did not finish within {timeout:g}s")
+        return ExecResult(ws.returncode or 0, ws.read_stdout() or "", ws.read_stderr() or "")
+    finally:
+        ws.close()
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason or "")
+    except (ValueError, AttributeError):
+        return str(exc.body or exc.reason or "")
+
+
+class NotFound(PermanentError):
+    """404 where the object had to exist."""
+
+
+class Conflict(TransientError):
+    """409: a write raced another (transient), or server-side apply met another owner's fields."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+def api_error(exc: ApiException, *, verb: str, resource: str, target: str) -> Exception:
+    """The error kind for an API answer; the message names what was attempted."""
+    status, detail = exc.status or 0, _message(exc)
+    where = f"{resource} {target}".strip()
+    if status == 403:
+        return PermanentError(f"forbidden: the service account lacks permission to {verb} {resource} "
+                              f"({where}); grant `{verb}` on `{resource}` in nicflow's RBAC. API server: {detail}")
+    if status == 401:
+        return PermanentError(f"unauthorized: the API server rejected nicflow's credentials to {verb} {where}: "
+                              f"{detail}")
+    if status == 404:
+        return NotFound(f"{where} not found ({verb}): {detail}")
+    if status == 409:
+        return Conflict(f"{verb} {where}: the API server answered 409 Conflict: {detail}", detail)
+    if status == 429 or status >= 500:
+        return TransientError(f"{verb} {where}: the API server answered {status}: {detail}")
+    return PermanentError(f"{verb} {where}: the API server rejected the request ({status}): {detail}")
+
+
+class KubeCluster:
+    """The cluster surface over a `kubernetes.client.ApiClient` (injectable for tests)."""
+
+    def __init__(
+        self, api_client: client.ApiClient, *, pod_exec: PodExec = stream_exec, request_timeout: float = 30.0,
+        kubeconfig: str | None = None,
+    ) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.ext = client.ApiextensionsV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.pod_exec = pod_exec
+        self.timeout = request_timeout
+        self.kubeconfig = kubeconfig
+
+    @classmethod
+    def from_environment(cls, *, kubeconfig: str | None = None, context: str | None = None) -> KubeCluster:
+        """In-cluster service account when running in a pod, else the kubeconfig (KUBECONFIG, ~/.kube/config)."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            try:
+                config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+            except (config.ConfigException, OSError) as exc:
+                raise PermanentError(
+                    "no Kubernetes API configuration: not running in a pod with a service account, and no usable "
+                    f"kubeconfig ({exc})") from None
+        return cls(client.ApiClient(configuration), kubeconfig=kubeconfig)
+
+    # plumbing
+    def _call(self, verb: str, resource: str, target: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+            data = response.data
+            return json.loads(data) if data else {}
+        except ApiException as exc:
+            raise api_error(exc, verb=verb, resource=resource, target=target) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            where = f"{resource} {target}".strip()
+            raise TransientError(f"cannot reach the Kubernetes API to {verb} {where}: {exc}") from None
+
+    @staticmethod
+    def _kind(api_version: str, kind: str) -> Kind:
+        try:
+            return KINDS[(api_version, kind)]
+        except KeyError:
+            raise PermanentError(f"{api_version} {kind} is not a kind nicflow manages") from None
+
+    @staticmethod
+    def _target(kind: Kind, name: str, namespace: str) -> str:
+        check_name(name, f"{kind.resource} name")
+        if kind.namespaced:
+            check_name(namespace, "namespace", pattern=DNS1123_LABEL)
+            return f"{namespace}/{name}"
+        return name
+
+    def _object_call(self, verb: str, action: str, kind: Kind, name: str, namespace: str, *extra: Any,
+                     **kwargs: Any) -> Any:
+        target = self._target(kind, name, namespace)
+        if kind.api == "custom":
+            fn = getattr(self.custom, f"{'get' if action == 'read' else 'patch'}_namespaced_custom_object")
+            return self._call(verb, kind.resource, target, fn, kind.group, kind.version, namespace, kind.resource,
+                              name, *extra, **kwargs)
+        fn = getattr(getattr(self, kind.api), f"{action}_{kind.method}")
+        args = (name, namespace) if kind.namespaced else (name,)
+        return self._call(verb, kind.resource, target, fn, *args, *extra, **kwargs)
+
+    # objects
+    def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> Manifest | None:
+        spec = self._kind(api_version, kind)
+        try:
+            return self._object_call("get", "read", spec, name, namespace)
+        except NotFound:
+            return None
+
+    def apply(self, manifest: Manifest, *, force: bool = False) -> Manifest:
+        spec = self._kind(manifest.get("apiVersion", ""), manifest.get("kind", ""))
+        meta = manifest.get("metadata") or {}
+        name, namespace = meta.get("name", ""), meta.get("namespace", "")
+        extra = {"force": True} if force else {}
+        try:
+            return self._object_call("patch", "patch", spec, name, namespace, manifest, field_manager=FIELD_MANAGER,
+                                     _content_type=APPLY, **extra)
+        except Conflict as exc:
+            raise ApplyConflict(
+                f"server-side apply of {manifest['kind']} {self._target(spec, name, namespace)} conflicts with fields "
+                f"another field manager owns ({exc.detail}); nicflow does not take them over unless the step's "
+                "`force` parameter is true") from None
+
+    def patch(self, api_version: str, kind: str, name: str, namespace: str, body: Manifest) -> Manifest:
+        spec = self._kind(api_version, kind)
+        content = MERGE if spec.api == "custom" else STRATEGIC
+        return self._object_call("patch", "patch", spec, name, namespace, body, field_manager=FIELD_MANAGER,
+                                 _content_type=content)
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = self.get("v1", "ConfigMap", name, namespace)
+        return None if found is None else dict(found.get("data") or {})
+
+    def apply_config_map(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+                    "data": data})
+
+    # nodes
+    def _list(self, resource: str, target: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Manifest]:
+        items: list[Manifest] = []
+        token: str | None = None
+        while True:
+            page = self._call("list", resource, target, fn, *args, limit=PAGE,
+                              **({"_continue": token} if token else {}), **kwargs)
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def list_nodes(self, selector: Mapping[str, str] | None = None) -> list[NodeView]:
+        query = selector_string(selector)
+        items = self._list("nodes", "", self.core.list_node, **({"label_selector": query} if query else {}))
+        return [NodeView.of(item) for item in items]
+
+    def get_node(self, name: str) -> NodeView | None:
+        check_name(name, "node name")
+        try:
+            return NodeView.of(self._call("get", "nodes", name, self.core.read_node, name))
+        except NotFound:
+            return None
+
+    def patch_node(self, name: str, *, unschedulable: bool | None = None,
+                   labels: Mapping[str, PatchValue] | None = None,
+                   annotations: Mapping[str, PatchValue] | None = None) -> None:
+        check_name(name, "node name")
+        body: Manifest = {}
+        if labels:
+            check_labels({k: v for k, v in labels.items() if v is not None}, f"labels of node {name}")
+            body.setdefault("metadata", {})["labels"] = dict(labels)
+        if annotations:
+            body.setdefault("metadata", {})["annotations"] = dict(annotations)
+        if unschedulable is not None:
+            body["spec"] = {"unschedulable": unschedulable}
+        if body:
+            self._call("patch", "nodes", name, self.core.patch_node, name, body, field_manager=FIELD_MANAGER,
+                       _content_type=STRATEGIC)
+
+    # pods
+    def list_pods(self, *, namespace: str | None = None, node: str | None = None,
+                  selector: Mapping[str, str] | None = None) -> list[PodView]:
+        query: dict[str, str] = {}
+        if node is not None:
+            query["field_selector"] = f"spec.nodeName={check_name(node, 'node name')}"
+        if selector:
+            query["label_selector"] = selector_string(selector) or ""
+        if namespace is None:
+            items = self._list("pods", "(all namespaces)", self.core.list_pod_for_all_namespaces, **query)
+        else:
+            check_name(namespace, "namespace", pattern=DNS1123_LABEL)
+            items = self._list("pods", f"in {namespace}", self.core.list_namespaced_pod, namespace, **query)
+        return [PodView.of(item) for item in items]
+
+    def evict(self, namespace: str, name: str) -> None:
+        target = self._target(KINDS[("v1", "Pod")], name, namespace)
+        body = client.V1Eviction(api_version="policy/v1", kind="Eviction",
+                                 metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+        try:
+            self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False,
+                                                     _request_timeout=self.timeout,
+                                                     _headers={"Content-Type": "application/json"})
+        except ApiException as exc:
+            if exc.status == 429:
+                raise EvictionBlocked(namespace, name, _message(exc) or "429 Too Many Requests") from None
+            error = api_error(exc, verb="create", resource="pods/eviction", target=target)
+            if not isinstance(error, NotFound):  # already gone: evicted
+                raise error from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TransientError(f"cannot reach the Kubernetes API to evict pod {target}: {exc}") from None
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        target = self._target(KINDS[("v1", "Pod")], name, namespace)
+        try:
+            self._call("delete", "pods", target, self.core.delete_namespaced_pod, name, namespace)
+        except NotFound:
+            return
+
+    def exec(self, namespace: str, pod: str, container: str, argv: Sequence[str], *, timeout: float) -> ExecResult:
+        target = self._target(KINDS[("v1", "Pod")], pod, namespace)
+        check_name(container, "container name", pattern=DNS1123_LABEL)
+        try:
+            return self.pod_exec(self.core, namespace, pod, container, argv, timeout)
+        except ApiException as exc:
+            raise api_error(exc, verb="create", resource="pods/exec", target=target) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TransientError(f"exec in pod {target} failed: {exc}") from None
+
+    def run_installer(self, script: bytes, env: Mapping[str, str], *, timeout: float) -> ExecResult:
+        return run_script(script, env, timeout=timeout, kubeconfig=self.kubeconfig)

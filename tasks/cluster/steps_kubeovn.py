@@ -1,0 +1,282 @@
+"""kube-ovn: Kube-OVN with hardware offload (HW_OFFLOAD=true, ENABLE_LB=false, IFACE).
+
+Absent: installed the way the page does it, with its install.sh for a pinned
+release (a configured URL or local file, verified against `install_sha256`
+before it runs; never run unverified), with HW_OFFLOAD, ENABLE_LB and IFACE in
+its environment.
+
+Present: the live settings are read where install.sh (and the Helm chart)
+put them - the ovs-ovn DaemonSet's HW_OFFLOAD env, kube-ovn-controller's
+`--enable-lb`, kube-ovn-cni's `--iface` - and only what differs is changed.
+These objects belong to their installer (`kubectl apply` or Helm), so the
+changes are strategic-merge patches of exactly the differing fields (field
+manager nicflow), not server-side apply, which would conflict with that
+installer on every field. ovs-ovn is `updateStrategy: OnDelete` in install.sh:
+a HW_OFFLOAD change reaches OVS only when its pods restart, so the step
+restarts them one node at a time, each waited for. Already right: nothing is
+written.
+
+Preflight: disabling the OVN load balancer (the NIC cannot offload
+dp_hash/hash) is refused unless `allow_disable_lb` says nothing else needs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from pydantic import Field
+
+from tasks.cluster.installer import SCRIPT_FILE, SCRIPT_URL, fetch_script, verify_script
+from tasks.cluster.surface import DNS1123_LABEL, ClusterSurface, Manifest, PodView, Rollout
+from tasks.corigine.wait import wait_until
+from workflows.errors import PermanentError, StepTimeout, TransientError
+from workflows.step import Change, Step, StepContext, StepParams
+
+_IFACE_TERM = r"[A-Za-z0-9_.:*+?^|()\[\]-]{1,255}\$?"
+IFACE = rf"^$|^{_IFACE_TERM}(,{_IFACE_TERM})*$"
+"""kube-ovn-cni's --iface: netdev names or regular expressions, comma separated (no spaces, quotes,
+`=`; `$` only as a term's end anchor, so nothing reads as a shell expansion)."""
+OVS = ("DaemonSet", "ovs-ovn", "openvswitch")
+CONTROLLER = ("Deployment", "kube-ovn-controller", "kube-ovn-controller")
+CNI = ("DaemonSet", "kube-ovn-cni", "cni-server")
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+
+
+class KubeOvnParams(StepParams):
+    namespace: str = Field("kube-system", pattern=DNS1123_LABEL)
+    hw_offload: bool = True
+    enable_lb: bool = False
+    iface: str = Field("", pattern=IFACE, max_length=1024)
+    """kube-ovn-cni --iface (the NIC that carries the pod network); empty leaves it as it is."""
+    allow_disable_lb: bool = False
+    """Set when nothing in this cluster needs Kube-OVN's OVN load balancer: only then is a live
+    --enable-lb=true turned off."""
+    install_url: str = Field("", pattern=r"^$|" + SCRIPT_URL)
+    install_file: str = Field("", pattern=r"^$|" + SCRIPT_FILE)
+    install_sha256: str = Field("", pattern=r"^$|^[0-9a-f]{64}$")
+    install_timeout: float = Field(900.0, gt=0, le=7200)
+    download_timeout: float = Field(60.0, gt=0, le=600)
+    rollout_timeout: float = Field(600.0, gt=0, le=7200)
+    """Bound of each wait: a rollout, one ovs-ovn pod's restart."""
+    poll_interval: float = Field(2.0, gt=0, le=60)
+
+    def env(self) -> dict[str, str]:
+        return {"HW_OFFLOAD": str(self.hw_offload).lower(), "ENABLE_LB": str(self.enable_lb).lower(),
+                "IFACE": self.iface}
+
+
+@dataclass(frozen=True)
+class KubeOvnState:
+    objects: dict[str, Manifest | None]
+    hw_offload: str
+    enable_lb: str
+    iface: str
+    rollouts: list[Rollout]
+    ovs_outdated: list[PodView]
+
+    @property
+    def installed(self) -> bool:
+        return all(obj is not None for obj in self.objects.values())
+
+    @property
+    def missing(self) -> list[str]:
+        return [name for name, obj in self.objects.items() if obj is None]
+
+
+def container(obj: Manifest, name: str) -> Manifest:
+    for item in obj["spec"]["template"]["spec"].get("containers") or []:
+        if item.get("name") == name:
+            return item
+    raise PermanentError(f"{obj['kind']} {obj['metadata']['name']} has no container {name!r}: "
+                         "not a Kube-OVN layout nicflow knows")
+
+
+def env_value(obj: Manifest, name: str, var: str) -> str | None:
+    for item in container(obj, name).get("env") or []:
+        if item.get("name") == var:
+            return str(item.get("value", ""))
+    return None
+
+
+def flag_value(obj: Manifest, name: str, flag: str) -> str | None:
+    box = container(obj, name)
+    for arg in [*(box.get("command") or []), *(box.get("args") or [])]:
+        if isinstance(arg, str) and arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def flag_patch(obj: Manifest, name: str, flag: str, value: str) -> Manifest:
+    """The container patch that sets `flag=value` where the flag is (command or args)."""
+    box = container(obj, name)
+    for field in ("args", "command"):
+        items = list(box.get(field) or [])
+        for i, arg in enumerate(items):
+            if isinstance(arg, str) and arg.startswith(f"{flag}="):
+                items[i] = f"{flag}={value}"
+                return {"name": name, field: items}
+    return {"name": name, "args": [*(box.get("args") or []), f"{flag}={value}"]}
+
+
+def template_patch(containers: list[Manifest]) -> Manifest:
+    return {"spec": {"template": {"spec": {"containers": containers}}}}
+
+
+def outdated_ovs_pods(surface: ClusterSurface, ds: Manifest) -> list[PodView]:
+    """ovs-ovn pods running an older pod template than the DaemonSet's (OnDelete leaves them)."""
+    meta = ds["metadata"]
+    current = str((meta.get("annotations") or {}).get(TEMPLATE_GENERATION) or meta.get("generation") or "")
+    selector = (ds["spec"].get("selector") or {}).get("matchLabels") or {"app": "ovs"}
+    pods = surface.list_pods(namespace=meta["namespace"], selector=selector)
+    return sorted((p for p in pods if p.labels.get("pod-template-generation") not in (None, current)),
+                  key=lambda p: (p.node or "", p.name))
+
+
+def _replaced(pod: PodView | None, *, old: str) -> bool:
+    return pod is not None and pod.ready and pod.name != old
+
+
+class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
+    """Kube-OVN runs with HW_OFFLOAD, without the OVN load balancer, on IFACE."""
+
+    type_name = "kube-ovn"
+    scope = "cluster"
+    params_model = KubeOvnParams
+    description = ("Install Kube-OVN with hardware offload, or change only the settings that differ "
+                   "(HW_OFFLOAD, ENABLE_LB, IFACE).")
+
+    def observe(self, ctx: StepContext, params: KubeOvnParams) -> KubeOvnState:
+        surface, ns = ctx.surface, params.namespace
+        objects = {name: surface.get("apps/v1", kind, name, ns) for kind, name, _ in (OVS, CONTROLLER, CNI)}
+        ovs, controller, cni = (objects[n] for _, n, _ in (OVS, CONTROLLER, CNI))
+        if ovs is None or controller is None or cni is None:
+            return KubeOvnState(objects, "", "", "", [], [])
+        return KubeOvnState(
+            objects,
+            hw_offload=env_value(ovs, OVS[2], "HW_OFFLOAD") or "false",
+            enable_lb=flag_value(controller, CONTROLLER[2], "--enable-lb") or "true",
+            iface=flag_value(cni, CNI[2], "--iface") or "",
+            rollouts=[Rollout.of(obj) for obj in (ovs, controller, cni)],
+            ovs_outdated=outdated_ovs_pods(surface, ovs),
+        )
+
+    def plan(self, state: KubeOvnState, params: KubeOvnParams) -> list[Change]:
+        if not state.installed:
+            if len(state.missing) < 3:
+                raise PermanentError(f"Kube-OVN is partly installed in {params.namespace} (missing: "
+                                     f"{', '.join(state.missing)}): repair it before enabling offload")
+            if not (params.install_url or params.install_file) or not params.install_sha256:
+                raise PermanentError(
+                    f"Kube-OVN is not installed (no ovs-ovn, kube-ovn-controller, kube-ovn-cni in {params.namespace}); "
+                    "set install_url or install_file, and install_sha256, to let nicflow install it")
+            return [Change("install", "Kube-OVN install.sh", None, params.env())]
+        want = params.env()
+        if state.enable_lb == "true" and want["ENABLE_LB"] == "false" and not params.allow_disable_lb:
+            raise PermanentError(
+                "refusing to disable the OVN load balancer: kube-ovn-controller runs with --enable-lb=true and "
+                "allow_disable_lb is false. Offload needs it off (the NIC cannot offload dp_hash/hash); set "
+                "allow_disable_lb=true once nothing in this cluster relies on Kube-OVN's load balancer")
+        ns, wanted = params.namespace, self._wanted(state, params)
+        changes = []
+        if "hw_offload" in wanted:
+            changes.append(Change("set-env", f"DaemonSet {ns}/ovs-ovn HW_OFFLOAD", state.hw_offload,
+                                  want["HW_OFFLOAD"]))
+        if "enable_lb" in wanted:
+            changes.append(Change("set-flag", f"Deployment {ns}/kube-ovn-controller --enable-lb", state.enable_lb,
+                                  want["ENABLE_LB"]))
+        if "iface" in wanted:
+            changes.append(Change("set-flag", f"DaemonSet {ns}/kube-ovn-cni --iface", state.iface, params.iface))
+        if "hw_offload" in wanted or state.ovs_outdated:
+            changes.append(Change("restart", f"DaemonSet {ns}/ovs-ovn pods",
+                                  [p.ref for p in state.ovs_outdated] or "all", "one node at a time"))
+        changes += [Change("wait", r.describe()) for r in state.rollouts if not r.done and not r.on_delete]
+        return changes
+
+    @staticmethod
+    def _wanted(state: KubeOvnState, params: KubeOvnParams) -> set[str]:
+        """The settings whose live value differs from the parameters."""
+        want = params.env()
+        differ = set()
+        if state.hw_offload != want["HW_OFFLOAD"]:
+            differ.add("hw_offload")
+        if state.enable_lb != want["ENABLE_LB"]:
+            differ.add("enable_lb")
+        if params.iface and state.iface != params.iface:
+            differ.add("iface")
+        return differ
+
+    def apply(self, ctx: StepContext, params: KubeOvnParams, state: KubeOvnState, changes: list[Change]) -> None:
+        if not state.installed:
+            self._install(ctx, params)
+        else:
+            self._patch(ctx, params, state, changes)
+        if any(c.action in ("install", "set-env", "restart") for c in changes):
+            self._restart_ovs(ctx, params)
+        self._wait(ctx, params)
+
+    def _install(self, ctx: StepContext, params: KubeOvnParams) -> None:
+        script, source = fetch_script(url=params.install_url, file=params.install_file, timeout=params.download_timeout)
+        verify_script(script, sha256=params.install_sha256, source=source)
+        done = ctx.surface.run_installer(script, params.env(), timeout=params.install_timeout)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise TransientError(f"Kube-OVN's install.sh (from {source}) exited {done.returncode}: {tail[0]}",
+                                 evidence=done.stdout + done.stderr)
+
+    def _patch(self, ctx: StepContext, params: KubeOvnParams, state: KubeOvnState, changes: list[Change]) -> None:
+        """Exactly the fields that differ, each a strategic-merge patch of its object."""
+        surface, ns, want, wanted = ctx.surface, params.namespace, params.env(), self._wanted(state, params)
+        if "hw_offload" in wanted:
+            body = template_patch([{"name": OVS[2], "env": [{"name": "HW_OFFLOAD", "value": want["HW_OFFLOAD"]}]}])
+            surface.patch("apps/v1", OVS[0], OVS[1], ns, body)
+        if "enable_lb" in wanted:
+            live = state.objects[CONTROLLER[1]] or {}
+            body = template_patch([flag_patch(live, CONTROLLER[2], "--enable-lb", want["ENABLE_LB"])])
+            surface.patch("apps/v1", CONTROLLER[0], CONTROLLER[1], ns, body)
+        if "iface" in wanted:
+            body = template_patch([flag_patch(state.objects[CNI[1]] or {}, CNI[2], "--iface", params.iface)])
+            surface.patch("apps/v1", CNI[0], CNI[1], ns, body)
+
+    def _restart_ovs(self, ctx: StepContext, params: KubeOvnParams) -> None:
+        """OnDelete: restart outdated ovs-ovn pods one node at a time, each back and ready before the next."""
+        surface, ns = ctx.surface, params.namespace
+        ds = surface.get("apps/v1", OVS[0], OVS[1], ns)
+        if ds is None or (ds["spec"].get("updateStrategy") or {}).get("type") != "OnDelete":
+            return  # RollingUpdate: the DaemonSet controller restarts them; _wait follows it
+        for pod in outdated_ovs_pods(surface, ds):
+            surface.delete_pod(pod.namespace, pod.name)
+            _last, back = wait_until(partial(self._ovs_on, surface, params, pod.node), partial(_replaced, old=pod.name),
+                                     timeout=params.rollout_timeout, interval=params.poll_interval)
+            if not back:
+                raise StepTimeout(f"ovs-ovn on node {pod.node} did not come back ready within "
+                                  f"{params.rollout_timeout:g}s after restarting {pod.ref}")
+
+    @staticmethod
+    def _ovs_on(surface: ClusterSurface, params: KubeOvnParams, node: str | None) -> PodView | None:
+        pods = [p for p in surface.list_pods(namespace=params.namespace, node=node, selector={"app": "ovs"})
+                if not p.deleting]
+        return pods[0] if pods else None
+
+    def _wait(self, ctx: StepContext, params: KubeOvnParams) -> None:
+        last, done = wait_until(lambda: self.observe(ctx, params),
+                                lambda s: s.installed and all(r.done for r in s.rollouts),
+                                timeout=params.rollout_timeout, interval=params.poll_interval)
+        if not done:
+            pending = "; ".join(r.describe() for r in last.rollouts if not r.done) or "Kube-OVN objects missing"
+            raise StepTimeout(f"Kube-OVN not rolled out within {params.rollout_timeout:g}s: {pending}")
+
+    def outputs(self, state: KubeOvnState, params: KubeOvnParams) -> dict[str, Any]:
+        return {"kube_ovn_hw_offload": state.hw_offload, "kube_ovn_enable_lb": state.enable_lb,
+                "kube_ovn_iface": state.iface}
+
+    def evidence(self, state: KubeOvnState) -> str:
+        if not state.installed:
+            return f"Kube-OVN objects missing: {', '.join(state.missing)}\n"
+        lines = [f"ovs-ovn HW_OFFLOAD={state.hw_offload}", f"kube-ovn-controller --enable-lb={state.enable_lb}",
+                 f"kube-ovn-cni --iface={state.iface}"]
+        lines += [r.describe() for r in state.rollouts]
+        if state.ovs_outdated:
+            lines.append("ovs-ovn pods on an older template: " + ", ".join(p.ref for p in state.ovs_outdated))
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,44 @@
+"""Helpers for the cluster step tests: one step through `run_step` (observe, plan,
+apply, verify) on a cluster surface, the way the engine runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.cluster.surface import ExecResult
+from tasks.registry import default_registry
+from workflows.runner import run_step
+from workflows.step import StepContext, StepResult
+
+REFERENCE = Path("/work/shared/reference/dump-flows-offloaded.txt")
+FAST = {"poll_interval": 0.01}
+"""Wait bounds small enough for tests (added where a step has them)."""
+
+
+def run(step_type: str, surface: Any, params: dict[str, Any] | None = None, *, node: str | None = None,
+        facts: dict[str, Any] | None = None, run_id: str = "20990101-000000-abcdef",
+        dry_run: bool = False) -> StepResult:
+    cls = default_registry().get(step_type)
+    values = dict(params or {})
+    if "poll_interval" in cls.params_model.model_fields:
+        values = {**FAST, **values}
+    ctx = StepContext(run_id=run_id, node=node, surface=surface, facts=dict(facts or {}), dry_run=dry_run)
+    return run_step(cls(), ctx, cls.params_model(**values), timeout=60)
+
+
+def offloaded_dump() -> str:
+    """The real sample from the Kube-OVN page: two flows with offloaded:yes, dp:tc."""
+    return REFERENCE.read_text()
+
+
+class FakeExec:
+    """KubeCluster's exec seam: records calls, answers a canned dump."""
+
+    def __init__(self, stdout: str, returncode: int = 0) -> None:
+        self.stdout, self.returncode = stdout, returncode
+        self.calls: list[tuple[str, str, str, list[str]]] = []
+
+    def __call__(self, core: Any, namespace: str, pod: str, container: str, argv: Any, timeout: float) -> ExecResult:
+        self.calls.append((namespace, pod, container, list(argv)))
+        return ExecResult(self.returncode, self.stdout, "" if self.returncode == 0 else "ovs-appctl: failed\n")

@@ -1,0 +1,318 @@
+"""The cluster and lifecycle steps over the simulated cluster (the same surface as the
+real one), and the whole corigine-offload pipeline with them over a simulated fleet:
+first run converges nodes and cluster, a re-run sends no write."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.cluster.installer import run_script
+from tasks.cluster.nodes import resolve_nodes
+from tasks.cluster.reporter import NodeStateReporter
+from tasks.cluster.sim import SimulatedCluster
+from tasks.host.simfleet import create_fleet, node_names, open_host
+from tasks.registry import default_registry
+from tests.kube_pipeline import combined, step_of
+from tests.kube_support import run
+from workers.runtime import FleetSurfaces
+from workflows.control import run_status, start_run
+from workflows.dispatch import InlineDispatcher
+from workflows.engine import Engine
+from workflows.errors import PermanentError, TransientError
+from workflows.leases import NodeLeases
+from workflows.loader import build, load_text
+from workflows.store import CheckpointStore
+
+DUMP = ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"]
+RESOURCE = "corigine.com/agilio_sriov"
+
+
+def fleet(tmp_path: Path, *profiles: str) -> tuple[Path, SimulatedCluster, list[str]]:
+    names = node_names(len(profiles))
+    create_fleet(tmp_path, len(profiles), profiles=dict(zip(names, profiles, strict=True)))
+    return tmp_path, SimulatedCluster(tmp_path), names
+
+
+def allocatable(sim: SimulatedCluster) -> dict[str, str | None]:
+    return {n.name: n.allocatable.get(RESOURCE) for n in sim.list_nodes()}
+
+
+def ops(sim: SimulatedCluster, *names: str) -> list[str]:
+    return [op["op"] for op in sim.writes() if not names or op["op"] in names]
+
+
+# the simulated cluster and the cluster steps ---------------------------------------------------
+
+def test_the_simulated_cluster_starts_from_the_fleet(tmp_path):
+    _root, sim, names = fleet(tmp_path, "agilio-cx", "bare")
+    nodes = {n.name: n for n in sim.list_nodes()}
+    assert sorted(nodes) == names
+    assert nodes["node-000"].labels["feature.node.kubernetes.io/pci-19ee.present"] == "true"
+    assert "feature.node.kubernetes.io/pci-19ee.present" not in nodes["node-001"].labels
+    per_node = {(p.namespace, p.labels.get("app") or p.labels.get("app.kubernetes.io/name")) for p in
+                sim.list_pods(node="node-001")}
+    assert {("kube-system", "ovs"), ("kube-system", "kube-ovn-cni"), ("nicflow", "nicflow-agent")} <= per_node
+    assert allocatable(sim) == {"node-000": None, "node-001": None}  # no device plugin yet
+    assert sim.writes() == []
+
+
+def test_device_plugin_registers_each_hosts_vfs_and_a_rerun_writes_nothing(tmp_path):
+    _root, sim, _ = fleet(tmp_path, "agilio-cx-converged", "agilio-cx")
+    assert run("sriov-device-plugin", sim).status == "changed"
+    assert ops(sim) == ["apply", "apply", "apply"]
+    assert allocatable(sim) == {"node-000": "4", "node-001": "0"}
+    plugin_pods = sim.list_pods(namespace="kube-system", selector={"app": "sriovdp"})
+    assert sorted(p.node for p in plugin_pods) == ["node-000", "node-001"]
+    before = sim.writes()
+    for step in ("sriov-device-plugin", "multus", "network-attachment", "multus", "network-attachment"):
+        run(step, sim)
+    assert ops(sim)[len(before):] == ["apply"] * 6  # multus: CRD, role, binding, account, DaemonSet; then the NAD
+    settled = sim.writes()
+    for step in ("sriov-device-plugin", "multus", "network-attachment"):
+        assert run(step, sim).status == "ok"
+    assert sim.writes() == settled
+
+
+def test_a_hw_offload_change_restarts_ovs_one_node_at_a_time_and_reaches_each_host(tmp_path):
+    root, sim, names = fleet(tmp_path, "agilio-cx", "agilio-cx", "bare")
+    for name in names:
+        open_host(root, name).set_state("ovs", {"hw_offload": False})
+    old = {p.node: p.name for p in sim.list_pods(namespace="kube-system", selector={"app": "ovs"})}
+    result = run("kube-ovn", sim, {"iface": "enp4s0np0"})
+    assert [c.action for c in result.changes] == ["set-env", "set-flag", "restart"]
+    assert ops(sim) == ["patch", "patch", "delete-pod", "delete-pod", "delete-pod"]
+    patches = [op for op in sim.writes() if op["op"] == "patch"]
+    assert patches[0]["body"] == {"spec": {"template": {"spec": {"containers": [
+        {"name": "openvswitch", "env": [{"name": "HW_OFFLOAD", "value": "true"}]}]}}}}
+    assert [op["name"] for op in sim.writes() if op["op"] == "delete-pod"] == [old[n] for n in names]
+    assert all(open_host(root, n).state("ovs")["hw_offload"] is True for n in names)
+    settled = sim.writes()
+    assert run("kube-ovn", sim, {"iface": "enp4s0np0"}).status == "ok"
+    assert sim.writes() == settled
+
+
+def test_the_load_balancer_is_disabled_only_when_allowed(tmp_path):
+    _root, sim, _ = fleet(tmp_path, "agilio-cx")
+    sim.seed(kube_ovn={"HW_OFFLOAD": "true", "ENABLE_LB": "true", "IFACE": ""})
+    with pytest.raises(PermanentError, match="refusing to disable the OVN load balancer"):
+        run("kube-ovn", sim)
+    assert sim.writes() == []
+    assert run("kube-ovn", sim, {"allow_disable_lb": True}).status == "changed"
+    (patch,) = [op for op in sim.writes() if op["op"] == "patch"]
+    assert patch["name"] == "kube-ovn-controller"
+    args = patch["body"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--enable-lb=false" in args and "--enable-lb=true" not in args
+
+
+def test_an_absent_kube_ovn_is_installed_from_a_verified_script(tmp_path):
+    root, sim, _ = fleet(tmp_path / "fleet", "agilio-cx")
+    sim.seed(kube_ovn=None)
+    script = tmp_path / "install.sh"
+    script.write_text("#!/usr/bin/env bash\n# Kube-OVN v1.12.22 install.sh stand-in\n")
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()
+    with pytest.raises(PermanentError, match="not running it"):
+        run("kube-ovn", sim, {"install_file": str(script), "install_sha256": "f" * 64})
+    assert sim.writes() == []
+    result = run("kube-ovn", sim, {"install_file": str(script), "install_sha256": digest, "iface": "enp4s0np0"})
+    assert [c.action for c in result.changes] == ["install"]
+    (install,) = sim.writes()
+    assert install["op"] == "install" and install["env"] == {"HW_OFFLOAD": "true", "ENABLE_LB": "false",
+                                                             "IFACE": "enp4s0np0"}
+    assert result.outputs == {"kube_ovn_hw_offload": "true", "kube_ovn_enable_lb": "false",
+                              "kube_ovn_iface": "enp4s0np0"}
+    assert run("kube-ovn", sim, {"install_file": str(script), "install_sha256": digest,
+                                 "iface": "enp4s0np0"}).status == "ok"
+    assert len(sim.writes()) == 1
+
+
+def test_the_installer_runs_bash_in_a_private_directory_with_only_its_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("NICFLOW_SECRET_TOKEN", "s3cret")
+    out = tmp_path / "seen"
+    script = (f'printf "%s|%s|%s|%s|%s" "$HW_OFFLOAD" "$ENABLE_LB" "$IFACE" "${{NICFLOW_SECRET_TOKEN:-unset}}" '
+              f'"$PWD" > {out}\necho installed\n').encode()
+    done = run_script(script, {"HW_OFFLOAD": "true", "ENABLE_LB": "false", "IFACE": "enp4s0np0"}, timeout=30)
+    assert (done.returncode, done.stdout) == (0, "installed\n")
+    hw, lb, iface, secret, workdir = out.read_text().split("|")
+    assert (hw, lb, iface, secret) == ("true", "false", "enp4s0np0", "unset")
+    assert os.path.basename(workdir).startswith("nicflow-install-") and not os.path.exists(workdir)
+    with pytest.raises(PermanentError):
+        run_script(b"true\n", {"IFACE": "a\nb"}, timeout=5)
+
+
+def test_the_device_plugin_restart_follows_a_vf_change(tmp_path):
+    root, sim, _ = fleet(tmp_path, "agilio-cx-converged", "agilio-cx-converged")
+    run("sriov-device-plugin", sim)
+    host = open_host(root, "node-000")
+    for count in ("0", "8"):  # the kernel's way to change a non-zero VF count
+        host.write("/sys/bus/pci/devices/0000:04:00.0/sriov_numvfs", count)
+    assert allocatable(sim)["node-000"] == "4"  # the plugin does not rescan
+    assert run("restart-device-plugin", sim, node="node-001", facts={"numvfs": 4}).status == "ok"
+    before = sim.writes()
+    old = sim.list_pods(namespace="kube-system", node="node-000", selector={"app": "sriovdp"})[0]
+    result = run("restart-device-plugin", sim, node="node-000", facts={"numvfs": 8})
+    assert result.status == "changed" and result.outputs == {"allocatable_vfs": 8}
+    assert sim.writes()[len(before):] == [{**sim.writes()[-1], "op": "delete-pod", "name": old.name}]
+    assert allocatable(sim) == {"node-000": "8", "node-001": "4"}
+    with pytest.raises(PermanentError, match="a step that creates VFs"):
+        run("restart-device-plugin", sim, node="node-000")
+
+
+def test_offload_verified_through_exec_runs_dump_flows_on_the_pods_host(tmp_path):
+    _root, sim, _ = fleet(tmp_path, "agilio-cx-converged", "bare")
+    result = run("verify-offload-cluster", sim, node="node-000")
+    assert result.outputs["cluster_offloaded_flows"] >= 1
+    execs = [op for op in sim.ops() if op["op"] == "exec"]
+    assert execs[0]["argv"] == DUMP and execs[0]["container"] == "openvswitch" and execs[0]["write"] is False
+    assert execs[0]["pod"] in {p.name for p in sim.list_pods(node="node-000", selector={"app": "ovs"})}
+    assert [op["labels"] for op in sim.writes()] == [{"nicflow.io/state": "verifying"}]
+    with pytest.raises(TransientError, match="node node-001: no datapath flows in the input: nothing shows offload"):
+        run("verify-offload-cluster", sim, node="node-001")  # no card: OVS offloads nothing
+
+
+def test_the_traffic_probe_uses_two_vf_pods_and_always_deletes_them(tmp_path):
+    _root, sim, _ = fleet(tmp_path, "agilio-cx-converged", "agilio-cx")
+    run("sriov-device-plugin", sim)
+    start = len(sim.writes())
+    result = run("verify-offload-cluster", sim, {"traffic_probe": True}, node="node-000")
+    assert result.status == "changed" and "3 received" in result.evidence
+    probe_ops = sim.writes()[start:]
+    assert [op["op"] for op in probe_ops] == ["patch-node", "apply", "apply", "delete-pod", "delete-pod"]
+    # observe, then the probe: ping between the pods, and the flows dumped while that traffic ran
+    assert [op["argv"][0] for op in sim.ops() if op["op"] == "exec"] == ["ovs-appctl", "ping", "ovs-appctl"]
+    assert sim.list_pods(namespace="default", selector={"app.kubernetes.io/name": "nicflow-probe"}) == []
+    # no free VF on node-001: the probe pods never run; they are deleted all the same
+    with pytest.raises(TransientError, match="did not run"):
+        run("verify-offload-cluster", sim, {"traffic_probe": True, "probe_timeout": 0.05}, node="node-001")
+    assert ops(sim, "delete-pod")[-2:] == ["delete-pod", "delete-pod"]
+    assert sim.list_pods(namespace="default", selector={"app.kubernetes.io/name": "nicflow-probe"}) == []
+
+
+def test_run_nodes_resolve_through_the_cluster(tmp_path):
+    _root, sim, _ = fleet(tmp_path, "agilio-cx", "bare", "agilio-cx-dual")
+    nfd = {"feature.node.kubernetes.io/pci-19ee.present": "true"}
+    assert resolve_nodes(sim, selector=nfd) == ["node-000", "node-002"]
+    assert resolve_nodes(sim, names=["node-002", "node-000", "node-002"]) == ["node-000", "node-002"]
+    with pytest.raises(ValueError, match="unknown node"):
+        resolve_nodes(sim, names=["node-000", "node-009"])
+    with pytest.raises(ValueError, match="no node matches"):
+        resolve_nodes(sim, selector={"feature.node.kubernetes.io/pci-8086.present": "true"})
+    with pytest.raises(PermanentError):
+        resolve_nodes(sim, names=["../etc"])
+
+
+# the engine: lifecycle and the whole pipeline ---------------------------------------------------
+
+def engine(redis: Any) -> Engine:
+    surfaces = FleetSurfaces()
+    dispatcher = InlineDispatcher()
+    built = Engine(store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60), registry=default_registry(),
+                   dispatcher=dispatcher, surfaces=surfaces, reporter=NodeStateReporter(surfaces.cluster))
+    dispatcher.handler = built
+    return built
+
+
+def converge(eng: Engine, pipeline: Any, root: Path, nodes: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
+    record = start_run(eng, pipeline, nodes, fleet=f"sim:{root}", overrides=overrides)
+    eng.dispatcher.drain()
+    return run_status(eng, record.id)
+
+
+FAST = {"reload_wait_timeout": 1.0, "reload_wait_interval": 0.01, "vf_wait_timeout": 1.0, "vf_wait_interval": 0.01,
+        "cluster_poll_interval": 0.01, "rollout.max_failures": 10, "rollout.max_unavailable": 10}
+
+
+def test_the_whole_pipeline_over_a_simulated_fleet_then_a_rerun_without_writes(redis, tmp_path):
+    root, sim, names = fleet(tmp_path, "agilio-cx", "agilio-cx-converged", "agilio-cx-dual", "agilio-cx-no-devlink")
+    eng = engine(redis)
+    spec = combined()
+    drain_id, uncordon_id = step_of(spec, "cordon-drain"), step_of(spec, "uncordon")
+    pipeline = build(spec, default_registry(), source="corigine-offload+cluster", overrides=FAST)
+    first = converge(eng, pipeline, root, names, FAST)
+    assert first["status"] == "succeeded", {n: v.get("error") for n, v in first["nodes"].items()}
+    assert {v["status"] for v in first["cluster"].values()} == {"changed"}
+    assert {spec["type"] for spec in pipeline.spec.model_dump()["steps"] if spec["scope"] == "cluster"} == {
+        "sriov-device-plugin", "multus", "network-attachment", "kube-ovn"}
+    nodes = {n.name: n for n in sim.list_nodes()}
+    assert {n: v.labels.get("nicflow.io/state") for n, v in nodes.items()} == dict.fromkeys(names, "done")
+    assert not any(v.unschedulable for v in nodes.values())
+    assert allocatable(sim) == dict.fromkeys(names, "4")
+    cordoned = [op["name"] for op in sim.writes() if op["op"] == "patch-node" and op["unschedulable"] is True]
+    assert cordoned == ["node-000", "node-002", "node-003"]  # the converged node-001 was never cordoned
+    statuses = first["nodes"]["node-001"]["steps"]
+    assert statuses[drain_id]["status"] == "ok" and statuses[uncordon_id]["status"] == "ok"
+    drained = eng.store.checkpoint(first["run"], "node-000", drain_id).outputs
+    assert drained == {"already_cordoned": False, "cordoned_by_nicflow": True, "drained": True}
+    assert "evict" in ops(sim)
+
+    cluster_writes, host_ops = sim.writes(), {n: open_host(root, n).ops() for n in names}
+    second = converge(eng, pipeline, root, names, FAST)
+    assert second["status"] == "succeeded"
+    assert {s["status"] for n in second["nodes"].values() for s in n["steps"].values()} == {"ok"}
+    assert {v["status"] for v in second["cluster"].values()} == {"ok"}
+    assert sim.writes() == cluster_writes  # not one write request to the cluster
+    assert {n: open_host(root, n).ops() for n in names} == host_ops
+
+
+PDB_PIPELINE = """
+name: drain-only
+parameters:
+  on_failure: {type: str, default: keep-cordoned, choices: [keep-cordoned, uncordon]}
+steps:
+  - id: drain
+    type: cordon-drain
+    retry: {attempts: 2, initial_backoff: 0.01, max_backoff: 0.01}
+    params: {drain_timeout: 0.2, eviction_backoff: 0.01, eviction_backoff_max: 0.02, poll_interval: 0.01,
+             on_failure: "${on_failure}"}
+  - id: uncordon
+    type: uncordon
+    needs: [drain]
+"""
+
+
+@pytest.mark.parametrize("policy", ["keep-cordoned", "uncordon"])
+def test_a_drain_blocked_by_a_pdb_fails_the_node_naming_the_pod(redis, tmp_path, policy):
+    root, sim, names = fleet(tmp_path, "agilio-cx", "agilio-cx")
+    web = sim.list_pods(namespace="default", node="node-000", selector={"app": "web"})[0]
+    sim.add_pdb("default", "web-strict", {"app": "web"}, min_available=2)
+    eng = engine(redis)
+    status = converge(eng, load_text(PDB_PIPELINE, default_registry()), root, ["node-000"], {"on_failure": policy})
+    node = status["nodes"]["node-000"]
+    assert node["state"] == "failed" and node["steps"]["drain"]["attempts"] == 2
+    assert f"pod {web.ref} blocked it" in node["error"] and "web-strict" in node["error"]
+    shown = sim.get_node("node-000")
+    assert shown.labels["nicflow.io/state"] == "failed"
+    assert web.ref in shown.annotations["nicflow.io/last-error"]
+    if policy == "keep-cordoned":
+        assert shown.unschedulable and shown.annotations["nicflow.io/cordoned-by"] == status["run"]
+        error = shown.annotations["nicflow.io/last-error"]
+        assert error.endswith("(left cordoned by nicflow: on_failure=keep-cordoned)")
+    else:
+        assert not shown.unschedulable and "nicflow.io/cordoned-by" not in shown.annotations
+    assert sim.list_pods(namespace="default", node="node-000", selector={"app": "web"})  # still there
+
+
+def test_real_fleet_targets_resolve_through_the_api(monkeypatch, tmp_path):
+    from tests.kube_standin import node, running
+    from workers.targets import resolve_targets
+    from workflows.errors import RunError
+
+    from tasks.cluster.kube import KubeCluster
+
+    with running() as api:
+        api.put(node("worker-1", labels={"feature.node.kubernetes.io/pci-19ee.present": "true"}))
+        api.put(node("worker-2"))
+        monkeypatch.setattr("workers.runtime.real_cluster", lambda: KubeCluster(api.api_client()))
+        assert resolve_targets(fleet=None, sim_root=tmp_path, nodes=None,
+                               selector="feature.node.kubernetes.io/pci-19ee.present=true") == ("real", ["worker-1"])
+        assert resolve_targets(fleet=None, sim_root=tmp_path, nodes="worker-2,worker-1", selector=None) == (
+            "real", ["worker-1", "worker-2"])
+        with pytest.raises(RunError, match=r"--nodes: unknown node\(s\): worker-9"):
+            resolve_targets(fleet=None, sim_root=tmp_path, nodes="worker-1,worker-9", selector=None)
+        api.fail("GET", "/api/v1/nodes", 403, "forbidden")
+        with pytest.raises(RunError, match="lacks permission to list nodes"):
+            resolve_targets(fleet=None, sim_root=tmp_path, nodes="worker-1", selector=None)

@@ -1,0 +1,251 @@
+"""The cluster steps on the real kubernetes client, over HTTP against the API stand-in:
+the requests each step sends, and the ones it does not send on a converged cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tasks.cluster.kube import KubeCluster
+from tasks.cluster.steps_kubeovn import KubeOvnParams
+from tasks.cluster.surface import ApplyConflict
+from tests.kube_standin import KubeStandIn, Request, pod, running
+from tests.kube_support import run
+from workflows.errors import PermanentError
+
+MANUAL_CONFIG = {"resourceList": [{"resourcePrefix": "corigine.com", "resourceName": "agilio_sriov",
+                                   "selectors": {"vendors": ["19ee"], "devices": ["6003"], "drivers": ["nfp_netvf"]}}]}
+MANUAL_NAD_CONFIG = {"cniVersion": "0.3.1", "name": "kube-ovn", "plugins": [
+    {"type": "kube-ovn", "server_socket": "/run/openvswitch/kube-ovn-daemon.sock", "provider": "default.default.ovn"},
+    {"type": "portmap", "capabilities": {"portMappings": True}}]}
+KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.22"
+SRIOVDP_CONFIG = {"name": "sriovdp-config", "namespace": "kube-system"}
+CONTROLLER_ARGS = ["/kube-ovn/start-controller.sh", "--default-cidr=10.16.0.0/16", "--enable-lb=false",
+                   "--enable-np=true"]
+
+
+@pytest.fixture
+def api() -> Iterator[KubeStandIn]:
+    with running() as standin:
+        yield standin
+
+
+@pytest.fixture
+def kube(api: KubeStandIn) -> KubeCluster:
+    return KubeCluster(api.api_client(), request_timeout=5)
+
+
+def written(api: KubeStandIn) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in api.writes()]
+
+
+# sriov-device-plugin, multus, network-attachment --------------------------------------------
+
+def test_device_plugin_first_apply_then_a_second_that_changes_nothing(api, kube):
+    first = run("sriov-device-plugin", kube)
+    assert first.status == "changed"
+    assert [c.action for c in first.changes] == ["create", "create", "create"]
+    assert written(api) == [
+        ("PATCH", "/api/v1/namespaces/kube-system/serviceaccounts/sriov-device-plugin"),
+        ("PATCH", "/api/v1/namespaces/kube-system/configmaps/sriovdp-config"),
+        ("PATCH", "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-sriov-device-plugin"),
+    ]
+    for request in api.writes():
+        assert request.content_type == "application/apply-patch+yaml"
+        assert request.query == {"fieldManager": "nicflow"}
+    config_map, daemonset = api.writes()[1].body, api.writes()[2].body
+    assert json.loads(config_map["data"]["config.json"]) == MANUAL_CONFIG
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/k8snetworkplumbingwg/sriov-network-device-plugin:v3.7.0"
+    assert daemonset["spec"]["template"]["metadata"]["labels"]["app"] == "sriovdp"
+
+    api.clear()
+    second = run("sriov-device-plugin", kube)
+    assert (second.status, second.changes) == ("ok", [])
+    assert api.writes() == []
+    assert {r.method for r in api.requests} == {"GET"}
+
+
+def test_device_plugin_parameters_reach_the_config_and_a_change_rolls_the_pods(api, kube):
+    run("sriov-device-plugin", kube)
+    template_hash = api.writes()[2].body["spec"]["template"]["metadata"]["annotations"]["nicflow.io/config-hash"]
+    api.clear()
+    changed = run("sriov-device-plugin", kube, {"devices": ["6003", "3803"], "image":
+                  "ghcr.io/k8snetworkplumbingwg/sriov-network-device-plugin@sha256:" + "a" * 64})
+    assert changed.status == "changed"
+    assert [r.path.rsplit("/", 1)[-1] for r in api.writes()] == ["sriovdp-config", "kube-sriov-device-plugin"]
+    config = json.loads(api.writes()[0].body["data"]["config.json"])
+    assert config["resourceList"][0]["selectors"]["devices"] == ["6003", "3803"]
+    new_hash = api.writes()[1].body["spec"]["template"]["metadata"]["annotations"]["nicflow.io/config-hash"]
+    assert new_hash != template_hash
+
+
+def test_a_hand_written_config_with_the_same_content_is_not_rewritten(api, kube):
+    api.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": SRIOVDP_CONFIG,
+             "data": {"config.json": json.dumps(MANUAL_CONFIG, indent=4)}})  # as the manual's kubectl apply left it
+    run("sriov-device-plugin", kube)
+    assert "/api/v1/namespaces/kube-system/configmaps/sriovdp-config" not in [p for _m, p in written(api)]
+
+
+def test_a_conflict_fails_permanently_unless_force_is_set(api, kube):
+    api.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": SRIOVDP_CONFIG,
+             "data": {"config.json": "{\"resourceList\": []}"}})
+    api.fail("PATCH", "/configmaps/sriovdp-config$", 409,
+             'Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using v1: .data.config.json',
+             times=1)
+    with pytest.raises(ApplyConflict) as raised:
+        run("sriov-device-plugin", kube)
+    assert "kubectl-client-side-apply" in raised.value.message and "force" in raised.value.message
+    conflicted = [r for r in api.writes() if r.path.endswith("sriovdp-config")]
+    assert [r.query for r in conflicted] == [{"fieldManager": "nicflow"}]
+    api.clear()
+    assert run("sriov-device-plugin", kube, {"force": True}).status == "changed"
+    forced = [r for r in api.writes() if r.path.endswith("sriovdp-config")]
+    assert [r.query for r in forced] == [{"fieldManager": "nicflow", "force": "true"}]
+
+
+def test_unpinned_images_are_refused():
+    from tasks.cluster.steps_sriovdp import SriovDpParams
+
+    for image in ("ghcr.io/k8snetworkplumbingwg/sriov-network-device-plugin",
+                  "ghcr.io/k8snetworkplumbingwg/sriov-network-device-plugin:latest", "nginx:1.27", "a/b:1;rm -rf"):
+        with pytest.raises(ValueError):
+            SriovDpParams(image=image)
+
+
+def test_multus_then_the_manual_network_attachment(api, kube):
+    assert run("multus", kube).status == "changed"
+    assert written(api)[0] == ("PATCH", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                                        "network-attachment-definitions.k8s.cni.cncf.io")
+    assert ("PATCH", "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-multus-ds") in written(api)
+    api.clear()
+    result = run("network-attachment", kube)
+    assert result.outputs == {"network": "default/default", "network_resource": "corigine.com/agilio_sriov"}
+    (request,) = api.writes()
+    assert request.path == "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/default"
+    assert request.content_type == "application/apply-patch+yaml" and request.query == {"fieldManager": "nicflow"}
+    assert request.body["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/resourceName": "corigine.com/agilio_sriov"}
+    assert json.loads(request.body["spec"]["config"]) == MANUAL_NAD_CONFIG
+    api.clear()
+    assert run("multus", kube).status == "ok" and run("network-attachment", kube).status == "ok"
+    assert api.writes() == []
+
+
+def test_the_provider_follows_the_attachment_name_and_namespace(api, kube):
+    run("network-attachment", kube, {"name": "offload", "namespace": "tenant-a"})
+    (request,) = api.writes()
+    assert request.path.endswith("/namespaces/tenant-a/network-attachment-definitions/offload")
+    assert json.loads(request.body["spec"]["config"])["plugins"][0]["provider"] == "offload.tenant-a.ovn"
+
+
+# kube-ovn ---------------------------------------------------------------------------------
+
+def kube_ovn(api: KubeStandIn, *, hw_offload: str = "false", enable_lb: str = "false", iface: str = "ens1f0np0",
+             nodes: tuple[str, ...] = ("node-1", "node-2")) -> None:
+    """Kube-OVN as its install.sh leaves it: ovs-ovn is OnDelete."""
+    labels = {"app": "ovs", "component": "network", "type": "infra"}
+    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "ovs-ovn", "namespace": "kube-system"},
+             "spec": {"selector": {"matchLabels": {"app": "ovs"}}, "updateStrategy": {"type": "OnDelete"},
+                      "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                          "name": "openvswitch", "image": KUBE_OVN_IMAGE, "command": ["/kube-ovn/start-ovs.sh"],
+                          "env": [{"name": "ENABLE_SSL", "value": "false"}, {"name": "HW_OFFLOAD", "value": hw_offload},
+                                  {"name": "TUNNEL_TYPE", "value": "geneve"}]}]}}},
+             "status": {"observedGeneration": 1, "desiredNumberScheduled": len(nodes),
+                        "updatedNumberScheduled": len(nodes), "numberAvailable": len(nodes)}})
+    api.put({"apiVersion": "apps/v1", "kind": "Deployment",
+             "metadata": {"name": "kube-ovn-controller", "namespace": "kube-system"},
+             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "kube-ovn-controller"}},
+                      "template": {"spec": {"containers": [{
+                          "name": "kube-ovn-controller", "image": KUBE_OVN_IMAGE,
+                          "args": [a.replace("=false", f"={enable_lb}") if a.startswith("--enable-lb") else a
+                                   for a in CONTROLLER_ARGS]}]}}},
+             "status": {"observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1}})
+    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
+             "metadata": {"name": "kube-ovn-cni", "namespace": "kube-system"},
+             "spec": {"selector": {"matchLabels": {"app": "kube-ovn-cni"}}, "template": {"spec": {"containers": [{
+                 "name": "cni-server", "image": KUBE_OVN_IMAGE, "command": ["bash", "/kube-ovn/start-cniserver.sh"],
+                 "args": ["--enable-mirror=false", f"--iface={iface}", "--network-type=geneve"]}]}}},
+             "status": {"observedGeneration": 1, "desiredNumberScheduled": len(nodes),
+                        "updatedNumberScheduled": len(nodes), "numberAvailable": len(nodes)}})
+    for n, name in enumerate(nodes):
+        api.put(pod("kube-system", f"ovs-ovn-old{n}", name, owner="DaemonSet",
+                    labels={**labels, "pod-template-generation": "1"}))
+
+
+def recreate_ovs_pods(api: KubeStandIn, request: Request) -> None:
+    """The DaemonSet controller: a deleted ovs-ovn pod comes back on its node with the current template."""
+    if request.method != "DELETE" or "/pods/ovs-ovn-" not in request.path:
+        return
+    ds = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
+    name = request.path.rsplit("/", 1)[-1]
+    node_name = {"ovs-ovn-old0": "node-1", "ovs-ovn-old1": "node-2"}[name]
+    api.put(pod("kube-system", f"ovs-ovn-new-{node_name}", node_name, owner="DaemonSet",
+                labels={"app": "ovs", "pod-template-generation": str(ds["metadata"]["generation"])}))
+
+
+def test_an_existing_kube_ovn_with_hw_offload_false_gets_exactly_the_patch_it_needs(api, kube):
+    kube_ovn(api, hw_offload="false")
+    api.hooks.append(recreate_ovs_pods)
+    result = run("kube-ovn", kube, {"iface": "ens1f0np0"})
+    assert result.status == "changed"
+    assert [c.action for c in result.changes] == ["set-env", "restart"]
+    assert written(api) == [
+        ("PATCH", "/apis/apps/v1/namespaces/kube-system/daemonsets/ovs-ovn"),
+        ("DELETE", "/api/v1/namespaces/kube-system/pods/ovs-ovn-old0"),
+        ("DELETE", "/api/v1/namespaces/kube-system/pods/ovs-ovn-old1"),
+    ]
+    patch = api.writes()[0]
+    assert patch.content_type == "application/strategic-merge-patch+json"
+    assert patch.query == {"fieldManager": "nicflow"}
+    assert patch.body == {"spec": {"template": {"spec": {"containers": [
+        {"name": "openvswitch", "env": [{"name": "HW_OFFLOAD", "value": "true"}]}]}}}}
+    env = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "ENABLE_SSL", "value": "false"}, {"name": "HW_OFFLOAD", "value": "true"},
+                   {"name": "TUNNEL_TYPE", "value": "geneve"}]  # the installer's other settings are untouched
+    api.clear()
+    again = run("kube-ovn", kube, {"iface": "ens1f0np0"})
+    assert (again.status, api.writes()) == ("ok", [])
+
+
+def test_only_the_differing_flag_is_changed_and_the_rest_of_the_args_kept(api, kube):
+    kube_ovn(api, hw_offload="true", enable_lb="true", iface="eth0")
+    result = run("kube-ovn", kube, {"iface": "ens1f0np0", "allow_disable_lb": True})
+    assert [c.target for c in result.changes] == ["Deployment kube-system/kube-ovn-controller --enable-lb",
+                                                  "DaemonSet kube-system/kube-ovn-cni --iface"]
+    controller, cni = api.writes()
+    assert controller.body == {"spec": {"template": {"spec": {"containers": [
+        {"name": "kube-ovn-controller", "args": CONTROLLER_ARGS}]}}}}
+    assert cni.body == {"spec": {"template": {"spec": {"containers": [
+        {"name": "cni-server", "args": ["--enable-mirror=false", "--iface=ens1f0np0", "--network-type=geneve"]}]}}}}
+
+
+def test_preflight_refuses_to_disable_a_load_balancer_that_may_be_needed(api, kube):
+    kube_ovn(api, hw_offload="false", enable_lb="true")
+    with pytest.raises(PermanentError) as raised:
+        run("kube-ovn", kube)
+    assert "refusing to disable the OVN load balancer" in raised.value.message
+    assert "allow_disable_lb=true" in raised.value.message
+    assert api.writes() == []
+
+
+def test_absent_kube_ovn_is_never_installed_from_an_unverified_script(api, kube, tmp_path):
+    script = tmp_path / "install.sh"
+    script.write_text("#!/usr/bin/env bash\nexit 0\n")
+    with pytest.raises(PermanentError, match="set install_url or install_file, and install_sha256"):
+        run("kube-ovn", kube, {"install_file": str(script)})
+    with pytest.raises(PermanentError) as raised:
+        run("kube-ovn", kube, {"install_file": str(script), "install_sha256": "0" * 64})
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()
+    assert raised.value.message == f"{script} has sha256 {digest}, not the expected {'0' * 64}: not running it"
+    assert api.writes() == []
+
+
+def test_kube_ovn_parameters_that_would_reach_argv_or_env_are_validated():
+    for bad in ({"iface": "eth0 --evil"}, {"iface": "$(reboot)"}, {"install_url": "ftp://x/install.sh"},
+                {"install_file": "../install.sh"}, {"install_sha256": "xyz"}):
+        with pytest.raises(ValueError):
+            KubeOvnParams(**bad)
+    assert KubeOvnParams(iface="ens1f0np0,enp4s0np[01]").iface == "ens1f0np0,enp4s0np[01]"
