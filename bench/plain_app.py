@@ -11,7 +11,7 @@ app = Celery("bench", broker=os.environ.get("REDIS_URL"))
 app.conf.update(
     task_serializer="json", accept_content=["json"], task_ignore_result=True,
     task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
-    broker_transport_options={"visibility_timeout": 3600}, worker_hijack_root_logger=False,
+    broker_transport_options={"visibility_timeout": 7200}, worker_hijack_root_logger=False,
 )
 
 

@@ -17,7 +17,7 @@ from workflows.loader import Pipeline, load_file
 from workflows.runner import run_step
 from workflows.step import StepContext, StepResult
 
-PIPELINE = Path(__file__).resolve().parents[1] / "workflows" / "pipelines" / "corigine-offload.yaml"
+PIPELINE = Path(__file__).resolve().parents[1] / "workflows" / "pipelines" / "corigine-node.yaml"
 REFERENCE = Path("/work/shared/reference/dump-flows-offloaded.txt")
 FAST = {"reload_wait_timeout": 1.0, "reload_wait_interval": 0.01, "vf_wait_timeout": 1.0, "vf_wait_interval": 0.01}
 """Wait bounds small enough for tests."""

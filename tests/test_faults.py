@@ -12,11 +12,12 @@ from collections import Counter
 
 import pytest
 
+from tasks.cluster.sim import SimulatedCluster
 from tests.stack import Stack, op_counts
 from workflows.control import abort_run
 
 PIPELINE = "corigine-offload"
-FAST_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01",
+FAST_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "--set", "cluster_poll_interval=0.05",
             "--set", "vf_wait_interval=0.01"]
 
 
@@ -32,16 +33,25 @@ def nodes_of(count: int) -> list[str]:
     return [f"node-{i:03d}" for i in range(count)]
 
 
+# Each fleet has two nodes more than its run: the web pods evicted by a drain need a
+# schedulable node to come back on, or their PodDisruptionBudget blocks the next drain.
+SPARE = 2
+
+
+def only(count: int) -> list[str]:
+    return ["--nodes", ",".join(nodes_of(count))]
+
+
 def test_agent_killed_in_a_disruptive_step_reloads_each_driver_once(stack):
     rng = random.Random(7)
     for repetition in range(10):
-        root = stack.fleet(f"kill-agent-{repetition}", 3)
-        agent = stack.agent(root, 3)
-        run_id = stack.run(PIPELINE, root, 3, *FAST_RUN, "--set", "rollout.max_unavailable=100%")
+        root = stack.fleet(f"kill-agent-{repetition}", 3 + SPARE)
+        agent = stack.agent(root, 3 + SPARE)
+        run_id = stack.run(PIPELINE, root, 3 + SPARE, *FAST_RUN, *only(3), "--set", "rollout.max_unavailable=100%")
         stack.wait_event(run_id, "step-started", step="reload-driver")
         time.sleep(rng.uniform(0.0, 0.12))
         stack.kill(agent)
-        stack.agent(root, 3)
+        stack.agent(root, 3 + SPARE)
         status = stack.wait_for(run_id)
         assert status["status"] == "succeeded", (repetition, status)
         for node in nodes_of(3):
@@ -49,10 +59,10 @@ def test_agent_killed_in_a_disruptive_step_reloads_each_driver_once(stack):
 
 
 def test_controllers_killed_mid_run_lose_nothing_and_repeat_nothing(stack):
-    root = stack.fleet("kill-controllers", 8)
-    stack.agent(root, 8)
+    root = stack.fleet("kill-controllers", 8 + SPARE)
+    stack.agent(root, 8 + SPARE)
     extra = stack.controller()
-    run_id = stack.run(PIPELINE, root, 8, *FAST_RUN, "--set", "rollout.max_unavailable=2")
+    run_id = stack.run(PIPELINE, root, 8 + SPARE, *FAST_RUN, *only(8), "--set", "rollout.max_unavailable=2")
     stack.wait_event(run_id, "node-finished")
     for worker in [w for w in stack.workers if w.name.startswith("controller") and w.proc.poll() is None]:
         stack.kill(worker)
@@ -61,7 +71,7 @@ def test_controllers_killed_mid_run_lose_nothing_and_repeat_nothing(stack):
     stack.controller()
     status = stack.wait_for(run_id)
     assert status["status"] == "succeeded", status
-    finished = Counter((e["node"], e["step"]) for _, e in stack.engine.store.events(run_id, count=100_000)
+    finished = Counter((e.get("node"), e["step"]) for _, e in stack.engine.store.events(run_id, count=100_000)
                        if e["kind"] == "step-finished")
     assert finished and max(finished.values()) == 1, finished
     for node in nodes_of(8):
@@ -69,9 +79,9 @@ def test_controllers_killed_mid_run_lose_nothing_and_repeat_nothing(stack):
 
 
 def test_redis_restart_mid_run_moves_no_checkpoint_backwards(stack):
-    root = stack.fleet("redis-restart", 6)
-    stack.agent(root, 6)
-    run_id = stack.run(PIPELINE, root, 6, *FAST_RUN, "--set", "rollout.max_unavailable=2")
+    root = stack.fleet("redis-restart", 6 + SPARE)
+    stack.agent(root, 6 + SPARE)
+    run_id = stack.run(PIPELINE, root, 6 + SPARE, *FAST_RUN, *only(6), "--set", "rollout.max_unavailable=2")
     stack.wait_event(run_id, "node-finished")
     before = {n.node: n.steps for n in stack.engine.store.progress_many(run_id, nodes_of(6))}
     time.sleep(1.1)  # let appendfsync everysec write what the snapshot above saw
@@ -92,11 +102,11 @@ def test_redis_restart_mid_run_moves_no_checkpoint_backwards(stack):
 
 
 def test_overlapping_runs_never_interleave_on_a_node(stack):
-    root = stack.fleet("overlap", 6)
-    stack.agent(root, 6)
-    first = stack.run(PIPELINE, root, 6, *FAST_RUN, "--nodes", "node-000,node-001,node-002,node-003",
+    root = stack.fleet("overlap", 6 + SPARE)
+    stack.agent(root, 6 + SPARE)
+    first = stack.run(PIPELINE, root, 6 + SPARE, *FAST_RUN, "--nodes", "node-000,node-001,node-002,node-003",
                       "--set", "rollout.max_unavailable=100%")
-    second = stack.run(PIPELINE, root, 6, *FAST_RUN, "--nodes", "node-002,node-003,node-004,node-005",
+    second = stack.run(PIPELINE, root, 6 + SPARE, *FAST_RUN, "--nodes", "node-002,node-003,node-004,node-005",
                        "--set", "numvfs=8", "--set", "rollout.max_unavailable=100%",
                        "--set", "rollout.on_conflict=wait")
     assert stack.wait_for(first)["status"] == "succeeded"
@@ -118,9 +128,9 @@ def test_overlapping_runs_never_interleave_on_a_node(stack):
 
 
 def test_failure_budget_stops_admission_and_names_each_failure(stack):
-    root = stack.fleet("budget", 6, profiles={"node-000": "bare", "node-001": "bare", "node-002": "bare"})
-    stack.agent(root, 6)
-    run_id = stack.run(PIPELINE, root, 6, *FAST_RUN, "--set", "rollout.max_failures=1",
+    root = stack.fleet("budget", 6 + SPARE, profiles={"node-000": "bare", "node-001": "bare", "node-002": "bare"})
+    stack.agent(root, 6 + SPARE)
+    run_id = stack.run(PIPELINE, root, 6 + SPARE, *FAST_RUN, *only(6), "--set", "rollout.max_failures=1",
                        "--set", "rollout.max_unavailable=1")
     status = stack.wait_for(run_id)
     assert status["status"] == "failed"
@@ -130,12 +140,13 @@ def test_failure_budget_stops_admission_and_names_each_failure(stack):
         assert "no Agilio card found" in status["nodes"][node]["error"]
         assert f"| {node} | detect-nic: no Agilio card found" in report.stdout
     assert all(op_counts(root, n, "rmmod") == 0 for n in nodes_of(6))
+    assert not [n.name for n in SimulatedCluster(root).list_nodes() if n.unschedulable]
 
 
 def test_pause_after_canary_then_approve_and_abort_mid_batch(stack):
-    root = stack.fleet("approve", 8, latency=0.05)
-    stack.agent(root, 8)
-    run_id = stack.run(PIPELINE, root, 8, *FAST_RUN, "--set", "rollout.canary=1",
+    root = stack.fleet("approve", 8 + SPARE, latency=0.05)
+    stack.agent(root, 8 + SPARE)
+    run_id = stack.run(PIPELINE, root, 8 + SPARE, *FAST_RUN, *only(8), "--set", "rollout.canary=1",
                        "--set", "rollout.pause=after_canary", "--set", "rollout.batches=3")
     status = stack.wait_for(run_id, statuses=("paused",))
     assert status["counts"]["succeeded"] == 1 and status["counts"]["pending"] == 7
@@ -158,6 +169,12 @@ def test_pause_after_canary_then_approve_and_abort_mid_batch(stack):
             assert "aborted" in state["error"]
     for node in (n for n, v in status["nodes"].items() if v["state"] == "pending"):
         assert open_host_ops(root, node) == []
+    # a node nicflow left cordoned says so on the Node: who cordoned it, and that it failed
+    for view in SimulatedCluster(root).list_nodes():
+        if view.unschedulable:
+            assert view.annotations.get("nicflow.io/cordoned-by") == run_id, view
+            assert status["nodes"][view.name]["state"] == "failed", view
+            assert view.labels.get("nicflow.io/state") == "failed", view
 
 
 def wait_for_batch_reload(stack, run_id, timeout=60):

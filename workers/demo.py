@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from tasks.cluster.sim import SimulatedCluster
 from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.host.sim_profiles import PROFILES
 from workers.processes import embedded_redis, running_workers, spawn_worker
@@ -53,6 +54,11 @@ def side_effects(sim_root: Path, nodes: list[str]) -> Counter[str]:
     return Counter(op["op"] for node in nodes for op in open_host(sim_root, node, fleet).ops())
 
 
+def cluster_writes(sim_root: Path) -> Counter[str]:
+    """Every write request the simulated Kubernetes API received, by kind."""
+    return Counter(op["op"] for op in SimulatedCluster(sim_root).writes())
+
+
 def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float, console: Console,
              workdir: Path | None = None) -> int:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="nicflow-demo-"))
@@ -77,16 +83,18 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
             results: list[dict[str, Any]] = []
             for label in ("first run: converge the fleet", "second run: the fleet is converged"):
                 console.rule(label)
-                before = side_effects(sim_root, chosen)
+                before, api_before = side_effects(sim_root, chosen), cluster_writes(sim_root)
                 t0 = time.time()
                 record = start_run(engine, loaded, chosen, fleet=f"sim:{sim_root}")
                 status = watch(lambda: run_status(engine, record.id), console, timeout=600)
                 after = side_effects(sim_root, chosen)
                 delta = dict(after - before) or "none"
+                api_delta = dict(cluster_writes(sim_root) - api_before) or "none"
                 console.print(summary(status))
                 for name, error in failed_nodes(status):
                     console.print(f"[red]failed[/] {name}: {error}")
-                console.print(f"{status['status']} in {time.time() - t0:.1f}s; side effects on hosts: {delta}")
+                console.print(f"{status['status']} in {time.time() - t0:.1f}s; side effects on hosts: {delta}; "
+                              f"writes to the Kubernetes API: {api_delta}")
                 results.append(status)
     ok = all(r["status"] == "succeeded" for r in results)
     console.print(f"[bold]{'demo completed' if ok else 'demo finished with failures'}[/] in "

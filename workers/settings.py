@@ -15,7 +15,7 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "NICFLOW_REDIS_URL"))
     """Broker and store. Unset: `nicflow demo` starts an embedded Redis."""
-    visibility_timeout: int = Field(3600, ge=60, le=7 * 86400)
+    visibility_timeout: int = Field(7200, ge=60, le=7 * 86400)
     """Seconds before Redis redelivers an unacknowledged step; must exceed every step timeout."""
     lease_ttl: float = Field(300.0, ge=1, le=86400)
     """Seconds a node lease lives without renewal."""

@@ -28,7 +28,6 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, cordoned_by_nicflow, mark_node
 from tasks.cluster.surface import AGENT_LABELS, ClusterSurface, EvictionBlocked, NodeView, PodView, check_name
-from tasks.corigine.wait import wait_until
 from workflows.errors import PermanentError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
@@ -130,17 +129,20 @@ class CordonDrain(Step[CordonDrainParams, DrainState]):
             mark_node(surface, state.node, "cordoned", ctx.run_id, unschedulable=True,
                       annotations={CORDONED_BY: ctx.run_id, ON_FAILURE: params.on_failure})
         mark_node(surface, node_of(ctx), "draining", ctx.run_id)
-        for pod in state.evictable:
-            ctx.guard.check()
-            self._evict(surface, pod, params, deadline, state.node.name)
-        remaining = max(deadline - time.monotonic(), params.poll_interval)
-        last, gone = wait_until(lambda: drain_state(surface, state.node, True, state.because),
-                                lambda s: not s.evictable and not s.terminating,
-                                timeout=remaining, interval=params.poll_interval)
-        if not gone:
-            left = ", ".join(p.ref for p in last.evictable + last.terminating)
-            raise StepTimeout(f"node {state.node.name} not drained within {params.drain_timeout:g}s: "
-                              f"still running {left}")
+        # Listed again each round, as kubectl drain does: a pod scheduled here just before
+        # the cordon (an eviction elsewhere rescheduled it) must be evicted too.
+        while True:
+            current = drain_state(surface, state.node, True, state.because)
+            if not current.evictable and not current.terminating:
+                break
+            if time.monotonic() > deadline:
+                left = ", ".join(p.ref for p in current.evictable + current.terminating)
+                raise StepTimeout(f"node {state.node.name} not drained within {params.drain_timeout:g}s: "
+                                  f"still running {left}")
+            for pod in current.evictable:
+                ctx.guard.check()
+                self._evict(surface, pod, params, deadline, state.node.name)
+            time.sleep(params.poll_interval)
         mark_node(surface, node_of(ctx), "configuring", ctx.run_id)
 
     @staticmethod

@@ -132,3 +132,28 @@ class ReloadDriver(Step[ReloadParams, ReloadState]):
         names = ", ".join(f"{n.name}({n.port_name or '-'})" for n in state.card.netdevs) or "none"
         return (f"nfp loaded: {state.loaded_module}\ncard {state.pci_address} driver {state.card.driver}, "
                 f"mode {state.mode}, netdevs {names}\nlink {state.link_target}, loaded {state.loaded_firmware}\n")
+
+
+class ReloadCheck(Step[ReloadParams, ReloadState]):
+    """Read-only: whether reload-driver will reload nfp. A drain before it acts on this
+    fact, so a converged node is never cordoned; the decision is reload-driver's own plan."""
+
+    type_name = "corigine-reload-check"
+    params_model = ReloadParams
+    description = "Tell whether the nfp driver must be reloaded (reload_needed), changing nothing."
+
+    def observe(self, ctx: StepContext, params: ReloadParams) -> ReloadState:
+        return ReloadDriver().observe(ctx, params)
+
+    def plan(self, state: ReloadState, params: ReloadParams) -> list[Change]:
+        return []
+
+    def apply(self, ctx: StepContext, params: ReloadParams, state: ReloadState, changes: list[Change]) -> None:
+        raise AssertionError("a read-only step has nothing to apply")
+
+    def outputs(self, state: ReloadState, params: ReloadParams) -> dict[str, Any]:
+        changes = ReloadDriver().plan(state, params)
+        return {"reload_needed": bool(changes), "reload_reason": changes[0].before if changes else None}
+
+    def evidence(self, state: ReloadState) -> str:
+        return ReloadDriver().evidence(state)
