@@ -34,7 +34,7 @@ def run_fleet(url: str, workdir: Path, *, nodes: int, pipeline: str, sets: list[
     fleet = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
     env = {"NICFLOW_WATCHDOG_INTERVAL": "5"}
     workers = [
-        spawn_worker("controller", ["controller", "--concurrency", "4"], redis_url=url,
+        spawn_worker("controller", ["controller", "--concurrency", "32"], redis_url=url,
                      log_dir=workdir / "logs", env=env),
         spawn_worker("agent", ["agent", *fleet, "--concurrency", str(concurrency)], redis_url=url,
                      log_dir=workdir / "logs", env=env),

@@ -14,6 +14,11 @@ from bench.fleetrun import run_fleet
 from bench.harness import redis_server, spawn_plain_worker
 
 
+# Zero step latency: the steps' polling intervals (waiting for a card, VFs, the API) are
+# latency too, so they are made as short as the parameters allow.
+ZERO_WAITS = ["rollout.canary=0", "reload_wait_interval=0.001", "vf_wait_interval=0.001"]
+
+
 def plain_chains(url: str, workdir: Path, *, nodes: int, steps: int, concurrency: int) -> float:
     """Seconds for `nodes` chains of `steps` no-op tasks, each chain on its node's queue."""
     from bench import plain_app
@@ -50,8 +55,10 @@ def _wait_ready(log: Path, worker) -> None:
 
 def measure_overhead(workdir: Path, *, nodes: int, pipeline: str, concurrency: int = 8) -> dict[str, Any]:
     with redis_server(workdir / "redis") as url:
+        sets = ZERO_WAITS + (["cluster_poll_interval=0.001"] if pipeline == "corigine-offload" else [])
         run = run_fleet(url, workdir / "nicflow", nodes=nodes, pipeline=pipeline,
-                        sets=["rollout.max_unavailable=100%", "rollout.max_failures=100%"], concurrency=concurrency)
+                        sets=["rollout.max_unavailable=100%", "rollout.max_failures=100%", *sets],
+                        concurrency=concurrency)
         steps = len(run.engine.pipeline(run.record).spec.node_steps)
         plain_seconds = plain_chains(url, workdir, nodes=nodes, steps=steps, concurrency=concurrency)
     nicflow_rate = run.node_steps / run.seconds

@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     lost_after: float = Field(600.0, ge=1, le=86400)
     """Seconds a step may sit queued before the watchdog sends it again."""
     agent_concurrency: int = Field(8, ge=1, le=256)
-    controller_concurrency: int = Field(4, ge=1, le=64)
+    controller_concurrency: int = Field(32, ge=1, le=256)
+    """Threads of a controller. Node lifecycle steps (drain, device plugin restart, the
+    offload check) wait on the API from these threads: size it to the rollout window."""
 
 
 @lru_cache(maxsize=1)

@@ -29,7 +29,7 @@ from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
 from workflows.registry import StepRegistry
 from workflows.rollout import Wave, pauses_after
 from workflows.spec import StepSpec
-from workflows.store import CheckpointStore
+from workflows.store import CLUSTER, CheckpointStore
 
 
 class Engine:
@@ -174,7 +174,7 @@ class Engine:
             return  # not started: admitted, but its lease not taken yet (start_node advances it)
         run = self.store.run(run_id)
         pipeline = self.pipeline(run)
-        cluster = self.store.progress(run_id, None)
+        cluster = self.store.progress(run_id, None) if pipeline.spec.cluster_steps else NodeProgress(node=CLUSTER)
         failure = _node_failure(progress, cluster, pipeline)
         if failure is None and run.status == "aborted":
             failure = "run aborted before this node finished"
