@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
+from redis.exceptions import RedisError
 
 from workflows import metrics
 from workflows.backoff import delay_for, should_retry
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 # attempt (contextvars) to every line; outside a worker nothing is printed.
 log = logging.getLogger("nicflow.executor")
 EVIDENCE_LIMIT = 4000
+CHANGE_VALUE_LIMIT = 160
 
 
 @dataclass
@@ -90,6 +92,8 @@ def _attempt(engine: Engine, run: RunRecord, progress: NodeProgress, spec: StepS
         result = _converge(engine, run, node, progress, spec)
     except StepError as exc:
         _on_error(engine, run_id, node, spec, started, exc)
+    except RedisError:
+        raise  # the store is away, not the step at fault: the task is delivered again (see workers.bindings)
     except Exception as exc:  # a bug or an unexpected OS error: retried like a transient one
         log.exception("step raised unexpectedly")
         _on_error(engine, run_id, node, spec, started, TransientError(f"{type(exc).__name__}: {exc}"))
@@ -137,7 +141,7 @@ def _on_success(engine: Engine, run_id: str, node: str | None, step_id: str, sta
         "status": result.status,
         "finished_at": time.time(),
         "outputs": result.outputs,
-        "changes": [c.as_dict() for c in result.changes],
+        "changes": [_compact(c.as_dict()) for c in result.changes],
         "evidence": result.evidence[-EVIDENCE_LIMIT:],
         "error": None,
         "error_kind": None,
@@ -146,6 +150,16 @@ def _on_success(engine: Engine, run_id: str, node: str | None, step_id: str, sta
              "attempt": started.attempt, "changes": len(result.changes)}
     if engine.store.write_checkpoint(run_id, node, step_id, final, expect=started.token, event=event):
         _after_step(engine, run_id, node)
+
+
+def _compact(change: dict) -> dict:
+    """Long before/after values (a file's content) are kept as their size and start: the
+    checkpoint of every node must stay small; the host keeps the content itself."""
+    for side in ("before", "after"):
+        value = change.get(side)
+        if isinstance(value, str) and len(value) > CHANGE_VALUE_LIMIT:
+            change[side] = f"{value[:CHANGE_VALUE_LIMIT // 2]}... ({len(value)} characters)"
+    return change
 
 
 def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint, error: StepError) -> None:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from workflows.records import Checkpoint
-from workflows.store import CheckpointStore
+from workflows.store import STEP_FIELD, CheckpointStore
 
 
 def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
     """The run, and per node its state and each step's status and attempts (JSON-ready)."""
     run = store.run(run_id)
     nodes = store.nodes(run_id)
-    progress = store.progress_many(run_id, nodes)
-    cluster = store.progress(run_id, None)
+    # Raw hashes and plain JSON, no models: polled on runs of thousands of nodes.
+    raws = store.raw_progress_many(run_id, [*nodes, None])
+    cluster = raws.pop()
     return {
         "run": run.id,
         "pipeline": run.pipeline,
@@ -33,24 +34,32 @@ def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
             "failed": run.failed,
             "pending": run.total - run.cursor,
         },
-        "cluster": {k: _step_summary(cp) for k, cp in cluster.steps.items()},
+        "cluster": _steps(cluster),
         "nodes": {
-            p.node: {
-                "state": p.state,
-                **({"error": p.error} if p.error else {}),
-                "steps": {k: _step_summary(cp) for k, cp in p.steps.items()},
+            node: {
+                "state": raw.get("state", "pending"),
+                **({"error": raw["error"]} if raw.get("error") else {}),
+                "steps": _steps(raw),
             }
-            for p in progress
+            for node, raw in zip(nodes, raws)
         },
     }
 
 
-def _step_summary(cp: Checkpoint) -> dict[str, Any]:
-    summary: dict[str, Any] = {"status": cp.status, "attempts": cp.attempt}
-    if cp.error:
-        summary["error"] = cp.error
-    if cp.changes:
-        summary["changes"] = cp.changes
-    if cp.started_at and cp.finished_at:
-        summary["seconds"] = round(cp.finished_at - cp.started_at, 3)
+def _steps(raw: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {
+        key.removeprefix(STEP_FIELD): _step_summary(json.loads(value))
+        for key, value in raw.items()
+        if key.startswith(STEP_FIELD) and not key.endswith("@token")
+    }
+
+
+def _step_summary(cp: dict[str, Any]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"status": cp["status"], "attempts": cp.get("attempt", 1)}
+    if cp.get("error"):
+        summary["error"] = cp["error"]
+    if cp.get("changes"):
+        summary["changes"] = cp["changes"]
+    if cp.get("started_at") and cp.get("finished_at"):
+        summary["seconds"] = round(cp["finished_at"] - cp["started_at"], 3)
     return summary
