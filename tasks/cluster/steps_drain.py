@@ -18,7 +18,6 @@ uncordon gives the node back only when nicflow cordoned it.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,7 +26,7 @@ from pydantic import Field, field_validator
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, cordoned_by_nicflow, mark_node
-from tasks.cluster.surface import AGENT_LABELS, ClusterSurface, EvictionBlocked, NodeView, PodView, check_name
+from tasks.cluster.surface import AGENT_LABELS, ClusterSurface, EvictionBlocked, NodeView, PodView, check_each, check_name
 from workflows.errors import PermanentError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
@@ -63,10 +62,7 @@ class CordonDrainParams(StepParams):
     @field_validator("when_any")
     @classmethod
     def _facts(cls, names: list[str]) -> list[str]:
-        for name in names:
-            if not re.fullmatch(FACT_NAME, name):
-                raise ValueError(f"{name!r} is not a fact name")
-        return names
+        return check_each(names, FACT_NAME, "a fact name")
 
 
 @dataclass(frozen=True)

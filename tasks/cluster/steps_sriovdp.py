@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from tasks.cluster.objects import ApplyObjectsStep, ObjectsParams, ObjectsState, check_image, config_string, live_field
-from tasks.cluster.surface import DNS1123_LABEL, DNS1123_SUBDOMAIN, ClusterSurface, Labels, Manifest
+from tasks.cluster.surface import DNS1123_LABEL, DNS1123_SUBDOMAIN, ClusterSurface, Labels, Manifest, check_each
 
 HEX4 = r"^[0-9a-f]{4}$"
 DRIVER = r"^[a-z0-9_]{1,32}$"
@@ -44,18 +43,12 @@ class SriovDpParams(ObjectsParams):
     @field_validator("vendors", "devices")
     @classmethod
     def _hex_ids(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not re.fullmatch(HEX4, value):
-                raise ValueError(f"{value!r} is not a 4-digit lowercase hex PCI id")
-        return values
+        return check_each(values, HEX4, "a 4-digit lowercase hex PCI id")
 
     @field_validator("drivers")
     @classmethod
     def _drivers(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not re.fullmatch(DRIVER, value):
-                raise ValueError(f"{value!r} is not a kernel driver name")
-        return values
+        return check_each(values, DRIVER, "a kernel driver name")
 
     @field_validator("image")
     @classmethod

@@ -68,6 +68,14 @@ def check_name(value: Any, what: str, *, pattern: str = DNS1123_SUBDOMAIN) -> st
     return value
 
 
+def check_each(values: list[str], pattern: str, what: str) -> list[str]:
+    """Every value matches `pattern`, or a ValueError naming the first that does not."""
+    for value in values:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"{value!r} is not {what}")
+    return values
+
+
 def check_labels(labels: Mapping[str, Any], what: str) -> dict[str, str]:
     for key, value in labels.items():
         if not re.fullmatch(LABEL_KEY, key) or not isinstance(value, str) or not re.fullmatch(LABEL_VALUE, value):

@@ -8,6 +8,7 @@ a background task, so Slack hears back well within its 3 seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -69,15 +70,21 @@ def _checked_url(url: str | None, prefix: str | None, field: str = "response_url
     return url
 
 
+async def _reply(request: Request, handler: Callable[..., ChatReply], *, with_headers: bool) -> JSONResponse:
+    """Read the body, run the (blocking) handler off the event loop, answer or refuse."""
+    state = api_state(request)
+    body = await request.body()
+    args = (state, request.headers, body) if with_headers else (state, body)
+    try:
+        return _answer(await run_in_threadpool(handler, *args))
+    except ApiError as exc:
+        return _refusal(exc)
+
+
 @router.post("/slack/commands", response_model=ChatAnswer, responses=ERRORS, openapi_extra=_form_body(CommandForm),
              summary="Slack slash command: /nicflow rollout|status|approve|abort|resume|help")
 async def slack_command(request: Request) -> JSONResponse:
-    state = api_state(request)
-    body = await request.body()
-    try:
-        return _answer(await run_in_threadpool(_slack_command, state, request.headers, body))
-    except ApiError as exc:
-        return _refusal(exc)
+    return await _reply(request, _slack_command, with_headers=True)
 
 
 def _slack_command(state: ApiState, headers: Any, body: bytes) -> ChatReply:
@@ -105,12 +112,7 @@ def _slack_command(state: ApiState, headers: Any, body: bytes) -> ChatReply:
 @router.post("/slack/interactions", response_model=ChatAnswer, responses=ERRORS,
              openapi_extra=_form_body(InteractionForm), summary="Slack interactivity: the Approve and Abort buttons")
 async def slack_interaction(request: Request) -> JSONResponse:
-    state = api_state(request)
-    body = await request.body()
-    try:
-        return _answer(await run_in_threadpool(_slack_interaction, state, request.headers, body))
-    except ApiError as exc:
-        return _refusal(exc)
+    return await _reply(request, _slack_interaction, with_headers=True)
 
 
 def _slack_interaction(state: ApiState, headers: Any, body: bytes) -> ChatReply:
@@ -135,12 +137,7 @@ def _slack_interaction(state: ApiState, headers: Any, body: bytes) -> ChatReply:
 @router.post("/mattermost/commands", response_model=ChatAnswer, responses=ERRORS,
              openapi_extra=_form_body(CommandForm), summary="Mattermost slash command, same language as Slack's")
 async def mattermost_command(request: Request) -> JSONResponse:
-    state = api_state(request)
-    body = await request.body()
-    try:
-        return _answer(await run_in_threadpool(_mattermost_command, state, body))
-    except ApiError as exc:
-        return _refusal(exc)
+    return await _reply(request, _mattermost_command, with_headers=False)
 
 
 def _mattermost_command(state: ApiState, body: bytes) -> ChatReply:
