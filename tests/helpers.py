@@ -8,7 +8,7 @@ from typing import Any
 from redis import Redis
 
 from tasks.registry import default_registry
-from workers.runtime import FleetSurfaces
+from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.dispatch import InlineDispatcher
 from workflows.engine import Engine
 from workflows.leases import NodeLeases
@@ -25,7 +25,7 @@ def inline_engine(redis: Redis, *, lease_ttl: float = 60.0) -> Engine:
         leases=NodeLeases(redis, ttl_seconds=lease_ttl),
         registry=default_registry(),
         dispatcher=dispatcher,
-        surfaces=FleetSurfaces(),
+        surfaces=FleetSurfaces(ServedNodes(every_node=True)),
     )
     dispatcher.handler = engine
     return engine

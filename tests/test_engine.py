@@ -8,7 +8,7 @@ import pytest
 
 from tasks.generic import GENERIC_STEPS
 from tasks.host.simfleet import create_fleet, open_host
-from workers.runtime import FleetSurfaces
+from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import abort_run, resume_run, run_status, start_run
 from workflows.dispatch import InlineDispatcher
 from workflows.engine import Engine
@@ -53,7 +53,7 @@ def make_engine(redis) -> Engine:
     dispatcher = InlineDispatcher()
     engine = Engine(
         store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60),
-        registry=StepRegistry([*GENERIC_STEPS, FlakyStep]), dispatcher=dispatcher, surfaces=FleetSurfaces(),
+        registry=StepRegistry([*GENERIC_STEPS, FlakyStep]), dispatcher=dispatcher, surfaces=FleetSurfaces(ServedNodes(every_node=True)),
     )
     dispatcher.handler = engine
     return engine

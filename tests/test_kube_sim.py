@@ -19,7 +19,7 @@ from tasks.host.simfleet import create_fleet, node_names, open_host
 from tasks.registry import default_registry
 from tests.kube_pipeline import combined, step_of
 from tests.kube_support import run
-from workers.runtime import FleetSurfaces
+from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import run_status, start_run
 from workflows.dispatch import InlineDispatcher
 from workflows.engine import Engine
@@ -208,7 +208,7 @@ def test_run_nodes_resolve_through_the_cluster(tmp_path):
 # the engine: lifecycle and the whole pipeline ---------------------------------------------------
 
 def engine(redis: Any) -> Engine:
-    surfaces = FleetSurfaces()
+    surfaces = FleetSurfaces(ServedNodes(every_node=True))
     dispatcher = InlineDispatcher()
     built = Engine(store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60), registry=default_registry(),
                    dispatcher=dispatcher, surfaces=surfaces, reporter=NodeStateReporter(surfaces.cluster))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from tasks.host.simfleet import SimFleet, load_fleet, open_host
 from tasks.host.surface import RealHost
 from tasks.registry import default_registry
 from workflows.engine import Engine
+from workflows.errors import PermanentError
 from workflows.leases import NodeLeases
 from workflows.store import CheckpointStore
 from workers.celery_app import use_broker
@@ -21,10 +24,35 @@ from workers.redisconn import NoRedisConfigured, redis_client  # noqa: F401 - re
 from workers.settings import get_settings
 
 
-class FleetSurfaces:
-    """Hosts and cluster for a run's fleet: `sim:<root>` or `real`."""
+class HostNotServed(PermanentError):
+    """A host step reached a process that does not serve the node: on a real cluster that
+    would be `rmmod nfp` inside the controller's pod. A bug, made loud on purpose."""
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True)
+class ServedNodes:
+    """Whose hosts this process may touch: an agent its own nodes; a controller, the api and the
+    CLI none. `every_node` is for processes that play every role at once (the in-process
+    engines of the tests)."""
+
+    names: frozenset[str] = frozenset()
+    every_node: bool = False
+    role: str = "controller"
+
+    def check(self, node: str) -> None:
+        if not (self.every_node or node in self.names):
+            raise HostNotServed(
+                f"this {self.role} process does not serve node {node}: its host is reached only by the "
+                f"agent serving queue nicflow.node.{node}")
+
+
+class FleetSurfaces:
+    """Hosts and cluster for a run's fleet: `sim:<root>` or `real`. A host is opened only for a
+    node this process serves (`served`), as on a real cluster, where only the agent on a node
+    reaches that node's sysfs and tools."""
+
+    def __init__(self, served: ServedNodes | None = None) -> None:
+        self.served = served if served is not None else ServedNodes()
         self._fleets: dict[str, SimFleet] = {}
         self._hosts: dict[tuple[str, str], Any] = {}
 
@@ -32,6 +60,7 @@ class FleetSurfaces:
         return Path(fleet.removeprefix("sim:")) if fleet.startswith("sim:") else None
 
     def host(self, fleet: str, node: str) -> Any:
+        self.served.check(node)
         key = (fleet, node)
         if key not in self._hosts:
             root = self._sim_root(fleet)
@@ -58,12 +87,23 @@ def real_cluster() -> ClusterSurface:
     return KubeCluster.from_environment()
 
 
-def make_engine(url: str | None = None) -> Engine:
-    """An engine on the Redis at `url` (default REDIS_URL), dispatching through Celery on the same server."""
+_process_served = ServedNodes()
+
+
+def serve_nodes(nodes: Iterable[str]) -> None:
+    """Called once by an agent before it starts: the nodes whose hosts this process reaches."""
+    global _process_served
+    _process_served = ServedNodes(names=frozenset(nodes), role="agent")
+    process_engine.cache_clear()
+
+
+def make_engine(url: str | None = None, *, served: ServedNodes | None = None) -> Engine:
+    """An engine on the Redis at `url` (default REDIS_URL), dispatching through Celery on the same
+    server. `served`: whose hosts it may touch (default: this process's, none unless an agent)."""
     url = url or get_settings().redis_url
     redis = redis_client(url)
     use_broker(url)  # type: ignore[arg-type]  # redis_client refused a missing url already
-    surfaces = FleetSurfaces()
+    surfaces = FleetSurfaces(served if served is not None else _process_served)
     return Engine(
         store=CheckpointStore(redis),
         leases=NodeLeases(redis, ttl_seconds=get_settings().lease_ttl),

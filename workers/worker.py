@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from workers.observability import configure_logging, serve_metrics
-from workers.runtime import process_engine
+from workers.runtime import process_engine, serve_nodes
 from workers.settings import get_settings
 from workflows.watchdog import watchdog_tick
 
@@ -57,5 +57,6 @@ def _watchdog_loop() -> None:
 
 def run_agent(*, nodes: Sequence[str], concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:
     """Serve the queues of `nodes`: one node on a real host, many for a simulated fleet."""
+    serve_nodes(nodes)
     _observe(metrics_port, loglevel, queue_depths=False)
     app.worker_main(_worker_argv("agent", [node_queue(n) for n in nodes], concurrency, loglevel))

@@ -21,6 +21,7 @@ from collections import OrderedDict, deque
 
 from workflows import metrics
 from workflows.dispatch import Dispatcher, NodeReporter, Surfaces
+from workflows.errors import RunError
 from workflows.executor import execute
 from workflows.heartbeat import Heartbeats
 from workflows.leases import NodeLeases
@@ -77,8 +78,12 @@ class Engine:
         The worker holding a node's step is the one serving that node's queue, so the next
         step would come back to it anyway: running it now saves a round trip through the
         broker per step. Each step still gets its own attempt token, checkpoint, heartbeat
-        and events; a retry with a backoff still goes through the broker."""
-        self._eager.owner = (run_id, node) if self.eager_node_steps and node is not None else None
+        and events; a retry with a backoff still goes through the broker.
+
+        Only a host step continues eagerly: after a node step that ran on a controller (the
+        drain), the node's next host step must go to its agent's queue, never run here."""
+        eager = self.eager_node_steps and node is not None and self._runs_on_host(run_id, step_id)
+        self._eager.owner = (run_id, node) if eager else None
         self._eager.queue = deque()
         try:
             execute(self, run_id, node, step_id, token)
@@ -86,6 +91,13 @@ class Engine:
                 execute(self, *self._eager.queue.popleft())
         finally:
             self._eager.owner = None
+
+    def _runs_on_host(self, run_id: str, step_id: str) -> bool:
+        try:
+            step_type = self.pipeline_of(run_id).spec.step(step_id).type
+        except (RunError, KeyError):  # an unknown run or step: execute() drops the delivery and says why
+            return False
+        return self.registry.get(step_type).runs_on != "cluster"
 
     # run level
     def advance_run(self, run_id: str, finished: str | None = None) -> None:
