@@ -316,7 +316,8 @@ def node(name: str, *, unschedulable: bool = False, labels: dict[str, str] | Non
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})},
                          "annotations": dict(annotations or {})},
             "spec": {"unschedulable": True} if unschedulable else {},
-            "status": {"allocatable": {"cpu": "32", **(allocatable or {})}}}
+            "status": {"allocatable": {"cpu": "32", **(allocatable or {})},
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}
 
 
 def pod(namespace: str, name: str, node_name: str, *, owner: str | None = "ReplicaSet",

@@ -29,7 +29,7 @@ from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.registry import default_registry
 from tests.slack_standin import SlackStandIn, slack_standin
 from workers.api import ApiSettings, create_app
-from workers.runtime import FleetSurfaces
+from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.dispatch import InlineDispatcher
 from workflows.engine import Engine
 from workflows.leases import NodeLeases
@@ -136,7 +136,7 @@ class DrainingDispatcher(InlineDispatcher):
 def draining_engine(redis: Redis) -> Engine:
     dispatcher = DrainingDispatcher()
     engine = Engine(store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60),
-                    registry=default_registry(), dispatcher=dispatcher, surfaces=FleetSurfaces())
+                    registry=default_registry(), dispatcher=dispatcher, surfaces=FleetSurfaces(ServedNodes(every_node=True)))
     dispatcher.handler = engine
     return engine
 

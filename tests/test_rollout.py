@@ -136,6 +136,7 @@ def test_spread_by_zone_orders_admission(redis, fleet):
     pipeline = load_text(PIPELINE, engine.registry, overrides={"rollout.spread_by": "zone"})
     record = start_run(engine, pipeline, NAMES, fleet=f"sim:{fleet}", labels=labels)
     assert engine.store.nodes(record.id)[:4] == ["node-000", "node-001", "node-002", "node-003"]
+    engine.dispatcher.drain()  # the first run ends and gives its nodes back before the second starts
     labels = {n: {"zone": "a" if i < 5 else "b"} for i, n in enumerate(NAMES)}
     record = start_run(engine, pipeline, NAMES, fleet=f"sim:{fleet}", labels=labels)
     assert engine.store.nodes(record.id)[:4] == ["node-000", "node-005", "node-001", "node-006"]

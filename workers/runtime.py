@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tasks.cluster.availability import ClusterAvailability
 from tasks.cluster.reporter import NodeStateReporter
 from tasks.cluster.sim import SimulatedCluster
 from tasks.cluster.surface import ClusterSurface
@@ -17,6 +18,7 @@ from tasks.registry import default_registry
 from workflows.engine import Engine
 from workflows.errors import PermanentError
 from workflows.leases import NodeLeases
+from workflows.presence import AgentPresence
 from workflows.store import CheckpointStore
 from workers.celery_app import use_broker
 from workers.dispatcher import CeleryDispatcher
@@ -113,6 +115,8 @@ def make_engine(url: str | None = None, *, served: ServedNodes | None = None) ->
         reporter=NodeStateReporter(surfaces.cluster),  # node state label/annotations on the Node (issue 4)
         heartbeat_ttl=get_settings().heartbeat_ttl,
         eager_node_steps=True,
+        availability=ClusterAvailability(surfaces.cluster),
+        presence=AgentPresence(redis),
     )
 
 

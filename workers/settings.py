@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     """Seconds between two watchdog passes on each controller."""
     lost_after: float = Field(600.0, ge=1, le=86400)
     """Seconds a step may sit queued before the watchdog sends it again."""
+    agent_presence_ttl: float = Field(15.0, ge=0.5, le=3600)
+    """Seconds an agent's word that it serves a node lasts; it repeats it every third of that."""
     agent_concurrency: int = Field(8, ge=1, le=256)
     controller_concurrency: int = Field(32, ge=1, le=256)
     """Threads of a controller. Node lifecycle steps (drain, device plugin restart, the

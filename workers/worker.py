@@ -9,12 +9,14 @@ import threading
 import time
 from collections.abc import Sequence
 
+from redis.exceptions import RedisError
+
+from workers.celery_app import CLUSTER_QUEUE, CONTROL_QUEUE, app, node_queue
 from workers.observability import configure_logging, serve_metrics
 from workers.runtime import process_engine, serve_nodes
 from workers.settings import get_settings
+from workflows.presence import AgentPresence
 from workflows.watchdog import watchdog_tick
-
-from workers.celery_app import CLUSTER_QUEUE, CONTROL_QUEUE, app, node_queue
 
 log = logging.getLogger("nicflow.controller")
 
@@ -59,4 +61,26 @@ def run_agent(*, nodes: Sequence[str], concurrency: int, metrics_port: int = 0, 
     """Serve the queues of `nodes`: one node on a real host, many for a simulated fleet."""
     serve_nodes(nodes)
     _observe(metrics_port, loglevel, queue_depths=False)
-    app.worker_main(_worker_argv("agent", [node_queue(n) for n in nodes], concurrency, loglevel))
+    argv = _worker_argv("agent", [node_queue(n) for n in nodes], concurrency, loglevel)
+    identity = argv[argv.index("--hostname") + 1]
+    presence = AgentPresence(process_engine().store.redis)
+    threading.Thread(target=_announce_loop, args=(presence, list(nodes), identity), name="presence",
+                     daemon=True).start()
+    try:
+        app.worker_main(argv)
+    finally:
+        try:
+            presence.withdraw(nodes, identity)
+        except RedisError:
+            log.warning("could not withdraw this agent's nodes; they expire by themselves")
+
+
+def _announce_loop(presence: AgentPresence, nodes: list[str], identity: str) -> None:
+    """Say every third of the TTL that this agent serves its nodes; Redis away is only logged."""
+    ttl = get_settings().agent_presence_ttl
+    while True:
+        try:
+            presence.announce(nodes, identity, ttl=ttl)
+        except RedisError as exc:
+            log.warning("could not announce this agent's nodes: %s", exc)
+        time.sleep(ttl / 3)

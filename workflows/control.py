@@ -71,10 +71,41 @@ def start_run(
         canary=min(rollout.canary, len(nodes)),
         parent=parent,
     )
+    if not dry_run:
+        _reserve_at_start(engine, record.id, nodes, on_conflict=rollout.on_conflict)
     engine.store.create_run(record, nodes)
     engine.store.emit(record.id, "run-created", pipeline=record.pipeline, total=len(nodes), dry_run=dry_run)
     engine.dispatcher.advance(record.id)
     return record
+
+
+def _reserve_at_start(engine: Engine, run_id: str, nodes: list[str], *, on_conflict: str) -> None:
+    """Take every node for the new run before anything of it is written. Nodes held by a live run
+    refuse the start (`on_conflict: fail`), or are waited for at admission (`wait`)."""
+    held = engine.reservations.reserve(run_id, nodes)
+    stale = {node: holder for node, holder in held.items() if not _live(engine, holder)}
+    for node, holder in stale.items():  # a run that ended or was lost without giving them back
+        engine.reservations.release(holder, [node])
+    if stale:
+        held = engine.reservations.reserve(run_id, nodes)
+    if not held:
+        return
+    if on_conflict == "fail":
+        by_run: dict[str, list[str]] = {}
+        for node, holder in sorted(held.items()):
+            by_run.setdefault(holder, []).append(node)
+        said = "; ".join(f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''} by run {holder}"
+                         for holder, names in by_run.items())
+        raise RunError(f"{len(held)} node(s) held by another run: {said}. Nothing was started: wait for that "
+                       "run to end, leave those nodes out, or set rollout.on_conflict=wait")
+    engine.reservations.reserve(run_id, [n for n in nodes if n not in held])  # the rest: at admission
+
+
+def _live(engine: Engine, run_id: str) -> bool:
+    try:
+        return not engine.store.run(run_id).terminal
+    except RunError:
+        return False
 
 
 def abort_run(engine: Engine, run_id: str) -> RunRecord:
@@ -85,7 +116,10 @@ def abort_run(engine: Engine, run_id: str) -> RunRecord:
     if not engine.store.transition(run_id, "aborted", allowed=("pending", "running", "paused")):
         raise RunError(f"run {run_id} is already {engine.store.run(run_id).status}")
     engine.store.emit(run_id, "run-aborted")
-    for node in engine.store.admitted_nodes(run_id, run.cursor):
+    # admission has stopped (the run is no longer running): the nodes it never reached are free
+    cursor = engine.store.run(run_id).cursor
+    engine.reservations.release(run_id, engine.store.nodes(run_id)[cursor:])
+    for node in engine.store.admitted_nodes(run_id, cursor):
         engine.advance_node(run_id, node)
     return engine.store.run(run_id)
 

@@ -20,14 +20,18 @@ import time
 from collections import OrderedDict, deque
 
 from workflows import metrics
+from workflows.admission import AdmissionGate
+from workflows.availability import NodeAvailability
 from workflows.dispatch import Dispatcher, NodeReporter, Surfaces
 from workflows.errors import RunError
 from workflows.executor import execute
 from workflows.heartbeat import Heartbeats
 from workflows.leases import NodeLeases
 from workflows.loader import Pipeline, build
+from workflows.presence import AgentPresence
 from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
 from workflows.registry import StepRegistry
+from workflows.reservations import NodeReservations
 from workflows.rollout import Wave, pauses_after
 from workflows.spec import StepSpec
 from workflows.store import CLUSTER, CheckpointStore
@@ -45,7 +49,12 @@ class Engine:
         reporter: NodeReporter | None = None,
         heartbeat_ttl: float = 10.0,
         eager_node_steps: bool = False,
+        availability: NodeAvailability | None = None,
+        presence: AgentPresence | None = None,
     ) -> None:
+        """`availability`: the cluster's view of unavailable nodes, for the disruption bound (none:
+        only this run's own nodes count). `presence`: which nodes a live agent serves; given, a node
+        no agent serves is not started (in-process engines play the agent themselves)."""
         self.store = store
         self.leases = leases
         self.registry = registry
@@ -54,6 +63,8 @@ class Engine:
         self.reporter = reporter
         self.heartbeats = Heartbeats(store.redis, ttl_seconds=heartbeat_ttl)
         self.eager_node_steps = eager_node_steps
+        self.reservations = NodeReservations(store.redis)
+        self.gate = AdmissionGate(self, availability=availability, presence=presence)
         self._eager = threading.local()
         self._pipelines: OrderedDict[str, Pipeline] = OrderedDict()
 
@@ -122,8 +133,10 @@ class Engine:
         """Fill the current wave's window; open the next wave when this one is done."""
         while True:
             run = self.store.run(run_id)
-            for node in self.store.admit(run_id, limit=max(run.window, 1)):
-                self.start_node(run, node)
+            if run.cursor < run.wave_end and run.inflight < run.window:
+                taken = self.gate.places_taken(run)
+                for node in self.store.admit(run_id, limit=max(run.window, 1), unavailable=taken):
+                    self.start_node(run, node)
             run = self.store.run(run_id)
             wave_done = run.status == "running" and run.inflight == 0 and run.cursor >= run.wave_end
             if not wave_done or run.wave + 1 >= len(run.waves) or run.failed > run.budget:
@@ -140,24 +153,37 @@ class Engine:
                 return
             self.store.emit(run_id, "wave-started", wave=run.wave + 2, nodes=end - run.wave_end)
 
+    def release_run(self, run_id: str) -> None:
+        """A terminal run gives back the nodes it reserved and never reached."""
+        self.reservations.release(run_id, self.gate.pool(run_id))
+
     def _fail_run(self, run_id: str, error: str) -> None:
         self.store.update_run(run_id, error=error)
         if self.store.transition(run_id, "failed", allowed=("running", "paused")):
             self.store.emit(run_id, "run-finished", status="failed", error=error)
             self.store.retire(run_id)
+            self.release_run(run_id)
             metrics.RUNS_FINISHED.labels("failed").inc()
 
-    def start_node(self, run: RunRecord, node: str) -> None:
-        lease = self.leases.acquire(node, run.id)
-        if not lease.granted:
+    def start_node(self, run: RunRecord, node: str, *, blocked_before: str | None = None) -> None:
+        """Start an admitted node: its reservation, then a live agent and a Ready node, then its lease."""
+        holder = None if run.dry_run else self.gate.reserve(run, node)
+        fence = 0
+        if holder is None:
+            if self.gate.holds_back(run, node, blocked_before):
+                return
+            lease = self.leases.acquire(node, run.id)
+            holder, fence = (None, lease.fence) if lease.granted else (lease.holder, 0)
+        if holder is not None:
             if self.pipeline(run).spec.rollout.on_conflict == "wait":
-                self.store.set_waiting(run.id, node, lease.holder)
-                self.store.emit(run.id, "node-waiting", node=node, holder=lease.holder)
+                self.store.set_waiting(run.id, node, holder)
+                self.store.emit(run.id, "node-waiting", node=node, holder=holder)
             else:
-                self.finish_node(run.id, node, "failed", f"node is held by run {lease.holder}")
+                self.finish_node(run.id, node, "failed", f"node is held by run {holder}")
             return
         self.store.set_waiting(run.id, node, None)
-        self.store.set_fence(run.id, node, lease.fence)
+        self.store.set_blocked(run.id, node, None)
+        self.store.set_fence(run.id, node, fence)
         self.store.emit(run.id, "node-started", node=node)
         self._report(run, node)
         self.advance_node(run.id, node)
@@ -177,6 +203,7 @@ class Engine:
             if self.store.transition(run_id, final, allowed=("running",)):
                 self.store.emit(run_id, "run-finished", status=final, succeeded=run.succeeded, failed=run.failed)
                 self.store.retire(run_id)
+                self.release_run(run_id)
                 metrics.RUNS_FINISHED.labels(final).inc()
 
     # node level
@@ -207,6 +234,7 @@ class Engine:
         fence = self.store.progress(run_id, node).fence
         if fence:
             self.leases.release(node, run_id, fence)
+        self.reservations.release(run_id, [node])
         self.store.emit(run_id, "node-finished", node=node, state=state, error=error or None)
         metrics.NODES_FINISHED.labels(state).inc()
         self.dispatcher.advance(run_id, node)
@@ -217,9 +245,15 @@ class Engine:
             progress = self.store.progress(run.id, node)
             self.reporter.node_state(run.fleet, run.id, node, progress.state, progress.error)
 
+    def retry_blocked(self, run: RunRecord, node: str, progress: NodeProgress) -> str:
+        """A node waiting for an agent or for Ready: start it now if it can (`node_timeout` bounds the wait)."""
+        self.start_node(run, node, blocked_before=progress.blocked)
+        return "blocked-waiting" if self.store.progress(run.id, node).blocked else "blocked-resolved"
+
     def retry_waiting(self, run: RunRecord, node: str, progress: NodeProgress, *, now: float) -> str:
         """A node waiting for another run's lease: take it now, or give up past the conflict timeout."""
-        if self.leases.holder(node) in (None, run.id):
+        holders = (self.leases.holder(node), self.reservations.holders([node]).get(node))
+        if all(h in (None, run.id) for h in holders):
             self.start_node(run, node)
             return "conflict-resolved"
         timeout = self.pipeline(run).spec.rollout.conflict_timeout
@@ -239,6 +273,8 @@ class Engine:
                 "error": f"node timed out after {timeout:g}s", "error_kind": "timeout"})
             self.store.write_checkpoint(run_id, progress.node, step_id, failed, expect=checkpoint.token)
         where = f" in step {', '.join(running)}" if running else ""
+        if progress.blocked:
+            where += f" waiting ({progress.blocked})"
         self.finish_node(run_id, progress.node, "failed", f"node timed out after {timeout:g}s{where}")
 
     def redispatch(self, run_id: str, owner: str | None, step_id: str, checkpoint: Checkpoint) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 RunStatus = Literal["pending", "running", "paused", "succeeded", "failed", "aborted"]
-NodeState = Literal["pending", "running", "succeeded", "failed"]
+NodeState = Literal["pending", "running", "succeeded", "failed", "skipped"]
 StepStatus = Literal["queued", "running", "retrying", "ok", "changed", "failed"]
 
 TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "failed", "aborted"})
@@ -79,6 +79,8 @@ class NodeProgress(BaseModel):
     admitted_at: float | None = None
     waiting_for: str | None = None
     """The run holding this node, while this run waits for it (on_conflict: wait)."""
+    blocked: str | None = None
+    """Why an admitted node has not started yet: no agent serves it, or it is NotReady."""
     steps: dict[str, Checkpoint] = Field(default_factory=dict)
 
 
@@ -100,6 +102,8 @@ class RunRecord(BaseModel):
     inflight: int = 0
     succeeded: int = 0
     failed: int = 0
+    skipped: int = 0
+    """Nodes not rolled out, with their reason (NotReady under `rollout.not_ready: skip`)."""
     window: int = 1
     """Nodes worked on at once in the current wave."""
     budget: int = 0

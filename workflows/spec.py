@@ -102,7 +102,9 @@ class RolloutSpec(_Strict):
     """Batch sizes after the canary (`[1, 5, "20%", "100%"]`); the last size repeats.
     Each batch finishes, and passes its verification, before the next starts."""
     max_unavailable: int | str = 1
-    """Without batches: nodes worked on at once; the next starts as soon as one finishes."""
+    """Without batches: nodes worked on at once; the next starts as soon as one finishes. In every
+    wave (canary, batch, window) the wave's size bounds the run's unavailable nodes: those in
+    flight plus the others cordoned or NotReady (see `workflows.availability`)."""
     max_failures: int | str = 0
     """Failed nodes tolerated over the run; beyond it no node is admitted and the run fails."""
     pause: Literal["none", "after_canary", "after_each_batch"] = "none"
@@ -115,6 +117,10 @@ class RolloutSpec(_Strict):
     conflict_timeout: float = Field(600.0, gt=0, le=86400)
     node_timeout: float = Field(3600.0, gt=0, le=7 * 86400)
     """Seconds a node may take from admission; past it the watchdog fails it."""
+    no_agent: Literal["wait", "fail"] = "wait"
+    """A node no live agent serves: wait for one (visibly, up to `node_timeout`), or fail it."""
+    not_ready: Literal["wait", "skip"] = "wait"
+    """A NotReady node: wait until it is Ready (up to `node_timeout`), or skip it, saying why."""
 
     @field_validator("max_unavailable", mode="before")
     @classmethod

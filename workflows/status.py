@@ -32,6 +32,7 @@ def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
             "running": run.inflight,
             "succeeded": run.succeeded,
             "failed": run.failed,
+            **({"skipped": run.skipped} if run.skipped else {}),
             "pending": run.total - run.cursor,
         },
         "cluster": _steps(cluster),
@@ -39,6 +40,7 @@ def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
             node: {
                 "state": raw.get("state", "pending"),
                 **({"error": raw["error"]} if raw.get("error") else {}),
+                **({"waiting": raw["blocked"]} if raw.get("blocked") else {}),
                 "steps": _steps(raw),
             }
             for node, raw in zip(nodes, raws)

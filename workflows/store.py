@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
@@ -40,7 +41,8 @@ end
 return 1
 """
 
-# KEYS[1] run hash, KEYS[2] nodes list, KEYS[3] key prefix of node hashes; ARGV: max to admit, now
+# KEYS[1] run hash, KEYS[2] nodes list, KEYS[3] key prefix of node hashes; ARGV: max to admit, now,
+# nodes of the run unavailable outside its flight (they take window places too)
 _ADMIT = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {} end
 local window = tonumber(redis.call('HGET', KEYS[1], 'window'))
@@ -51,7 +53,7 @@ for i = 1, tonumber(ARGV[1]) do
   local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight'))
   local failed = tonumber(redis.call('HGET', KEYS[1], 'failed'))
   local cursor = tonumber(redis.call('HGET', KEYS[1], 'cursor'))
-  if inflight >= window or failed > budget or cursor >= wave_end then break end
+  if inflight + tonumber(ARGV[3]) >= window or failed > budget or cursor >= wave_end then break end
   local node = redis.call('LINDEX', KEYS[2], cursor)
   if not node then break end
   redis.call('HINCRBY', KEYS[1], 'cursor', 1)
@@ -125,6 +127,9 @@ class CheckpointStore:
     def _progress_key(self, run_id: str, node: str | None) -> str:
         return f"{run_prefix(run_id)}:node:{node or CLUSTER}"
 
+    def progress_key(self, run_id: str, node: str | None) -> str:
+        return self._progress_key(run_id, node)
+
     def _events_key(self, run_id: str) -> str:
         return f"{run_prefix(run_id)}:events"
 
@@ -194,11 +199,28 @@ class CheckpointStore:
     def admitted_nodes(self, run_id: str, cursor: int) -> list[str]:
         return [_s(x) for x in self.redis.lrange(self._nodes_key(run_id), 0, cursor - 1)] if cursor else []
 
-    def admit(self, run_id: str, limit: int) -> list[str]:
-        """Atomically admit up to `limit` nodes within the window and failure budget."""
+    def admit(self, run_id: str, limit: int, *, unavailable: int = 0) -> list[str]:
+        """Atomically admit up to `limit` nodes within the window and failure budget; `unavailable`
+        nodes of the run, down but not in flight, take places in the window too."""
         # Node keys are built in the script; they share the run's hash tag, hence its slot.
         keys = [self._run_key(run_id), self._nodes_key(run_id), f"{run_prefix(run_id)}:node:"]
-        return [_s(x) for x in self._admit(keys=keys, args=[limit, time.time()])]
+        return [_s(x) for x in self._admit(keys=keys, args=[limit, time.time(), unavailable])]
+
+    def node_states(self, run_id: str, nodes: Sequence[str]) -> dict[str, str]:
+        """Each node's state alone (one small field per node, for thousands of nodes)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.hget(self._progress_key(run_id, node), "state")
+            values = pipe.execute()
+        return {node: _s(v) if v is not None else "pending" for node, v in zip(nodes, values)}
+
+    def set_blocked(self, run_id: str, node: str, reason: str | None) -> None:
+        """Why an admitted node has not started (no agent, NotReady); None once it starts."""
+        key = self._progress_key(run_id, node)
+        if reason:
+            self.redis.hset(key, "blocked", reason)
+        else:
+            self.redis.hdel(key, "blocked")
 
     def finish_node(self, run_id: str, node: str, state: str, error: str = "") -> bool:
         """Mark a running node terminal once; the run's counters move with it."""
@@ -311,5 +333,6 @@ def _decode_progress(node: str, raw: dict[str, str]) -> NodeProgress:
         fence=int(raw.get("fence") or 0),
         admitted_at=float(raw["admitted_at"]) if raw.get("admitted_at") else None,
         waiting_for=raw.get("waiting_for") or None,
+        blocked=raw.get("blocked") or None,
         steps=steps,
     )

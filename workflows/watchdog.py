@@ -56,9 +56,9 @@ def _check_run(engine: Engine, run: RunRecord, *, lost_after: float, now: float)
                 actions["node-timeout"] += 1
                 continue
             if not progress.fence:
-                # admitted by a controller that died before it took the node's lease
-                engine.start_node(run, owner)
-                actions["node-restarted"] += 1
+                # waiting for an agent or for Ready; or admitted by a controller that died before
+                # it took the node's lease
+                actions[engine.retry_blocked(run, owner, progress)] += 1
                 continue
             # a successor lost between a step's checkpoint and its dispatch is dispatched now
             engine.advance_node(run.id, owner)

@@ -262,6 +262,15 @@ class SimulatedCluster:
             if unschedulable is not None:
                 node["spec"]["unschedulable"] = unschedulable
 
+    def set_node_ready(self, name: str, ready: bool) -> None:
+        """The kubelet posting Ready again, or going silent (then the node lifecycle controller sets
+        Ready=Unknown). Not an API request of nicflow's: not in the ops log."""
+        check_name(name, "node name")
+        with self._node_objects(write=True) as nodes:
+            node = nodes[name]
+            others = [c for c in node["status"].get("conditions") or [] if c.get("type") != "Ready"]
+            node["status"]["conditions"] = [*others, dict(sim_seed.READY if ready else sim_seed.NOT_READY)]
+
     # pods ----------------------------------------------------------------------------------
     def list_pods(self, *, namespace: str | None = None, node: str | None = None,
                   selector: Mapping[str, str] | None = None) -> list[PodView]:

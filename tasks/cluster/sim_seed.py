@@ -76,8 +76,17 @@ def node_object(name: str, labels: Mapping[str, str]) -> Manifest:
         "metadata": {"name": name, "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
                                               "kubernetes.io/hostname": name, **labels}, "annotations": {}},
         "spec": {},
-        "status": {"allocatable": dict(NODE_CAPACITY)},
+        "status": {"allocatable": dict(NODE_CAPACITY), "conditions": [READY]},
     }
+
+
+READY: Manifest = {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                   "message": "kubelet is posting ready status"}
+"""The kubelet's own Ready condition (kubernetes pkg/kubelet/nodestatus/setters.go, ReadyCondition)."""
+NOT_READY: Manifest = {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                       "message": "Kubelet stopped posting node status."}
+"""What the node lifecycle controller writes when the kubelet goes silent (kubernetes
+pkg/controller/nodelifecycle/node_lifecycle_controller.go, tryUpdateNodeHealth)."""
 
 
 def web_workload(nodes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -96,16 +96,22 @@ class NodeView:
     annotations: Mapping[str, str]
     unschedulable: bool
     allocatable: Mapping[str, str]
+    ready: bool
+    """The kubelet's Ready condition is True. Missing or Unknown (the node lifecycle controller
+    sets Unknown once the kubelet stops posting status) is not Ready, as `kubectl get nodes` shows it."""
 
     @classmethod
     def of(cls, obj: Manifest) -> NodeView:
         meta = obj.get("metadata") or {}
+        status = obj.get("status") or {}
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         return cls(
             name=meta.get("name", ""),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
             unschedulable=bool((obj.get("spec") or {}).get("unschedulable")),
-            allocatable=dict((obj.get("status") or {}).get("allocatable") or {}),
+            allocatable=dict(status.get("allocatable") or {}),
+            ready=conditions.get("Ready") == "True",
         )
 
 
