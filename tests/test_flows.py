@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.corigine.flows import check_flows_main, parse_flow, parse_flows, split_flow
+from tasks.host.sim import SimulatedHost
 from tests.corigine_support import host, hosts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,8 +276,8 @@ def userspace_only(shape: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part for part in shape if part != "dp-extra-info")  # dpif-netdev's, after the actions
 
 
-def appctl(sim: object, *args: str) -> tuple[int, str, str]:
-    result = sim.run(["ovs-appctl", "dpctl/dump-flows", *args])  # type: ignore[attr-defined]
+def appctl(sim: SimulatedHost, *args: str) -> tuple[int, str, str]:
+    result = sim.run(["ovs-appctl", "dpctl/dump-flows", *args])
     return result.returncode, result.stdout, result.stderr
 
 

@@ -81,9 +81,11 @@ class FlowLine:
 
 def split_flow(line: str) -> FlowLine | None:
     """A flow line's parts, or None for a line that is not a flow. The match
-    has no ", " inside (odp_flow_format joins keys with ","), the fields are
-    `name:value` joined by ", ", and the actions, which can hold any text,
-    come last but for dp-extra-info."""
+    has no ", " inside (odp_flow_format joins keys with ","; only its texts
+    for a malformed key, `bad length N, expected M`, have one, and such a
+    line is not read as a flow), the fields are `name:value` joined by ", ",
+    and the actions, which can hold any text, come last but for
+    dp-extra-info."""
     line = line.strip()
     at = line.find(ACTIONS)
     if at < 0:
