@@ -94,9 +94,11 @@ def _port_name(host: SimulatedHost, addr: str, name: str) -> str:
 # The match of a Kube-OVN kernel datapath flow as OVS 3.1.0 prints it
 # (lib/odp-util.c `odp_flow_format`). With -m every key with its mask, as in
 # the Corigine capture tests/fixtures/ovs/corigine-dump-flows-m-type-offloaded.stdout.
-# Without -m fully wildcarded keys are left out, masked flags are written
-# `-new-est-trk` (lib/flow.c `format_flags_masked`, ct_state mask 0x23 =
-# new|est|trk, all clear), and ipv4 keeps only its exact field, frag.
+# Without -m fully wildcarded keys are left out (packet_type too: the kernel
+# datapath wildcards it), masked flags are written `-new-est-trk` (lib/flow.c
+# `format_flags_masked`, ct_state mask 0x23 = new|est|trk, all clear), and
+# ipv4 keeps only its exact field, frag: as the userspace capture with the
+# same masks shows (tests/fixtures/ovs/ct-masks-dump-flows.stdout).
 VERBOSE_MATCH = ("skb_priority(0/0),skb_mark(0/0),ct_state(0/0x23),ct_zone(0/0),ct_mark(0/0),ct_label(0/0x1),"
                  "recirc_id(0),dp_hash(0/0),in_port({in_port}),packet_type(ns=0/0,id=0/0),"
                  "eth(src={src},dst={dst}),eth_type(0x0800),ipv4(src=0.0.0.0/0.0.0.0,dst=0.0.0.0/0.0.0.0,"
