@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint captures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
+
+# Re-capture the real ovs-appctl dump-flows fixtures (tests/fixtures/ovs/); as root.
+# Not a prerequisite of test: the captures are committed.
+captures:
+	scripts/capture-ovs-flows
 
 clean:
 	rm -rf $(VENV) build *.egg-info

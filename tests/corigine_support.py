@@ -18,7 +18,8 @@ from workflows.runner import run_step
 from workflows.step import StepContext, StepResult
 
 PIPELINE = Path(__file__).resolve().parents[1] / "workflows" / "pipelines" / "corigine-node.yaml"
-REFERENCE = Path("/work/shared/reference/dump-flows-offloaded.txt")
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "ovs" / "corigine-dump-flows-m-type-offloaded.stdout"
+"""The Kube-OVN page's tc-offloaded dump from a Corigine card (see tests/fixtures/ovs/README.md)."""
 FAST = {"reload_wait_timeout": 1.0, "reload_wait_interval": 0.01, "vf_wait_timeout": 1.0, "vf_wait_interval": 0.01}
 """Wait bounds small enough for tests."""
 SIDE_EFFECTS = {"write", "symlink", "rmmod", "modprobe", "chmod", "dracut", "update-initramfs", "ethtool", "ovs-vsctl"}

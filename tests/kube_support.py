@@ -11,7 +11,8 @@ from tasks.registry import default_registry
 from workflows.runner import run_step
 from workflows.step import StepContext, StepResult
 
-REFERENCE = Path("/work/shared/reference/dump-flows-offloaded.txt")
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "ovs" / "corigine-dump-flows-m-type-offloaded.stdout"
+"""The Kube-OVN page's tc-offloaded dump from a Corigine card (see tests/fixtures/ovs/README.md)."""
 FAST = {"poll_interval": 0.01}
 """Wait bounds small enough for tests (added where a step has them)."""
 

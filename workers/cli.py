@@ -120,6 +120,9 @@ def check_flows(
         err.print(f"nicflow: error: cannot read {source}: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     code, output = check_flows_main(text, as_json=as_json, min_offloaded=min_offloaded)
+    if code == 2 and not as_json:  # an OVS error, not a dump: one message on stderr, like any bad input
+        err.print(f"nicflow: error: {source}: {output.splitlines()[0]}", markup=False, highlight=False)
+        raise typer.Exit(2)
     sys.stdout.write(output)
     raise typer.Exit(code)
 

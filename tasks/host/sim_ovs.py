@@ -12,7 +12,9 @@ pair of software flows.
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tasks.host.sim import SimulatedHost
@@ -89,45 +91,153 @@ def _port_name(host: SimulatedHost, addr: str, name: str) -> str:
     return path.read_text().strip() if path.exists() else ""
 
 
-def format_flow(flow: Flow, *, verbose: bool) -> str:
-    macs = ("00:00:00:c5:6d:4e", "00:00:00:e7:16:ce")
-    if flow.in_port > flow.out_port:
-        macs = (macs[1], macs[0])
-    stats = f"packets:{flow.packets}, bytes:{flow.packets * 66}, used:0.260s"
-    if not verbose:
-        return (f"recirc_id(0),in_port({flow.in_port}),eth(src={macs[0]},dst={macs[1]}),eth_type(0x0800),"
-                f"ipv4(frag=no), {stats}, actions:{flow.out_port}")
-    ufid = uuid.uuid5(uuid.NAMESPACE_OID, f"{flow.in_port}>{flow.out_port}/{flow.dp}")
-    extra = (f", offloaded:{flow.offloaded}" if flow.offloaded else "") + f", dp:{flow.dp}"
-    return (f"ufid:{ufid}, skb_priority(0/0),skb_mark(0/0),ct_state(0/0x23),ct_zone(0/0),ct_mark(0/0),"
-            f"ct_label(0/0x1),recirc_id(0),dp_hash(0/0),in_port({flow.in_port}),packet_type(ns=0/0,id=0/0),"
-            f"eth(src={macs[0]},dst={macs[1]}),eth_type(0x0800),ipv4(src=0.0.0.0/0.0.0.0,dst=0.0.0.0/0.0.0.0,"
-            f"proto=0/0,tos=0/0,ttl=0/0,frag=no), {stats}{extra}, actions:{flow.out_port}")
+# The match of a Kube-OVN kernel datapath flow as OVS 3.1.0 prints it
+# (lib/odp-util.c `odp_flow_format`). With -m every key with its mask, as in
+# the Corigine capture tests/fixtures/ovs/corigine-dump-flows-m-type-offloaded.stdout.
+# Without -m fully wildcarded keys are left out (packet_type too: the kernel
+# datapath wildcards it), masked flags are written `-new-est-trk` (lib/flow.c
+# `format_flags_masked`, ct_state mask 0x23 = new|est|trk, all clear), and
+# ipv4 keeps only its exact field, frag: as the userspace capture with the
+# same masks shows (tests/fixtures/ovs/ct-masks-dump-flows.stdout).
+VERBOSE_MATCH = ("skb_priority(0/0),skb_mark(0/0),ct_state(0/0x23),ct_zone(0/0),ct_mark(0/0),ct_label(0/0x1),"
+                 "recirc_id(0),dp_hash(0/0),in_port({in_port}),packet_type(ns=0/0,id=0/0),"
+                 "eth(src={src},dst={dst}),eth_type(0x0800),ipv4(src=0.0.0.0/0.0.0.0,dst=0.0.0.0/0.0.0.0,"
+                 "proto=0/0,tos=0/0,ttl=0/0,frag=no)")
+TERSE_MATCH = ("ct_state(-new-est-trk),ct_label(0/0x1),recirc_id(0),in_port({in_port}),"
+               "eth(src={src},dst={dst}),eth_type(0x0800),ipv4(frag=no)")
+MACS = ("00:00:00:c5:6d:4e", "00:00:00:e7:16:ce")
 
 
-TYPES = {
-    "offloaded": lambda f: f.offloaded == "yes",
-    "non-offloaded": lambda f: f.offloaded != "yes",
+def format_flow(flow: Flow, *, verbose: bool, port_numbers: Mapping[str, int] | None = None) -> str:
+    """One line of `dpctl/dump-flows` in lib/dpctl.c `format_dpif_flow`'s order:
+    [ufid:, ] match, stats, [, offloaded:yes|partial] [, dp:layer], actions.
+    Ports are named, or numbered when `port_numbers` is given (dump-flows
+    names them only with -m or --names)."""
+    def port(name: str) -> str:
+        return str(port_numbers[name]) if port_numbers is not None else name
+
+    src, dst = MACS if flow.in_port <= flow.out_port else (MACS[1], MACS[0])
+    template = VERBOSE_MATCH if verbose else TERSE_MATCH
+    parts = [template.format(in_port=port(flow.in_port), src=src, dst=dst),
+             f"packets:{flow.packets}", f"bytes:{flow.packets * 66}", "used:0.260s"]
+    if verbose:
+        parts.insert(0, f"ufid:{uuid.uuid5(uuid.NAMESPACE_OID, f'{flow.in_port}>{flow.out_port}/{flow.dp}')}")
+        if flow.offloaded:  # offloaded on the ovs layer is how OVS words DPDK partial offload
+            parts.append("offloaded:partial" if flow.dp == "ovs" else "offloaded:yes")
+        parts.append(f"dp:{flow.dp}")
+    parts.append(f"actions:{port(flow.out_port)}")
+    return ", ".join(parts)
+
+
+def _port_numbers(flows: list[Flow]) -> dict[str, int]:
+    """odp port numbers: 0 is the datapath's own port (ODPP_LOCAL); the others
+    are numbered here in name order."""
+    names = sorted({f.in_port for f in flows} | {f.out_port for f in flows})
+    return {name: number for number, name in enumerate(names, start=1)}
+
+
+# lib/dpctl.c `populate_dump_types` and `flow_passes_type_filter` (OVS 3.1.0).
+TYPES: dict[str, Callable[[Flow], bool]] = {
     "ovs": lambda f: f.dp == "ovs",
     "tc": lambda f: f.dp == "tc",
+    "dpdk": lambda f: f.dp == "dpdk",
+    "offloaded": lambda f: bool(f.offloaded) and f.dp != "ovs",
+    "partially-offloaded": lambda f: bool(f.offloaded) and f.dp == "ovs",
+    "non-offloaded": lambda f: not f.offloaded,
 }
+DATAPATHS = ("ovs-system", "system@ovs-system")  # `dp_parse_name`: a bare name is of type system
+MAX_ARGS = 6  # dump-flows in dpctl.c `all_commands`, enforced by the unixctl server
+USAGE_ERROR = "ovs-appctl: at least one non-option argument is required (use --help for help)\n"
+
+
+class DumpError(Exception):
+    """What ovs-vswitchd replies as an error: ovs-appctl prints it, then SERVER_ERROR, and exits 2."""
+
+
+@dataclass
+class DumpArgs:
+    verbose: bool = False
+    names: bool | None = None
+    types: str | None = None
+    pmd: bool = False
+
+
+def _options(args: list[str], dump: DumpArgs) -> list[str]:
+    """Leading options, as lib/dpctl.c `dpctl_unixctl_handler` reads them; the rest is returned."""
+    while args and args[0].startswith("-") and args[0] != "-":
+        arg = args.pop(0)
+        if arg.startswith("--"):
+            if arg == "--more":
+                dump.verbose = True
+            elif arg in ("--names", "--no-names"):
+                dump.names = arg == "--names"
+            elif arg not in ("--statistics", "--clear", "--may-create"):
+                raise DumpError(f"Unrecognized option {arg}\n")
+            continue
+        for letter in arg[1:]:
+            if letter not in "ms":
+                raise DumpError(f"Unrecognized option -{letter}\n")
+            dump.verbose = dump.verbose or letter == "m"
+    return args
+
+
+def _dump_args(args: list[str]) -> DumpArgs:
+    """lib/dpctl.c `dpctl_dump_flows`: filter=, type= and pmd= are taken from
+    the end; what is left names the datapath, or is ignored."""
+    dump = DumpArgs()
+    rest = _options(args, dump)
+    while rest:
+        last = rest[-1]
+        if last.startswith("filter="):
+            raise DumpError("the simulated dpctl/dump-flows does not emulate filter=\n")
+        if last.startswith("type=") and dump.types is None:
+            dump.types = rest.pop()[5:]
+        elif last.startswith("pmd="):
+            if not re.match(r"^pmd=\s*[+-]?[0-9]+", rest.pop()):
+                raise DumpError("")  # EINVAL with no message: ovs-appctl prints only SERVER_ERROR
+            dump.pmd = True
+        else:
+            break
+    if len(rest) == 1 and rest[0] not in DATAPATHS:  # `opt_dpif_open`
+        raise DumpError("ovs-vswitchd: datapath not found (Invalid argument)\n")
+    return dump
+
+
+def _type_filter(types: str | None) -> Callable[[Flow], bool]:
+    wanted, rest, everything = [], types, types is None
+    while rest:  # strcspn over ",", as populate_dump_types does; every token is checked, even after "all"
+        token, _, rest = rest.partition(",")
+        if token == "all":
+            everything = True
+        elif token in TYPES:
+            wanted.append(TYPES[token])
+        else:
+            raise DumpError(f"ovs-vswitchd: Failed to parse type ({token}) (Invalid argument)\n")
+    return lambda f: everything or any(test(f) for test in wanted)
 
 
 def ovs_appctl(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
+    """`ovs-appctl` (utilities/ovs-appctl.c, OVS 3.1.0) with ovs-vswitchd's
+    `dpctl/dump-flows` only; errors as tests/fixtures/ovs/ shows them."""
     if _installed(host) is None:
         return CommandResult(argv, 127, "", "ovs-appctl: command not found\n")
-    if len(argv) < 2 or argv[1] != "dpctl/dump-flows":
-        return CommandResult(argv, 2, "", f'"{" ".join(argv[1:2])}" is not a valid command\n{SERVER_ERROR}')
-    verbose = False
-    keep = lambda f: True  # noqa: E731 - no type= shows every flow
-    for arg in argv[2:]:
-        if arg in ("-m", "--more"):
-            verbose = True
-        elif arg.startswith("type=") and arg[5:] in TYPES:
-            keep = TYPES[arg[5:]]
-        else:
-            return CommandResult(argv, 2, "", f"ovs-vswitchd: invalid argument '{arg}'\n{SERVER_ERROR}")
-    lines = [format_flow(f, verbose=verbose) for f in current_flows(host) if keep(f)]
+    if len(argv) < 2:
+        return CommandResult(argv, 1, "", USAGE_ERROR)  # ovs_fatal exits 1
+    try:
+        if argv[1] != "dpctl/dump-flows":
+            raise DumpError(f'"{argv[1]}" is not a valid command (use "list-commands" to see a list of valid commands)\n')
+        if len(argv) - 2 > MAX_ARGS:
+            raise DumpError(f'"dpctl/dump-flows" command takes at most {MAX_ARGS} arguments\n')
+        dump = _dump_args(list(argv[2:]))
+        keep = _type_filter(dump.types)
+    except DumpError as exc:
+        return CommandResult(argv, 2, "", f"{exc}{SERVER_ERROR}")
+    every = current_flows(host)
+    # kernel datapath flows carry no PMD id, so a pmd= filter matches none of them
+    flows = [] if dump.pmd else [f for f in every if keep(f)]
+    names = dump.verbose if dump.names is None else dump.names  # -m implies --names
+    numbers = None if names else _port_numbers(every)
+    lines = [format_flow(f, verbose=dump.verbose, port_numbers=numbers) for f in flows]
     return CommandResult(argv, 0, "".join(line + "\n" for line in lines), "")
 
 
