@@ -59,11 +59,11 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
         _after_step(engine, run_id, node)
         return
     run = store.run(run_id)
-    if run.status == "aborted":
+    spec = engine.pipeline(run).spec.step(step_id)
+    if run.status == "aborted" and spec.phase != "end":  # end steps are what an aborted run still runs
         _write_final(engine, run_id, node, step_id, checkpoint, status="failed",
                      error="run aborted before this step started")
         return
-    spec = engine.pipeline(run).spec.step(step_id)
     renew = None if node is None else (lambda: engine.leases.renew(node, run_id, progress.fence))
     # The heartbeat starts before the checkpoint says `running`, so the watchdog never sees one without it.
     with structlog.contextvars.bound_contextvars(run_id=run_id, node=node, step=step_id,

@@ -146,6 +146,9 @@ class StepSpec(_Strict):
     scope: Literal["node", "cluster"] | None = None
     """Defaults to the step type's own scope; a mismatch is an error."""
     needs: list[str] = Field(default_factory=list)
+    phase: Literal["main", "end"] = "main"
+    """`end`: a cluster step run once after every admitted node has finished (succeeded, failed,
+    or the run aborted), before the run takes its final status; its failure fails the run."""
     disruptive: bool = False
     timeout: float = Field(300.0, gt=0, le=86400)
     """Seconds one attempt may take."""
@@ -172,7 +175,12 @@ class PipelineSpec(_Strict):
 
     @property
     def cluster_steps(self) -> list[StepSpec]:
-        return [s for s in self.steps if s.scope == "cluster"]
+        """Cluster steps of the main phase (the end phase's are `end_steps`)."""
+        return [s for s in self.steps if s.scope == "cluster" and s.phase == "main"]
+
+    @property
+    def end_steps(self) -> list[StepSpec]:
+        return [s for s in self.steps if s.phase == "end"]
 
     @property
     def longest_timeout(self) -> float:
