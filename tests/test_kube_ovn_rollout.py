@@ -268,6 +268,13 @@ def test_the_rollout_on_real_worker_processes_over_the_latest_release(tmp_path):
         sets = ["--set", "allow_disable_ovn_lb=true", "--set", "cluster_poll_interval=0.05",
                 "--set", "reload_wait_interval=0.01", "--set", "vf_wait_interval=0.01",
                 "--set", "rollout.max_unavailable=2"]
+        planned = stack.nicflow("plan", "corigine-offload", "--fleet", "sim:4", "--sim-root", str(root), *sets)
+        # (its exit status is not asserted: on a cluster without the device plugin yet, the dry run's
+        # restart-device-plugin finds no plugin pod and fails, as it always has)
+        shown = " ".join(planned.stdout.split())  # whatever width the console wrapped it to
+        assert ("kube-ovn set-strategy DaemonSet kube-system/ovs-ovn updateStrategy: 'RollingUpdate' -> "
+                "'OnDelete during the run, restored at the end'") in shown
+        assert sim.writes() == []  # the plan applied nothing
         run_id = stack.run("corigine-offload", root, 4, *sets)
         status = stack.wait_for(run_id, timeout=180)
         assert status["status"] == "succeeded", status
