@@ -36,7 +36,8 @@ FAST = {"reload_wait_timeout": 1.0, "reload_wait_interval": 0.01, "vf_wait_timeo
         "cluster_poll_interval": 0.01, "allow_disable_ovn_lb": True, "rollout.max_unavailable": 10}
 
 
-def fleet(tmp_path: Path, version: str, profiles: tuple[str, ...] = PROFILES) -> tuple[Path, SimulatedCluster, list[str]]:
+def fleet(tmp_path: Path, version: str,
+          profiles: tuple[str, ...] = PROFILES) -> tuple[Path, SimulatedCluster, list[str]]:
     names = node_names(len(profiles))
     create_fleet(tmp_path, len(profiles), profiles=dict(zip(names, profiles, strict=True)))
     sim = SimulatedCluster(tmp_path)
@@ -152,7 +153,8 @@ def test_restart_ovs_ovn_acts_inside_a_drain_only_and_the_strategy_comes_back(tm
     restored = run("restore-ovs-ovn-strategy", sim)
     assert [(c.before, c.after) for c in restored.changes] == [("OnDelete", "RollingUpdate")]
     ds = ovs_ds(sim)
-    assert ds["spec"]["updateStrategy"] == INSTALL_SH_STRATEGY and ORIGINAL_STRATEGY not in ds["metadata"]["annotations"]
+    assert ds["spec"]["updateStrategy"] == INSTALL_SH_STRATEGY
+    assert ORIGINAL_STRATEGY not in ds["metadata"]["annotations"]
     assert len(starts(sim)) == len(names)  # restoring it rolled nothing
     settled = sim.writes()
     assert run("restore-ovs-ovn-strategy", sim).status == "ok" and run("kube-ovn", sim).status == "ok"

@@ -214,9 +214,9 @@ def test_hw_offload_false_is_switched_to_on_delete_first_then_patched_and_restar
     switch, patch = api.writes()
     assert switch.content_type == patch.content_type == "application/strategic-merge-patch+json"
     assert switch.query == patch.query == {"fieldManager": "nicflow"}
+    recorded = '{"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}, "type": "RollingUpdate"}'
     assert switch.body == {
-        "metadata": {"annotations": {"nicflow.io/original-update-strategy":
-                                     '{"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}, "type": "RollingUpdate"}'}},
+        "metadata": {"annotations": {"nicflow.io/original-update-strategy": recorded}},
         "spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": None}}}
     assert patch.body == {"spec": {"template": {"spec": {"containers": [
         {"name": "openvswitch", "env": [{"name": "HW_OFFLOAD", "value": "true"}]}]}}}}

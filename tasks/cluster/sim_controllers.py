@@ -4,8 +4,9 @@ After every write the simulated API reconciles at once, the way the real
 controllers do eventually: a DaemonSet has one pod per matching node
 (RollingUpdate replaces pods of an older template within maxSurge and
 maxUnavailable, OnDelete waits for them to be deleted; every ovs-ovn pod start
-is an OVS restart on its node, recorded in the cluster's ops log), a Deployment or ReplicaSet keeps its replicas on schedulable
-nodes, an evicted or deleted pod is replaced. Starting a pod has the effects
+is an OVS restart on its node, recorded in the cluster's ops log), a
+Deployment or ReplicaSet keeps its replicas on schedulable nodes, an evicted
+or deleted pod is replaced. Starting a pod has the effects
 the offload rollout depends on:
 - the SR-IOV device plugin registers `<prefix>/<name>` in the node's
   allocatable with the VF count the host has then (it does not rescan: the
