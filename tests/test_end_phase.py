@@ -59,7 +59,7 @@ class EndProbe(Step[ProbeParams, Nothing]):
     params_model = ProbeParams
 
     def observe(self, ctx: StepContext, params: ProbeParams) -> Nothing:
-        ctx.surface.record("end-probe", write=False, run=ctx.run_id)
+        ctx.surface.record("end-probe", write=False, run=ctx.run_id, nodes=ctx.facts.get("run_nodes"))
         if params.fail:
             raise PermanentError("end probe failed")
         return Nothing()
@@ -135,7 +135,7 @@ def test_the_end_step_runs_once_after_every_node_and_before_the_run_finishes(red
     assert len(node_done) == len(NODES) and closing
     assert max(node_done) < min(closing) and max(closing) < finished
     (probe,) = end_probes(fleet)  # once per run
-    assert probe["run"] == record.id
+    assert probe["run"] == record.id and probe["nodes"] == NODES  # the run's nodes, as a fact
 
 
 def test_the_end_step_runs_after_a_failed_run_and_the_run_stays_failed(redis, fleet):

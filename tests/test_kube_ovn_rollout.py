@@ -183,14 +183,15 @@ def first_started(eng: Engine, run_id: str) -> str:
     return next(e["node"] for _, e in eng.store.events(run_id, count=100_000) if e["kind"] == "node-started")
 
 
-def assert_restarts_inside_drains(sim: SimulatedCluster, nodes: list[str], canary: str, since: int = 0) -> None:
+def assert_restarts_inside_drains(sim: SimulatedCluster, nodes: list[str], canary: str, since: int = 0,
+                                  outside: tuple[str, ...] = ()) -> None:
     """Every ovs-ovn start (an OVS restart) of a node lies between that node's cordon and its
     uncordon (or the end, for a node left cordoned), in the cluster's ops log; none comes
-    before the canary's."""
+    before the canary's. Nodes `outside` the run are not checked here."""
     ops = sim.ops()[since:]
     restarted: dict[str, list[int]] = {}
     for i, op in enumerate(ops):
-        if op["op"] == "ovs-ovn-start":
+        if op["op"] == "ovs-ovn-start" and op["node"] not in outside:
             restarted.setdefault(op["node"], []).append(i)
     assert sorted(restarted) == sorted(nodes) and all(len(v) == 1 for v in restarted.values()), restarted
     for node, (at,) in restarted.items():
@@ -223,6 +224,24 @@ def test_a_canary_rollout_restarts_each_ovs_in_its_drain_and_restores_the_strate
     assert {v["status"] for v in second["cluster"].values()} == {"ok"}
     assert [op for op in sim.ops()[len(cluster_writes):] if op.get("write", True) or op["op"] != "exec"] == []
     assert {n: open_host(root, n).ops() for n in names} == host_ops
+
+
+def test_nodes_outside_the_run_are_left_to_the_restored_strategy(redis, tmp_path):
+    """ovs-ovn runs on every node, so a node without the card, not in the run, also has the older
+    template: the end step restores RollingUpdate all the same, and says it restarts that one."""
+    root, sim, names = fleet(tmp_path, "1.12", (*PROFILES, "bare"))
+    eng = engine(redis)
+    status = converge(eng, root, names[:-1])
+    assert status["status"] == "succeeded", status["cluster"]["restore-ovs-ovn-strategy"]
+    changes = eng.store.checkpoint(status["run"], None, "restore-ovs-ovn-strategy").changes
+    assert [(c["action"], c["before"]) for c in changes] == [
+        ("restore-strategy", "OnDelete"), ("restarted-by-rolling-update", [names[-1]])]
+    assert_restarts_inside_drains(sim, names[:-1], first_started(eng, status["run"]), outside=(names[-1],))
+    ops = sim.ops()
+    restored = max(i for i, op in enumerate(ops) if op["op"] == "patch" and op["name"] == "ovs-ovn")
+    (outside,) = [i for i, op in enumerate(ops) if op["op"] == "ovs-ovn-start" and op["node"] == names[-1]]
+    assert outside > restored and ops[outside]["cause"] == "rolling-update"
+    assert ovs_ds(sim)["spec"]["updateStrategy"] == INSTALL_SH_STRATEGY
 
 
 def test_a_failed_run_whose_nodes_all_restarted_ends_with_rolling_update_again(redis, tmp_path):

@@ -22,7 +22,7 @@ from workflows.errors import LeaseLost, StepError, TransientError
 from workflows.leases import NodeLeases
 from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
 from workflows.runner import run_step
-from workflows.spec import StepSpec
+from workflows.spec import RUN_NODES_FACT, StepSpec
 from workflows.step import StepContext, StepResult
 
 if TYPE_CHECKING:
@@ -115,6 +115,8 @@ def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodePr
     guard = None
     if node is None:
         ctx_surface = engine.surfaces.cluster(run.fleet)
+        if spec.phase == "end":
+            facts[RUN_NODES_FACT] = engine.store.nodes(run.id)
     else:
         facts.update(_facts(progress, [s.id for s in pipeline.spec.node_steps]))
         on_cluster = engine.registry.get(spec.type).runs_on == "cluster"

@@ -18,10 +18,13 @@ read it there). Then per node:
 
 restore-ovs-ovn-strategy, an end step (`phase: end`), puts the recorded
 strategy back once every node has finished and removes the annotation. While a
-node still runs an older template (a failed or aborted run), restoring
-RollingUpdate would restart its OVS at once, undrained: the step then keeps
-OnDelete, fails naming those nodes, and a later run finishes them and
+node of the run still runs an older template (a failed or aborted run),
+restoring RollingUpdate would restart its OVS at once, undrained: the step then
+keeps OnDelete, fails naming those nodes, and a later run finishes them and
 restores the strategy, unless `restore_with_outdated_pods` says otherwise.
+Nodes outside the run (ovs-ovn runs on every node; HW_OFFLOAD is the whole
+DaemonSet's) are left to the restored strategy, which restarts them as
+install.sh's own would, and the step says which.
 
 Which pod is older: the DaemonSet's template generation (the annotation
 `deprecated.daemonset.template.generation`, raised by the API server only when
@@ -42,6 +45,7 @@ from tasks.cluster.steps_drain import FACT_NAME, node_of
 from tasks.cluster.surface import DNS1123_LABEL, DNS1123_SUBDOMAIN, ClusterSurface, Manifest, PodView
 from tasks.corigine.wait import wait_until
 from workflows.errors import PermanentError, StepTimeout, TransientError
+from workflows.spec import RUN_NODES_FACT
 from workflows.step import Change, Step, StepContext, StepParams
 
 OVS_OVN = "ovs-ovn"
@@ -238,6 +242,17 @@ class StrategyState:
     live: Manifest
     recorded: Manifest | None
     outdated: list[PodView]
+    run_nodes: frozenset[str] | None
+    """The run's nodes (the end phase's fact); None: every node counts as the run's."""
+
+    @property
+    def blocking(self) -> list[PodView]:
+        """Older pods on the run's nodes: their OVS restart belongs in their drain."""
+        return [p for p in self.outdated if self.run_nodes is None or p.node in self.run_nodes]
+
+    @property
+    def outside(self) -> list[PodView]:
+        return [p for p in self.outdated if p not in self.blocking]
 
 
 class RestoreOvsOvnStrategy(Step[RestoreParams, StrategyState]):
@@ -250,21 +265,26 @@ class RestoreOvsOvnStrategy(Step[RestoreParams, StrategyState]):
 
     def observe(self, ctx: StepContext, params: RestoreParams) -> StrategyState:
         ds = live_daemonset(ctx.surface, params.namespace, params.daemonset)
+        nodes = ctx.facts.get(RUN_NODES_FACT)
         return StrategyState(f"{params.namespace}/{params.daemonset}", strategy_of(ds), recorded_strategy(ds),
-                             outdated_ovs_pods(ctx.surface, ds))
+                             outdated_ovs_pods(ctx.surface, ds), frozenset(nodes) if nodes is not None else None)
 
     def plan(self, state: StrategyState, params: RestoreParams) -> list[Change]:
         if state.recorded is None:
             return []
-        if state.outdated and not params.restore_with_outdated_pods:
-            nodes = ", ".join(sorted({p.node or "?" for p in state.outdated}))
+        if state.blocking and not params.restore_with_outdated_pods:
+            nodes = ", ".join(sorted({p.node or "?" for p in state.blocking}))
             raise PermanentError(
                 f"kept DaemonSet {state.ref} OnDelete: node(s) {nodes} still run an older ovs-ovn template, and "
                 f"{state.recorded['type']} would restart their OVS now, without a drain. Run the pipeline over "
                 "them (their drain restarts OVS, the end of that run restores the strategy), or set "
                 "restore_with_outdated_pods=true")
-        return [Change("restore-strategy", f"DaemonSet {state.ref} updateStrategy", state.live.get("type"),
-                       state.recorded["type"])]
+        changes = [Change("restore-strategy", f"DaemonSet {state.ref} updateStrategy", state.live.get("type"),
+                          state.recorded["type"])]
+        if state.outside and state.recorded["type"] == "RollingUpdate":
+            changes.append(Change("restarted-by-rolling-update", "ovs-ovn on nodes outside this run",
+                                  sorted(p.node or "?" for p in state.outside), "by the DaemonSet controller"))
+        return changes
 
     def apply(self, ctx: StepContext, params: RestoreParams, state: StrategyState, changes: list[Change]) -> None:
         assert state.recorded is not None  # plan() made sure
