@@ -55,7 +55,8 @@ def _wait_ready(log: Path, worker) -> None:
 
 def measure_overhead(workdir: Path, *, nodes: int, pipeline: str, concurrency: int = 8) -> dict[str, Any]:
     with redis_server(workdir / "redis") as url:
-        sets = ZERO_WAITS + (["cluster_poll_interval=0.001"] if pipeline == "corigine-offload" else [])
+        sets = ZERO_WAITS + (["cluster_poll_interval=0.001", "allow_disable_ovn_lb=true"]
+                             if pipeline == "corigine-offload" else [])
         run = run_fleet(url, workdir / "nicflow", nodes=nodes, pipeline=pipeline,
                         sets=["rollout.max_unavailable=100%", "rollout.max_failures=100%", *sets],
                         concurrency=concurrency)

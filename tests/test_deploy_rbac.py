@@ -41,7 +41,8 @@ NAMED = {"clusterroles", "clusterrolebindings", "customresourcedefinitions"}
 touch Multus's ClusterRole, not every ClusterRole."""
 
 APPLY = "application/apply-patch+yaml"
-KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.22"
+KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.35"
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 OFFLOADED = ("ufid:0d7c2a9e-1b7f-4c55-9d1e-3a0c5f6b8e21, recirc_id(0),in_port(pf0vf0),eth_type(0x0800),"
              "ipv4(frag=no), packets:120, bytes:11760, used:0.410s, offloaded:yes, dp:tc, actions:pf0vf1\n")
 FAST_DRAIN = {"drain_timeout": 5.0, "eviction_backoff": 0.01, "eviction_backoff_max": 0.02, "poll_interval": 0.01}
@@ -105,14 +106,16 @@ class RecordingExec:
 # --- the recorded run ---------------------------------------------------------------------------
 
 def seed(api: KubeStandIn) -> None:
-    """Two nodes with the card, Kube-OVN as its installer leaves it (HW_OFFLOAD=false, ovs-ovn
-    OnDelete), the device plugin's pod, a workload, nicflow's own agent."""
+    """Two nodes with the card, Kube-OVN as its install.sh (v1.12.35) leaves it (HW_OFFLOAD=false,
+    ovs-ovn RollingUpdate with maxSurge 1), the device plugin's pod, a workload, nicflow's own agent."""
     api.put(node("node-1", allocatable={"corigine.com/agilio_sriov": "0"}))
     api.put(node("node-2"))
     ovs_labels = {"app": "ovs", "component": "network", "type": "infra"}
     ready = {"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 2}
-    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "ovs-ovn", "namespace": "kube-system"},
-             "spec": {"selector": {"matchLabels": {"app": "ovs"}}, "updateStrategy": {"type": "OnDelete"},
+    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
+             "metadata": {"name": "ovs-ovn", "namespace": "kube-system", "annotations": {TEMPLATE_GENERATION: "1"}},
+             "spec": {"selector": {"matchLabels": {"app": "ovs"}}, "updateStrategy": {
+                          "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                       "template": {"metadata": {"labels": ovs_labels}, "spec": {"containers": [{
                           "name": "openvswitch", "image": KUBE_OVN_IMAGE,
                           "env": [{"name": "HW_OFFLOAD", "value": "false"}]}]}}},
@@ -139,11 +142,14 @@ def seed(api: KubeStandIn) -> None:
 def cluster_reacts(api: KubeStandIn, request: Request) -> None:
     """What the cluster's own controllers do a moment after nicflow's writes."""
     name = request.path.rsplit("/", 1)[-1]
-    if request.method == "DELETE" and name.startswith("ovs-ovn-old"):
+    ds = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
+    if request.method == "PATCH" and name == "ovs-ovn" and "template" in (request.body.get("spec") or {}):
+        annotations = ds["metadata"]["annotations"]  # the API server's template generation
+        annotations[TEMPLATE_GENERATION] = str(int(annotations[TEMPLATE_GENERATION]) + 1)
+    elif request.method == "DELETE" and name.startswith("ovs-ovn-old"):
         node_name = {"ovs-ovn-old0": "node-1", "ovs-ovn-old1": "node-2"}[name]
-        ds = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
         api.put(pod("kube-system", f"ovs-ovn-new-{node_name}", node_name, owner="DaemonSet",
-                    labels={"app": "ovs", "pod-template-generation": str(ds["metadata"]["generation"])}))
+                    labels={"app": "ovs", "pod-template-generation": ds["metadata"]["annotations"][TEMPLATE_GENERATION]}))
     elif request.method == "DELETE" and name.startswith("sriovdp-"):
         api.put(pod("kube-system", "sriovdp-new", "node-1", owner="DaemonSet", labels={"app": "sriovdp"}))
         api.objects["/api/v1/nodes/node-1"]["status"]["allocatable"]["corigine.com/agilio_sriov"] = "4"
@@ -159,10 +165,14 @@ SCENARIO: list[tuple[str, dict[str, Any], str | None, dict[str, Any]]] = [
     ("multus", {}, None, {}),
     ("network-attachment", {}, None, {}),
     ("kube-ovn", {"iface": "ens1f0np0", "allow_disable_lb": True}, None, {}),
+    ("ovs-ovn-check", {}, "node-1", {}),
     ("cordon-drain", {**FAST_DRAIN, "when_any": ["firmware_changed"]}, "node-1", {"firmware_changed": True}),
     ("restart-device-plugin", {}, "node-1", {"numvfs": 4}),
+    ("restart-ovs-ovn", {"poll_interval": 0.01}, "node-1", {"drained": True}),
+    ("restart-ovs-ovn", {"poll_interval": 0.01}, "node-2", {"drained": True}),
     ("verify-offload-cluster", {"traffic_probe": True}, "node-1", {"network": "default/default"}),
     ("uncordon", {}, "node-1", {}),
+    ("restore-ovs-ovn-strategy", {}, None, {}),
 ]
 
 

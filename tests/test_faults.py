@@ -18,7 +18,7 @@ from workflows.control import abort_run
 
 PIPELINE = "corigine-offload"
 FAST_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "--set", "cluster_poll_interval=0.05",
-            "--set", "vf_wait_interval=0.01"]
+            "--set", "vf_wait_interval=0.01", "--set", "allow_disable_ovn_lb=true"]
 
 
 @pytest.fixture(scope="module")

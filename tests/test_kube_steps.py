@@ -12,7 +12,7 @@ import pytest
 from tasks.cluster.kube import KubeCluster
 from tasks.cluster.steps_kubeovn import KubeOvnParams
 from tasks.cluster.surface import ApplyConflict
-from tests.kube_standin import KubeStandIn, Request, pod, running
+from tests.kube_standin import KubeStandIn, Request, node, pod, running
 from tests.kube_support import run
 from workflows.errors import PermanentError
 
@@ -21,7 +21,7 @@ MANUAL_CONFIG = {"resourceList": [{"resourcePrefix": "corigine.com", "resourceNa
 MANUAL_NAD_CONFIG = {"cniVersion": "0.3.1", "name": "kube-ovn", "plugins": [
     {"type": "kube-ovn", "server_socket": "/run/openvswitch/kube-ovn-daemon.sock", "provider": "default.default.ovn"},
     {"type": "portmap", "capabilities": {"portMappings": True}}]}
-KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.22"
+KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.35"
 SRIOVDP_CONFIG = {"name": "sriovdp-config", "namespace": "kube-system"}
 CONTROLLER_ARGS = ["/kube-ovn/start-controller.sh", "--default-cidr=10.16.0.0/16", "--enable-lb=false",
                    "--enable-np=true"]
@@ -143,12 +143,20 @@ def test_the_provider_follows_the_attachment_name_and_namespace(api, kube):
 
 # kube-ovn ---------------------------------------------------------------------------------
 
-def kube_ovn(api: KubeStandIn, *, hw_offload: str = "false", enable_lb: str = "false", iface: str = "ens1f0np0",
+OVS_PATH = "/apis/apps/v1/namespaces/kube-system/daemonsets/ovs-ovn"
+INSTALL_SH_STRATEGY = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+
+
+def kube_ovn(api: KubeStandIn, *, hw_offload: str = "false", enable_lb: str = "true", iface: str = "ens1f0np0",
              nodes: tuple[str, ...] = ("node-1", "node-2")) -> None:
-    """Kube-OVN as its install.sh leaves it: ovs-ovn is OnDelete."""
+    """Kube-OVN as its install.sh (v1.12.35, v1.16.2) leaves it: ovs-ovn RollingUpdate with
+    maxSurge 1, maxUnavailable 0; ENABLE_LB=true by default. The API shows the template
+    generation as the apps/v1 annotation deprecated.daemonset.template.generation."""
     labels = {"app": "ovs", "component": "network", "type": "infra"}
-    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "ovs-ovn", "namespace": "kube-system"},
-             "spec": {"selector": {"matchLabels": {"app": "ovs"}}, "updateStrategy": {"type": "OnDelete"},
+    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
+             "metadata": {"name": "ovs-ovn", "namespace": "kube-system", "annotations": {TEMPLATE_GENERATION: "1"}},
+             "spec": {"selector": {"matchLabels": {"app": "ovs"}}, "updateStrategy": dict(INSTALL_SH_STRATEGY),
                       "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
                           "name": "openvswitch", "image": KUBE_OVN_IMAGE, "command": ["/kube-ovn/start-ovs.sh"],
                           "env": [{"name": "ENABLE_SSL", "value": "false"}, {"name": "HW_OFFLOAD", "value": hw_offload},
@@ -171,8 +179,18 @@ def kube_ovn(api: KubeStandIn, *, hw_offload: str = "false", enable_lb: str = "f
              "status": {"observedGeneration": 1, "desiredNumberScheduled": len(nodes),
                         "updatedNumberScheduled": len(nodes), "numberAvailable": len(nodes)}})
     for n, name in enumerate(nodes):
+        api.put(node(name))
         api.put(pod("kube-system", f"ovs-ovn-old{n}", name, owner="DaemonSet",
                     labels={**labels, "pod-template-generation": "1"}))
+    api.hooks.append(template_generation)
+
+
+def template_generation(api: KubeStandIn, request: Request) -> None:
+    """The API server: the template generation goes up only when spec.template changes
+    (kubernetes pkg/registry/apps/daemonset/strategy.go PrepareForUpdate)."""
+    if request.method == "PATCH" and request.path == OVS_PATH and "template" in (request.body.get("spec") or {}):
+        annotations = api.objects[OVS_PATH]["metadata"].setdefault("annotations", {})
+        annotations[TEMPLATE_GENERATION] = str(int(annotations.get(TEMPLATE_GENERATION, "1")) + 1)
 
 
 def recreate_ovs_pods(api: KubeStandIn, request: Request) -> None:
@@ -183,39 +201,66 @@ def recreate_ovs_pods(api: KubeStandIn, request: Request) -> None:
     name = request.path.rsplit("/", 1)[-1]
     node_name = {"ovs-ovn-old0": "node-1", "ovs-ovn-old1": "node-2"}[name]
     api.put(pod("kube-system", f"ovs-ovn-new-{node_name}", node_name, owner="DaemonSet",
-                labels={"app": "ovs", "pod-template-generation": str(ds["metadata"]["generation"])}))
+                labels={"app": "ovs", "pod-template-generation": ds["metadata"]["annotations"][TEMPLATE_GENERATION]}))
 
 
-def test_an_existing_kube_ovn_with_hw_offload_false_gets_exactly_the_patch_it_needs(api, kube):
-    kube_ovn(api, hw_offload="false")
+def test_hw_offload_false_is_switched_to_on_delete_first_then_patched_and_restarted_per_node(api, kube):
+    kube_ovn(api, hw_offload="false", enable_lb="false")
     api.hooks.append(recreate_ovs_pods)
     result = run("kube-ovn", kube, {"iface": "ens1f0np0"})
     assert result.status == "changed"
-    assert [c.action for c in result.changes] == ["set-env", "restart"]
-    assert written(api) == [
-        ("PATCH", "/apis/apps/v1/namespaces/kube-system/daemonsets/ovs-ovn"),
-        ("DELETE", "/api/v1/namespaces/kube-system/pods/ovs-ovn-old0"),
-        ("DELETE", "/api/v1/namespaces/kube-system/pods/ovs-ovn-old1"),
-    ]
-    patch = api.writes()[0]
-    assert patch.content_type == "application/strategic-merge-patch+json"
-    assert patch.query == {"fieldManager": "nicflow"}
+    assert [c.action for c in result.changes] == ["set-strategy", "set-env"]
+    assert written(api) == [("PATCH", OVS_PATH), ("PATCH", OVS_PATH)]  # no pod deleted: that is per node
+    switch, patch = api.writes()
+    assert switch.content_type == patch.content_type == "application/strategic-merge-patch+json"
+    assert switch.query == patch.query == {"fieldManager": "nicflow"}
+    recorded = '{"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}, "type": "RollingUpdate"}'
+    assert switch.body == {
+        "metadata": {"annotations": {"nicflow.io/original-update-strategy": recorded}},
+        "spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": None}}}
     assert patch.body == {"spec": {"template": {"spec": {"containers": [
         {"name": "openvswitch", "env": [{"name": "HW_OFFLOAD", "value": "true"}]}]}}}}
-    env = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "ENABLE_SSL", "value": "false"}, {"name": "HW_OFFLOAD", "value": "true"},
-                   {"name": "TUNNEL_TYPE", "value": "geneve"}]  # the installer's other settings are untouched
+    live = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
+    assert live["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    assert live["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "ENABLE_SSL", "value": "false"}, {"name": "HW_OFFLOAD", "value": "true"},
+        {"name": "TUNNEL_TYPE", "value": "geneve"}]  # the installer's other settings are untouched
     api.clear()
     again = run("kube-ovn", kube, {"iface": "ens1f0np0"})
     assert (again.status, api.writes()) == ("ok", [])
+
+    assert run("ovs-ovn-check", kube, node="node-1").outputs == {"ovs_restart_needed": True}
+    restarted = run("restart-ovs-ovn", kube, node="node-1", facts={"drained": True})
+    assert restarted.status == "changed"
+    assert written(api) == [("DELETE", "/api/v1/namespaces/kube-system/pods/ovs-ovn-old0")]
+    with pytest.raises(PermanentError, match=r"node\(s\) node-2 still run an older ovs-ovn template"):
+        run("restore-ovs-ovn-strategy", kube)
+    run("restart-ovs-ovn", kube, node="node-2", facts={"drained": True})
+    api.clear()
+    restored = run("restore-ovs-ovn-strategy", kube)
+    assert [(c.before, c.after) for c in restored.changes] == [("OnDelete", "RollingUpdate")]
+    (request,) = api.writes()
+    assert (request.method, request.path) == ("PATCH", OVS_PATH)
+    assert request.body == {"metadata": {"annotations": {"nicflow.io/original-update-strategy": None}},
+                            "spec": {"updateStrategy": INSTALL_SH_STRATEGY}}
+    live = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
+    assert live["spec"]["updateStrategy"] == INSTALL_SH_STRATEGY
+    assert "nicflow.io/original-update-strategy" not in live["metadata"]["annotations"]
+    api.clear()
+    for step, node in (("restore-ovs-ovn-strategy", None), ("restart-ovs-ovn", "node-1"), ("kube-ovn", None)):
+        assert run(step, kube, {"iface": "ens1f0np0"} if step == "kube-ovn" else {}, node=node,
+                   facts={"drained": True}).status == "ok"
+    assert api.writes() == []
 
 
 def test_only_the_differing_flag_is_changed_and_the_rest_of_the_args_kept(api, kube):
     kube_ovn(api, hw_offload="true", enable_lb="true", iface="eth0")
     result = run("kube-ovn", kube, {"iface": "ens1f0np0", "allow_disable_lb": True})
-    assert [c.target for c in result.changes] == ["Deployment kube-system/kube-ovn-controller --enable-lb",
+    assert [c.target for c in result.changes] == ["DaemonSet kube-system/ovs-ovn updateStrategy",
+                                                  "Deployment kube-system/kube-ovn-controller --enable-lb",
                                                   "DaemonSet kube-system/kube-ovn-cni --iface"]
-    controller, cni = api.writes()
+    switch, controller, cni = api.writes()
+    assert switch.path == OVS_PATH and "updateStrategy" in switch.body["spec"]
     assert controller.body == {"spec": {"template": {"spec": {"containers": [
         {"name": "kube-ovn-controller", "args": CONTROLLER_ARGS}]}}}}
     assert cni.body == {"spec": {"template": {"spec": {"containers": [
@@ -223,7 +268,7 @@ def test_only_the_differing_flag_is_changed_and_the_rest_of_the_args_kept(api, k
 
 
 def test_preflight_refuses_to_disable_a_load_balancer_that_may_be_needed(api, kube):
-    kube_ovn(api, hw_offload="false", enable_lb="true")
+    kube_ovn(api, hw_offload="false")  # install.sh's ENABLE_LB=true
     with pytest.raises(PermanentError) as raised:
         run("kube-ovn", kube)
     assert "refusing to disable the OVN load balancer" in raised.value.message

@@ -64,7 +64,10 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
     workdir = workdir or Path(tempfile.mkdtemp(prefix="nicflow-demo-"))
     sim_root = workdir / "fleet"
     fleet = create_fleet(sim_root, nodes, command_latency=latency, profiles=demo_profiles(nodes))
-    loaded = load_pipeline(pipeline, [])
+    # The simulated cluster runs Kube-OVN as install.sh leaves it, the OVN load balancer on;
+    # the demo's fleet has nothing that needs it, which is what allow_disable_ovn_lb says.
+    overrides: dict[str, Any] = {"allow_disable_ovn_lb": True} if pipeline == "corigine-offload" else {}
+    loaded = load_pipeline(pipeline, [f"{k}={str(v).lower()}" for k, v in overrides.items()])
     chosen = [n for n, spec in fleet.nodes.items()
               if not selector or all(spec.labels.get(k) == v for k, v in [selector.split("=", 1)])]
     console.print(f"[bold]nicflow demo[/]: {pipeline} over {len(chosen)} of {nodes} simulated nodes "
@@ -85,7 +88,7 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
                 console.rule(label)
                 before, api_before = side_effects(sim_root, chosen), cluster_writes(sim_root)
                 t0 = time.time()
-                record = start_run(engine, loaded, chosen, fleet=f"sim:{sim_root}")
+                record = start_run(engine, loaded, chosen, fleet=f"sim:{sim_root}", overrides=overrides)
                 status = watch(lambda: run_status(engine, record.id), console, timeout=600)
                 after = side_effects(sim_root, chosen)
                 delta = dict(after - before) or "none"

@@ -118,6 +118,8 @@ class Engine:
         if run.status == "pending" and self.store.transition(run_id, "running", allowed=("pending",)):
             self.store.emit(run_id, "run-started", total=run.total)
             run = self.store.run(run_id)
+        if run.status == "aborted":
+            self._end_after_abort(run_id)
         if run.terminal or run.status == "paused":
             return
         pipeline = self.pipeline(run)
@@ -196,8 +198,9 @@ class Engine:
         if run.cursor < run.total and not (over_budget or cluster_failed or run.status != "running"):
             return
         cluster = self.store.progress(run_id, None)
-        if any(not cp.terminal for cp in cluster.steps.values()):
+        if any(not cp.terminal for cp in cluster.steps.values()) or self._start_end_phase(run, cluster):
             return
+        cluster_failed = cluster_failed or any(cp.status == "failed" for cp in cluster.steps.values())
         if run.status == "running":
             final = "failed" if over_budget or cluster_failed else "succeeded"
             if self.store.transition(run_id, final, allowed=("running",)):
@@ -205,6 +208,23 @@ class Engine:
                 self.store.retire(run_id)
                 self.release_run(run_id)
                 metrics.RUNS_FINISHED.labels(final).inc()
+
+    def _start_end_phase(self, run: RunRecord, cluster: NodeProgress) -> bool:
+        """Every node has finished: dispatch the end steps whose needs are done (an end step whose
+        need failed or never ran is left out). True while one was dispatched: it finishes the run."""
+        ready = self._ready(self.pipeline(run).spec.end_steps, cluster, cluster)
+        for spec in ready:
+            self.dispatch(run.id, None, spec)
+        return bool(ready)
+
+    def _end_after_abort(self, run_id: str) -> None:
+        """An aborted run is terminal at once; its end steps still run once its nodes have finished."""
+        run = self.store.run(run_id)
+        if run.inflight > 0:
+            return
+        cluster = self.store.progress(run_id, None)
+        if not any(not cp.terminal for cp in cluster.steps.values()):
+            self._start_end_phase(run, cluster)
 
     # node level
     def advance_node(self, run_id: str, node: str) -> None:

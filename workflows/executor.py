@@ -22,7 +22,7 @@ from workflows.errors import LeaseLost, StepError, TransientError
 from workflows.leases import NodeLeases
 from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
 from workflows.runner import run_step
-from workflows.spec import StepSpec
+from workflows.spec import RUN_NODES_FACT, StepSpec
 from workflows.step import StepContext, StepResult
 
 if TYPE_CHECKING:
@@ -59,11 +59,11 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
         _after_step(engine, run_id, node)
         return
     run = store.run(run_id)
-    if run.status == "aborted":
+    spec = engine.pipeline(run).spec.step(step_id)
+    if run.status == "aborted" and spec.phase != "end":  # end steps are what an aborted run still runs
         _write_final(engine, run_id, node, step_id, checkpoint, status="failed",
                      error="run aborted before this step started")
         return
-    spec = engine.pipeline(run).spec.step(step_id)
     renew = None if node is None else (lambda: engine.leases.renew(node, run_id, progress.fence))
     # The heartbeat starts before the checkpoint says `running`, so the watchdog never sees one without it.
     with structlog.contextvars.bound_contextvars(run_id=run_id, node=node, step=step_id,
@@ -115,6 +115,8 @@ def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodePr
     guard = None
     if node is None:
         ctx_surface = engine.surfaces.cluster(run.fleet)
+        if spec.phase == "end":
+            facts[RUN_NODES_FACT] = engine.store.nodes(run.id)
     else:
         facts.update(_facts(progress, [s.id for s in pipeline.spec.node_steps]))
         on_cluster = engine.registry.get(spec.type).runs_on == "cluster"

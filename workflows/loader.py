@@ -136,17 +136,27 @@ def _check_steps(spec: PipelineSpec, registry: StepRegistry) -> tuple[PipelineSp
         if step.scope not in (None, type_scope):
             problems.append(Problem(("steps", i, "scope"), f"step type {step.type} runs with scope {type_scope}", step.scope))
         scopes[step.id] = type_scope
+        if step.phase == "end" and type_scope != "cluster":
+            problems.append(Problem(("steps", i, "phase"), f"an end step runs once, after every node: step type "
+                                    f"{step.type} runs with scope {type_scope}, not cluster", step.phase))
         steps.append(step.model_copy(update={"scope": type_scope}))
+    phases = {s.id: s.phase for s in spec.steps}
     for i, step in enumerate(spec.steps):
         for j, need in enumerate(step.needs):
             if need not in ids:
                 problems.append(Problem(("steps", i, "needs", j), "unknown step", need))
             elif need == step.id:
                 problems.append(Problem(("steps", i, "needs", j), "a step cannot need itself", need))
+            elif step.phase == "end" and scopes.get(need) == "node":
+                problems.append(Problem(("steps", i, "needs", j), "an end step may need only cluster steps", need))
             elif scopes.get(step.id) == "cluster" and scopes.get(need) == "node":
                 problems.append(Problem(
                     ("steps", i, "needs", j),
                     "a cluster step runs once per run and cannot wait for a node step", need))
+            elif step.phase == "main" and phases.get(need) == "end":
+                problems.append(Problem(
+                    ("steps", i, "needs", j), "an end step runs after every node has finished: "
+                    "a step of the main phase cannot wait for it", need))
     if not problems:
         problems += _find_cycle(spec)
     return spec.model_copy(update={"steps": steps}), problems

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 STEP_ID = r"^[a-z][a-z0-9-]{0,62}$"
 PARAM_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
 PERCENT = re.compile(r"^(100|[1-9]?[0-9])%$")
+RUN_NODES_FACT = "run_nodes"
+"""The fact an end step finds the run's nodes under (every node the run targeted)."""
 
 
 class _Strict(BaseModel):
@@ -152,6 +154,10 @@ class StepSpec(_Strict):
     scope: Literal["node", "cluster"] | None = None
     """Defaults to the step type's own scope; a mismatch is an error."""
     needs: list[str] = Field(default_factory=list)
+    phase: Literal["main", "end"] = "main"
+    """`end`: a cluster step run once after every admitted node has finished (succeeded, failed,
+    or the run aborted), before the run takes its final status; its failure fails the run. It
+    sees the run's nodes as the fact `run_nodes`."""
     disruptive: bool = False
     timeout: float = Field(300.0, gt=0, le=86400)
     """Seconds one attempt may take."""
@@ -178,7 +184,12 @@ class PipelineSpec(_Strict):
 
     @property
     def cluster_steps(self) -> list[StepSpec]:
-        return [s for s in self.steps if s.scope == "cluster"]
+        """Cluster steps of the main phase (the end phase's are `end_steps`)."""
+        return [s for s in self.steps if s.scope == "cluster" and s.phase == "main"]
+
+    @property
+    def end_steps(self) -> list[StepSpec]:
+        return [s for s in self.steps if s.phase == "end"]
 
     @property
     def longest_timeout(self) -> float:

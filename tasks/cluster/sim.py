@@ -121,13 +121,14 @@ class SimulatedCluster:
             if write:
                 self._write(self._nodes, nodes)
 
-    def _seeded(self, kube_ovn: Mapping[str, str] | None = DEFAULT_SEED, *, workloads: bool = True) -> ctl.World:
+    def _seeded(self, kube_ovn: Mapping[str, str] | None = DEFAULT_SEED, *, workloads: bool = True,
+                version: str = sim_seed.DEFAULT_KUBE_OVN_VERSION) -> ctl.World:
         fleet_file = self.root / "fleet.json"
         inventory = json.loads(fleet_file.read_text())["nodes"] if fleet_file.exists() else {}
         world: ctl.World = {"objects": {}, "managers": {}, "pods": {}, "replicasets": {}, "pdbs": {}, "seq": 0,
                             "nodes": {name: sim_seed.node_object(name, spec.get("labels") or {})
                                       for name, spec in sorted(inventory.items())}}
-        manifests = sim_seed.kube_ovn_manifests(kube_ovn) if kube_ovn is not None else []
+        manifests = sim_seed.kube_ovn_manifests(kube_ovn, version) if kube_ovn is not None else []
         for manifest in manifests:
             self._create(world, manifest, sim_seed.KUBE_OVN_INSTALLER)
         self._create(world, sim_seed.agent_manifest(), "kubectl-client-side-apply")
@@ -138,11 +139,13 @@ class SimulatedCluster:
         ctl.reconcile(world, self.root, booting=True)
         return world
 
-    def seed(self, *, kube_ovn: Mapping[str, str] | None = DEFAULT_SEED, workloads: bool = True) -> None:
-        """(Re)create the cluster's starting state; `kube_ovn=None` starts without Kube-OVN."""
+    def seed(self, *, kube_ovn: Mapping[str, str] | None = DEFAULT_SEED, workloads: bool = True,
+             kube_ovn_version: str = sim_seed.DEFAULT_KUBE_OVN_VERSION) -> None:
+        """(Re)create the cluster's starting state; `kube_ovn=None` starts without Kube-OVN, else
+        Kube-OVN as install.sh of `kube_ovn_version` leaves it with those settings."""
         with open(self.dir / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._save(self._seeded(kube_ovn, workloads=workloads))
+            self._save(self._seeded(kube_ovn, workloads=workloads, version=kube_ovn_version))
 
     def add_pdb(self, namespace: str, name: str, selector: dict[str, str], min_available: int) -> None:
         """Test and demo set-up, not an API call: a PodDisruptionBudget."""

@@ -2,9 +2,11 @@
 
 After every write the simulated API reconciles at once, the way the real
 controllers do eventually: a DaemonSet has one pod per matching node
-(RollingUpdate replaces pods of an older template, OnDelete waits for them to
-be deleted), a Deployment or ReplicaSet keeps its replicas on schedulable
-nodes, an evicted or deleted pod is replaced. Starting a pod has the effects
+(RollingUpdate replaces pods of an older template within maxSurge and
+maxUnavailable, OnDelete waits for them to be deleted; every ovs-ovn pod start
+is an OVS restart on its node, recorded in the cluster's ops log), a
+Deployment or ReplicaSet keeps its replicas on schedulable nodes, an evicted
+or deleted pod is replaced. Starting a pod has the effects
 the offload rollout depends on:
 - the SR-IOV device plugin registers `<prefix>/<name>` in the node's
   allocatable with the VF count the host has then (it does not rescan: the
@@ -15,7 +17,10 @@ the offload rollout depends on:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,10 @@ from tasks.host.sim import SimulatedHost
 
 World = dict[str, Any]
 GENERATION_LABEL = "pod-template-generation"
+REVISION_LABEL = "controller-revision-hash"
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+OVS_DAEMONSET = "ovs-ovn"
+"""Kube-OVN's OVS DaemonSet: each start of one of its pods restarts OVS on the node, recorded."""
 DEFAULT_RESOURCE = ("corigine.com/agilio_sriov", ["19ee"])
 
 
@@ -96,23 +105,110 @@ def _template(obj: Manifest) -> tuple[dict[str, str], list[Manifest], dict[str, 
         dict(spec.get("nodeSelector") or {})
 
 
-def _daemonset(world: World, root: Path, ds: Manifest, booting: bool) -> None:
+def _revision(world: World, ds: Manifest) -> tuple[str, int]:
+    """The DaemonSet's template generation and revision hash, kept as the API server and the
+    controller keep them: templateGeneration goes up by one only when spec.template changes
+    (kubernetes pkg/registry/apps/daemonset/strategy.go, PrepareForUpdate; apps/v1 shows it as the
+    annotation `deprecated.daemonset.template.generation`), so an updateStrategy change leaves
+    every pod current; the hash stands for the ControllerRevision's (`controller-revision-hash`)."""
+    key = _revision_key(ds["metadata"])
     meta = ds["metadata"]
-    namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
+    digest = hashlib.sha256(json.dumps(ds["spec"].get("template") or {}, sort_keys=True).encode()).hexdigest()[:10]
+    known = world.setdefault("ds_revisions", {}).get(key)
+    generation = 1 if known is None else known["generation"] + (known["hash"] != digest)
+    world["ds_revisions"][key] = {"hash": digest, "generation": generation}
+    meta.setdefault("annotations", {})[TEMPLATE_GENERATION] = str(generation)
+    return digest, generation
+
+
+def _revision_key(meta: Manifest) -> str:
+    return str(meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}")
+
+
+def _updated(pod: Manifest, digest: str, generation: int) -> bool:
+    """kubernetes pkg/controller/daemon/util/daemonset_util.go IsPodUpdated: the hash or the
+    template generation matches."""
+    labels = pod["metadata"]["labels"]
+    return labels.get(REVISION_LABEL) == digest or labels.get(GENERATION_LABEL) == str(generation)
+
+
+def _scaled(value: Any, total: int) -> int:
+    """An int, or a percentage of `total` rounded up (intstr.GetScaledValueFromIntOrPercent, roundUp)."""
+    if isinstance(value, str) and value.endswith("%"):
+        return math.ceil(total * int(value[:-1]) / 100)
+    return int(value or 0)
+
+
+def rolling_limits(ds: Manifest, desired: int) -> tuple[int, int] | None:
+    """(maxSurge, maxUnavailable) of a RollingUpdate DaemonSet, None for OnDelete. Without an
+    updateStrategy the apps/v1 defaults apply (pkg/apis/apps/v1/defaults.go SetDefaults_DaemonSet:
+    RollingUpdate, maxUnavailable 1, maxSurge 0); both 0 falls back to maxUnavailable 1
+    (pkg/controller/daemon/update.go updatedDesiredNodeCounts)."""
+    strategy = ds["spec"].get("updateStrategy") or {"type": "RollingUpdate"}
+    if strategy.get("type") == "OnDelete":
+        return None
+    rolling = strategy.get("rollingUpdate") or {}
+    surge = _scaled(rolling.get("maxSurge", 0), desired)
+    unavailable = _scaled(rolling.get("maxUnavailable", 1), desired)
+    return surge, unavailable if surge or unavailable else 1
+
+
+def _daemonset(world: World, root: Path, ds: Manifest, booting: bool) -> None:
+    """pkg/controller/daemon (kubernetes 1.28): the manage loop keeps one pod on each matching
+    node (a deleted one is replaced with the current template); rollingUpdate (update.go) then
+    replaces pods of an older template - with maxSurge, a new pod starts beside the old one, which
+    goes once the new one is available; without, old pods go first, maxUnavailable at a time.
+    Pods here are available as soon as they start, so each round completes at once and the
+    update walks the nodes in order within one reconcile. OnDelete never replaces a running pod."""
+    meta = ds["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    digest, generation = _revision(world, ds)
     labels, containers, node_selector = _template(ds)
-    on_delete = (ds["spec"].get("updateStrategy") or {}).get("type") == "OnDelete"
     wanted = [n for n, node in sorted(world["nodes"].items()) if matches(node_selector, node["metadata"]["labels"])]
-    by_node = {p["spec"]["nodeName"]: p for p in pods_of(world, namespace, "DaemonSet", name)}
-    for node in wanted:
-        pod = by_node.pop(node, None)
-        if pod is not None and not on_delete and pod["metadata"]["labels"].get(GENERATION_LABEL) != str(generation):
-            remove_pod(world, f"{namespace}/{pod['metadata']['name']}")
-            pod = None
-        if pod is None:
-            new_pod(world, root, namespace=namespace, prefix=name, node=node, owner=("DaemonSet", name),
-                    labels={**labels, GENERATION_LABEL: str(generation)}, containers=containers, booting=booting)
-    for pod in by_node.values():
+    on_node: dict[str, list[Manifest]] = {}
+    for pod in pods_of(world, namespace, "DaemonSet", name):
+        on_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
+
+    def start(node: str, cause: str) -> None:
+        pod = new_pod(world, root, namespace=namespace, prefix=name, node=node, owner=("DaemonSet", name),
+                      labels={**labels, GENERATION_LABEL: str(generation), REVISION_LABEL: digest},
+                      containers=containers, booting=booting)
+        if name == OVS_DAEMONSET and not booting:
+            record(root, "ovs-ovn-start", node=node, pod=pod["metadata"]["name"], cause=cause,
+                   template_generation=generation)
+
+    def stop(pod: Manifest, cause: str) -> None:
         remove_pod(world, f"{namespace}/{pod['metadata']['name']}")
+        if name == OVS_DAEMONSET:
+            record(root, "ovs-ovn-stop", node=pod["spec"]["nodeName"], pod=pod["metadata"]["name"], cause=cause)
+
+    for node in wanted:
+        if node not in on_node:
+            start(node, "no-pod")
+    for node, pods in on_node.items():
+        if node not in wanted:
+            for pod in pods:
+                remove_pod(world, f"{namespace}/{pod['metadata']['name']}")
+    limits = rolling_limits(ds, len(wanted))
+    if limits is None:
+        return
+    surge = limits[0]
+    for node in wanted:
+        old = [p for p in on_node.get(node, []) if not _updated(p, digest, generation)]
+        if not old:
+            continue
+        if surge:
+            start(node, "rolling-update")
+        for pod in old:
+            stop(pod, "rolling-update")
+        if not surge:
+            start(node, "rolling-update")
+
+
+def record(root: Path, op: str, **args: Any) -> None:
+    """What the cluster's controllers did, in the simulated cluster's ops log (not an API write)."""
+    with open(root / "_cluster" / "ops.log", "a") as handle:
+        handle.write(json.dumps({"ts": round(time.time(), 6), "op": op, "write": False, **args}) + "\n")
 
 
 def _deployment(world: World, root: Path, deployment: Manifest) -> None:
@@ -215,7 +311,8 @@ def with_status(world: World, obj: Manifest) -> Manifest:
         _labels, _containers, node_selector = _template(obj)
         desired = sum(1 for node in world["nodes"].values() if matches(node_selector, node["metadata"]["labels"]))
         pods = pods_of(world, meta["namespace"], "DaemonSet", meta["name"])
-        updated = [p for p in pods if p["metadata"]["labels"].get(GENERATION_LABEL) == str(generation)]
+        revision = world.get("ds_revisions", {}).get(_revision_key(meta), {"hash": "", "generation": 0})
+        updated = [p for p in pods if _updated(p, revision["hash"], revision["generation"])]
         obj["status"] = {"observedGeneration": generation, "desiredNumberScheduled": desired,
                          "currentNumberScheduled": len(pods), "updatedNumberScheduled": len(updated),
                          "numberReady": len(pods), "numberAvailable": len(pods)}

@@ -2,10 +2,14 @@
 
 A fresh simulated cluster is what an operator has before following the
 Kube-OVN offload page: Nodes from the fleet inventory, Kube-OVN already the
-CNI (installed by its install.sh with HW_OFFLOAD=false; the OVN load balancer
-already disabled, the page's prerequisite), nicflow's agent DaemonSet, and a
-few workload pods under a PodDisruptionBudget. No SR-IOV device plugin, no
-Multus, no NetworkAttachmentDefinition.
+CNI as its install.sh leaves it with its own defaults (HW_OFFLOAD=false, the
+OVN load balancer on, ovs-ovn RollingUpdate with maxSurge 1), nicflow's agent
+DaemonSet, and a few workload pods under a PodDisruptionBudget. No SR-IOV
+device plugin, no Multus, no NetworkAttachmentDefinition.
+
+The Kube-OVN objects follow kubeovn/kube-ovn dist/images/install.sh of a
+release (`version`: 1.12, the one the offload page downloads, by default, or
+1.16, the latest), each field as that file writes it.
 """
 
 from __future__ import annotations
@@ -15,54 +19,110 @@ from typing import Any
 
 from tasks.cluster.surface import AGENT_LABELS, Manifest
 
-KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.22"
 KUBE_OVN_INSTALLER = "kubectl-client-side-apply"
 """The field manager of objects install.sh creates (it runs `kubectl apply`)."""
-DEFAULT_KUBE_OVN_ENV = {"HW_OFFLOAD": "false", "ENABLE_LB": "false", "IFACE": ""}
+KUBE_OVN_VERSIONS = {"1.12": "v1.12.35", "1.16": "v1.16.2"}
+"""The release a seed follows -> the VERSION its install.sh pins: release-1.12's
+dist/images/install.sh (the one the Kube-OVN offload page downloads) is at v1.12.35; v1.16.2 is
+the latest release, and 1.13 to 1.16.2 keep ovs-ovn, --enable-lb and --iface where 1.12 has them."""
+DEFAULT_KUBE_OVN_VERSION = "1.12"
+DEFAULT_KUBE_OVN_ENV = {"HW_OFFLOAD": "false", "ENABLE_LB": "true", "IFACE": ""}
+"""install.sh's own defaults (v1.12.35 and v1.16.2 alike): `HW_OFFLOAD=${HW_OFFLOAD:-false}`,
+`ENABLE_LB=${ENABLE_LB:-true}`, `IFACE=${IFACE:-}`: a fleet installed without the offload page's edits."""
 NODE_CAPACITY = {"cpu": "32", "memory": "131758340Ki", "pods": "110", "ephemeral-storage": "456740028Ki"}
 WEB_LABELS = {"app": "web"}
+INFRA = {"component": "network", "type": "infra"}
+"""Every Kube-OVN pod template's labels besides `app` (install.sh, both releases)."""
 
 
 def _daemonset(name: str, namespace: str, labels: dict[str, str], containers: list[Manifest], *,
-               on_delete: bool = False) -> Manifest:
-    return {
-        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "updateStrategy": {"type": "OnDelete" if on_delete else "RollingUpdate"},
-            "template": {"metadata": {"labels": {**labels, "component": "network", "type": "infra"}},
-                         "spec": {"hostNetwork": True, "containers": containers}},
-        },
+               strategy: Manifest | None = None, node_selector: dict[str, str] | None = None) -> Manifest:
+    spec: Manifest = {
+        "selector": {"matchLabels": labels},
+        "template": {"metadata": {"labels": {**labels, **INFRA}},
+                     "spec": {"hostNetwork": True, "containers": containers,
+                              **({"nodeSelector": node_selector} if node_selector else {})}},
     }
+    if strategy is not None:  # absent: the API server's default (RollingUpdate, maxUnavailable 1)
+        spec["updateStrategy"] = strategy
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name, "namespace": namespace},
+            "spec": spec}
 
 
-def kube_ovn_manifests(env: Mapping[str, str]) -> list[Manifest]:
-    """The three objects whose settings the offload page changes, as install.sh writes them."""
-    hw, lb, iface = env.get("HW_OFFLOAD", "false"), env.get("ENABLE_LB", "true"), env.get("IFACE", "")
-    ovs = _daemonset("ovs-ovn", "kube-system", {"app": "ovs"}, [{
-        "name": "openvswitch", "image": KUBE_OVN_IMAGE, "command": ["/kube-ovn/start-ovs.sh"],
-        "env": [{"name": "ENABLE_SSL", "value": "false"}, {"name": "HW_OFFLOAD", "value": hw},
-                {"name": "TUNNEL_TYPE", "value": "geneve"}],
-    }], on_delete=True)
-    cni = _daemonset("kube-ovn-cni", "kube-system", {"app": "kube-ovn-cni"}, [{
-        "name": "cni-server", "image": KUBE_OVN_IMAGE, "command": ["bash", "/kube-ovn/start-cniserver.sh"],
-        "args": ["--enable-mirror=false", "--encap-checksum=true", "--service-cluster-ip-range=10.96.0.0/12",
-                 f"--iface={iface}", "--network-type=geneve", "--default-interface-name="],
-    }])
-    controller = {
+def _field(name: str, path: str) -> Manifest:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _ovs_ovn(image: str, version: str, hw: str) -> Manifest:
+    """install.sh's ovs-ovn-ds.yaml (the non-DPDK branch): RollingUpdate, maxSurge 1, maxUnavailable 0,
+    in v1.12.35 and v1.16.2 alike; HW_OFFLOAD in the openvswitch container's env. v1.16.2 renamed
+    KUBE_NODE_NAME to NODE_NAME; the values are install.sh's defaults (TUNNEL_TYPE geneve, no
+    DEBUG_WRAPPER), OVN_DB_IPS the master nodes' addresses it lists (one here)."""
+    node_var = "KUBE_NODE_NAME" if version == "1.12" else "NODE_NAME"
+    env = [{"name": "ENABLE_SSL", "value": "false"}, _field("POD_IP", "status.podIP"),
+           _field("POD_NAME", "metadata.name"), _field("POD_NAMESPACE", "metadata.namespace"),
+           {"name": "HW_OFFLOAD", "value": hw}, {"name": "TUNNEL_TYPE", "value": "geneve"},
+           _field(node_var, "spec.nodeName"), {"name": "OVN_DB_IPS", "value": "172.18.0.2"},
+           {"name": "DEBUG_WRAPPER", "value": ""}, {"name": "OVN_REMOTE_PROBE_INTERVAL", "value": "10000"},
+           {"name": "OVN_REMOTE_OPENFLOW_INTERVAL", "value": "180"}]
+    return _daemonset("ovs-ovn", "kube-system", {"app": "ovs"}, [{
+        "name": "openvswitch", "image": image, "command": ["/kube-ovn/start-ovs.sh"], "env": env}],
+        strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        node_selector={"kubernetes.io/os": "linux"})
+
+
+def _cni(image: str, version: str, iface: str) -> Manifest:
+    """install.sh's kube-ovn-cni: no updateStrategy (the API's default applies); `--iface=${IFACE}`
+    among cni-server's args. The args are install.sh's, in its order, with its defaults, as far as
+    `--default-interface-name` (the rest nicflow neither reads nor writes); v1.16.2 moved
+    `--cni-conf-name` to the install-cni init container."""
+    args = ["--enable-mirror=false", "--enable-arp-detect-ip-conflict=true", "--encap-checksum=true",
+            "--service-cluster-ip-range=10.96.0.0/12", f"--iface={iface}", "--dpdk-tunnel-iface=br-phy",
+            "--network-type=geneve", "--default-interface-name="]
+    if version == "1.12":
+        args.append("--cni-conf-name=01-kube-ovn.conflist")
+    return _daemonset("kube-ovn-cni", "kube-system", {"app": "kube-ovn-cni"}, [{
+        "name": "cni-server", "image": image, "command": ["bash", "/kube-ovn/start-cniserver.sh"], "args": args}])
+
+
+def _controller(image: str, version: str, lb: str) -> Manifest:
+    """install.sh's kube-ovn-controller Deployment: `--enable-lb=$ENABLE_LB` among its args (in order,
+    with install.sh's defaults, as far as --enable-external-vpc, whose default v1.16.2 turned to
+    false; v1.16.2 adds --np-enforcement=standard after --enable-np); one replica per master node."""
+    args = ["/kube-ovn/start-controller.sh", "--default-cidr=10.16.0.0/16", "--default-gateway=10.16.0.1",
+            "--default-gateway-check=true", "--default-logical-gateway=false",
+            "--default-u2o-interconnection=false", "--default-exclude-ips=", "--node-switch-cidr=100.64.0.0/16",
+            "--service-cluster-ip-range=10.96.0.0/12", "--network-type=geneve", "--default-interface-name=",
+            "--default-exchange-link-name=false", "--default-vlan-id=100", "--ls-dnat-mod-dl-dst=true",
+            "--ls-ct-skip-dst-lport-ips=true", "--pod-nic-type=veth-pair", f"--enable-lb={lb}", "--enable-np=true"]
+    if version == "1.12":
+        args += ["--enable-eip-snat=true", "--enable-external-vpc=true"]
+    else:
+        args += ["--np-enforcement=standard", "--enable-eip-snat=true", "--enable-external-vpc=false"]
+    labels = {"app": "kube-ovn-controller"}
+    return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "kube-ovn-controller", "namespace": "kube-system"},
         "spec": {
-            "replicas": 1, "selector": {"matchLabels": {"app": "kube-ovn-controller"}},
-            "template": {"metadata": {"labels": {"app": "kube-ovn-controller"}}, "spec": {"containers": [{
-                "name": "kube-ovn-controller", "image": KUBE_OVN_IMAGE,
-                "args": ["/kube-ovn/start-controller.sh", "--default-cidr=10.16.0.0/16",
-                         "--default-gateway=10.16.0.1", "--network-type=geneve", f"--enable-lb={lb}",
-                         "--enable-np=true", "--enable-external-vpc=true"],
-            }]}},
+            "replicas": 1, "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "0%", "maxUnavailable": "100%"}},
+            "template": {"metadata": {"labels": {**labels, **INFRA}}, "spec": {"containers": [{
+                "name": "kube-ovn-controller", "image": image, "args": args}]}},
         },
     }
-    return [ovs, cni, controller]
+
+
+def kube_ovn_manifests(env: Mapping[str, str], version: str = DEFAULT_KUBE_OVN_VERSION) -> list[Manifest]:
+    """The three objects whose settings the offload page changes, as install.sh of `version`
+    (a key of KUBE_OVN_VERSIONS) writes them with `env`'s HW_OFFLOAD, ENABLE_LB and IFACE."""
+    if version not in KUBE_OVN_VERSIONS:
+        raise ValueError(f"Kube-OVN version {version!r} is not one the simulated cluster knows "
+                         f"(known: {', '.join(KUBE_OVN_VERSIONS)})")
+    image = f"docker.io/kubeovn/kube-ovn:{KUBE_OVN_VERSIONS[version]}"
+    hw = env.get("HW_OFFLOAD", DEFAULT_KUBE_OVN_ENV["HW_OFFLOAD"])
+    lb = env.get("ENABLE_LB", DEFAULT_KUBE_OVN_ENV["ENABLE_LB"])
+    iface = env.get("IFACE", DEFAULT_KUBE_OVN_ENV["IFACE"])
+    return [_ovs_ovn(image, version, hw), _cni(image, version, iface), _controller(image, version, lb)]
 
 
 def agent_manifest() -> Manifest:

@@ -11,10 +11,16 @@ put them - the ovs-ovn DaemonSet's HW_OFFLOAD env, kube-ovn-controller's
 These objects belong to their installer (`kubectl apply` or Helm), so the
 changes are strategic-merge patches of exactly the differing fields (field
 manager nicflow), not server-side apply, which would conflict with that
-installer on every field. ovs-ovn is `updateStrategy: OnDelete` in install.sh:
-a HW_OFFLOAD change reaches OVS only when its pods restart, so the step
-restarts them one node at a time, each waited for. Already right: nothing is
-written.
+installer on every field. Already right: nothing is written.
+
+ovs-ovn is `RollingUpdate` (maxSurge 1, maxUnavailable 0) in install.sh
+v1.12.35 and v1.16.2: patched as it is, the DaemonSet controller would
+restart OVS on every node at once, outside the drain windows and ahead of the
+canary. So before changing any setting the step switches ovs-ovn to
+`OnDelete`, recording the strategy it found on the DaemonSet (see
+`steps_ovsovn.py`): each node's OVS restarts in that node's drain window
+(restart-ovs-ovn), and the end step restore-ovs-ovn-strategy puts the
+strategy back.
 
 Preflight: disabling the OVN load balancer (the NIC cannot offload
 dp_hash/hash) is refused unless `allow_disable_lb` says nothing else needs it.
@@ -22,14 +28,17 @@ dp_hash/hash) is refused unless `allow_disable_lb` says nothing else needs it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from pydantic import Field
 
 from tasks.cluster.installer import SCRIPT_FILE, SCRIPT_URL, fetch_script, verify_script
-from tasks.cluster.surface import DNS1123_LABEL, ClusterSurface, Manifest, PodView, Rollout
+from tasks.cluster.steps_ovsovn import (
+    DURING_RUN, on_delete_patch, outdated_ovs_pods, recorded_strategy, strategy_of,
+)
+from tasks.cluster.surface import DNS1123_LABEL, Manifest, PodView, Rollout
 from tasks.corigine.wait import wait_until
 from workflows.errors import PermanentError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
@@ -41,7 +50,6 @@ IFACE = rf"^$|^{_IFACE_TERM}(,{_IFACE_TERM})*$"
 OVS = ("DaemonSet", "ovs-ovn", "openvswitch")
 CONTROLLER = ("Deployment", "kube-ovn-controller", "kube-ovn-controller")
 CNI = ("DaemonSet", "kube-ovn-cni", "cni-server")
-TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 
 
 class KubeOvnParams(StepParams):
@@ -59,7 +67,7 @@ class KubeOvnParams(StepParams):
     install_timeout: float = Field(900.0, gt=0, le=7200)
     download_timeout: float = Field(60.0, gt=0, le=600)
     rollout_timeout: float = Field(600.0, gt=0, le=7200)
-    """Bound of each wait: a rollout, one ovs-ovn pod's restart."""
+    """Bound of the wait for kube-ovn-controller's and kube-ovn-cni's rollouts."""
     poll_interval: float = Field(2.0, gt=0, le=60)
 
     def env(self) -> dict[str, str]:
@@ -75,6 +83,10 @@ class KubeOvnState:
     iface: str
     rollouts: list[Rollout]
     ovs_outdated: list[PodView]
+    ovs_strategy: Manifest
+    """ovs-ovn's live updateStrategy."""
+    ovs_original: Manifest | None
+    """The strategy recorded when nicflow switched ovs-ovn to OnDelete (still to be restored)."""
 
     @property
     def installed(self) -> bool:
@@ -124,20 +136,6 @@ def template_patch(containers: list[Manifest]) -> Manifest:
     return {"spec": {"template": {"spec": {"containers": containers}}}}
 
 
-def outdated_ovs_pods(surface: ClusterSurface, ds: Manifest) -> list[PodView]:
-    """ovs-ovn pods running an older pod template than the DaemonSet's (OnDelete leaves them)."""
-    meta = ds["metadata"]
-    current = str((meta.get("annotations") or {}).get(TEMPLATE_GENERATION) or meta.get("generation") or "")
-    selector = (ds["spec"].get("selector") or {}).get("matchLabels") or {"app": "ovs"}
-    pods = surface.list_pods(namespace=meta["namespace"], selector=selector)
-    return sorted((p for p in pods if p.labels.get("pod-template-generation") not in (None, current)),
-                  key=lambda p: (p.node or "", p.name))
-
-
-def _replaced(pod: PodView | None, *, old: str) -> bool:
-    return pod is not None and pod.ready and pod.name != old
-
-
 class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
     """Kube-OVN runs with HW_OFFLOAD, without the OVN load balancer, on IFACE."""
 
@@ -152,7 +150,7 @@ class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
         objects = {name: surface.get("apps/v1", kind, name, ns) for kind, name, _ in (OVS, CONTROLLER, CNI)}
         ovs, controller, cni = (objects[n] for _, n, _ in (OVS, CONTROLLER, CNI))
         if ovs is None or controller is None or cni is None:
-            return KubeOvnState(objects, "", "", "", [], [])
+            return KubeOvnState(objects, "", "", "", [], [], {}, None)
         return KubeOvnState(
             objects,
             hw_offload=env_value(ovs, OVS[2], "HW_OFFLOAD") or "false",
@@ -160,6 +158,8 @@ class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
             iface=flag_value(cni, CNI[2], "--iface") or "",
             rollouts=[Rollout.of(obj) for obj in (ovs, controller, cni)],
             ovs_outdated=outdated_ovs_pods(surface, ovs),
+            ovs_strategy=strategy_of(ovs),
+            ovs_original=recorded_strategy(ovs),
         )
 
     def plan(self, state: KubeOvnState, params: KubeOvnParams) -> list[Change]:
@@ -180,6 +180,9 @@ class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
                 "allow_disable_lb=true once nothing in this cluster relies on Kube-OVN's load balancer")
         ns, wanted = params.namespace, self._wanted(state, params)
         changes = []
+        if wanted and state.ovs_strategy.get("type") != "OnDelete":
+            changes.append(Change("set-strategy", f"DaemonSet {ns}/ovs-ovn updateStrategy",
+                                  state.ovs_strategy.get("type"), DURING_RUN))
         if "hw_offload" in wanted:
             changes.append(Change("set-env", f"DaemonSet {ns}/ovs-ovn HW_OFFLOAD", state.hw_offload,
                                   want["HW_OFFLOAD"]))
@@ -188,9 +191,6 @@ class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
                                   want["ENABLE_LB"]))
         if "iface" in wanted:
             changes.append(Change("set-flag", f"DaemonSet {ns}/kube-ovn-cni --iface", state.iface, params.iface))
-        if "hw_offload" in wanted or state.ovs_outdated:
-            changes.append(Change("restart", f"DaemonSet {ns}/ovs-ovn pods",
-                                  [p.ref for p in state.ovs_outdated] or "all", "one node at a time"))
         changes += [Change("wait", r.describe()) for r in state.rollouts if not r.done and not r.on_delete]
         return changes
 
@@ -212,8 +212,6 @@ class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
             self._install(ctx, params)
         else:
             self._patch(ctx, params, state, changes)
-        if any(c.action in ("install", "set-env", "restart") for c in changes):
-            self._restart_ovs(ctx, params)
         self._wait(ctx, params)
 
     def _install(self, ctx: StepContext, params: KubeOvnParams) -> None:
@@ -228,6 +226,8 @@ class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
     def _patch(self, ctx: StepContext, params: KubeOvnParams, state: KubeOvnState, changes: list[Change]) -> None:
         """Exactly the fields that differ, each a strategic-merge patch of its object."""
         surface, ns, want, wanted = ctx.surface, params.namespace, params.env(), self._wanted(state, params)
+        if any(c.action == "set-strategy" for c in changes):  # first: no template change may roll OVS
+            surface.patch("apps/v1", OVS[0], OVS[1], ns, on_delete_patch(state.ovs_strategy))
         if "hw_offload" in wanted:
             body = template_patch([{"name": OVS[2], "env": [{"name": "HW_OFFLOAD", "value": want["HW_OFFLOAD"]}]}])
             surface.patch("apps/v1", OVS[0], OVS[1], ns, body)
@@ -239,43 +239,29 @@ class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
             body = template_patch([flag_patch(state.objects[CNI[1]] or {}, CNI[2], "--iface", params.iface)])
             surface.patch("apps/v1", CNI[0], CNI[1], ns, body)
 
-    def _restart_ovs(self, ctx: StepContext, params: KubeOvnParams) -> None:
-        """OnDelete: restart outdated ovs-ovn pods one node at a time, each back and ready before the next."""
-        surface, ns = ctx.surface, params.namespace
-        ds = surface.get("apps/v1", OVS[0], OVS[1], ns)
-        if ds is None or (ds["spec"].get("updateStrategy") or {}).get("type") != "OnDelete":
-            return  # RollingUpdate: the DaemonSet controller restarts them; _wait follows it
-        for pod in outdated_ovs_pods(surface, ds):
-            surface.delete_pod(pod.namespace, pod.name)
-            _last, back = wait_until(partial(self._ovs_on, surface, params, pod.node), partial(_replaced, old=pod.name),
-                                     timeout=params.rollout_timeout, interval=params.poll_interval)
-            if not back:
-                raise StepTimeout(f"ovs-ovn on node {pod.node} did not come back ready within "
-                                  f"{params.rollout_timeout:g}s after restarting {pod.ref}")
-
-    @staticmethod
-    def _ovs_on(surface: ClusterSurface, params: KubeOvnParams, node: str | None) -> PodView | None:
-        pods = [p for p in surface.list_pods(namespace=params.namespace, node=node, selector={"app": "ovs"})
-                if not p.deleting]
-        return pods[0] if pods else None
-
     def _wait(self, ctx: StepContext, params: KubeOvnParams) -> None:
+        """The rollouts the DaemonSet and Deployment controllers do; ovs-ovn's, OnDelete, is per node."""
         last, done = wait_until(lambda: self.observe(ctx, params),
-                                lambda s: s.installed and all(r.done for r in s.rollouts),
+                                lambda s: s.installed and all(r.done for r in s.rollouts if not r.on_delete),
                                 timeout=params.rollout_timeout, interval=params.poll_interval)
         if not done:
-            pending = "; ".join(r.describe() for r in last.rollouts if not r.done) or "Kube-OVN objects missing"
+            pending = "; ".join(r.describe() for r in last.rollouts if not r.done and not r.on_delete) \
+                or "Kube-OVN objects missing"
             raise StepTimeout(f"Kube-OVN not rolled out within {params.rollout_timeout:g}s: {pending}")
 
     def outputs(self, state: KubeOvnState, params: KubeOvnParams) -> dict[str, Any]:
+        original = state.ovs_original or state.ovs_strategy
         return {"kube_ovn_hw_offload": state.hw_offload, "kube_ovn_enable_lb": state.enable_lb,
-                "kube_ovn_iface": state.iface}
+                "kube_ovn_iface": state.iface, "ovs_ovn_original_strategy": original.get("type")}
 
     def evidence(self, state: KubeOvnState) -> str:
         if not state.installed:
             return f"Kube-OVN objects missing: {', '.join(state.missing)}\n"
         lines = [f"ovs-ovn HW_OFFLOAD={state.hw_offload}", f"kube-ovn-controller --enable-lb={state.enable_lb}",
-                 f"kube-ovn-cni --iface={state.iface}"]
+                 f"kube-ovn-cni --iface={state.iface}",
+                 f"ovs-ovn updateStrategy {json.dumps(state.ovs_strategy, sort_keys=True)}"
+                 + (f" (recorded before the run: {json.dumps(state.ovs_original, sort_keys=True)})"
+                    if state.ovs_original else "")]
         lines += [r.describe() for r in state.rollouts]
         if state.ovs_outdated:
             lines.append("ovs-ovn pods on an older template: " + ", ".join(p.ref for p in state.ovs_outdated))
