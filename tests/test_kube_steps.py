@@ -12,7 +12,7 @@ import pytest
 from tasks.cluster.kube import KubeCluster
 from tasks.cluster.steps_kubeovn import KubeOvnParams
 from tasks.cluster.surface import ApplyConflict
-from tests.kube_standin import KubeStandIn, Request, pod, running
+from tests.kube_standin import KubeStandIn, Request, node, pod, running
 from tests.kube_support import run
 from workflows.errors import PermanentError
 
@@ -22,6 +22,11 @@ MANUAL_NAD_CONFIG = {"cniVersion": "0.3.1", "name": "kube-ovn", "plugins": [
     {"type": "kube-ovn", "server_socket": "/run/openvswitch/kube-ovn-daemon.sock", "provider": "default.default.ovn"},
     {"type": "portmap", "capabilities": {"portMappings": True}}]}
 KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.22"
+DERIVED_CONFIG = {"resourceList": [{"resourcePrefix": "corigine.com", "resourceName": "agilio_sriov",
+                                    "selectors": {"vendors": ["19ee"], "devices": ["3803", "6003"],
+                                                  "drivers": ["nfp_netvf"]}}]}
+"""The Kube-OVN page's config, with every VF id nfp_netvf binds, for a cluster whose NFD labels show 19ee."""
+NFD_19EE = {"feature.node.kubernetes.io/pci-19ee.present": "true"}
 SRIOVDP_CONFIG = {"name": "sriovdp-config", "namespace": "kube-system"}
 CONTROLLER_ARGS = ["/kube-ovn/start-controller.sh", "--default-cidr=10.16.0.0/16", "--enable-lb=false",
                    "--enable-np=true"]
@@ -45,6 +50,8 @@ def written(api: KubeStandIn) -> list[tuple[str, str]]:
 # sriov-device-plugin, multus, network-attachment --------------------------------------------
 
 def test_device_plugin_first_apply_then_a_second_that_changes_nothing(api, kube):
+    api.put(node("node-1", labels=NFD_19EE))
+    api.put(node("node-2"))
     first = run("sriov-device-plugin", kube)
     assert first.status == "changed"
     assert [c.action for c in first.changes] == ["create", "create", "create"]
@@ -57,10 +64,16 @@ def test_device_plugin_first_apply_then_a_second_that_changes_nothing(api, kube)
         assert request.content_type == "application/apply-patch+yaml"
         assert request.query == {"fieldManager": "nicflow"}
     config_map, daemonset = api.writes()[1].body, api.writes()[2].body
-    assert json.loads(config_map["data"]["config.json"]) == MANUAL_CONFIG
+    assert json.loads(config_map["data"]["config.json"]) == DERIVED_CONFIG
+    lists = [r.query for r in api.requests if r.method == "GET" and r.path in ("/api/v1/nodes",)]
+    assert {q["labelSelector"] for q in lists} == {"feature.node.kubernetes.io/pci-19ee.present=true",
+                                                   "feature.node.kubernetes.io/pci-1da8.present=true"}
     container = daemonset["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/k8snetworkplumbingwg/sriov-network-device-plugin:v3.7.0"
     assert daemonset["spec"]["template"]["metadata"]["labels"]["app"] == "sriovdp"
+    assert first.outputs["device_plugin"] == {
+        "namespace": "kube-system", "daemonsets": ["kube-sriov-device-plugin"], "config_map": "sriovdp-config",
+        "config_key": "config.json", "pod_selector": {"name": "sriov-device-plugin"}, "adopted": False}
 
     api.clear()
     second = run("sriov-device-plugin", kube)
@@ -84,8 +97,9 @@ def test_device_plugin_parameters_reach_the_config_and_a_change_rolls_the_pods(a
 
 
 def test_a_hand_written_config_with_the_same_content_is_not_rewritten(api, kube):
+    api.put(node("node-1", labels=NFD_19EE))
     api.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": SRIOVDP_CONFIG,
-             "data": {"config.json": json.dumps(MANUAL_CONFIG, indent=4)}})  # as the manual's kubectl apply left it
+             "data": {"config.json": json.dumps(DERIVED_CONFIG, indent=4)}})  # as a kubectl apply left it
     run("sriov-device-plugin", kube)
     assert "/api/v1/namespaces/kube-system/configmaps/sriovdp-config" not in [p for _m, p in written(api)]
 
