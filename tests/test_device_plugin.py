@@ -241,3 +241,25 @@ def test_adoption_can_be_turned_off(tmp_path, profiles):
     assert [c.target for c in result.changes] == ["ConfigMap kube-system/sriovdp-config",
                                                   "DaemonSet kube-system/kube-sriov-device-plugin"]
     assert result.outputs["device_plugin"]["adopted"] is False
+
+
+def test_the_whole_pipeline_adopts_the_upstream_plugin_then_a_rerun_writes_nothing(redis, tmp_path, profiles):
+    from tasks.registry import default_registry
+    from tests.kube_pipeline import combined
+    from tests.test_kube_sim import FAST, converge
+    from tests.test_kube_sim import engine as make_engine
+    from workflows.loader import build
+
+    sim, names = fleet(tmp_path, "agilio-cx", "agilio-cx-dual", "test-two-cards", device_plugin=True)
+    eng = make_engine(redis)
+    pipeline = build(combined(), default_registry(), source="corigine-offload+cluster", overrides=FAST)
+    first = converge(eng, pipeline, tmp_path, names, FAST)
+    assert first["status"] == "succeeded", {n: v.get("error") for n, v in first["nodes"].items()}
+    assert sim.get("apps/v1", "DaemonSet", "kube-sriov-device-plugin", "kube-system") is None  # no second plugin
+    config_writes = [op for op in sim.writes() if op.get("kind") in ("ConfigMap", "DaemonSet")
+                     and op.get("name", "").startswith(("sriovdp", "kube-sriov"))]
+    assert [(op["op"], op["name"]) for op in config_writes] == [("patch", "sriovdp-config")]
+    assert {n: allocatable(sim, n) for n in names} == dict.fromkeys(names, "4")
+    settled = sim.writes()
+    second = converge(eng, pipeline, tmp_path, names, FAST)
+    assert second["status"] == "succeeded" and sim.writes() == settled

@@ -121,6 +121,43 @@ def test_a_conflict_fails_permanently_unless_force_is_set(api, kube):
     assert [r.query for r in forced] == [{"fieldManager": "nicflow", "force": "true"}]
 
 
+def test_an_upstream_device_plugin_is_adopted_through_the_api_and_its_pods_restarted(api, kube):
+    """The cluster the Kube-OVN page leaves: sriov-network-device-plugin v3.5.1's k8s-v1.16 manifest."""
+    from tasks.cluster.sim_seed import upstream_device_plugin_manifests
+
+    api.put(node("node-1", labels=NFD_19EE, allocatable={"corigine.com/agilio_sriov": "0"}))
+    for manifest in upstream_device_plugin_manifests():
+        api.put(manifest)
+    upstream = {"name": "sriov-device-plugin", "tier": "node", "app": "sriovdp"}
+    api.put(pod("kube-system", "kube-sriov-device-plugin-amd64-old", "node-1", owner="DaemonSet", labels=upstream))
+    result = run("sriov-device-plugin", kube)
+    assert result.changes[0].after == "adopt existing device plugin kube-system/kube-sriov-device-plugin-amd64"
+    (patch,) = api.writes()
+    assert (patch.method, patch.path) == ("PATCH", "/api/v1/namespaces/kube-system/configmaps/sriovdp-config")
+    assert patch.content_type == "application/strategic-merge-patch+json" and patch.query == {"fieldManager": "nicflow"}
+    assert list(patch.body) == ["data"] and list(patch.body["data"]) == ["config.json"]
+    config = json.loads(patch.body["data"]["config.json"])
+    assert config == DERIVED_CONFIG  # the page's selectors, widened to the NFP3800's VFs
+    assert ("GET", "/apis/apps/v1/namespaces/kube-system/daemonsets") in [(r.method, r.path) for r in api.requests]
+    api.clear()
+    assert run("sriov-device-plugin", kube).status == "ok" and api.writes() == []
+
+    def plugin_restarts(standin: KubeStandIn, request: Request) -> None:
+        if request.method == "DELETE" and "/pods/kube-sriov-device-plugin-amd64-" in request.path:
+            standin.put(pod("kube-system", "kube-sriov-device-plugin-amd64-new", "node-1", owner="DaemonSet",
+                            labels=upstream))
+            standin.objects["/api/v1/nodes/node-1"]["status"]["allocatable"]["corigine.com/agilio_sriov"] = "4"
+
+    api.hooks.append(plugin_restarts)
+    facts = {**result.outputs, "numvfs": 4, "pci_address": "0000:04:00.0", "vendor": "19ee", "vf_device": "6003"}
+    restarted = run("restart-device-plugin", kube, node="node-1", facts=facts)
+    assert restarted.outputs == {"allocatable_vfs": 4}
+    assert [(r.method, r.path) for r in api.writes()] == [
+        ("DELETE", "/api/v1/namespaces/kube-system/pods/kube-sriov-device-plugin-amd64-old")]
+    pods_query = next(r.query for r in api.requests if r.path == "/api/v1/namespaces/kube-system/pods")
+    assert pods_query["labelSelector"] == "name=sriov-device-plugin"
+
+
 def test_unpinned_images_are_refused():
     from tasks.cluster.steps_sriovdp import SriovDpParams
 
