@@ -263,3 +263,33 @@ def test_the_whole_pipeline_adopts_the_upstream_plugin_then_a_rerun_writes_nothi
     settled = sim.writes()
     second = converge(eng, pipeline, tmp_path, names, FAST)
     assert second["status"] == "succeeded" and sim.writes() == settled
+
+
+def test_a_labelled_plugin_serving_another_resource_gets_the_agilio_entry_beside_its_own(tmp_path, profiles):
+    sim, _ = fleet(tmp_path, "agilio-cx", device_plugin=True)
+    intel = config({"resourceName": "intel_sriov_netdevice",
+                    "selectors": {"vendors": ["8086"], "devices": ["154c"], "drivers": ["iavf"]}})
+    sim.patch("v1", "ConfigMap", "sriovdp-config", "kube-system", {"data": {"config.json": intel}})
+    result = run("sriov-device-plugin", sim)
+    assert result.outputs["device_plugin"]["adopted"] is True
+    written = sim.get_config_map("kube-system", "sriovdp-config")["config.json"]
+    assert [dp.resource_of(e) for e in dp.entries(written)] == ["intel.com/intel_sriov_netdevice", RESOURCE]
+
+
+def test_bad_parameters_and_facts_name_the_field_and_the_value(tmp_path, profiles):
+    from tasks.cluster.steps_allocatable import RestartDpParams
+    from tasks.cluster.steps_sriovdp import SriovDpParams
+
+    for field, value in (("vendors", ["19EE"]), ("devices", ["60031"]), ("drivers", ["nfp netvf"]),
+                         ("resource_name", "agilio.sriov")):
+        with pytest.raises(ValueError, match=field):
+            SriovDpParams(**{field: value})
+    with pytest.raises(ValueError, match="namespace"):
+        RestartDpParams(namespace="Kube_System")
+    sim, (name,) = fleet(tmp_path, "agilio-cx")
+    bad = {"namespace": "../etc", "daemonsets": ["x"], "config_map": "c", "config_key": "config.json",
+           "pod_selector": {"app": "x"}, "adopted": False}
+    with pytest.raises(PermanentError, match=r"fact device_plugin.namespace '\.\./etc'"):
+        run("restart-device-plugin", sim, node=name, facts={"numvfs": 0, "device_plugin": bad})
+    with pytest.raises(PermanentError, match="fact sriov_resource 'x y'"):
+        run("restart-device-plugin", sim, node=name, facts={"numvfs": 0, "sriov_resource": "x y"})

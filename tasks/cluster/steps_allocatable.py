@@ -22,6 +22,7 @@ step installed or adopted (its `device_plugin` output); parameters override.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,7 @@ def _allocatable(node: NodeView, resource: str) -> int | None:
 def target_of(ctx: StepContext, params: RestartDpParams) -> Target:
     plugin = Plugin.of_fact(ctx.facts.get("device_plugin"))
     resource = params.resource or ctx.facts.get("sriov_resource") or DEFAULT_RESOURCE
-    if not isinstance(resource, str) or "/" not in resource:
+    if not isinstance(resource, str) or not re.fullmatch(EXTENDED_RESOURCE, resource):
         raise PermanentError(f"fact sriov_resource {resource!r} is not an extended resource name")
     return Target(params.namespace or (plugin.namespace if plugin else DEFAULT_NAMESPACE),
                   dict(params.selector or (plugin.pod_selector if plugin else DEFAULT_SELECTOR)),
