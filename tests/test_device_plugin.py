@@ -70,6 +70,8 @@ def test_the_prefix_defaults_to_intel_com_and_names_the_plugin_refuses_are_error
         dp.entries(config(AGILIO, AGILIO))
     with pytest.raises(dp.ConfigError, match="not JSON"):
         dp.entries("{")
+    with pytest.raises(dp.ConfigError, match="vendors of agilio_sriov must be a list of strings"):
+        dp.entries(config({**AGILIO, "selectors": {"vendors": "19ee"}}))  # json: cannot unmarshal string
 
 
 def test_address_selectors_and_ones_not_emulated():
@@ -181,9 +183,9 @@ def test_the_node_step_widens_the_selectors_to_a_card_nfd_did_not_show(tmp_path,
     assert run("restart-device-plugin", sim, node=corigine, facts=facts).status == "ok"
     assert run("restart-device-plugin", sim, node=netronome, facts={**cluster, "numvfs": 0}).status == "ok"
     assert sim.writes() == settled
+    sim.seed()
+    run("sriov-device-plugin", sim)
     with pytest.raises(PermanentError, match="1da8:3803 VFs of card 0000:04:00.0 are not selected"):
-        sim.seed()
-        run("sriov-device-plugin", sim)
         run("restart-device-plugin", sim, {"extend_selectors": False}, node=corigine, facts=facts)
 
 

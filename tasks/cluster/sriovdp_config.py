@@ -47,6 +47,8 @@ VF_DEVICES = ("3803", "6003")
 NFD_LABEL = "feature.node.kubernetes.io/pci-{vendor}.present"
 """Node Feature Discovery's PCI feature label (its default deviceLabelFields: vendor)."""
 ID_SELECTORS = ("vendors", "devices", "drivers")
+LIST_SELECTORS = (*ID_SELECTORS, "pciAddresses", "rootDevices", "pfNames", "linkTypes", "ddpProfiles", "pKeys",
+                  "acpiIndexes", "auxTypes")
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
@@ -83,7 +85,19 @@ def entries(config: str) -> list[dict[str, Any]]:
         if resource_of(entry) in seen:
             raise ConfigError(f"resource name {resource_of(entry)!r} already exists")
         seen.add(resource_of(entry))
+        _check_lists(entry)
     return found
+
+
+def _check_lists(entry: dict[str, Any]) -> None:
+    """Selector lists decode into Go []string: anything else fails json.Unmarshal."""
+    selectors = entry.get("selectors")
+    for obj in selectors if isinstance(selectors, list) else [selectors] if selectors is not None else []:
+        if not isinstance(obj, dict):
+            raise ConfigError(f"selectors of {entry.get('resourceName')} must be objects")
+        for key, value in obj.items():
+            if key in LIST_SELECTORS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{key} of {entry.get('resourceName')} must be a list of strings, not {value!r}")
 
 
 def resource_of(entry: dict[str, Any]) -> str:
