@@ -295,3 +295,26 @@ def test_bad_parameters_and_facts_name_the_field_and_the_value(tmp_path, profile
         run("restart-device-plugin", sim, node=name, facts={"numvfs": 0, "device_plugin": bad})
     with pytest.raises(PermanentError, match="fact sriov_resource 'x y'"):
         run("restart-device-plugin", sim, node=name, facts={"numvfs": 0, "sriov_resource": "x y"})
+
+
+def test_a_plugin_found_by_the_resource_its_config_names_is_preferred(tmp_path, profiles):
+    """No upstream labels, another name: its ConfigMap naming corigine.com/agilio_sriov is what finds it."""
+    from tasks.cluster.sim_seed import upstream_device_plugin_manifests
+
+    sim, (name,) = fleet(tmp_path, "agilio-cx-converged", device_plugin=True)
+    intel = config({"resourceName": "intel_sriov_netdevice", "selectors": {"vendors": ["8086"]}})
+    sim.patch("v1", "ConfigMap", "sriovdp-config", "kube-system", {"data": {"config.json": intel}})
+    template = next(m for m in upstream_device_plugin_manifests() if m["kind"] == "DaemonSet")
+    own = json.loads(json.dumps(template))
+    own["metadata"] = {"name": "agilio-dp", "namespace": "kube-system", "labels": {"team": "network"}}
+    own["spec"]["selector"] = {"matchLabels": {"team-dp": "agilio"}}
+    own["spec"]["template"]["metadata"]["labels"] = {"team-dp": "agilio"}
+    own["spec"]["template"]["spec"]["volumes"][-1]["configMap"]["name"] = "agilio-dp-config"
+    sim.apply_config_map("kube-system", "agilio-dp-config", {"config.json": config(AGILIO)})
+    sim.apply(own)
+    result = run("sriov-device-plugin", sim)
+    assert result.status == "ok"  # its config already covers 19ee/1da8 and 6003/3803: nothing to write
+    assert result.outputs["device_plugin"] == {
+        "namespace": "kube-system", "daemonsets": ["agilio-dp"], "config_map": "agilio-dp-config",
+        "config_key": "config.json", "pod_selector": {"team-dp": "agilio"}, "adopted": True}
+    assert allocatable(sim, name) == "4"

@@ -134,7 +134,7 @@ def adopted_config(params: SriovDpParams, nfd: list[str], live: str | None, wher
         return json.dumps(parsed, indent=4) + "\n"
     first = (dp.selector_objects(entry) or [{}])[0]
     for key, values in wanted_selectors(params, nfd).items():
-        if first.get(key):
+        if first.get(key) and not set(values) <= set(first[key]):  # an empty list already takes every value
             first[key] = dp.union(first[key], values)
     return config_string(json.dumps(parsed, indent=4) + "\n", live)
 
