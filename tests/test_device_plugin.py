@@ -103,6 +103,8 @@ def test_the_node_vfs_from_detect_nic_and_create_vfs_facts():
     assert len(node_vfs({**facts, "reload_needed": True}, 2)) == 2  # rmmod nfp removed the other card's VFs
     assert chosen_card({**facts, "vendor": "1da8", "vf_device": "3803"}).vendor == "1da8"  # detect-nic's own keys
     assert chosen_card({"pci_address": PF}) is None
+    alone = {"pci_address": PF, "vendor": "19ee", "vf_device": "6003"}  # no `cards`: the chosen card alone
+    assert [(d.vendor, d.device, d.pf_address) for d, _i in node_vfs(alone, 3)] == [("19ee", "6003", PF)] * 3
 
 
 # the simulated plugin on simulated hosts ----------------------------------------------------------

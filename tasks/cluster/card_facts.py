@@ -70,7 +70,9 @@ def node_vfs(facts: Mapping[str, Any], numvfs: int) -> list[tuple[dp.Device, int
     reloaded = facts.get("reload_needed") is True
     addresses = facts.get("vf_pci_addresses")
     found: list[tuple[dp.Device, int | None]] = []
-    cards = _cards(facts) or ([{"pci_address": chosen.pci_address}] if chosen else [])
+    cards = _cards(facts)
+    if chosen is not None and not any(c.get("pci_address") == chosen.pci_address for c in cards):
+        cards = [*cards, {"pci_address": chosen.pci_address}]
     for card in cards:
         is_chosen = chosen is not None and card.get("pci_address") == chosen.pci_address
         ids = (chosen.vendor, chosen.vf_device) if is_chosen and chosen else _ids(card)
