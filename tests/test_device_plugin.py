@@ -174,6 +174,8 @@ def test_the_node_step_widens_the_selectors_to_a_card_nfd_did_not_show(tmp_path,
              "cards": [{"pci_address": PF, "vendor": "1da8", "device": "3800", "sriov_numvfs": 0}]}
     before = len(sim.writes())
     result = run("restart-device-plugin", sim, node=corigine, facts=facts)
+    assert [(c.action, c.target) for c in result.changes][0] == (
+        "extend-selectors", "ConfigMap kube-system/sriovdp-config config.json")
     assert [c.action for c in result.changes] == ["extend-selectors", "restart"]
     assert result.outputs == {"allocatable_vfs": 4}
     patches = [(op["kind"], op["name"]) for op in sim.writes()[before:] if op["op"] == "patch"]

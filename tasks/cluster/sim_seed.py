@@ -5,7 +5,8 @@ Kube-OVN offload page: Nodes from the fleet inventory, Kube-OVN already the
 CNI (installed by its install.sh with HW_OFFLOAD=false; the OVN load balancer
 already disabled, the page's prerequisite), nicflow's agent DaemonSet, and a
 few workload pods under a PodDisruptionBudget. No SR-IOV device plugin, no
-Multus, no NetworkAttachmentDefinition.
+Multus, no NetworkAttachmentDefinition; or, seeded with `device_plugin`, the
+device plugin the Kube-OVN page installs (`upstream_device_plugin_manifests`).
 """
 
 from __future__ import annotations

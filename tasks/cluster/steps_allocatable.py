@@ -80,6 +80,7 @@ class AllocatableState:
     """The plugin's live config.json (None when not known)."""
     new_config: str | None
     """config.json widened to the node's card; None when it already covers it."""
+    config_ref: str = "SR-IOV device plugin config"
 
     @property
     def converged(self) -> bool:
@@ -158,15 +159,18 @@ class RestartDevicePlugin(Step[RestartDpParams, AllocatableState]):
         node = node_of(ctx)
         pods = [p for p in ctx.surface.list_pods(namespace=target.namespace, node=node.name, selector=target.selector)
                 if not p.deleting]
-        return AllocatableState(node, expected, _allocatable(node, target.resource), pods, config, new_config)
+        plugin = target.plugin
+        where = f"ConfigMap {plugin.namespace}/{plugin.config_map} {plugin.config_key}" if plugin else \
+            "SR-IOV device plugin config"
+        return AllocatableState(node, expected, _allocatable(node, target.resource), pods, config, new_config, where)
 
     def plan(self, state: AllocatableState, params: RestartDpParams) -> list[Change]:
         if state.converged:
             return []
         changes = []
         if state.new_config is not None:
-            changes.append(Change("extend-selectors", "SR-IOV device plugin config",
-                                  _ids_of(state.config), _ids_of(state.new_config)))
+            changes.append(Change("extend-selectors", state.config_ref, _ids_of(state.config),
+                                  _ids_of(state.new_config)))
         if not state.plugin_pods:
             raise TransientError(f"no SR-IOV device plugin pod on node {state.node.name}: is sriov-device-plugin "
                                  "done and the node in its nodeSelector?")
