@@ -322,3 +322,39 @@ def test_a_plugin_found_by_the_resource_its_config_names_is_preferred(tmp_path, 
         "namespace": "kube-system", "daemonsets": ["agilio-dp"], "config_map": "agilio-dp-config",
         "config_key": "config.json", "pod_selector": {"team-dp": "agilio"}, "adopted": True}
     assert allocatable(sim, name) == "4"
+
+
+class LostUpdate:
+    """The simulated cluster, where another node's step overwrites the ConfigMap right after
+    this one widened it (both read the old config: a lost update)."""
+
+    def __init__(self, sim: SimulatedCluster) -> None:
+        self.sim, self.raced = sim, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sim, name)
+
+    def patch(self, api_version: str, kind: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
+        before = self.sim.get_config_map(namespace, name) if kind == "ConfigMap" else None
+        done = self.sim.patch(api_version, kind, name, namespace, body)
+        if before is not None and not self.raced:
+            self.raced = True
+            self.sim.patch(api_version, kind, name, namespace, {"data": before})
+        return done
+
+
+def test_a_widening_lost_to_a_concurrent_writer_is_retried_not_taken_for_done(tmp_path, profiles):
+    from tasks.cluster.steps_allocatable import RestartDevicePlugin, RestartDpParams
+    from workflows.errors import TransientError
+    from workflows.runner import run_step
+    from workflows.step import StepContext
+
+    sim, (corigine, _netronome) = fleet(tmp_path, "test-corigine-no-nfd", "agilio-cx")
+    cluster = run("sriov-device-plugin", sim).outputs
+    vfs(tmp_path, corigine, PF, 4)
+    facts = {**cluster, "numvfs": 4, "pci_address": PF, "vendor": "1da8", "vf_device": "3803"}
+    params = RestartDpParams(poll_interval=0.01, timeout=5)
+    racing = StepContext(run_id="20990101-000000-abcdef", node=corigine, surface=LostUpdate(sim), facts=facts)
+    with pytest.raises(TransientError, match="another writer raced this one"):
+        run_step(RestartDevicePlugin(), racing, params, timeout=30)
+    assert run("restart-device-plugin", sim, node=corigine, facts=facts).outputs == {"allocatable_vfs": 4}
