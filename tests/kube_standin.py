@@ -240,7 +240,8 @@ class KubeStandIn:
     def _list(self, path: str, query: dict[str, str]) -> list[dict[str, Any]] | None:
         if path == "/api/v1/pods":
             pattern = re.compile(r"^/api/v1/namespaces/[^/]+/pods/[^/]+$")
-        elif re.fullmatch(r"/api/v1/namespaces/[^/]+/pods|/api/v1/nodes", path):
+        elif re.fullmatch(r"/api/v1/namespaces/[^/]+/pods|/api/v1/nodes|/apis/apps/v1/namespaces/[^/]+/daemonsets",
+                          path):
             pattern = re.compile("^" + re.escape(path) + "/[^/]+$")
         else:
             return None

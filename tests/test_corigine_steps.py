@@ -74,7 +74,8 @@ def test_detect_reports_the_card(tmp_path: Path) -> None:
     assert out["assembly_source"] == "devlink" and out["sriov_totalvfs"] == 56
     assert out["netdevs"] == ["enp4s0np0", "enp4s0np1"]
     assert out["cards"] == [{"pci_address": PF, "vendor": "19ee", "device": "4000", "driver": "nfp",
-                             "netdevs": ["enp4s0np0", "enp4s0np1"], "sriov_totalvfs": 56}]
+                             "netdevs": ["enp4s0np0", "enp4s0np1"], "sriov_totalvfs": 56,
+                             "sriov_numvfs": 0}]
     assert sim.ops() == []
 
 

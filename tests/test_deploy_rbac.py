@@ -325,6 +325,7 @@ KNOWN_METHODS: dict[str, set[Grant]] = {
     "patch_node": {Grant("", "nodes", "patch")},
     "list_pod_for_all_namespaces": {Grant("", "pods", "list")},
     "list_namespaced_pod": {Grant("", "pods", "list")},
+    "list_namespaced_daemon_set": {Grant("apps", "daemonsets", "list")},
     "delete_namespaced_pod": {Grant("", "pods", "delete")},
     "create_namespaced_pod_eviction": {Grant("", "pods/eviction", "create")},
     "connect_get_namespaced_pod_exec": {Grant("", "pods/exec", "get"), Grant("", "pods/exec", "create")},

@@ -12,7 +12,7 @@ import pytest
 from tasks.cluster.sim import SimulatedCluster
 from tasks.generic import GENERIC_STEPS
 from tasks.host.simfleet import create_fleet
-from workers.runtime import FleetSurfaces
+from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import abort_run, run_status, start_run
 from workflows.dispatch import InlineDispatcher
 from workflows.engine import Engine
@@ -97,7 +97,7 @@ def make_engine(redis: Any) -> Engine:
     dispatcher = InlineDispatcher()
     engine = Engine(store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60),
                     registry=StepRegistry([*GENERIC_STEPS, NodeProbe, EndProbe]), dispatcher=dispatcher,
-                    surfaces=FleetSurfaces())
+                    surfaces=FleetSurfaces(ServedNodes(every_node=True)))
     dispatcher.handler = engine
     return engine
 

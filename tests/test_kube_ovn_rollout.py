@@ -19,7 +19,7 @@ from tasks.host.simfleet import create_fleet, node_names, open_host
 from tasks.registry import default_registry
 from tests.kube_support import run
 from tests.stack import Stack
-from workers.runtime import FleetSurfaces
+from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import run_status, start_run
 from workflows.dispatch import InlineDispatcher
 from workflows.engine import Engine
@@ -164,7 +164,7 @@ def test_restart_ovs_ovn_acts_inside_a_drain_only_and_the_strategy_comes_back(tm
 # the whole pipeline --------------------------------------------------------------------------------
 
 def engine(redis: Any) -> Engine:
-    surfaces, dispatcher = FleetSurfaces(), InlineDispatcher()
+    surfaces, dispatcher = FleetSurfaces(ServedNodes(every_node=True)), InlineDispatcher()
     built = Engine(store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60), registry=default_registry(),
                    dispatcher=dispatcher, surfaces=surfaces, reporter=NodeStateReporter(surfaces.cluster))
     dispatcher.handler = built

@@ -22,6 +22,11 @@ MANUAL_NAD_CONFIG = {"cniVersion": "0.3.1", "name": "kube-ovn", "plugins": [
     {"type": "kube-ovn", "server_socket": "/run/openvswitch/kube-ovn-daemon.sock", "provider": "default.default.ovn"},
     {"type": "portmap", "capabilities": {"portMappings": True}}]}
 KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.35"
+DERIVED_CONFIG = {"resourceList": [{"resourcePrefix": "corigine.com", "resourceName": "agilio_sriov",
+                                    "selectors": {"vendors": ["19ee"], "devices": ["3803", "6003"],
+                                                  "drivers": ["nfp_netvf"]}}]}
+"""The Kube-OVN page's config, with every VF id nfp_netvf binds, for a cluster whose NFD labels show 19ee."""
+NFD_19EE = {"feature.node.kubernetes.io/pci-19ee.present": "true"}
 SRIOVDP_CONFIG = {"name": "sriovdp-config", "namespace": "kube-system"}
 CONTROLLER_ARGS = ["/kube-ovn/start-controller.sh", "--default-cidr=10.16.0.0/16", "--enable-lb=false",
                    "--enable-np=true"]
@@ -45,6 +50,8 @@ def written(api: KubeStandIn) -> list[tuple[str, str]]:
 # sriov-device-plugin, multus, network-attachment --------------------------------------------
 
 def test_device_plugin_first_apply_then_a_second_that_changes_nothing(api, kube):
+    api.put(node("node-1", labels=NFD_19EE))
+    api.put(node("node-2"))
     first = run("sriov-device-plugin", kube)
     assert first.status == "changed"
     assert [c.action for c in first.changes] == ["create", "create", "create"]
@@ -57,10 +64,16 @@ def test_device_plugin_first_apply_then_a_second_that_changes_nothing(api, kube)
         assert request.content_type == "application/apply-patch+yaml"
         assert request.query == {"fieldManager": "nicflow"}
     config_map, daemonset = api.writes()[1].body, api.writes()[2].body
-    assert json.loads(config_map["data"]["config.json"]) == MANUAL_CONFIG
+    assert json.loads(config_map["data"]["config.json"]) == DERIVED_CONFIG
+    lists = [r.query for r in api.requests if r.method == "GET" and r.path in ("/api/v1/nodes",)]
+    assert {q["labelSelector"] for q in lists} == {"feature.node.kubernetes.io/pci-19ee.present=true",
+                                                   "feature.node.kubernetes.io/pci-1da8.present=true"}
     container = daemonset["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/k8snetworkplumbingwg/sriov-network-device-plugin:v3.7.0"
     assert daemonset["spec"]["template"]["metadata"]["labels"]["app"] == "sriovdp"
+    assert first.outputs["device_plugin"] == {
+        "namespace": "kube-system", "daemonsets": ["kube-sriov-device-plugin"], "config_map": "sriovdp-config",
+        "config_key": "config.json", "pod_selector": {"name": "sriov-device-plugin"}, "adopted": False}
 
     api.clear()
     second = run("sriov-device-plugin", kube)
@@ -84,8 +97,9 @@ def test_device_plugin_parameters_reach_the_config_and_a_change_rolls_the_pods(a
 
 
 def test_a_hand_written_config_with_the_same_content_is_not_rewritten(api, kube):
+    api.put(node("node-1", labels=NFD_19EE))
     api.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": SRIOVDP_CONFIG,
-             "data": {"config.json": json.dumps(MANUAL_CONFIG, indent=4)}})  # as the manual's kubectl apply left it
+             "data": {"config.json": json.dumps(DERIVED_CONFIG, indent=4)}})  # as a kubectl apply left it
     run("sriov-device-plugin", kube)
     assert "/api/v1/namespaces/kube-system/configmaps/sriovdp-config" not in [p for _m, p in written(api)]
 
@@ -105,6 +119,43 @@ def test_a_conflict_fails_permanently_unless_force_is_set(api, kube):
     assert run("sriov-device-plugin", kube, {"force": True}).status == "changed"
     forced = [r for r in api.writes() if r.path.endswith("sriovdp-config")]
     assert [r.query for r in forced] == [{"fieldManager": "nicflow", "force": "true"}]
+
+
+def test_an_upstream_device_plugin_is_adopted_through_the_api_and_its_pods_restarted(api, kube):
+    """The cluster the Kube-OVN page leaves: sriov-network-device-plugin v3.5.1's k8s-v1.16 manifest."""
+    from tasks.cluster.sim_seed import upstream_device_plugin_manifests
+
+    api.put(node("node-1", labels=NFD_19EE, allocatable={"corigine.com/agilio_sriov": "0"}))
+    for manifest in upstream_device_plugin_manifests():
+        api.put(manifest)
+    upstream = {"name": "sriov-device-plugin", "tier": "node", "app": "sriovdp"}
+    api.put(pod("kube-system", "kube-sriov-device-plugin-amd64-old", "node-1", owner="DaemonSet", labels=upstream))
+    result = run("sriov-device-plugin", kube)
+    assert result.changes[0].after == "adopt existing device plugin kube-system/kube-sriov-device-plugin-amd64"
+    (patch,) = api.writes()
+    assert (patch.method, patch.path) == ("PATCH", "/api/v1/namespaces/kube-system/configmaps/sriovdp-config")
+    assert patch.content_type == "application/strategic-merge-patch+json" and patch.query == {"fieldManager": "nicflow"}
+    assert list(patch.body) == ["data"] and list(patch.body["data"]) == ["config.json"]
+    config = json.loads(patch.body["data"]["config.json"])
+    assert config == DERIVED_CONFIG  # the page's selectors, widened to the NFP3800's VFs
+    assert ("GET", "/apis/apps/v1/namespaces/kube-system/daemonsets") in [(r.method, r.path) for r in api.requests]
+    api.clear()
+    assert run("sriov-device-plugin", kube).status == "ok" and api.writes() == []
+
+    def plugin_restarts(standin: KubeStandIn, request: Request) -> None:
+        if request.method == "DELETE" and "/pods/kube-sriov-device-plugin-amd64-" in request.path:
+            standin.put(pod("kube-system", "kube-sriov-device-plugin-amd64-new", "node-1", owner="DaemonSet",
+                            labels=upstream))
+            standin.objects["/api/v1/nodes/node-1"]["status"]["allocatable"]["corigine.com/agilio_sriov"] = "4"
+
+    api.hooks.append(plugin_restarts)
+    facts = {**result.outputs, "numvfs": 4, "pci_address": "0000:04:00.0", "vendor": "19ee", "vf_device": "6003"}
+    restarted = run("restart-device-plugin", kube, node="node-1", facts=facts)
+    assert restarted.outputs == {"allocatable_vfs": 4}
+    assert [(r.method, r.path) for r in api.writes()] == [
+        ("DELETE", "/api/v1/namespaces/kube-system/pods/kube-sriov-device-plugin-amd64-old")]
+    pods_query = next(r.query for r in api.requests if r.path == "/api/v1/namespaces/kube-system/pods")
+    assert pods_query["labelSelector"] == "name=sriov-device-plugin"
 
 
 def test_unpinned_images_are_refused():

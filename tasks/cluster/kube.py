@@ -242,6 +242,12 @@ class KubeCluster:
         self.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
                     "data": data})
 
+    def list_daemonsets(self, namespace: str, selector: Mapping[str, str] | None = None) -> list[Manifest]:
+        check_name(namespace, "namespace", pattern=DNS1123_LABEL)
+        query = selector_string(selector)
+        return self._list("daemonsets", f"in {namespace}", self.apps.list_namespaced_daemon_set, namespace,
+                          **({"label_selector": query} if query else {}))
+
     # nodes
     def _list(self, resource: str, target: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Manifest]:
         items: list[Manifest] = []

@@ -122,7 +122,7 @@ class SimulatedCluster:
                 self._write(self._nodes, nodes)
 
     def _seeded(self, kube_ovn: Mapping[str, str] | None = DEFAULT_SEED, *, workloads: bool = True,
-                version: str = sim_seed.DEFAULT_KUBE_OVN_VERSION) -> ctl.World:
+                version: str = sim_seed.DEFAULT_KUBE_OVN_VERSION, device_plugin: bool = False) -> ctl.World:
         fleet_file = self.root / "fleet.json"
         inventory = json.loads(fleet_file.read_text())["nodes"] if fleet_file.exists() else {}
         world: ctl.World = {"objects": {}, "managers": {}, "pods": {}, "replicasets": {}, "pdbs": {}, "seq": 0,
@@ -132,6 +132,8 @@ class SimulatedCluster:
         for manifest in manifests:
             self._create(world, manifest, sim_seed.KUBE_OVN_INSTALLER)
         self._create(world, sim_seed.agent_manifest(), "kubectl-client-side-apply")
+        for manifest in sim_seed.upstream_device_plugin_manifests() if device_plugin else []:
+            self._create(world, manifest, "kubectl-client-side-apply")
         if workloads:
             replicaset, pdb = sim_seed.web_workload(sorted(world["nodes"]))
             world["replicasets"][f"{replicaset['namespace']}/{replicaset['name']}"] = replicaset
@@ -140,12 +142,14 @@ class SimulatedCluster:
         return world
 
     def seed(self, *, kube_ovn: Mapping[str, str] | None = DEFAULT_SEED, workloads: bool = True,
-             kube_ovn_version: str = sim_seed.DEFAULT_KUBE_OVN_VERSION) -> None:
+             kube_ovn_version: str = sim_seed.DEFAULT_KUBE_OVN_VERSION, device_plugin: bool = False) -> None:
         """(Re)create the cluster's starting state; `kube_ovn=None` starts without Kube-OVN, else
-        Kube-OVN as install.sh of `kube_ovn_version` leaves it with those settings."""
+        Kube-OVN as install.sh of `kube_ovn_version` leaves it with those settings; `device_plugin`
+        starts with the upstream SR-IOV device plugin the Kube-OVN page installs."""
         with open(self.dir / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._save(self._seeded(kube_ovn, workloads=workloads, version=kube_ovn_version))
+            self._save(self._seeded(kube_ovn, workloads=workloads, version=kube_ovn_version,
+                                    device_plugin=device_plugin))
 
     def add_pdb(self, namespace: str, name: str, selector: dict[str, str], min_available: int) -> None:
         """Test and demo set-up, not an API call: a PodDisruptionBudget."""
@@ -228,6 +232,13 @@ class SimulatedCluster:
             world["objects"][key] = self._merged(world["objects"][key], body)
             ctl.reconcile(world, self.root)
             return ctl.with_status(world, world["objects"][key])
+
+    def list_daemonsets(self, namespace: str, selector: Mapping[str, str] | None = None) -> list[Manifest]:
+        check_name(namespace, "namespace", pattern=DNS1123_LABEL)
+        with self._world() as world:
+            return [ctl.with_status(world, obj) for _key_, obj in sorted(world["objects"].items())
+                    if obj["kind"] == "DaemonSet" and obj["metadata"].get("namespace") == namespace
+                    and ctl.matches(dict(selector or {}), obj["metadata"].get("labels") or {})]
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
         found = self.get("v1", "ConfigMap", name, namespace)

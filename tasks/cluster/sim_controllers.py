@@ -8,9 +8,12 @@ is an OVS restart on its node, recorded in the cluster's ops log), a
 Deployment or ReplicaSet keeps its replicas on schedulable nodes, an evicted
 or deleted pod is replaced. Starting a pod has the effects
 the offload rollout depends on:
-- the SR-IOV device plugin registers `<prefix>/<name>` in the node's
-  allocatable with the VF count the host has then (it does not rescan: the
-  count changes only when its pod restarts);
+- the SR-IOV device plugin (a DaemonSet pod running the
+  sriov-network-device-plugin image) reads the ConfigMap its DaemonSet mounts
+  at /etc/pcidp and registers, for each entry of its resourceList, the host's
+  PCI network functions its selectors take (`sriovdp_config`), counted from
+  the host's sysfs over every card; it does not rescan: the counts change
+  only when its pod restarts;
 - ovs-ovn's start-ovs.sh sets OVS `other_config:hw-offload` on the host from
   the pod's HW_OFFLOAD.
 """
@@ -20,10 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.surface import Manifest
 from tasks.host.sim import SimulatedHost
 
@@ -33,7 +38,11 @@ REVISION_LABEL = "controller-revision-hash"
 TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 OVS_DAEMONSET = "ovs-ovn"
 """Kube-OVN's OVS DaemonSet: each start of one of its pods restarts OVS on the node, recorded."""
-DEFAULT_RESOURCE = ("corigine.com/agilio_sriov", ["19ee"])
+PLUGIN_IMAGE = "sriov-network-device-plugin"
+"""The last path segment of the plugin's image (ghcr.io/k8snetworkplumbingwg/sriov-network-device-plugin)."""
+NETWORK_CLASS = "0x02"
+"""PCI class 02, network controller: the devices the plugin's netDevice provider considers
+(pkg/types/types.go SupportedDevices, netDeviceProvider.go AddTargetDevices)."""
 
 
 def matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
@@ -252,9 +261,8 @@ def _started(world: World, root: Path, pod: Manifest, booting: bool) -> None:
     node = pod["spec"]["nodeName"]
     if owner == ("DaemonSet", "ovs-ovn"):
         _start_ovs(root, node, pod, booting)
-    if pod["metadata"]["labels"].get("app") == "sriovdp":
-        resource, vendors = device_plugin_config(world, pod)
-        world["nodes"][node]["status"]["allocatable"][resource] = str(host_vfs(root, node, vendors))
+    if owner[0] == "DaemonSet" and plugin_container(world, pod) is not None:
+        register_vfs(world, root, pod)
 
 
 def _start_ovs(root: Path, node: str, pod: Manifest, booting: bool) -> None:
@@ -269,37 +277,91 @@ def _start_ovs(root: Path, node: str, pod: Manifest, booting: bool) -> None:
         host.set_state("ovs", {**(state or {}), "hw_offload": env.get("HW_OFFLOAD") == "true"})
 
 
-def device_plugin_config(world: World, pod: Manifest) -> tuple[str, list[str]]:
-    """The resource the plugin registers and the PCI vendors it selects, from its ConfigMap."""
-    namespace = pod["metadata"]["namespace"]
-    for obj in world["objects"].values():
-        if obj["kind"] == "ConfigMap" and obj["metadata"].get("namespace") == namespace \
-                and "config.json" in (obj.get("data") or {}):
-            try:
-                entry = json.loads(obj["data"]["config.json"])["resourceList"][0]
-                return f"{entry['resourcePrefix']}/{entry['resourceName']}", list(entry["selectors"]["vendors"])
-            except (ValueError, KeyError, IndexError, TypeError):
-                continue
-    return DEFAULT_RESOURCE[0], list(DEFAULT_RESOURCE[1])
+def plugin_container(world: World, pod: Manifest) -> tuple[Manifest, list[Manifest]] | None:
+    """The sriov-network-device-plugin container of the pod's DaemonSet template and the
+    template's volumes, or None when the pod is not the device plugin."""
+    owner = owner_of(pod) or ("", "")
+    ds = world["objects"].get(f"apps/v1/DaemonSet/{pod['metadata']['namespace']}/{owner[1]}")
+    spec = (((ds or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in spec.get("containers") or []:
+        image = str(container.get("image") or "").split("@")[0]
+        if image.rsplit("/", 1)[-1].split(":")[0] == PLUGIN_IMAGE:
+            return container, list(spec.get("volumes") or [])
+    return None
 
 
-def host_vfs(root: Path, node: str, vendors: list[str]) -> int:
-    """VFs on the host now: the sum of `sriov_numvfs` of PCI functions of the selected vendors."""
+def device_plugin_config(world: World, pod: Manifest) -> str | None:
+    """The config.json the plugin pod reads: the ConfigMap volume mounted at /etc/pcidp, its
+    key projected to config.json (the manifest's `items`), or the key config.json itself.
+    None when the ConfigMap or the key is missing (the pod would not start)."""
+    found = plugin_container(world, pod)
+    if found is None:
+        return None
+    container, volumes = found
+    mounts = {m.get("name"): m.get("mountPath") for m in container.get("volumeMounts") or []}
+    for volume in volumes:
+        source = volume.get("configMap")
+        if not source or mounts.get(volume.get("name")) != dp.CONFIG_DIR:
+            continue
+        items = source.get("items") or [{"key": dp.CONFIG_KEY, "path": dp.CONFIG_KEY}]
+        key = next((i.get("key") for i in items if i.get("path") == dp.CONFIG_KEY), None)
+        config_map = world["objects"].get(f"v1/ConfigMap/{pod['metadata']['namespace']}/{source.get('name')}")
+        return ((config_map or {}).get("data") or {}).get(key) if key else None
+    return None
+
+
+def register_vfs(world: World, root: Path, pod: Manifest) -> None:
+    """What kubelet shows after the plugin starts: each pool's size in allocatable. A pool
+    without devices registers nothing; one registered before then shows 0 (kubelet
+    pkg/kubelet/nodestatus/setters.go MachineInfo sets a removed device plugin resource to 0)."""
+    config = device_plugin_config(world, pod)
+    node = pod["spec"]["nodeName"]
+    allocatable = world["nodes"][node]["status"]["allocatable"]
+    try:
+        sizes = dp.pool_sizes(config, host_vfs(root, node)) if config is not None else {}
+    except dp.ConfigError:
+        sizes = {}  # the plugin exits on a config it refuses
+    for resource, count in sizes.items():
+        if count:
+            allocatable[resource] = str(count)
+        elif resource in allocatable:
+            allocatable[resource] = "0"
+
+
+def host_vfs(root: Path, node: str) -> list[tuple[dp.Device, int | None]]:
+    """The host's PCI network functions as the plugin discovers them (with their VF index),
+    from sysfs: `vendor`, `device`, `class`, the `driver` link, `physfn`; an SR-IOV PF with
+    VFs configured is left out (netDeviceProvider.go AddTargetDevices: IsSriovPF and
+    SriovConfigured). The plugin's other exclusion, a netdev holding the default route, is
+    not emulated (the simulated host has no routing table)."""
     devices = root / node / "fs" / "sys" / "bus" / "pci" / "devices"
-    total = 0
-    for device in sorted(devices.iterdir()) if devices.is_dir() else []:
-        numvfs = device / "sriov_numvfs"
-        if not numvfs.is_file():
+    found: list[tuple[dp.Device, int | None]] = []
+    for path in sorted(devices.iterdir()) if devices.is_dir() else []:
+        if not _read(path / "class").startswith(NETWORK_CLASS):
             continue
-        vendor_file = device / "vendor"
-        vendor = vendor_file.read_text().strip().lower().removeprefix("0x") if vendor_file.is_file() else ""
-        if vendors and vendor not in vendors:
+        if (path / "sriov_totalvfs").is_file() and _read(path / "sriov_numvfs") not in ("", "0"):
             continue
-        try:
-            total += int(numvfs.read_text().strip() or 0)
-        except ValueError:
-            continue
-    return total
+        pf = path / "physfn"
+        pf_address = os.path.basename(os.path.realpath(pf)) if pf.is_symlink() else None
+        driver = os.path.basename(os.readlink(path / "driver")) if (path / "driver").is_symlink() else None
+        device = dp.Device(_read(path / "vendor").lower().removeprefix("0x"),
+                           _read(path / "device").lower().removeprefix("0x"), driver, path.name, pf_address)
+        found.append((device, _vf_index(pf, path.name) if pf_address else None))
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _vf_index(pf: Path, address: str) -> int | None:
+    for link in pf.glob("virtfn*"):
+        if link.name[6:].isdigit() and os.path.basename(os.path.realpath(link)) == address:
+            return int(link.name[6:])
+    return None
 
 
 def with_status(world: World, obj: Manifest) -> Manifest:

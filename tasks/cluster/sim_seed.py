@@ -5,7 +5,9 @@ Kube-OVN offload page: Nodes from the fleet inventory, Kube-OVN already the
 CNI as its install.sh leaves it with its own defaults (HW_OFFLOAD=false, the
 OVN load balancer on, ovs-ovn RollingUpdate with maxSurge 1), nicflow's agent
 DaemonSet, and a few workload pods under a PodDisruptionBudget. No SR-IOV
-device plugin, no Multus, no NetworkAttachmentDefinition.
+device plugin, no Multus, no NetworkAttachmentDefinition; or, seeded with
+`device_plugin`, the device plugin the Kube-OVN page installs
+(`upstream_device_plugin_manifests`).
 
 The Kube-OVN objects follow kubeovn/kube-ovn dist/images/install.sh of a
 release (`version`: 1.12, the one the offload page downloads, by default, or
@@ -132,8 +134,10 @@ def agent_manifest() -> Manifest:
 
 
 def node_object(name: str, labels: Mapping[str, str]) -> Manifest:
+    # kubelet sets the beta os/arch labels beside the GA ones (pkg/kubelet/kubelet_node_status.go initialNode)
     return {
         "metadata": {"name": name, "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                                              "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
                                               "kubernetes.io/hostname": name, **labels}, "annotations": {}},
         "spec": {},
         "status": {"allocatable": dict(NODE_CAPACITY), "conditions": [READY]},
@@ -158,3 +162,63 @@ def web_workload(nodes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
                   "labels": dict(WEB_LABELS), "placement": placement}
     pdb = {"namespace": "default", "name": "web", "selector": dict(WEB_LABELS), "min_available": max(replicas - 1, 0)}
     return replicaset, pdb
+
+
+UPSTREAM_DP_RELEASE = "v3.5.1"
+"""k8snetworkplumbingwg/sriov-network-device-plugin v3.5.1 (commit 6fff085aed91), the last release
+with deployments/k8s-v1.16/sriovdp-daemonset.yaml, the file the Kube-OVN page applies from master
+(removed from master by 60908bd0c8a6, January 2023)."""
+UPSTREAM_DP_ARCHES = {"amd64": "v3.4.0", "ppc64le": "latest-ppc64le", "arm64": "latest-arm64"}
+"""The manifest's three DaemonSets and the image tag each runs."""
+UPSTREAM_DP_CONFIG = (
+    '{\n    "resourceList": [{\n        "resourcePrefix": "corigine.com",\n        "resourceName": "agilio_sriov",\n'
+    '        "selectors": {\n            "vendors": ["19ee"],\n            "devices": ["6003"],\n'
+    '            "drivers": ["nfp_netvf"]\n        }\n    }\n    ]\n}\n')
+"""sriovdp-config as the Kube-OVN Corigine page writes it (its own whitespace)."""
+
+
+def upstream_device_plugin_manifests() -> list[Manifest]:
+    """What a cluster that followed the Kube-OVN page runs: the page's sriovdp-config and the
+    objects of the k8s-v1.16 manifest of release UPSTREAM_DP_RELEASE (one DaemonSet per
+    architecture, each selecting its nodes by the beta arch label)."""
+    labels = {"name": "sriov-device-plugin", "tier": "node", "app": "sriovdp"}
+    objects: list[Manifest] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "sriov-device-plugin", "namespace": "kube-system"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sriovdp-config", "namespace": "kube-system"},
+         "data": {"config.json": UPSTREAM_DP_CONFIG}},
+    ]
+    for arch, tag in UPSTREAM_DP_ARCHES.items():
+        container = {
+            "name": "kube-sriovdp", "image": f"ghcr.io/k8snetworkplumbingwg/sriov-network-device-plugin:{tag}",
+            "imagePullPolicy": "IfNotPresent", "args": ["--log-dir=sriovdp", "--log-level=10"],
+            "securityContext": {"privileged": True},
+            "resources": {"requests": {"cpu": "250m", "memory": "40Mi"}, "limits": {"cpu": 1, "memory": "200Mi"}},
+            "volumeMounts": [{"name": "devicesock", "mountPath": "/var/lib/kubelet/", "readOnly": False},
+                             {"name": "log", "mountPath": "/var/log"},
+                             {"name": "config-volume", "mountPath": "/etc/pcidp"},
+                             {"name": "device-info", "mountPath": "/var/run/k8s.cni.cncf.io/devinfo/dp"}],
+        }
+        objects.append({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": f"kube-sriov-device-plugin-{arch}", "namespace": "kube-system",
+                         "labels": {"tier": "node", "app": "sriovdp"}},
+            "spec": {"selector": {"matchLabels": {"name": "sriov-device-plugin"}}, "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "hostNetwork": True, "nodeSelector": {"beta.kubernetes.io/arch": arch},
+                    "tolerations": [{"key": "node-role.kubernetes.io/master", "operator": "Exists",
+                                     "effect": "NoSchedule"}],
+                    "serviceAccountName": "sriov-device-plugin", "containers": [container],
+                    "volumes": [
+                        {"name": "devicesock", "hostPath": {"path": "/var/lib/kubelet/"}},
+                        {"name": "log", "hostPath": {"path": "/var/log"}},
+                        {"name": "device-info", "hostPath": {"path": "/var/run/k8s.cni.cncf.io/devinfo/dp",
+                                                             "type": "DirectoryOrCreate"}},
+                        {"name": "config-volume", "configMap": {
+                            "name": "sriovdp-config", "items": [{"key": "config.json", "path": "config.json"}]}},
+                    ],
+                },
+            }},
+        })
+    return objects

@@ -230,6 +230,9 @@ class ClusterSurface(Protocol):
     def patch(self, api_version: str, kind: str, name: str, namespace: str, body: Manifest) -> Manifest:
         """A strategic-merge patch of exactly `body` (objects another installer owns)."""
 
+    def list_daemonsets(self, namespace: str, selector: Mapping[str, str] | None = None) -> list[Manifest]:
+        """DaemonSets of a namespace as the API shows them (with status)."""
+
     def list_nodes(self, selector: Mapping[str, str] | None = None) -> list[NodeView]: ...
 
     def get_node(self, name: str) -> NodeView | None: ...

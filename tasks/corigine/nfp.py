@@ -67,6 +67,7 @@ class Card:
         return {
             "pci_address": self.pci_address, "vendor": self.vendor, "device": self.device, "driver": self.driver,
             "netdevs": self.names, "sriov_totalvfs": self.sriov_totalvfs,
+            "sriov_numvfs": self.sriov_numvfs,  # the device plugin registers the VFs of every card
         }
 
 
