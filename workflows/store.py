@@ -11,6 +11,7 @@ the newer attempt's record.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from typing import Any
 
@@ -23,6 +24,9 @@ RUNS_INDEX = "nicflow:runs"
 CLUSTER = "_cluster"
 EVENTS_MAXLEN = 200_000
 ACTIVE_RUNS = "nicflow:active"
+STORE_ID_KEY = "nicflow:store-id"
+"""Names this store: written once, with the first run; a store reset under a live run loses it
+(see workflows.storeid)."""
 _RECORD_JSON = ("overrides", "waves")
 STEP_FIELD = "step:"
 """Checkpoints live beside a node's own fields (state, error, fence...) under this prefix."""
@@ -140,6 +144,7 @@ class CheckpointStore:
                 pipe.hset(self._progress_key(record.id, node), "state", "pending")
             pipe.zadd(RUNS_INDEX, {record.id: record.created_at})
             pipe.sadd(ACTIVE_RUNS, record.id)
+            pipe.set(STORE_ID_KEY, json.dumps({"id": secrets.token_hex(8), "created_at": record.created_at}), nx=True)
             pipe.execute()
 
     def active_runs(self) -> list[str]:
@@ -148,6 +153,24 @@ class CheckpointStore:
 
     def retire(self, run_id: str) -> None:
         self.redis.srem(ACTIVE_RUNS, run_id)
+
+    def reactivate(self, run_id: str) -> None:
+        """Watched again by the watchdog (an aborted run that is continued)."""
+        self.redis.sadd(ACTIVE_RUNS, run_id)
+
+    # store identity (workflows.storeid)
+    def store_id(self) -> dict[str, Any] | None:
+        """`{"id": ..., "created_at": ...}` of this store, None before its first run (or after a reset)."""
+        raw = self.redis.get(STORE_ID_KEY)
+        return json.loads(raw) if raw else None
+
+    def existing_runs(self, run_ids: list[str]) -> set[str]:
+        """Which of `run_ids` this store holds: one pipelined round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.exists(self._run_key(run_id))
+            found = pipe.execute()
+        return {run_id for run_id, present in zip(run_ids, found) if present}
 
     def next_wave(self, run_id: str, wave: int, end: int, window: int) -> bool:
         """Open wave `wave + 1`, once: a second controller finding the same wave done loses."""

@@ -1,0 +1,116 @@
+"""A checkpoint store reset under a live run (issue 12, item 4): told apart, said, never acted on.
+
+The unit tests drive the engine in-process over a real redis-server; the last
+test kills a redis-server without persistence in the middle of a drain, with
+real controller and agent processes, and starts an empty one on the same port.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.cluster.sim import SimulatedCluster
+from tasks.host.simfleet import create_fleet, open_host
+from tests.helpers import PIPELINES
+from tests.stack import Stack, op_counts
+from workflows.control import start_run
+from workflows.executor import NodeLeaseGuard
+from workflows.loader import load_text
+from workflows.storeid import StoreReset, StoreWatch, refuses_work, watch_of
+
+HELLO = (PIPELINES / "hello-fleet.yaml").read_text()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    create_fleet(tmp_path, 2, profiles={"node-000": "bare", "node-001": "bare"})
+    return tmp_path
+
+
+def start(engine, fleet, nodes=("node-000", "node-001")):
+    pipeline = load_text(HELLO, engine.registry)
+    return start_run(engine, pipeline, list(nodes), fleet=f"sim:{fleet}")
+
+
+def host_ops(fleet, node):
+    return open_host(fleet, node).ops()
+
+
+def test_the_first_run_names_the_store_and_later_runs_keep_the_name(redis, engine, fleet):
+    assert engine.store.store_id() is None
+    first = start(engine, fleet)
+    named = engine.store.store_id()
+    assert named is not None and len(named["id"]) == 16 and named["created_at"] == first.created_at
+    start(engine, fleet)
+    assert engine.store.store_id() == named
+
+
+def test_a_delivery_for_a_run_the_store_lost_is_refused_with_the_reason(redis, engine, fleet, caplog):
+    record = start(engine, fleet)
+    # run until a node step is queued, and keep its message: a delivery the reset did not take back
+    while not any(name == "execute" and args[1] for name, args in engine.dispatcher.queue):
+        engine.dispatcher.drain(limit=1)
+    delivery = next(args for name, args in engine.dispatcher.queue if name == "execute" and args[1])
+    engine.dispatcher.queue.clear()
+    store_id = engine.store.store_id()["id"]
+    watch_of(redis).ttl = 0.0  # read the id at every check, not once a second
+    redis.flushall()  # the reset: an empty store on the same address
+    before = host_ops(fleet, delivery[1])
+    with caplog.at_level(logging.ERROR, logger="nicflow.store"):
+        engine.execute(*delivery)
+    assert host_ops(fleet, delivery[1]) == before
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"the checkpoint store was reset (store id {store_id} is gone): not touching {delivery[1]}" in messages
+    assert any(f"store id {store_id}" in m and "is gone" in m and "no run created since" in m for m in messages)
+    assert record.id not in engine.store.existing_runs([record.id])
+
+
+def test_a_process_that_never_saw_the_lost_store_names_the_missing_run(redis, engine, fleet):
+    record = start(engine, fleet)
+    redis.flushall()
+    watch = StoreWatch(engine.store)  # another process's: its first look at the store is after the reset
+    assert watch.reason_to_refuse(record.id) == (
+        f"run {record.id} is not in the checkpoint store (store id none): the store was reset or the run removed")
+
+
+def test_a_step_whose_lease_vanished_with_the_store_says_the_store_was_reset(redis, engine, fleet):
+    record = start(engine, fleet)
+    lease = engine.leases.acquire("node-000", record.id)
+    guard = NodeLeaseGuard(engine.leases, "node-000", record.id, lease.fence)
+    guard.check()  # held: nothing raised
+    store_id = engine.store.store_id()["id"]
+    assert not refuses_work(redis, record.id, "node-000")  # the run is known present, the id read
+    redis.flushall()  # within the id's ttl: only asking the store again tells
+    with pytest.raises(StoreReset) as raised:
+        guard.check()
+    assert raised.value.message == f"the checkpoint store was reset (store id {store_id} is gone): not touching node-000"
+    assert raised.value.kind == "store-reset" and not raised.value.retryable
+
+
+def test_runs_of_the_new_store_go_on_after_a_reset(redis, engine, fleet):
+    start(engine, fleet)
+    engine.dispatcher.drain()
+    old = engine.store.store_id()["id"]
+    watch_of(redis).ttl = 0.0
+    watch_of(redis).current()
+    redis.flushall()
+    record = start(engine, fleet)
+    engine.dispatcher.drain()
+    assert engine.store.store_id()["id"] != old
+    assert engine.store.run(record.id).status == "succeeded"
+
+
+def test_the_store_id_is_read_at_most_once_per_ttl(redis, engine, fleet):
+    start(engine, fleet)
+    now = [0.0]
+    watch = StoreWatch(engine.store, ttl=1.0, clock=lambda: now[0])
+    seen = watch.current()
+    redis.flushall()
+    assert watch.current() == seen  # trusted until the ttl passes
+    now[0] = 1.0
+    assert watch.current() is None
