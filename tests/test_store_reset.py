@@ -114,3 +114,116 @@ def test_the_store_id_is_read_at_most_once_per_ttl(redis, engine, fleet):
     assert watch.current() == seen  # trusted until the ttl passes
     now[0] = 1.0
     assert watch.current() is None
+
+
+# --- real processes --------------------------------------------------------------------------
+
+FAST_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "--set", "cluster_poll_interval=0.05",
+            "--set", "vf_wait_interval=0.01", "--set", "rollout.max_unavailable=100%", "--set", "drain_timeout=600"]
+NODES = ["node-000", "node-001"]
+FLEET = 6  # two more than the run's nodes, and two spare: evicted web pods need somewhere to go
+DRAIN_PARAMS = 'params: {when_any: [reload_needed], drain_timeout: "${drain_timeout}", poll_interval: "${cluster_poll_interval}"}'
+
+
+def fast_drain_pipeline(base: Path) -> Path:
+    """The bundled pipeline, its drain retrying a blocked eviction every 0.5 s."""
+    text = (PIPELINES / "corigine-offload.yaml").read_text()
+    assert DRAIN_PARAMS in text
+    path = base / "corigine-offload-fast-drain.yaml"
+    path.write_text(text.replace(DRAIN_PARAMS, DRAIN_PARAMS[:-1] + ", eviction_backoff: 0.5, eviction_backoff_max: 0.5}"))
+    return path
+
+
+def refusals(stack: Stack, node: str) -> list[str]:
+    """Log lines of any controller refusing to touch `node` because the store lost its run."""
+    lines = []
+    for worker in stack.workers:
+        if worker.name.startswith("controller") and worker.log.exists():
+            entries = [json.loads(x) for x in worker.log.read_text().splitlines() if x.startswith("{")]
+            lines += [e["event"] for e in entries
+                      if e.get("logger") == "nicflow.store" and e["event"].endswith(f"not touching {node}")]
+    return lines
+
+
+def restart_controllers(stack: Stack) -> None:
+    """A controller whose Celery consumer lost the broker with messages unacknowledged stops
+    consuming (kombu 5.7: `restore_unacked` on close raises AttributeError, "Unrecoverable
+    error"), while the steps it held run on; it is replaced, as its Deployment would be."""
+    for worker in [w for w in stack.workers if w.name.startswith("controller") and w.proc.poll() is None]:
+        stack.kill(worker)
+    stack.controller()
+
+
+def refused_everywhere(stack: Stack) -> bool:
+    return all(refusals(stack, node) for node in NODES)
+
+
+def wait_until(predicate, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def all_ops(root: Path) -> dict[str, list[dict]]:
+    return {f"node-{i:03d}": open_host(root, f"node-{i:03d}").ops() for i in range(FLEET)}
+
+
+def test_store_reset_mid_drain_is_detected_leftovers_listed_and_adopted(tmp_path):
+    stack = Stack(tmp_path, persistent=False)
+    try:
+        stack.controller()
+        root = stack.fleet("reset", FLEET)
+        stack.agent(root, FLEET)
+        cluster = SimulatedCluster(root)
+        cluster.add_pdb("default", "hold", {"app": "web"}, min_available=FLEET)  # every eviction refused
+        pipeline = str(fast_drain_pipeline(tmp_path))
+        lost = stack.run(pipeline, root, FLEET, *FAST_RUN, "--nodes", ",".join(NODES))
+        wait_until(lambda: all(cluster.get_node(n).labels.get("nicflow.io/state") == "draining" for n in NODES),
+                   "both nodes draining")
+        store_id = stack.engine.store.store_id()["id"]
+        before = all_ops(root)
+
+        stack.redis.kill()
+        stack.redis.start()  # same port, nothing kept
+
+        # The step in hand checks its lease at its next eviction attempt and finds the store reset;
+        # an attempt that met Redis down is delivered again (Celery's retry) and refused then.
+        try:
+            wait_until(lambda: refused_everywhere(stack), "the steps in hand refusing their nodes", timeout=10)
+        except AssertionError:
+            pass
+        restart_controllers(stack)
+        wait_until(lambda: refused_everywhere(stack), "a controller refusing each node")
+        gone = f"the checkpoint store was reset (store id {store_id} is gone): not touching "
+        missing = f"run {lost} is not in the checkpoint store (store id none): the store was reset or the run removed"
+        for node in NODES:
+            assert set(refusals(stack, node)) <= {gone + node, f"{missing}: not touching {node}"}, refusals(stack, node)
+        listed = stack.nicflow("runs", "--orphans", "--json", "--fleet", f"sim:{FLEET}", "--sim-root", str(root))
+        assert listed.returncode == 0, listed.stderr
+        orphans = json.loads(listed.stdout)["orphans"]
+        assert [o["node"] for o in orphans] == NODES
+        for orphan in orphans:
+            assert orphan["run_id"] == lost and orphan["cordoned"] and orphan["cordoned_by"] == lost, orphan
+            assert orphan["state"] == "draining" and orphan["lost_runs"] == [lost], orphan
+        assert all_ops(root) == before  # no host touched after the reset
+
+        cluster.add_pdb("default", "hold", {"app": "web"}, min_available=0)
+        adopting = stack.run(pipeline, root, FLEET, *FAST_RUN, "--nodes", ",".join(NODES))
+        status = stack.wait_for(adopting, timeout=120)
+        assert status["status"] == "succeeded", status
+        for node in NODES:
+            view = cluster.get_node(node)
+            assert not view.unschedulable, view
+            assert view.labels.get("nicflow.io/state") == "done", view
+            assert view.annotations.get("nicflow.io/run-id") == adopting, view
+            assert "nicflow.io/cordoned-by" not in view.annotations, view
+            assert op_counts(root, node, "rmmod") == 1, node
+            drain = stack.engine.store.checkpoint(adopting, node, "drain")
+            assert drain.outputs["cordoned_by_nicflow"] and not drain.outputs["already_cordoned"], drain
+        again = stack.nicflow("runs", "--orphans", "--json", "--fleet", f"sim:{FLEET}", "--sim-root", str(root))
+        assert json.loads(again.stdout)["orphans"] == []
+    finally:
+        stack.close()
