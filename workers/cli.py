@@ -18,6 +18,7 @@ from workflows.errors import PipelineError, RunError, StepError
 from workflows.records import check_run_id
 
 if TYPE_CHECKING:
+    from workflows.control import AbortResult
     from workflows.engine import Engine
 
 
@@ -177,11 +178,27 @@ def report(
 
 
 @cli.command()
-def resume(run_id: str) -> None:
+def resume(
+    run_id: str,
+    continue_: Annotated[bool, typer.Option("--continue", help=(
+        "For an aborted run: take it back to running; it admits the nodes it never admitted."))] = False,
+) -> None:
     """Continue a run from its checkpoints after a crash; finished steps are not run again."""
-    from workflows.control import resume_run
+    from workflows.control import continue_run, resume_run
 
-    result = resume_run(make_engine(), _run_id(run_id))
+    engine = make_engine()
+    run_id = _run_id(run_id)
+    if continue_:
+        record = continue_run(engine, run_id)
+        pause = engine.pipeline(record).spec.rollout.pause
+        print(f"run {run_id} continued: {record.total - record.cursor} node(s) never admitted are admitted now"
+              + (f" (the rollout still pauses {pause}: `nicflow approve {run_id}`)" if pause != "none" else ""))
+        return
+    record = engine.store.run(run_id)
+    if record.status == "aborted":
+        raise RunError(f"run {run_id} was aborted with {record.total - record.cursor} node(s) never admitted; "
+                       f"`nicflow resume {run_id} --continue` takes it back to running and admits them")
+    result = resume_run(engine, run_id)
     console.print(f"run {run_id} resumed: {result['redispatched']} step(s) dispatched again")
 
 
@@ -208,8 +225,25 @@ def abort(run_id: str) -> None:
     """Stop admitting nodes; steps already running finish cleanly."""
     from workflows.control import abort_run
 
-    record = abort_run(make_engine(), _run_id(run_id))
-    console.print(f"run {run_id} {record.status}: {record.inflight} node(s) finishing their current step")
+    result = abort_run(make_engine(), _run_id(run_id))
+    for line in abort_lines(result):  # plain print: one line per fact whatever the terminal width
+        print(line)
+
+
+def abort_lines(result: AbortResult) -> list[str]:
+    run, cordoned = result.run, result.cordoned
+    lines = [f"run {run.id} {run.status}: {run.total - run.cursor} node(s) never admitted"]
+    if cordoned is None:
+        lines.append("cordons unknown: the cluster could not be asked")
+    else:
+        done = [n for n in cordoned if n not in result.finishing]
+        lines.append(f"left cordoned by this run: {', '.join(done) if done else 'none'}")
+    if result.finishing:
+        now = [n for n in result.finishing if cordoned and n in cordoned]
+        lines.append(f"still finishing their current step: {', '.join(result.finishing)}"
+                     + (f" (cordoned by this run now: {', '.join(now)})" if now else "")
+                     + f"; `nicflow status {run.id}` shows how they end")
+    return lines
 
 
 @cli.command()
