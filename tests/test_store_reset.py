@@ -18,9 +18,13 @@ from tasks.cluster.sim import SimulatedCluster
 from tasks.host.simfleet import create_fleet, open_host
 from tests.helpers import PIPELINES
 from tests.stack import Stack, op_counts
+from tasks.cluster.steps_drain import CordonDrain, CordonDrainParams
 from workflows.control import start_run
+from workflows.errors import LeaseLost
 from workflows.executor import NodeLeaseGuard
 from workflows.loader import load_text
+from workflows.runner import run_step
+from workflows.step import StepContext
 from workflows.storeid import StoreReset, StoreWatch, refuses_work, watch_of
 
 HELLO = (PIPELINES / "hello-fleet.yaml").read_text()
@@ -114,6 +118,31 @@ def test_the_store_id_is_read_at_most_once_per_ttl(redis, engine, fleet):
     assert watch.current() == seen  # trusted until the ttl passes
     now[0] = 1.0
     assert watch.current() is None
+
+
+class LosesTheLease:
+    """A lease guard that holds for `checks` checks, then finds the lease gone (as after a reset)."""
+
+    def __init__(self, checks: int) -> None:
+        self.checks = checks
+        self.calls = 0
+
+    def check(self) -> None:
+        self.calls += 1
+        if self.calls > self.checks:
+            raise LeaseLost("lost the lease on node node-000 (now held by nobody); not touching it")
+
+
+def test_a_drain_held_by_a_disruption_budget_stops_at_the_attempt_after_its_lease_is_lost(tmp_path):
+    create_fleet(tmp_path, 3)
+    cluster = SimulatedCluster(tmp_path)
+    cluster.add_pdb("default", "hold", {"app": "web"}, min_available=3)  # the eviction is refused, again and again
+    guard = LosesTheLease(checks=3)  # before apply, then before each of two eviction attempts
+    ctx = StepContext(run_id="20261201-000000-abcdef", node="node-000", surface=cluster, guard=guard)
+    params = CordonDrainParams(drain_timeout=5, eviction_backoff=0.01, eviction_backoff_max=0.01, poll_interval=0.01)
+    with pytest.raises(LeaseLost):
+        run_step(CordonDrain(), ctx, params, timeout=60)
+    assert len([op for op in cluster.ops() if op["op"] == "evict"]) == 2
 
 
 # --- real processes --------------------------------------------------------------------------

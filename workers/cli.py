@@ -14,7 +14,7 @@ from rich.console import Console
 
 from workers.redisconn import NoRedisConfigured
 from workers.settings import get_settings
-from workflows.errors import PipelineError, RunError, StepError
+from workflows.errors import PipelineError, RunError
 from workflows.records import check_run_id
 
 if TYPE_CHECKING:
@@ -255,7 +255,9 @@ def runs(
 ) -> None:
     """Recent runs, newest first; with --orphans, the nodes runs lost with a reset store left behind."""
     if orphans:
-        _orphans(fleet=fleet, sim_root=sim_root or get_settings().sim_root, as_json=as_json)
+        from workers.orphans import orphans_report
+
+        print(orphans_report(fleet=fleet, sim_root=sim_root or get_settings().sim_root, as_json=as_json))
         return
     if as_json or fleet or sim_root:
         raise RunError("--json, --fleet and --sim-root go with --orphans")
@@ -265,36 +267,6 @@ def runs(
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
         console.print(f"{record.id}  {started}  {record.pipeline:<20} {record.status:<10} "
                       f"{record.succeeded}/{record.total} succeeded, {record.failed} failed")
-
-
-def _orphans(*, fleet: str | None, sim_root: Path, as_json: bool) -> None:
-    from workers.orphans import describe, find_orphans
-    from workers.redisconn import redis_client
-    from workers.runtime import FleetSurfaces
-    from workers.targets import sim_fleet
-    from workflows.store import CheckpointStore
-
-    fleet_name = "real"
-    if fleet is not None:
-        root, _ = sim_fleet(fleet, sim_root, create=False)
-        fleet_name = f"sim:{root.resolve()}"
-    store = CheckpointStore(redis_client())
-    try:
-        nodes = FleetSurfaces().cluster(fleet_name).list_nodes()
-    except StepError as exc:
-        raise RunError(f"cannot list the nodes through the Kubernetes API: {exc.message}") from None
-    found = find_orphans(nodes, store.existing_runs)
-    if as_json:
-        print(json.dumps({"store": store.store_id(), "orphans": [o.as_dict() for o in found]}))
-        return
-    if not found:
-        print("no leftover node: every node's nicflow annotations name a run this store holds")
-        return
-    for orphan in found:  # plain print: one line per node whatever the terminal width
-        print(describe(orphan))
-    names = ",".join(o.node for o in found)
-    print(f"{len(found)} node(s) left by runs this store no longer holds; a new run over them adopts them: "
-          f"nicflow run PIPELINE --nodes {names}")
 
 
 @cli.command()

@@ -8,15 +8,22 @@ nicflow annotations (tasks.cluster.reporter); a new run over them adopts them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from tasks.cluster.reporter import (
     CORDONED_BY, ERROR_ANNOTATION, IN_PROGRESS, RUN_ANNOTATION, STATE_LABEL, KnownRuns, runs_named,
 )
 from tasks.cluster.surface import NodeView
+from workers.redisconn import redis_client
+from workers.runtime import FleetSurfaces
+from workers.targets import sim_fleet
+from workflows.errors import RunError, StepError
 from workflows.records import RUN_ID
+from workflows.store import CheckpointStore
 
 
 @dataclass(frozen=True)
@@ -67,3 +74,25 @@ def describe(orphan: Orphan) -> str:
     error = f"; last error: {orphan.error}" if orphan.error else ""
     return (f"{orphan.node}  {orphan.state or 'unlabelled'}  run {orphan.run_id or '-'} (gone: "
             f"{', '.join(orphan.lost_runs)})  {cordon}{error}")
+
+
+def orphans_report(*, fleet: str | None, sim_root: Path, as_json: bool) -> str:
+    """`nicflow runs --orphans`: the leftovers of a fleet's cluster (`--fleet sim:N`, else the real one)."""
+    fleet_name = "real"
+    if fleet is not None:
+        root, _ = sim_fleet(fleet, sim_root, create=False)
+        fleet_name = f"sim:{root.resolve()}"
+    store = CheckpointStore(redis_client())
+    try:
+        nodes = FleetSurfaces().cluster(fleet_name).list_nodes()
+    except StepError as exc:
+        raise RunError(f"cannot list the nodes through the Kubernetes API: {exc.message}") from None
+    found = find_orphans(nodes, store.existing_runs)
+    if as_json:
+        return json.dumps({"store": store.store_id(), "orphans": [o.as_dict() for o in found]})
+    if not found:
+        return "no leftover node: every node's nicflow annotations name a run this store holds"
+    names = ",".join(o.node for o in found)
+    return "\n".join([*(describe(o) for o in found),
+                      f"{len(found)} node(s) left by runs this store no longer holds; a new run over them "
+                      f"adopts them: nicflow run PIPELINE --nodes {names}"])
