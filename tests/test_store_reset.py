@@ -176,8 +176,11 @@ def refusals(stack: Stack, node: str) -> list[str]:
 
 def restart_controllers(stack: Stack) -> None:
     """A controller whose Celery consumer lost the broker with messages unacknowledged stops
-    consuming (kombu 5.7: `restore_unacked` on close raises AttributeError, "Unrecoverable
-    error"), while the steps it held run on; it is replaced, as its Deployment would be."""
+    consuming while the steps it held run on: celery 5.7.0's
+    `Consumer.on_connection_error_after_connected` (celery/worker/consumer/consumer.py) closes
+    the connection, whose channel restores the unacknowledged messages through kombu 5.7.0's
+    `Channel._connparams` (kombu/transport/redis.py) on a transport whose client is already
+    None: AttributeError, "Unrecoverable error". It is replaced, as its Deployment would be."""
     for worker in [w for w in stack.workers if w.name.startswith("controller") and w.proc.poll() is None]:
         stack.kill(worker)
     stack.controller()
