@@ -31,11 +31,13 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """A redis-server process of the tests' own, with AOF so a restart keeps the data."""
+    """A redis-server process of the tests' own, with AOF so a restart keeps the data;
+    `persistent=False` keeps nothing, so a restart comes back empty (a store reset)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
         self.dir = directory
         self.port = _free_port()
+        self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,7 +47,8 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--logfile", "redis.log"],
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "everysec", "--save", "",
+             "--logfile", "redis.log"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -60,6 +63,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: nothing is flushed (a crash)."""
+        if self.proc is not None:
+            self.proc.kill()
             self.proc.wait(10)
             self.proc = None
 

@@ -29,9 +29,9 @@ FAST = {
 
 
 class Stack:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, persistent: bool = True) -> None:
         self.base = base
-        self.redis = RedisServer(base / "redis")
+        self.redis = RedisServer(base / "redis", persistent=persistent)
         (base / "redis").mkdir(parents=True, exist_ok=True)
         self.redis.start()
         self.workers: list[WorkerProcess] = []

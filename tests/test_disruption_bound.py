@@ -22,7 +22,7 @@ from tests.stack import FAST, Stack, op_counts
 
 PIPELINE = "corigine-offload"
 FAST_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "--set", "cluster_poll_interval=0.05",
-            "--set", "vf_wait_interval=0.01"]
+            "--set", "vf_wait_interval=0.01", "--set", "allow_disable_ovn_lb=true"]
 SPARE = 3  # schedulable nodes outside the run, where evicted web pods go
 
 

@@ -74,7 +74,8 @@ def test_host_steps_after_a_controller_step_run_on_the_agent(stack):
     stack.agent(root, 4)
     run_id = stack.run("corigine-offload", root, 4, "--nodes", "node-000,node-001",
                        "--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01",
-                       "--set", "cluster_poll_interval=0.05", "--set", "vf_wait_interval=0.01")
+                       "--set", "cluster_poll_interval=0.05", "--set", "vf_wait_interval=0.01",
+                       "--set", "allow_disable_ovn_lb=true")
     status = stack.wait_for(run_id, timeout=120)
     assert status["status"] == "succeeded", status
     for node in ("node-000", "node-001"):

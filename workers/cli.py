@@ -18,6 +18,7 @@ from workflows.errors import PipelineError, RunError
 from workflows.records import check_run_id
 
 if TYPE_CHECKING:
+    from workflows.control import AbortResult
     from workflows.engine import Engine
 
 
@@ -180,11 +181,27 @@ def report(
 
 
 @cli.command()
-def resume(run_id: str) -> None:
+def resume(
+    run_id: str,
+    continue_: Annotated[bool, typer.Option("--continue", help=(
+        "For an aborted run: take it back to running; it admits the nodes it never admitted."))] = False,
+) -> None:
     """Continue a run from its checkpoints after a crash; finished steps are not run again."""
-    from workflows.control import resume_run
+    from workflows.control import continue_run, resume_run
 
-    result = resume_run(make_engine(), _run_id(run_id))
+    engine = make_engine()
+    run_id = _run_id(run_id)
+    if continue_:
+        record = continue_run(engine, run_id)
+        pause = engine.pipeline(record).spec.rollout.pause
+        print(f"run {run_id} continued: {record.total - record.cursor} node(s) never admitted are admitted now"
+              + (f" (the rollout still pauses {pause}: `nicflow approve {run_id}`)" if pause != "none" else ""))
+        return
+    record = engine.store.run(run_id)
+    if record.status == "aborted":
+        raise RunError(f"run {run_id} was aborted with {record.total - record.cursor} node(s) never admitted; "
+                       f"`nicflow resume {run_id} --continue` takes it back to running and admits them")
+    result = resume_run(engine, run_id)
     console.print(f"run {run_id} resumed: {result['redispatched']} step(s) dispatched again")
 
 
@@ -211,13 +228,42 @@ def abort(run_id: str) -> None:
     """Stop admitting nodes; steps already running finish cleanly."""
     from workflows.control import abort_run
 
-    record = abort_run(make_engine(), _run_id(run_id))
-    console.print(f"run {run_id} {record.status}: {record.inflight} node(s) finishing their current step")
+    result = abort_run(make_engine(), _run_id(run_id))
+    for line in abort_lines(result):  # plain print: one line per fact whatever the terminal width
+        print(line)
+
+
+def abort_lines(result: AbortResult) -> list[str]:
+    run, cordoned = result.run, result.cordoned
+    lines = [f"run {run.id} {run.status}: {run.total - run.cursor} node(s) never admitted"]
+    if cordoned is None:
+        lines.append("cordons unknown: the cluster could not be asked")
+    else:
+        done = [n for n in cordoned if n not in result.finishing]
+        lines.append(f"left cordoned by this run: {', '.join(done) if done else 'none'}")
+    if result.finishing:
+        now = [n for n in result.finishing if cordoned and n in cordoned]
+        lines.append(f"still finishing their current step: {', '.join(result.finishing)}"
+                     + (f" (cordoned by this run now: {', '.join(now)})" if now else "")
+                     + f"; `nicflow status {run.id}` shows how they end")
+    return lines
 
 
 @cli.command()
-def runs(limit: int = 20) -> None:
-    """Recent runs, newest first."""
+def runs(
+    limit: int = 20,
+    orphans: Annotated[bool, typer.Option("--orphans", help="Nodes left by runs this store no longer holds.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --orphans: JSON.")] = False,
+    fleet: FleetOpt = None, sim_root: SimRoot = None,
+) -> None:
+    """Recent runs, newest first; with --orphans, the nodes runs lost with a reset store left behind."""
+    if orphans:
+        from workers.orphans import orphans_report
+
+        print(orphans_report(fleet=fleet, sim_root=sim_root or get_settings().sim_root, as_json=as_json))
+        return
+    if as_json or fleet or sim_root:
+        raise RunError("--json, --fleet and --sim-root go with --orphans")
     engine = make_engine()
     for run_id in engine.store.run_ids(limit):
         record = engine.store.run(run_id)

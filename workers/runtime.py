@@ -106,13 +106,15 @@ def make_engine(url: str | None = None, *, served: ServedNodes | None = None) ->
     redis = redis_client(url)
     use_broker(url)  # type: ignore[arg-type]  # redis_client refused a missing url already
     surfaces = FleetSurfaces(served if served is not None else _process_served)
+    store = CheckpointStore(redis)
     return Engine(
-        store=CheckpointStore(redis),
+        store=store,
         leases=NodeLeases(redis, ttl_seconds=get_settings().lease_ttl),
         registry=default_registry(),
         dispatcher=CeleryDispatcher(),
         surfaces=surfaces,
-        reporter=NodeStateReporter(surfaces.cluster),  # node state label/annotations on the Node (issue 4)
+        # node state label/annotations on the Node (issue 4); nodes of runs the store lost are adopted
+        reporter=NodeStateReporter(surfaces.cluster, known_runs=store.existing_runs),
         heartbeat_ttl=get_settings().heartbeat_ttl,
         eager_node_steps=True,
         availability=ClusterAvailability(surfaces.cluster),

@@ -47,11 +47,11 @@ class AdmissionGate:
         run that holds it."""
         return self.engine.reservations.reserve(run.id, [node]).get(node)
 
-    def places_taken(self, run: RunRecord) -> int:
-        """Window places taken by the run's nodes that are down but not in flight. The cluster out of
-        reach takes them all: the bound cannot be checked, so nothing is admitted until it can."""
+    def down_outside_flight(self, run: RunRecord) -> list[str] | None:
+        """The run's nodes down but not in flight: each takes a window place. None while the cluster
+        is out of reach: the bound cannot be checked, so nothing is admitted until it answers."""
         if self.availability is None or run.dry_run:
-            return 0
+            return []
         engine = self.engine
         disruptive = [s.id for s in engine.pipeline(run).spec.node_steps if s.disruptive]
         try:
@@ -59,12 +59,12 @@ class AdmissionGate:
         except Exception as exc:  # an API error of any kind: hold admission, say why, try on the next advance
             log.warning("cluster view unavailable for run %s: %s", run.id, exc)
             engine.store.emit(run.id, "admission-held", reason=f"cluster unreachable: {exc}"[:300])
-            return run.window
+            return None
         down = unavailable_outside_flight(engine.store, run.id, self.pool(run.id), view, disruptive)
         if down and run.inflight + len(down) >= run.window:
             engine.store.emit(run.id, "admission-held", unavailable=len(down), window=run.window,
                               nodes=dict(sorted(down.items())[:10]))
-        return len(down)
+        return sorted(down)
 
     def holds_back(self, run: RunRecord, node: str, blocked_before: str | None) -> bool:
         """Whether the node must not start now: it waits (its reason shown), or it was finished here

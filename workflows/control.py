@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from workflows.engine import Engine
-from workflows.errors import RunError
+from workflows.errors import RunError, StepError
 from workflows.loader import Pipeline
 from workflows.records import Checkpoint, RunRecord, check_node_name, new_run_id
 from workflows.rollout import order_nodes, plan_waves
@@ -108,8 +109,19 @@ def _live(engine: Engine, run_id: str) -> bool:
         return False
 
 
-def abort_run(engine: Engine, run_id: str) -> RunRecord:
-    """Stop admitting nodes; steps already running finish, queued ones are not started."""
+@dataclass(frozen=True)
+class AbortResult:
+    run: RunRecord
+    finishing: list[str]
+    """Nodes still in their current step: they finish it, then fail as aborted."""
+    cordoned: list[str] | None
+    """Nodes this run has cordoned now (among them, finishing ones); None when the cluster could not
+    be asked (no cluster reporter, or the API failed)."""
+
+
+def abort_run(engine: Engine, run_id: str) -> AbortResult:
+    """Stop admitting nodes; steps already running finish, queued ones are not started.
+    Says which nodes are still finishing and which this run leaves cordoned."""
     run = engine.store.run(run_id)
     if run.terminal:
         raise RunError(f"run {run_id} is already {run.status}")
@@ -119,8 +131,49 @@ def abort_run(engine: Engine, run_id: str) -> RunRecord:
     # admission has stopped (the run is no longer running): the nodes it never reached are free
     cursor = engine.store.run(run_id).cursor
     engine.reservations.release(run_id, engine.store.nodes(run_id)[cursor:])
-    for node in engine.store.admitted_nodes(run_id, cursor):
+    admitted = engine.store.admitted_nodes(run_id, cursor)
+    for node in admitted:
         engine.advance_node(run_id, node)
+    finishing = [p.node for p in engine.store.progress_many(run_id, admitted) if p.state == "running"]
+    return AbortResult(run=engine.store.run(run_id), finishing=finishing,
+                       cordoned=_cordoned(engine, run, admitted))
+
+
+def _cordoned(engine: Engine, run: RunRecord, nodes: list[str]) -> list[str] | None:
+    if engine.reporter is None:
+        return None
+    if run.dry_run:
+        return []  # a dry run cordons nothing
+    try:
+        return engine.reporter.cordoned_by(run.fleet, run.id, nodes)
+    except StepError:
+        return None
+
+
+def continue_run(engine: Engine, run_id: str) -> RunRecord:
+    """Take an aborted run back to running: it admits the nodes it never admitted.
+
+    Nodes the abort failed stay failed and count against the failure budget; nodes still
+    finishing a step go on with their next ones. A rollout pause at the current wave's end
+    still waits for `approve`."""
+    run = engine.store.run(run_id)
+    if run.status != "aborted":
+        raise RunError(f"run {run_id} is {run.status}, not aborted: only an aborted run is continued")
+    if run.cursor >= run.total:
+        raise RunError(f"run {run_id} had admitted all its {run.total} node(s) when it was aborted: "
+                       "none is left to continue with")
+    if run.failed > run.budget or (run.wave == 0 and run.canary and run.failed):
+        what = "its canary failed" if run.failed <= run.budget else f"over its failure budget of {run.budget}"
+        raise RunError(f"run {run_id} has {run.failed} failed node(s), {what}: continued, it would admit no "
+                       "node; start a new run over its nodes instead")
+    # the abort gave back the nodes it never reached: take them again, or say who holds them now
+    _reserve_at_start(engine, run_id, engine.store.nodes(run_id)[run.cursor:],
+                      on_conflict=engine.pipeline(run).spec.rollout.on_conflict)
+    engine.store.reactivate(run_id)  # before the transition: a continued run is never left unwatched
+    if not engine.store.transition(run_id, "running", allowed=("aborted",)):
+        raise RunError(f"run {run_id} is no longer aborted (now {engine.store.run(run_id).status})")
+    engine.store.emit(run_id, "run-continued", pending=run.total - run.cursor)
+    engine.dispatcher.advance(run_id)
     return engine.store.run(run_id)
 
 

@@ -26,6 +26,9 @@ class NodeReporter(Protocol):
 
     def node_state(self, fleet: str, run_id: str, node: str, state: str, error: str | None) -> None: ...
 
+    def cordoned_by(self, fleet: str, run_id: str, nodes: list[str]) -> list[str]:
+        """Which of `nodes` are cordoned by `run_id` now; raises a `StepError` when it cannot tell."""
+
 
 class Surfaces(Protocol):
     """Gives steps the host of a node and the cluster, for a run's fleet."""

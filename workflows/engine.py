@@ -136,8 +136,9 @@ class Engine:
         while True:
             run = self.store.run(run_id)
             if run.cursor < run.wave_end and run.inflight < run.window:
-                taken = self.gate.places_taken(run)
-                for node in self.store.admit(run_id, limit=max(run.window, 1), unavailable=taken):
+                down = self.gate.down_outside_flight(run)
+                admitted = [] if down is None else self.store.admit(run_id, limit=max(run.window, 1), unavailable=down)
+                for node in admitted:
                     self.start_node(run, node)
             run = self.store.run(run_id)
             wave_done = run.status == "running" and run.inflight == 0 and run.cursor >= run.wave_end

@@ -24,6 +24,7 @@ from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
 from workflows.runner import run_step
 from workflows.spec import RUN_NODES_FACT, StepSpec
 from workflows.step import StepContext, StepResult
+from workflows.storeid import check_store_kept, refuses_work
 
 if TYPE_CHECKING:
     from workflows.engine import Engine
@@ -44,12 +45,15 @@ class NodeLeaseGuard:
 
     def check(self) -> None:
         if not self.leases.renew(self.node, self.run_id, self.fence):
+            check_store_kept(self.leases.redis, self.run_id, self.node)  # a reset loses the lease too
             holder = self.leases.holder(self.node) or "nobody"
             raise LeaseLost(f"lost the lease on node {self.node} (now held by {holder}); not touching it")
 
 
 def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: str) -> None:
     store = engine.store
+    if refuses_work(store.redis, run_id, node):
+        return
     progress = store.progress(run_id, node)
     checkpoint = progress.steps.get(step_id)
     if checkpoint is None or checkpoint.token != token:

@@ -11,6 +11,7 @@ the newer attempt's record.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,9 @@ RUNS_INDEX = "nicflow:runs"
 CLUSTER = "_cluster"
 EVENTS_MAXLEN = 200_000
 ACTIVE_RUNS = "nicflow:active"
+STORE_ID_KEY = "nicflow:store-id"
+"""Names this store: written once, with the first run; a store reset under a live run loses it
+(see workflows.storeid)."""
 _RECORD_JSON = ("overrides", "waves")
 STEP_FIELD = "step:"
 """Checkpoints live beside a node's own fields (state, error, fence...) under this prefix."""
@@ -42,20 +46,28 @@ return 1
 """
 
 # KEYS[1] run hash, KEYS[2] nodes list, KEYS[3] key prefix of node hashes; ARGV: max to admit, now,
-# nodes of the run unavailable outside its flight (they take window places too)
+# then the run's nodes unavailable outside its flight: they take window places too. Such a node
+# is admitted whatever the window (working on it disrupts nothing more) and its place moves with it.
 _ADMIT = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {} end
 local window = tonumber(redis.call('HGET', KEYS[1], 'window'))
 local budget = tonumber(redis.call('HGET', KEYS[1], 'budget'))
 local wave_end = tonumber(redis.call('HGET', KEYS[1], 'wave_end'))
+local down, elsewhere = {}, 0
+for i = 3, #ARGV do down[ARGV[i]] = true; elsewhere = elsewhere + 1 end
 local admitted = {}
 for i = 1, tonumber(ARGV[1]) do
   local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight'))
   local failed = tonumber(redis.call('HGET', KEYS[1], 'failed'))
   local cursor = tonumber(redis.call('HGET', KEYS[1], 'cursor'))
-  if inflight + tonumber(ARGV[3]) >= window or failed > budget or cursor >= wave_end then break end
+  if failed > budget or cursor >= wave_end then break end
   local node = redis.call('LINDEX', KEYS[2], cursor)
   if not node then break end
+  if down[node] then
+    elsewhere = elsewhere - 1
+  elseif inflight + elsewhere >= window then
+    break
+  end
   redis.call('HINCRBY', KEYS[1], 'cursor', 1)
   redis.call('HINCRBY', KEYS[1], 'inflight', 1)
   redis.call('HSET', KEYS[3] .. node, 'state', 'running', 'admitted_at', ARGV[2])
@@ -145,6 +157,7 @@ class CheckpointStore:
                 pipe.hset(self._progress_key(record.id, node), "state", "pending")
             pipe.zadd(RUNS_INDEX, {record.id: record.created_at})
             pipe.sadd(ACTIVE_RUNS, record.id)
+            pipe.set(STORE_ID_KEY, json.dumps({"id": secrets.token_hex(8), "created_at": record.created_at}), nx=True)
             pipe.execute()
 
     def active_runs(self) -> list[str]:
@@ -153,6 +166,24 @@ class CheckpointStore:
 
     def retire(self, run_id: str) -> None:
         self.redis.srem(ACTIVE_RUNS, run_id)
+
+    def reactivate(self, run_id: str) -> None:
+        """Watched again by the watchdog (an aborted run that is continued)."""
+        self.redis.sadd(ACTIVE_RUNS, run_id)
+
+    # store identity (workflows.storeid)
+    def store_id(self) -> dict[str, Any] | None:
+        """`{"id": ..., "created_at": ...}` of this store, None before its first run (or after a reset)."""
+        raw = self.redis.get(STORE_ID_KEY)
+        return json.loads(raw) if raw else None
+
+    def existing_runs(self, run_ids: list[str]) -> set[str]:
+        """Which of `run_ids` this store holds: one pipelined round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.exists(self._run_key(run_id))
+            found = pipe.execute()
+        return {run_id for run_id, present in zip(run_ids, found) if present}
 
     def next_wave(self, run_id: str, wave: int, end: int, window: int) -> bool:
         """Open wave `wave + 1`, once: a second controller finding the same wave done loses."""
@@ -199,12 +230,12 @@ class CheckpointStore:
     def admitted_nodes(self, run_id: str, cursor: int) -> list[str]:
         return [_s(x) for x in self.redis.lrange(self._nodes_key(run_id), 0, cursor - 1)] if cursor else []
 
-    def admit(self, run_id: str, limit: int, *, unavailable: int = 0) -> list[str]:
-        """Atomically admit up to `limit` nodes within the window and failure budget; `unavailable`
-        nodes of the run, down but not in flight, take places in the window too."""
+    def admit(self, run_id: str, limit: int, *, unavailable: Sequence[str] = ()) -> list[str]:
+        """Atomically admit up to `limit` nodes within the window and failure budget; the run's
+        `unavailable` nodes, down but not in flight, take places in the window too."""
         # Node keys are built in the script; they share the run's hash tag, hence its slot.
         keys = [self._run_key(run_id), self._nodes_key(run_id), f"{run_prefix(run_id)}:node:"]
-        return [_s(x) for x in self._admit(keys=keys, args=[limit, time.time(), unavailable])]
+        return [_s(x) for x in self._admit(keys=keys, args=[limit, time.time(), *unavailable])]
 
     def node_states(self, run_id: str, nodes: Sequence[str]) -> dict[str, str]:
         """Each node's state alone (one small field per node, for thousands of nodes)."""

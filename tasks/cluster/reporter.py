@@ -16,6 +16,11 @@ node shows something else: a node an earlier run left `done` stays untouched
 by a run that finds nothing to change on it, so a converged re-run sends no
 write; it leaves `done` the moment a step acts on it (cordon) or it fails.
 Reporting never fails the engine: an API error is logged.
+
+A node left in progress by a run the checkpoint store no longer holds (the
+store was reset under it) is adopted by the next run that takes its lease:
+its annotations are rewritten for that run, and a cordon the lost run made
+becomes the new run's own, so uncordon gives the node back at the end.
 """
 
 from __future__ import annotations
@@ -65,11 +70,23 @@ def mark_node(
     return True
 
 
-class NodeStateReporter:
-    """The engine's `NodeReporter`: engine node states onto the Node, through the fleet's cluster."""
+KnownRuns = Callable[[list[str]], set[str]]
+"""Which of the given run ids the checkpoint store holds (`CheckpointStore.existing_runs`)."""
 
-    def __init__(self, cluster_of: Callable[[str], ClusterSurface]) -> None:
+
+def runs_named(node: NodeView) -> set[str]:
+    """The runs a Node's nicflow annotations name."""
+    return {v for k, v in node.annotations.items() if k in (RUN_ANNOTATION, CORDONED_BY) and v}
+
+
+class NodeStateReporter:
+    """The engine's `NodeReporter`: engine node states onto the Node, through the fleet's cluster.
+
+    With `known_runs`, a node shown by a run the store no longer holds is adopted (see above)."""
+
+    def __init__(self, cluster_of: Callable[[str], ClusterSurface], known_runs: KnownRuns | None = None) -> None:
         self.cluster_of = cluster_of
+        self.known_runs = known_runs
 
     def node_state(self, fleet: str, run_id: str, node: str, state: str, error: str | None) -> None:
         target = ENGINE_STATES.get(state)
@@ -82,12 +99,21 @@ class NodeStateReporter:
         except Exception:  # reporting must never break the run state machine
             log.exception("cannot show %s of run %s on node %s", target, run_id, node)
 
+    def cordoned_by(self, fleet: str, run_id: str, nodes: list[str]) -> list[str]:
+        wanted = set(nodes)
+        return sorted(n.name for n in self.cluster_of(fleet).list_nodes()
+                      if n.name in wanted and n.unschedulable and n.annotations.get(CORDONED_BY) == run_id)
+
     def _report(self, surface: ClusterSurface, run_id: str, node: str, target: NodeState, error: str | None) -> None:
         current = surface.get_node(node)
         if current is None:
             log.warning("node %s of run %s does not exist in the cluster; its state is not shown", node, run_id)
             return
         shown, owner = current.labels.get(STATE_LABEL), current.annotations.get(RUN_ANNOTATION)
+        lost = self._lost_runs(current, run_id) if target != "failed" else set()
+        if lost:
+            self._adopt(surface, current, target, run_id, lost)
+            return
         if owner not in (None, run_id) and shown in IN_PROGRESS:
             # another run is working on this node (this one failed to get its lease): its state stays
             log.info("node %s shows run %s %s; not overwriting it with run %s %s", node, owner, shown, run_id, target)
@@ -103,3 +129,24 @@ class NodeStateReporter:
         mark_node(surface, current, "failed", run_id, error=error or "failed",
                   unschedulable=False if uncordon else None,
                   annotations={CORDONED_BY: None, ON_FAILURE: None} if uncordon else None)
+
+    def _lost_runs(self, node: NodeView, run_id: str) -> set[str]:
+        """Runs other than `run_id` the node names, that left it in progress or cordoned, and that
+        the store no longer holds. A node a lost run left `done` is not touched (a converged re-run
+        writes nothing)."""
+        named = runs_named(node) - {run_id}
+        left_in_progress = node.labels.get(STATE_LABEL) in IN_PROGRESS or cordoned_by_nicflow(node)
+        if not named or not left_in_progress or self.known_runs is None:
+            return set()
+        return named - self.known_runs(sorted(named))
+
+    @staticmethod
+    def _adopt(surface: ClusterSurface, node: NodeView, target: NodeState, run_id: str, lost: set[str]) -> None:
+        """For this run's own states (the node started or succeeded under its lease): no live run
+        is working on the node."""
+        cordon = node.annotations.get(CORDONED_BY)
+        annotations: dict[str, PatchValue] = {CORDONED_BY: run_id} if node.unschedulable and cordon in lost else {}
+        log.warning("node %s was left %s by run %s, which the checkpoint store no longer holds; run %s adopts it%s",
+                    node.name, node.labels.get(STATE_LABEL) or "unlabelled", ", ".join(sorted(lost)), run_id,
+                    " and its cordon" if annotations else "")
+        mark_node(surface, node, target, run_id, annotations=annotations)

@@ -136,13 +136,18 @@ class CordonDrain(Step[CordonDrainParams, DrainState]):
                 raise StepTimeout(f"node {state.node.name} not drained within {params.drain_timeout:g}s: "
                                   f"still running {left}")
             for pod in current.evictable:
-                ctx.guard.check()
-                self._evict(surface, pod, params, deadline, state.node.name)
+                self._evict(ctx, pod, params, deadline, state.node.name)
             time.sleep(params.poll_interval)
         mark_node(surface, node_of(ctx), "configuring", ctx.run_id)
 
     @staticmethod
-    def _evict(surface: ClusterSurface, pod: PodView, params: CordonDrainParams, deadline: float, node: str) -> None:
+    def _evict(ctx: StepContext, pod: PodView, params: CordonDrainParams, deadline: float, node: str) -> None:
+        def attempt() -> None:
+            # checked before every attempt: a PodDisruptionBudget can hold a drain for minutes,
+            # during which the node's lease (or the whole store) may be lost
+            ctx.guard.check()
+            ctx.surface.evict(pod.namespace, pod.name)
+
         retrying = Retrying(
             retry=retry_if_exception_type(EvictionBlocked),
             stop=stop_after_delay(max(deadline - time.monotonic(), 0.0)),
@@ -150,7 +155,7 @@ class CordonDrain(Step[CordonDrainParams, DrainState]):
             reraise=True,
         )
         try:
-            retrying(surface.evict, pod.namespace, pod.name)
+            retrying(attempt)
         except EvictionBlocked as exc:
             raise TransientError(f"drain of node {node} gave up after {params.drain_timeout:g}s: {exc.message}; "
                                  f"pod {exc.pod} blocked it") from None

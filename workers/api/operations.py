@@ -109,7 +109,7 @@ class RunOperations:
                 record = approve_run(self.engine, run_id)
                 message = f"run {run_id} approved by {principal}: {record.status}"
             elif action == "abort":
-                record = abort_run(self.engine, run_id)
+                record = abort_run(self.engine, run_id).run
                 message = f"run {run_id} aborted by {principal}: {record.inflight} node(s) finishing their step"
             elif action == "resume":
                 result = resume_run(self.engine, run_id)
