@@ -27,6 +27,8 @@ from redis import Redis
 
 from tests.stack import Stack, op_counts
 from workers.processes import WorkerProcess
+from workflows.records import Checkpoint
+from workflows.store import CheckpointStore
 
 ROUNDS = int(os.environ.get("NICFLOW_TEST_BROKER_ROUNDS", "2"))
 # kombu's Redis transport keeps every delivered, unacknowledged message in this hash,
@@ -113,3 +115,21 @@ def test_workers_ride_out_redis_restarts_and_the_run_finishes_by_itself(stack):
     assert all(w.proc.poll() is None for w in workers)
     for node in nodes:
         assert op_counts(root, node, "rmmod") == 1, node
+
+
+def test_a_finished_step_is_not_sent_again_from_an_older_view_of_it(redis):
+    """Seen under Redis restarts: a step's heartbeat expired while Redis was away, the step then
+    finished, and the watchdog, acting on the `running` checkpoint it had read, queued it again
+    over the finished one; the next step, already dispatched, found no facts and failed the node."""
+    store = CheckpointStore(redis)
+    run_id, node, step = "20261201-000000-abcdef", "node-000", "reload-check"
+    queued = Checkpoint(status="queued", token="a1", queued_at=1.0)
+    assert store.write_checkpoint(run_id, node, step, queued, expect=None)
+    running = queued.model_copy(update={"status": "running", "started_at": 2.0})
+    assert store.write_checkpoint(run_id, node, step, running, expect="a1")
+    finished = running.model_copy(update={"status": "ok", "finished_at": 3.0, "outputs": {"reload_needed": True}})
+    assert store.write_checkpoint(run_id, node, step, finished, expect="a1")
+    # what Engine.redispatch writes, from the watchdog's older view: a new token over the running one
+    again = running.model_copy(update={"status": "queued", "token": "b2", "queued_at": 4.0})
+    assert not store.write_checkpoint(run_id, node, step, again, expect="a1")
+    assert store.checkpoint(run_id, node, step) == finished
