@@ -161,7 +161,8 @@ class Engine:
         if any(not cp.terminal for cp in cluster.steps.values()):
             return
         if run.status == "running":
-            final = "failed" if over_budget or cluster_failed else "succeeded"
+            # within the failure budget a run goes on past failed nodes, but does not claim success
+            final = "failed" if over_budget or cluster_failed else "partial" if run.failed else "succeeded"
             if self.store.transition(run_id, final, allowed=("running",)):
                 self.store.emit(run_id, "run-finished", status=final, succeeded=run.succeeded, failed=run.failed)
                 self.store.retire(run_id)
