@@ -14,9 +14,11 @@ from typing import Any
 
 from tasks.host.simfleet import create_fleet, open_host
 from tests.conftest import RedisServer
+from workers.cli import OUTCOME_EXIT
 from workers.processes import WorkerProcess, spawn_worker
 from workers.runtime import make_engine
 from workflows.engine import Engine
+from workflows.records import TERMINAL_RUN
 
 # Short clocks so that a dead worker is noticed in about a second.
 FAST = {
@@ -83,10 +85,12 @@ class Stack:
 
     def status(self, run_id: str) -> dict[str, Any]:
         result = self.nicflow("status", run_id, "--json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        assert result.stdout, result.stderr
+        status = json.loads(result.stdout)
+        assert result.returncode == OUTCOME_EXIT.get(status["status"], 0), result.stderr  # exits with the outcome
+        return status
 
-    def wait_for(self, run_id: str, *, statuses: tuple[str, ...] = ("succeeded", "failed", "aborted"),
+    def wait_for(self, run_id: str, *, statuses: tuple[str, ...] = tuple(TERMINAL_RUN),
                  timeout: float = 90) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

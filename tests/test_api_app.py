@@ -33,6 +33,7 @@ from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.dispatch import InlineDispatcher
 from workflows.engine import Engine
 from workflows.leases import NodeLeases
+from workflows.records import TERMINAL_RUN
 from workflows.store import CheckpointStore
 
 API_TOKEN = "test-api-token-0123456789"
@@ -195,7 +196,7 @@ class Env:
         with self.rest() as client:
             while time.monotonic() < deadline:
                 status = client.get(f"/runs/{run_id}").json()
-                if status["status"] in ("succeeded", "failed", "aborted"):
+                if status["status"] in TERMINAL_RUN:
                     return status
                 time.sleep(0.1)
         raise AssertionError(f"run {run_id} did not end: {status}")

@@ -14,6 +14,7 @@ import pytest
 
 from tasks.cluster.sim import SimulatedCluster
 from tests.stack import Stack, op_counts
+from tests.test_broker_restart import wait_unacked_on
 from workflows.control import abort_run
 
 PIPELINE = "corigine-offload"
@@ -79,17 +80,22 @@ def test_controllers_killed_mid_run_lose_nothing_and_repeat_nothing(stack):
 
 
 def test_redis_restart_mid_run_moves_no_checkpoint_backwards(stack):
-    root = stack.fleet("redis-restart", 6 + SPARE)
+    root = stack.fleet("redis-restart", 6 + SPARE, latency=0.1)  # still running well after the first node
     stack.agent(root, 6 + SPARE)
     run_id = stack.run(PIPELINE, root, 6 + SPARE, *FAST_RUN, *only(6), "--set", "rollout.max_unavailable=2")
     stack.wait_event(run_id, "node-finished")
     before = {n.node: n.steps for n in stack.engine.store.progress_many(run_id, nodes_of(6))}
     time.sleep(1.1)  # let appendfsync everysec write what the snapshot above saw
+    # Restart while a step runs, so the agent holds an unacknowledged message: restarting
+    # between steps never reached the code that restores them (issue 12, item 3).
+    wait_unacked_on(stack.url, "agent")
+    alive = [w for w in stack.workers if w.proc.poll() is None]
     stack.redis.stop()
-    time.sleep(0.5)
+    time.sleep(1.0)
     stack.redis.start()
     status = stack.wait_for(run_id, timeout=120)
     assert status["status"] == "succeeded", status
+    assert all(w.proc.poll() is None for w in alive), [str(w.log) for w in alive]
     after = {n.node: n.steps for n in stack.engine.store.progress_many(run_id, nodes_of(6))}
     for node, steps in before.items():
         for step_id, checkpoint in steps.items():

@@ -112,7 +112,7 @@ def test_failure_budget_in_percent_lets_the_run_finish(redis, fleet):
     record = start(engine, fleet, {"max_failures": "20%"})
     engine.dispatcher.drain()
     status = run_status(engine, record.id)
-    assert status["status"] == "succeeded"
+    assert status["status"] == "partial"  # within the budget, but not every node succeeded
     assert sorted(n for n, v in status["nodes"].items() if v["state"] == "failed") == bad
     assert status["counts"]["succeeded"] == N - 2
 

@@ -1,10 +1,17 @@
-"""`nicflow`: the command line. Bad input exits 2 with one message, never a traceback."""
+"""`nicflow`: the command line. Bad input exits 2 with one message, never a traceback.
+
+`run`, `watch` and `status` exit with the run's outcome instead, as ansible-playbook
+does: 0 every node succeeded, 2 some nodes failed (`partial`), 1 the run failed or was
+aborted, or the command itself failed (so 2 means only `partial` there).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -41,6 +48,28 @@ NodesOpt = Annotated[Optional[str], typer.Option("--nodes", help="Comma-separate
 SelectorOpt = Annotated[Optional[str], typer.Option("--selector", help="Node labels, k=v[,k=v].")]
 
 
+OUTCOME_EXIT = {"succeeded": 0, "partial": 2, "failed": 1, "aborted": 1}
+"""Exit codes of a finished run; a run not finished yet (`status`) exits 0."""
+ERROR_EXIT = 1
+"""`run`, `watch`, `status`: an error exits 1, so that 2 is only a partial run."""
+
+
+@contextmanager
+def _errors_exit(code: int) -> Iterator[None]:
+    """Report the errors `main` reports, with `code` as the exit status."""
+    try:
+        yield
+    except (PipelineError, RunError, NoRedisConfigured, RedisError) as exc:
+        err.print(_error_message(exc), markup=False, highlight=False)
+        raise typer.Exit(code) from None
+
+
+def _error_message(exc: Exception) -> str:
+    if isinstance(exc, RedisError):
+        return f"nicflow: cannot reach Redis at REDIS_URL: {exc}"
+    return f"nicflow: error: {exc}"
+
+
 def _run_id(value: str) -> str:
     try:
         return check_run_id(value)
@@ -65,20 +94,22 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Observe and plan only.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Watch until the run ends.")] = False,
 ) -> None:
-    """Start a run; prints its id."""
+    """Start a run; prints its id. With --wait, exits with the run's outcome (0, 2 partial, 1)."""
     from workers.progress import watch as watch_live
     from workers.targets import load_pipeline, node_labels, resolve_targets
     from workflows.control import run_status, start_run
 
-    loaded = load_pipeline(pipeline, set_)
-    fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
-                                         nodes=nodes, selector=selector)
-    engine = make_engine()
-    record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=dry_run, overrides=_sets(set_),
-                       visibility_timeout=get_settings().visibility_timeout, labels=node_labels(fleet_name, chosen))
-    print(record.id)
-    if wait:
-        _finish(watch_live(lambda: run_status(engine, record.id), err))
+    with _errors_exit(ERROR_EXIT):
+        loaded = load_pipeline(pipeline, set_)
+        fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
+                                             nodes=nodes, selector=selector)
+        engine = make_engine()
+        record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=dry_run, overrides=_sets(set_),
+                           visibility_timeout=get_settings().visibility_timeout,
+                           labels=node_labels(fleet_name, chosen))
+        print(record.id)
+        if wait:
+            _finish(watch_live(lambda: run_status(engine, record.id), err))
 
 
 @cli.command()
@@ -103,7 +134,7 @@ def plan(
             for change in step.get("changes", []):
                 console.print(f"{owner}  {step_id}  {change['action']} {change['target']}: "
                               f"{change['before']!r} -> {change['after']!r}")
-    _finish(status, show_summary=False)
+    _finish(status, show_summary=False, codes={"succeeded": 0})  # a plan either succeeds or exits 1
 
 
 @cli.command("check-flows")
@@ -130,34 +161,50 @@ def check_flows(
 
 @cli.command()
 def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """A run's state, per node and step."""
+    """A run's state, per node and step; exits with the outcome of a finished run (0, 2 partial, 1)."""
     from workers.redisconn import redis_client
     from workflows.status import status_of
     from workflows.store import CheckpointStore
 
     # Only the store: `status --json` is polled by scripts and must start fast.
-    report = status_of(CheckpointStore(redis_client()), _run_id(run_id))
+    with _errors_exit(ERROR_EXIT):
+        report = status_of(CheckpointStore(redis_client()), _run_id(run_id))
     if as_json:
         print(json.dumps(report))
-        return
+    else:
+        _print_status(report)
+    raise typer.Exit(OUTCOME_EXIT.get(report["status"], 0))
+
+
+def _print_status(report: dict) -> None:
     from workers.progress import failed_nodes, summary
 
     console.print(summary(report))
     counts = report["counts"]
     console.print(f"{report['status']}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
                   f"{counts['running']} running, {counts['pending']} pending of {counts['total']}")
+    _print_outcome(report)
     for name, error in failed_nodes(report):
         console.print(f"[red]failed[/] {name}: {error}")
 
 
+def _print_outcome(report: dict) -> None:
+    from workflows.status import outcome_note
+
+    note = outcome_note(report["status"])
+    if note:
+        console.print(f"{report['status']}: {note}", markup=False, highlight=False)
+
+
 @cli.command()
 def watch(run_id: str) -> None:
-    """Live progress until the run ends."""
+    """Live progress until the run ends; exits with its outcome (0, 2 partial, 1)."""
     from workers.progress import watch as watch_live
     from workflows.control import run_status
 
-    engine = make_engine()
-    _finish(watch_live(lambda: run_status(engine, _run_id(run_id)), console))
+    with _errors_exit(ERROR_EXIT):
+        engine = make_engine()
+        _finish(watch_live(lambda: run_status(engine, _run_id(run_id)), console))
 
 
 @cli.command()
@@ -374,25 +421,25 @@ def _sets(pairs: list[str]) -> dict:
     return parse_sets(pairs)
 
 
-def _finish(status: dict, *, show_summary: bool = True) -> None:
+def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = OUTCOME_EXIT) -> None:
     from workers.progress import failed_nodes, summary
 
     if show_summary:
         console.print(summary(status))
+        _print_outcome(status)
     for name, error in failed_nodes(status):
         console.print(f"[red]failed[/] {name}: {error}")
-    if status["status"] != "succeeded":
-        raise typer.Exit(1)
+    # a watch that gave up before the end (its timeout) has no outcome: that is an error
+    code = codes.get(status["status"], ERROR_EXIT)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:
     try:
         cli()
-    except (PipelineError, RunError, NoRedisConfigured) as exc:
-        err.print(f"nicflow: error: {exc}", markup=False, highlight=False)
-        sys.exit(2)
-    except RedisError as exc:
-        err.print(f"nicflow: cannot reach Redis at REDIS_URL: {exc}", markup=False, highlight=False)
+    except (PipelineError, RunError, NoRedisConfigured, RedisError) as exc:
+        err.print(_error_message(exc), markup=False, highlight=False)
         sys.exit(2)
 
 

@@ -16,7 +16,8 @@ from rich.text import Text
 
 from workflows.records import TERMINAL_RUN
 
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "aborted": "yellow", "running": "cyan", "paused": "magenta"}
+STATUS_STYLE = {"succeeded": "green", "partial": "dark_orange", "failed": "red", "aborted": "yellow",
+                "running": "cyan", "paused": "magenta"}
 
 
 def step_counts(status: dict[str, Any]) -> dict[str, Counter[str]]:

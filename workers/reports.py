@@ -7,6 +7,8 @@ import time
 from html import escape
 from typing import Any
 
+from workflows.status import outcome_note
+
 COLORS = {"ok": "#9ca3af", "changed": "#16a34a", "failed": "#dc2626", "running": "#2563eb",
           "queued": "#93c5fd", "retrying": "#f59e0b"}
 
@@ -35,6 +37,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{counts['succeeded']} of {counts['total']} nodes succeeded, {counts['failed']} failed, "
         f"{counts['not_admitted']} not admitted.",
     ]
+    if report["status"] == "partial":
+        lines += ["", f"**Partial:** {outcome_note('partial')}."]
     if report["error"]:
         lines += ["", f"**Run error:** {report['error']}"]
     if report["failures"]:
@@ -76,6 +80,8 @@ def to_html(report: dict[str, Any]) -> str:
             f"<p>Pipeline <code>{escape(report['pipeline'])}</code>. "
             f"{report['counts']['succeeded']} of {report['counts']['total']} nodes succeeded, "
             f"{report['counts']['failed']} failed.</p>"]
+    if report["status"] == "partial":
+        body.append(f"<p><strong>Partial:</strong> {escape(outcome_note('partial'))}.</p>")
     if report["failures"]:
         rows = "".join(f"<tr><td>{escape(f['node'])}</td><td>{escape(str(f['error']))}</td></tr>"
                        for f in report["failures"])

@@ -203,7 +203,8 @@ class Engine:
             return
         cluster_failed = cluster_failed or any(cp.status == "failed" for cp in cluster.steps.values())
         if run.status == "running":
-            final = "failed" if over_budget or cluster_failed else "succeeded"
+            # within the failure budget a run goes on past failed nodes, but does not claim success
+            final = "failed" if over_budget or cluster_failed else "partial" if run.failed else "succeeded"
             if self.store.transition(run_id, final, allowed=("running",)):
                 self.store.emit(run_id, "run-finished", status=final, succeeded=run.succeeded, failed=run.failed)
                 self.store.retire(run_id)

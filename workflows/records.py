@@ -9,11 +9,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RunStatus = Literal["pending", "running", "paused", "succeeded", "failed", "aborted"]
+RunStatus = Literal["pending", "running", "paused", "succeeded", "partial", "failed", "aborted"]
+"""`succeeded`: every node did (skipped nodes aside, which say why). `partial`: some nodes failed,
+within the rollout's failure budget. `failed`: over the budget, a canary or cluster step failed.
+`aborted`: stopped by hand."""
 NodeState = Literal["pending", "running", "succeeded", "failed", "skipped"]
 StepStatus = Literal["queued", "running", "retrying", "ok", "changed", "failed"]
 
-TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "failed", "aborted"})
+TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "partial", "failed", "aborted"})
 DONE_STEP: frozenset[str] = frozenset({"ok", "changed"})
 TERMINAL_STEP: frozenset[str] = frozenset({"ok", "changed", "failed"})
 

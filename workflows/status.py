@@ -8,6 +8,19 @@ from typing import Any
 from workflows.store import STEP_FIELD, CheckpointStore
 
 
+OUTCOME_NOTES = {
+    "succeeded": "every node succeeded",
+    "partial": "some nodes failed, within the rollout's failure budget",
+    "failed": "the run failed: over the failure budget, or a canary or cluster step failed",
+    "aborted": "the run was aborted",
+}
+
+
+def outcome_note(status: str) -> str:
+    """What a run's final status means, for a summary; empty while the run has not ended."""
+    return OUTCOME_NOTES.get(status, "")
+
+
 def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
     """The run, and per node its state and each step's status and attempts (JSON-ready)."""
     run = store.run(run_id)

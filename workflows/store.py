@@ -34,10 +34,17 @@ STEP_FIELD = "step:"
 
 # KEYS[1] progress hash, KEYS[2] event stream; ARGV: step field, expected token ('' = none yet),
 # new token, checkpoint json, then the event's field/value pairs (none: no event).
-# The event is written with the checkpoint or not at all.
+# The event is written with the checkpoint or not at all. A finished attempt keeps its token, so
+# a watchdog or a timeout acting on an older view of it (running, its heartbeat gone while Redis
+# restarted) would pass the token check: a finished checkpoint is never replaced.
 _CAS = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1] .. '@token')
 if (cur or '') ~= ARGV[2] then return 0 end
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local status = cjson.decode(stored)['status']
+  if status == 'ok' or status == 'changed' or status == 'failed' then return 0 end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
 if #ARGV > 4 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 5))

@@ -87,14 +87,24 @@ class RunOperations:
     def run(self, run_id: str) -> RunRecord:
         try:
             return self.engine.store.run(run_id)
-        except RunError as exc:
-            raise ApiError(404, str(exc)) from None
+        except RunError:
+            raise _no_run(run_id) from None
 
     def authorize_run(self, action: Action, principal: Principal, run_id: str) -> RunRecord:
+        """The action is authorized before the run is read, so that a caller refused it hears the
+        same for every run id, existing or not: the answer tells nobody which runs exist."""
+        self._authorize(action, principal, None, run_id=run_id)
         run = self.run(run_id)
         nodes = self.engine.store.nodes(run_id)
-        self._authorize(action, principal, Target(pipeline=run.pipeline, labels=target_labels(run.fleet, nodes)),
-                        run_id=run_id)
+        target = Target(pipeline=run.pipeline, labels=target_labels(run.fleet, nodes))
+        try:
+            self._authorize(action, principal, target, run_id=run_id)
+        except ApiError:
+            # refused by a pipeline or selector rule: only a caller who may see this run learns why;
+            # to anyone else it is answered as a run that does not exist
+            if action != "status" and decide(self.authz, "status", principal, target).allowed:
+                raise
+            raise _no_run(run_id) from None
         return run
 
     def status(self, principal: Principal, run_id: str) -> dict[str, Any]:
@@ -122,11 +132,18 @@ class RunOperations:
         self.audit.accepted(action, principal, run_id=run_id, pipeline=record.pipeline)
         return record, message
 
-    def _authorize(self, action: Action, principal: Principal, target: Target, *, run_id: str | None) -> None:
+    def _authorize(self, action: Action, principal: Principal, target: Target | None, *,
+                   run_id: str | None) -> None:
         decision = decide(self.authz, action, principal, target)
         if not decision.allowed:
-            self.audit.refused(action, principal, decision.reason, run_id=run_id, pipeline=target.pipeline)
+            self.audit.refused(action, principal, decision.reason, run_id=run_id,
+                               pipeline=target.pipeline if target else None)
             raise ApiError(403, decision.reason)
+
+
+def _no_run(run_id: str) -> ApiError:
+    """The one answer for a run that does not exist, or that the caller may not see."""
+    return ApiError(404, f"no run {run_id!r}")
 
 
 def _request_terms(message: str, path: Path, pipeline: str) -> str:

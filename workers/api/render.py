@@ -9,6 +9,7 @@ from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmO
 from workers.api.models import Principal
 from workers.progress import failed_nodes, step_counts
 from workflows.records import TERMINAL_RUN, RunRecord
+from workflows.status import outcome_note
 
 APPROVE = "nicflow-approve"
 ABORT = "nicflow-abort"
@@ -75,6 +76,8 @@ def summary_text(status: dict[str, Any]) -> str:
     counts = status["counts"]
     text = (f"*summary*: run `{status['run']}` {status['status']}: {counts['succeeded']} of {counts['total']} "
             f"node(s) succeeded, {counts['failed']} failed")
+    if status["status"] == "partial":
+        text += f" ({outcome_note('partial')})"
     failures = failed_nodes(status)
     if not failures:
         return text + "."
