@@ -130,8 +130,10 @@ def test_a_stale_link_under_another_suffix_is_reported_not_shadowed(tmp_path: Pa
 
 def test_devlink_operation_not_supported_on_a_bound_card_is_legacy(tmp_path: Path) -> None:
     sim = host(tmp_path, "agilio-cx")
-    card = read_card(sim, PF)
-    assert current_mode(sim, card) == "legacy"
+    sim.set_state("faults", {"absent": ["ethtool"]})  # devlink's answer alone decides
+    assert current_mode(sim, read_card(sim, PF)) == "legacy"
+    sim.run(["rmmod", "nfp"])
+    assert current_mode(sim, read_card(sim, PF)) is None  # unbound: "No such device" says nothing
 
 
 @pytest.mark.parametrize(("version", "app"), [
