@@ -73,7 +73,7 @@ def test_mixed_fleet(tmp_path: Path) -> None:
     # compressed firmware: a link with the same suffix, in the image under SUSE's name
     suse = sims["agilio-cx-suse"]
     assert suse.readlink("/lib/firmware/netronome/pci-0000:04:00.0.nffw.xz") == "flower/nic_AMDA0097.nffw.xz"
-    assert outcomes["agilio-cx-suse"].facts["initramfs_image"] == "/boot/initrd-5.14.21-150500.55.39-default"
+    assert outcomes["agilio-cx-suse"].facts["initramfs_image"] == "/boot/initrd-5.14.21-150500.55.65-default"
     assert outcomes["agilio-cx-suse"].facts["persisted_links"] == ["/lib/firmware/netronome/pci-0000:04:00.0.nffw.xz"]
     nfp3800 = outcomes["agilio-cx-nfp3800"].facts
     assert (nfp3800["device"], nfp3800["vf_device"], nfp3800["firmware_target"]) == (

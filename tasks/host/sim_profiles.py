@@ -76,9 +76,11 @@ UBUNTU_2204_SPLIT_USR = Distro(UBUNTU_2204.os_release, UBUNTU_2204.kernel, "init
 ROCKY_9 = Distro(
     'NAME="Rocky Linux"\nVERSION="9.3 (Blue Onyx)"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.3"\n'
     'PRETTY_NAME="Rocky Linux 9.3 (Blue Onyx)"\n', "5.14.0-362.8.1.el9_3.x86_64", "dracut", ".ko.xz")
+# os-release of registry.suse.com/suse/sle15:15.5; the kernel and dracut's image name as a
+# SLES 15 SP5 node reports them ("Creating initramfs image file '/boot/initrd-5.14.21-150500.55.65-default'")
 SLES_15 = Distro(
     'NAME="SLES"\nVERSION="15-SP5"\nVERSION_ID="15.5"\nPRETTY_NAME="SUSE Linux Enterprise Server 15 SP5"\n'
-    'ID="sles"\nID_LIKE="suse"\n', "5.14.21-150500.55.39-default", "dracut", ".ko.zst", usrmerge=False,
+    'ID="sles"\nID_LIKE="suse"\n', "5.14.21-150500.55.65-default", "dracut", usrmerge=False,
     firmware_suffix=".xz", dracut_image="/boot/initrd-{kver}")
 CENTOS_STREAM_8 = Distro(
     'NAME="CentOS Stream"\nVERSION="8"\nID="centos"\nID_LIKE="rhel fedora"\nVERSION_ID="8"\n'
