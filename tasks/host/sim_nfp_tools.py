@@ -148,8 +148,8 @@ def ethtool(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
 
 def _driver_info(host: SimulatedHost, argv: Argv, dev: str, addr: str | None) -> CommandResult:
     """do_gdrv: `Cannot get driver information: <strerror>`, exit 71; the version
-    line is the kernel release, which the ethtool core fills in for drivers that
-    leave it empty (nfp has since 5.8)."""
+    line is the kernel release: ethtool_get_drvinfo (net/ethtool/ioctl.c) puts
+    UTS_RELEASE there before the driver's get_drvinfo, which no longer sets one."""
     if addr is None:
         return _err(argv, "Cannot get driver information: No such device", 71)
     if len(argv) != 3:
