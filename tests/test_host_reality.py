@@ -70,6 +70,53 @@ def test_a_link_resolving_outside_the_firmware_directory_is_refused(tmp_path: Pa
         firmware_links(surface)
 
 
+# card variants and unbound cards ------------------------------------------------------------
+
+CARD_RECORD = f"/run/nicflow-nfp-{PF}.card"
+
+
+@pytest.mark.parametrize(("profile", "ids"), [
+    ("agilio-cx-corigine", ("1da8", "4000", "6003")),
+    ("agilio-cx-nfp3800", ("19ee", "3800", "3803")),
+])
+def test_detect_reports_each_card_variants_ids(tmp_path: Path, profile: str, ids: tuple[str, str, str]) -> None:
+    out = run("detect-nic", host(tmp_path, profile)).outputs
+    assert (out["vendor"], out["device"], out["vf_device"]) == ids
+    assert [(c["vendor"], c["device"], c["vf_device"]) for c in out["cards"]] == [ids]
+
+
+def test_detect_ignores_a_card_whose_subsystem_vendor_is_not_its_vendor(tmp_path: Path) -> None:
+    """nfp_pci_device_ids match the subsystem vendor too: 19ee:4000 under 1da8 is not bound by nfp."""
+    sim = host(tmp_path, "agilio-cx")
+    sim.put(f"/sys/bus/pci/devices/{PF}/subsystem_vendor", "0x1da8\n")
+    with pytest.raises(PermanentError, match="no Agilio card found"):
+        run("detect-nic", sim)
+
+
+def test_detect_finds_an_unbound_card_by_its_pci_ids_and_its_record(tmp_path: Path) -> None:
+    """A failed reload leaves the driver unloaded: the card is still found, the rest comes from the record."""
+    sim = host(tmp_path, "agilio-cx")
+    bound = run("detect-nic", sim).outputs
+    sim.run(["rmmod", "nfp"])
+    before = len(sim.ops())
+    result = run("detect-nic", sim)
+    out = result.outputs
+    assert result.status == "ok" and sim.ops()[before:] == []
+    assert (out["pci_address"], out["driver"], out["netdevs"], out["assembly_source"]) == (PF, None, [], "record")
+    for key in ("assembly", "board_id", "vendor", "device", "vf_device", "port_speeds"):
+        assert out[key] == bound[key], key
+    assert "is not bound: assembly from /run/nicflow-nfp-0000:04:00.0.card" in result.evidence
+
+
+def test_detect_does_not_trust_a_record_of_another_card(tmp_path: Path) -> None:
+    sim = host(tmp_path, "agilio-cx")
+    run("detect-nic", sim)
+    sim.run(["rmmod", "nfp"])
+    sim.put(CARD_RECORD, sim.read(CARD_RECORD).replace('"4000"', '"6000"'))
+    with pytest.raises(PermanentError, match="not bound to the nfp driver"):
+        run("detect-nic", sim)
+
+
 # firmware names ------------------------------------------------------------------------------
 
 def test_rollback_to_nic_links_the_per_media_file_and_reloads_into_legacy(tmp_path: Path) -> None:
