@@ -117,6 +117,16 @@ def test_detect_does_not_trust_a_record_of_another_card(tmp_path: Path) -> None:
         run("detect-nic", sim)
 
 
+def test_a_card_bound_to_another_driver_is_named_so(tmp_path: Path) -> None:
+    sim = host(tmp_path, "agilio-cx")
+    run("detect-nic", sim)
+    sim.run(["rmmod", "nfp"])
+    sim.local("/sys/bus/pci/drivers/vfio-pci").mkdir(parents=True)
+    sim.put_link("/sys/bus/pci/drivers/vfio-pci", f"/sys/devices/pci0000:00/{PF}/driver")
+    with pytest.raises(PermanentError, match=rf"card {PF} is bound to vfio-pci, not to the nfp driver"):
+        run("detect-nic", sim)  # a record exists, but only an unbound card is taken from it
+
+
 # firmware names ------------------------------------------------------------------------------
 
 def test_rollback_to_nic_links_the_per_media_file_and_reloads_into_legacy(tmp_path: Path) -> None:
@@ -199,3 +209,4 @@ def test_without_devlink_the_cut_ethtool_version_still_tells_flower(tmp_path: Pa
     sim = host(tmp_path, "agilio-cx-converged")
     sim.set_state("faults", {"absent": ["devlink"]})
     assert current_mode(sim, read_card(sim, PF)) == "switchdev"
+

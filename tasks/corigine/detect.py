@@ -86,7 +86,7 @@ class DetectNic(Step[DetectParams, DetectState]):
         return DetectState(cards, seen, interface_pci, chosen, assembly, note, speeds, record)
 
     def plan(self, state: DetectState, params: DetectParams) -> list[Change]:
-        # Detection changes nothing: it succeeds with facts or fails permanently.
+        # Detection succeeds with facts or fails permanently; its one change is the card record.
         if not state.cards:
             seen = ", ".join(state.seen) or "no PCI devices"
             raise PermanentError(f"no Agilio card found (PCI vendor:device seen: {seen})")
@@ -101,8 +101,11 @@ class DetectNic(Step[DetectParams, DetectState]):
                 f"interface {params.interface!r} (on {state.interface_pci})")
             raise PermanentError(f"{wanted} is not an Agilio card (Agilio cards: {listing})")
         card = state.chosen
-        if card.driver not in ("nfp", None) or (card.driver is None and state.assembly is None):
-            raise PermanentError(f"card {card.pci_address} is not bound to the nfp driver (driver: {card.driver or 'none'}) "
+        if card.driver not in ("nfp", None):
+            raise PermanentError(f"card {card.pci_address} is bound to {card.driver}, not to the nfp driver: "
+                                 "unbind it from that driver, then run again")
+        if card.driver is None and state.assembly is None:
+            raise PermanentError(f"card {card.pci_address} is not bound to the nfp driver (driver: none) "
                                  f"and nicflow has no record of it in {card_record_path(card.pci_address)}; "
                                  "load it (modprobe nfp) or check the kernel log, then run again")
         if state.assembly is None or state.assembly.code is None:
