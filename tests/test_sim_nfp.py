@@ -407,3 +407,14 @@ def test_a_module_load_outlives_the_killed_modprobe(tmp_path: Path, monkeypatch)
     assert "mode switchdev" in ok(reopened, "devlink", "dev", "eswitch", "show", f"pci/{PF}")
     assert [o["op"] for o in reopened.ops()].count("modprobe") == 1
     assert sim_nfp.module_loaded(reopened)
+
+
+def test_the_driver_binds_only_the_ids_of_its_table(tmp_path: Path) -> None:
+    """nfp_pci_device_ids: vendor, device and subsystem vendor must match (nfp_main.c)."""
+    (host,) = hosts(tmp_path, "agilio-cx")
+    host.put(f"/sys/devices/pci0000:00/{PF}/subsystem_vendor", "0x1da8\n")
+    reload(host)
+    assert not host.exists(f"/sys/bus/pci/devices/{PF}/driver") and netdevs(host) == []
+    host.put(f"/sys/devices/pci0000:00/{PF}/subsystem_vendor", "0x19ee\n")
+    reload(host)
+    assert host.realpath(f"/sys/bus/pci/devices/{PF}/driver") == "/sys/bus/pci/drivers/nfp"

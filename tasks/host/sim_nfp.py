@@ -43,6 +43,9 @@ PCI_ROOT = "/sys/devices/pci0000:00"
 NUMVFS_HOOK = r"/sys/.+/sriov_numvfs"
 VF_DEVICE = {"3800": "3803", "4000": "6003", "5000": "6003", "6000": "6003"}
 """PCI_DEVICE_ID_NFP3800_VF and PCI_DEVICE_ID_NFP6000_VF, by PF device id."""
+VENDORS = ("19ee", "1da8")
+"""Each vendor's entries in nfp_pci_device_ids and nfp_netvf_pci_device_ids, the
+subsystem vendor being the vendor."""
 
 @dataclass(frozen=True)
 class CardSpec:
@@ -224,8 +227,16 @@ def load_driver(host: SimulatedHost) -> None:
         host.local(f"/sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)
     all_cards = cards(host)
     for addr in sorted(all_cards):
-        _probe(host, all_cards[addr])
+        if _matches(host, addr, VF_DEVICE):
+            _probe(host, all_cards[addr])
     save_cards(host, all_cards)
+
+
+def _matches(host: SimulatedHost, addr: str, devices: Any) -> bool:
+    """The function's ids are in the driver's table (vendor, device, subsystem vendor)."""
+    base = device_dir(addr)
+    ids = [host.read(f"{base}/{name}").strip().removeprefix("0x") for name in ("vendor", "device", "subsystem_vendor")]
+    return ids[0] in VENDORS and ids[1] in devices and ids[2] == ids[0]
 
 
 def _probe(host: SimulatedHost, card: dict[str, Any]) -> None:
@@ -308,7 +319,9 @@ def _set_vfs(host: SimulatedHost, card: dict[str, Any], count: int) -> None:
             _remove(host, f"{pf}/net/{name}")
     for index in range(count):
         vf = vf_address(addr, index)
-        add_pci_function(host, vf, card["vendor"], card["vf_device"], driver="nfp_netvf")
+        add_pci_function(host, vf, card["vendor"], card["vf_device"])
+        if _matches(host, vf, set(VF_DEVICE.values())):
+            bind(host, vf, "nfp_netvf")
         host.put_link(pf, f"{device_dir(vf)}/physfn")
         host.put_link(device_dir(vf), f"{pf}/virtfn{index}")
         bus, slot, fn = _bus_slot_fn(vf)
