@@ -90,7 +90,3 @@ def pci_link(pci_address: str, suffix: str = "") -> str:
     if suffix not in FW_SUFFIXES:
         raise PermanentError(f"firmware suffix {suffix!r} is not one of {FW_SUFFIXES}")
     return f"{FW_DIR}/pci-{check_pci(pci_address)}.nffw{suffix}"
-
-
-def check_pci_id(value: Any, what: str = "PCI id") -> str:
-    return _check(PCI_ID, value, what)

@@ -31,6 +31,7 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -227,12 +228,12 @@ def load_driver(host: SimulatedHost) -> None:
         host.local(f"/sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)
     all_cards = cards(host)
     for addr in sorted(all_cards):
-        if _matches(host, addr, VF_DEVICE):
+        if _matches(host, addr, VF_DEVICE.keys()):
             _probe(host, all_cards[addr])
     save_cards(host, all_cards)
 
 
-def _matches(host: SimulatedHost, addr: str, devices: Any) -> bool:
+def _matches(host: SimulatedHost, addr: str, devices: Collection[str]) -> bool:
     """The function's ids are in the driver's table (vendor, device, subsystem vendor)."""
     base = device_dir(addr)
     ids = [host.read(f"{base}/{name}").strip().removeprefix("0x") for name in ("vendor", "device", "subsystem_vendor")]
