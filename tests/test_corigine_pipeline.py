@@ -13,13 +13,18 @@ from tests.corigine_support import NodeOutcome, count, hosts, pipeline, run_node
 
 NODE_STEPS = ["preflight", "detect-nic", "select-firmware", "persist-firmware", "reload-driver", "create-vfs",
               "verify-offload"]
-CHANGED_THEN_OK = {"preflight": "ok", "detect-nic": "ok", "select-firmware": "changed", "persist-firmware": "changed",
+CHANGED_THEN_OK = {"preflight": "ok", "detect-nic": "changed", "select-firmware": "changed", "persist-firmware": "changed",
                    "reload-driver": "changed", "create-vfs": "changed", "verify-offload": "ok"}
 ALL_OK = dict.fromkeys(NODE_STEPS, "ok")
 
 # profile: (state, failed step, error start, rmmod count, statuses)
 FLEET = {
     "agilio-cx-dual": ("succeeded", None, None, 1, CHANGED_THEN_OK),
+    "agilio-cx-split-usr": ("succeeded", None, None, 1, CHANGED_THEN_OK),
+    "agilio-cx-rocky9": ("succeeded", None, None, 1, CHANGED_THEN_OK),
+    "agilio-cx-suse": ("succeeded", None, None, 1, CHANGED_THEN_OK),
+    "agilio-cx-corigine": ("succeeded", None, None, 1, CHANGED_THEN_OK),
+    "agilio-cx-nfp3800": ("succeeded", None, None, 1, CHANGED_THEN_OK),
     "agilio-cx-amda0081": ("succeeded", None, None, 1, CHANGED_THEN_OK),
     "agilio-cx-converged": ("succeeded", None, None, 0, ALL_OK),
     "bare": ("failed", "detect-nic", "no Agilio card found (PCI vendor:device seen: 8086:2020, 8086:1572)", 0, None),
@@ -60,9 +65,20 @@ def test_mixed_fleet(tmp_path: Path) -> None:
     assert count(sims["agilio-cx-flaky-modprobe"], "modprobe") == 2
     assert all(n == 1 for step, n in outcomes["agilio-cx"].attempts.items())
     assert sims["agilio-cx-converged"].ops() == []
-    # the failed nodes were never touched
-    for profile in ("bare", "centos7-old-kernel", "agilio-cx-no-flower-firmware", "agilio-cx-nonroot"):
+    # the failed nodes were never touched (but for detect-nic's record of the card it read)
+    for profile in ("bare", "centos7-old-kernel", "agilio-cx-nonroot"):
         assert side_effects(sims[profile]) == []
+    assert [o["path"] for o in side_effects(sims["agilio-cx-no-flower-firmware"])] == [
+        "/run/nicflow-nfp-0000:04:00.0.card"]
+    # compressed firmware: a link with the same suffix, in the image under SUSE's name
+    suse = sims["agilio-cx-suse"]
+    assert suse.readlink("/lib/firmware/netronome/pci-0000:04:00.0.nffw.xz") == "flower/nic_AMDA0097.nffw.xz"
+    assert outcomes["agilio-cx-suse"].facts["initramfs_image"] == "/boot/initrd-5.14.21-150500.55.65-default"
+    assert outcomes["agilio-cx-suse"].facts["persisted_links"] == ["/lib/firmware/netronome/pci-0000:04:00.0.nffw.xz"]
+    nfp3800 = outcomes["agilio-cx-nfp3800"].facts
+    assert (nfp3800["device"], nfp3800["vf_device"], nfp3800["firmware_target"]) == (
+        "3800", "3803", "flower/nic_AMDA2001.nffw")
+    assert outcomes["agilio-cx-corigine"].facts["vendor"] == "1da8"
     dual = outcomes["agilio-cx-dual"].facts
     assert [c["pci_address"] for c in dual["cards"]] == ["0000:04:00.0", "0000:81:00.0"]
     assert dual["pci_address"] == "0000:04:00.0" and dual["vf_representors"] == ["pf0vf0", "pf0vf1", "pf0vf2", "pf0vf3"]

@@ -67,16 +67,24 @@ def test_preflight_needs_the_nfp_module(tmp_path: Path) -> None:
 
 # detect-nic ---------------------------------------------------------------------------------
 
+CARD_RECORD = f"/run/nicflow-nfp-{PF}.card"
+
+
 def test_detect_reports_the_card(tmp_path: Path) -> None:
     sim = host(tmp_path, "agilio-cx")
-    out = run("detect-nic", sim).outputs
+    result = run("detect-nic", sim)
+    out = result.outputs
     assert out["pci_address"] == PF and out["assembly"] == "AMDA0097" and out["board_id"] == "AMDA0097-0001"
     assert out["assembly_source"] == "devlink" and out["sriov_totalvfs"] == 56
-    assert out["netdevs"] == ["enp4s0np0", "enp4s0np1"]
-    assert out["cards"] == [{"pci_address": PF, "vendor": "19ee", "device": "4000", "driver": "nfp",
-                             "netdevs": ["enp4s0np0", "enp4s0np1"], "sriov_totalvfs": 56,
+    assert (out["vendor"], out["device"], out["vf_device"], out["driver"]) == ("19ee", "4000", "6003", "nfp")
+    assert out["netdevs"] == ["enp4s0np0", "enp4s0np1"] and out["port_speeds"] == [40000, 40000]
+    assert out["cards"] == [{"pci_address": PF, "vendor": "19ee", "device": "4000", "vf_device": "6003",
+                             "driver": "nfp", "netdevs": ["enp4s0np0", "enp4s0np1"], "sriov_totalvfs": 56,
                              "sriov_numvfs": 0}]
-    assert sim.ops() == []
+    # what only the bound driver tells is recorded, once
+    assert result.status == "changed" and [c.target for c in result.changes] == [CARD_RECORD]
+    assert [o["path"] for o in side_effects(sim)] == [CARD_RECORD]
+    rerun_is_ok("detect-nic", sim, {})
 
 
 def test_detect_two_cards_picks_the_first_unless_told(tmp_path: Path) -> None:
@@ -115,17 +123,18 @@ def test_detect_falls_back_to_the_ethtool_dump(tmp_path: Path) -> None:
     inject(sim, absent=["devlink"])
     out = run("detect-nic", sim).outputs
     assert out["assembly"] == "AMDA0097" and out["assembly_source"] == "ethtool"
-    assert sim.ops() == []  # dump level already 0: only read
+    assert [o["op"] for o in sim.ops()] == ["write"]  # the card record; dump level already 0: only read
     sim.run(["ethtool", "-W", "enp4s0np0", "2"])
     before = len(sim.ops())
     assert run("detect-nic", sim).outputs["assembly"] == "AMDA0097"
     assert [o["argv"] for o in sim.ops()[before:]] == [["ethtool", "-W", "enp4s0np0", "0"]]
 
 
-def test_detect_an_unbound_card_fails_with_a_hint(tmp_path: Path) -> None:
+def test_detect_an_unbound_card_never_seen_bound_fails_with_a_hint(tmp_path: Path) -> None:
     sim = host(tmp_path, "agilio-cx")
     sim.run(["rmmod", "nfp"])
-    with pytest.raises(PermanentError, match=r"not bound to the nfp driver \(driver: none\); load it"):
+    with pytest.raises(PermanentError, match=r"not bound to the nfp driver \(driver: none\) and nicflow has no "
+                                             r"record of it in /run/nicflow-nfp-0000:04:00.0.card; load it"):
         run("detect-nic", sim)
 
 
@@ -134,13 +143,14 @@ def test_detect_an_unbound_card_fails_with_a_hint(tmp_path: Path) -> None:
 def test_select_firmware_links_flower_and_records_the_previous_target(tmp_path: Path) -> None:
     sim = host(tmp_path, "agilio-cx")
     facts = facts_until("select-firmware", sim)
+    mark = len(sim.ops())
     result = run("select-firmware", sim, facts)
     assert result.status == "changed"
     assert [c.as_dict() for c in result.changes] == [
         {"action": "symlink", "target": LINK, "before": None, "after": "flower/nic_AMDA0097.nffw"}]
     assert sim.readlink(LINK) == "flower/nic_AMDA0097.nffw"
     assert result.outputs["firmware_changed"] is True and result.outputs["firmware_previous"] is None
-    assert [(o["op"], o["path"]) for o in side_effects(sim)] == [
+    assert [(o["op"], o["path"]) for o in side_effects(sim, mark)] == [
         ("write", f"/run/nicflow-nfp-{PF}.loaded"), ("symlink", LINK)]
     before = len(sim.ops())
     again = run("select-firmware", sim, facts)  # a retry before the reload still says a reload is pending
@@ -173,10 +183,12 @@ def test_missing_firmware_fails_permanently_listing_what_exists(tmp_path: Path) 
     with pytest.raises(PermanentError) as failed:
         run("select-firmware", sim, facts)
     assert failed.value.message == (
-        "no flower firmware for AMDA0097: /lib/firmware/netronome/flower/nic_AMDA0097.nffw not found; "
-        "files in /lib/firmware/netronome: nic/nic_AMDA0097.nffw, nic_AMDA0097-0001_2x40.nffw; "
-        "install the Agilio flower firmware package")
-    assert side_effects(sim) == []
+        "no flower firmware for AMDA0097: /lib/firmware/netronome/flower/nic_AMDA0097.nffw or "
+        "/lib/firmware/netronome/flower/nic_AMDA0097-0001_2x40.nffw not found (nor compressed: .zst, .xz); "
+        "files in /lib/firmware/netronome: nic/nic_AMDA0097-0001_2x40.nffw, nic/nic_AMDA0097-0001_4x10_1x40.nffw, "
+        "nic/nic_AMDA0097-0001_8x10.nffw, nic_AMDA0097-0001_2x40.nffw, nic_AMDA0097-0001_4x10_1x40.nffw, "
+        "nic_AMDA0097-0001_8x10.nffw; install the Agilio flower firmware package")
+    assert [o["path"] for o in side_effects(sim)] == [CARD_RECORD]  # detect-nic's record, nothing else
 
 
 # persist-firmware ---------------------------------------------------------------------------
@@ -191,9 +203,10 @@ def test_persist_with_initramfs_tools(tmp_path: Path) -> None:
     assert [o["op"] for o in sim.ops()[before:]] == ["write", "chmod", "update-initramfs"]
     hook = sim.read("/etc/initramfs-tools/hooks/nicflow-nfp")
     assert f"copy_file firmware {LINK}\n" in hook
-    assert "copy_file firmware /lib/firmware/netronome/flower/nic_AMDA0097.nffw\n" in hook
+    # usrmerged: /lib is usr/lib, and the target is named as it resolves
+    assert "copy_file firmware /usr/lib/firmware/netronome/flower/nic_AMDA0097.nffw\n" in hook
     listing = sim.run(["lsinitramfs", "-l", "/boot/initrd.img-5.15.0-91-generic"]).stdout
-    assert f"lib/firmware/netronome/pci-{PF}.nffw -> flower/nic_AMDA0097.nffw" in listing
+    assert f" usr/lib/firmware/netronome/pci-{PF}.nffw -> flower/nic_AMDA0097.nffw\n" in listing
     rerun_is_ok("persist-firmware", sim, facts)
 
 
@@ -204,7 +217,7 @@ def test_persist_with_dracut_lists_every_card_link(tmp_path: Path) -> None:
     result = run("persist-firmware", sim, facts)
     assert [c.action for c in result.changes] == ["write", "rebuild"]
     conf = sim.read("/etc/dracut.conf.d/90-nicflow-nfp.conf")
-    assert f'install_items+=" {LINK} /lib/firmware/netronome/flower/nic_AMDA0097.nffw ' \
+    assert f'install_items+=" {LINK} /usr/lib/firmware/netronome/flower/nic_AMDA0097.nffw ' \
            '/lib/firmware/netronome/pci-0000:81:00.0.nffw "\n' in conf
     assert result.outputs["persisted_links"] == [LINK, "/lib/firmware/netronome/pci-0000:81:00.0.nffw"]
     assert count(sim, "dracut") == 1
@@ -315,10 +328,20 @@ def test_reload_that_brings_back_the_wrong_mode_fails_permanently(tmp_path: Path
 def test_reload_wait_is_bounded(tmp_path: Path) -> None:
     sim = host(tmp_path, "agilio-cx")
     facts = facts_until("reload-driver", sim)
-    for name in ("flower/nic_AMDA0097.nffw", "nic/nic_AMDA0097.nffw"):
-        sim.local(f"/lib/firmware/netronome/{name}").unlink()  # no firmware at all: the probe fails
+    # firmware built for another assembly: the load fails, and the probe with it
+    sim.put("/lib/firmware/netronome/flower/nic_AMDA0097.nffw", "NFFW app=flower assembly=AMDA0058\n")
     with pytest.raises(StepTimeout, match="did not come back within 0.2s after modprobe nfp"):
         run("reload-driver", sim, facts, overrides={"reload_wait_timeout": 0.2})
+
+
+def test_reload_without_any_firmware_file_comes_back_on_the_flash_firmware(tmp_path: Path) -> None:
+    """No file: the card boots its stored (nic) firmware and binds, so the wrong mode is reported, not a timeout."""
+    sim = host(tmp_path, "agilio-cx")
+    facts = facts_until("reload-driver", sim)
+    for name in ("flower/nic_AMDA0097.nffw", "nic/nic_AMDA0097-0001_2x40.nffw"):
+        sim.local(f"/lib/firmware/netronome/{name}").unlink()
+    with pytest.raises(PermanentError, match="came back in legacy mode, not switchdev"):
+        run("reload-driver", sim, facts)
 
 
 # create-vfs ---------------------------------------------------------------------------------
@@ -408,6 +431,7 @@ def test_verify_offload_fails_transiently_until_proven(tmp_path: Path) -> None:
 def test_dry_run_plans_without_writing(tmp_path: Path) -> None:
     sim = host(tmp_path, "agilio-cx")
     facts = facts_until("select-firmware", sim)
+    mark = len(sim.ops())
     result = run("select-firmware", sim, facts, dry_run=True)
     assert result.status == "changed" and result.changes[0].after == "flower/nic_AMDA0097.nffw"
-    assert sim.ops() == [] and sim.readlink(LINK) is None
+    assert sim.ops()[mark:] == [] and sim.readlink(LINK) is None

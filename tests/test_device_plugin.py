@@ -24,7 +24,7 @@ from workflows.errors import PermanentError
 
 RESOURCE = "corigine.com/agilio_sriov"
 PF, PF2 = "0000:04:00.0", "0000:81:00.0"
-CORIGINE_3800 = sim_nfp.CardSpec(PF2, vendor="1da8", device="3800", vf_device="3803",
+CORIGINE_3800 = sim_nfp.CardSpec(PF2, vendor="1da8", device="3800",
                                  serial="00-15-4d-13-5a-11-10-ee")
 """A Corigine-branded NFP3800 card: PF 1da8:3800, VFs 1da8:3803 (nfp_netvf_pci_device_ids)."""
 NFD_19EE = {"feature.node.kubernetes.io/pci-19ee.present": "true"}
@@ -115,7 +115,7 @@ def two_cards(host: Any) -> None:
 
 
 def corigine_only(host: Any) -> None:
-    _agilio(UBUNTU_2204, sim_nfp.CardSpec(PF, vendor="1da8", device="3800", vf_device="3803"))(host)
+    _agilio(UBUNTU_2204, sim_nfp.CardSpec(PF, vendor="1da8", device="3800"))(host)
 
 
 @pytest.fixture

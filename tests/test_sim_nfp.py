@@ -63,34 +63,112 @@ def test_nfd_label_marks_nodes_with_a_card(tmp_path: Path) -> None:
     assert key not in labels["node-001"]
 
 
+def mode(host: SimulatedHost, addr: str = PF) -> str:
+    """devlink's answer: the mode, or its error (the nic app has no eswitch modes)."""
+    shown = host.run(["devlink", "dev", "eswitch", "show", f"pci/{addr}"])
+    return shown.stdout if shown.returncode == 0 else shown.stderr
+
+
 def test_flower_firmware_gives_switchdev_and_representors(tmp_path: Path) -> None:
     (host,) = hosts(tmp_path, "agilio-cx")
-    assert "mode legacy" in ok(host, "devlink", "dev", "eswitch", "show", f"pci/{PF}")
+    # nic firmware: nfp_app_eswitch_mode_get is -EOPNOTSUPP, which devlink prints as its answer
+    legacy = host.run(["devlink", "dev", "eswitch", "show", f"pci/{PF}"])
+    assert (legacy.returncode, legacy.stdout, legacy.stderr) == (1, "", "devlink answers: Operation not supported\n")
     set_link(host, "flower/nic_AMDA0097.nffw")
     reload(host)
-    assert ok(host, "devlink", "dev", "eswitch", "show", f"pci/{PF}") == \
-        f"pci/{PF}: mode switchdev inline-mode none encap-mode basic\n"
+    # only the mode: nfp has no inline or encap mode getters
+    assert ok(host, "devlink", "dev", "eswitch", "show", f"pci/{PF}") == f"pci/{PF}: mode switchdev\n"
     shown = json.loads(ok(host, "devlink", "-j", "dev", "eswitch", "show", f"pci/{PF}"))
-    assert shown["dev"][f"pci/{PF}"]["mode"] == "switchdev"
+    assert shown == {"dev": {f"pci/{PF}": {"mode": "switchdev"}}}
     assert netdevs(host) == ["enp4s0", "enp4s0np0", "enp4s0np1", "pf0"]
-    assert ok(host, "ethtool", "-i", "enp4s0np0").splitlines()[2] == "firmware-version: 0.0.3.5 0.22 flower-2.1.16.1 flower"
+    assert host.read("/sys/class/net/enp4s0np1/speed") == "40000\n"
+    # "<vNIC> <NSP> <MIP> <app>" cut at ETHTOOL_FWVERS_LEN - 1 = 31 characters; representors show "*"
+    assert ok(host, "ethtool", "-i", "enp4s0").splitlines()[2] == "firmware-version: 0.0.3.5 0.22 flower-2.1.16.1 fl"
+    assert ok(host, "ethtool", "-i", "enp4s0np0").splitlines()[2] == "firmware-version: * 0.22 flower-2.1.16.1 flower"
     assert [o["op"] for o in host.ops()] == ["rmmod", "modprobe"]  # reads are not recorded
 
 
-@pytest.mark.parametrize(("links", "app"), [
-    ({}, "nic"),  # the default nic_<partno>_<media>.nffw
-    ({"pci": "flower/nic_AMDA0097.nffw"}, "flower"),
-    ({"pci": "flower/nic_AMDA0097.nffw", "serial": "nic/nic_AMDA0097.nffw"}, "nic"),  # serial- wins
-    ({"pci": "flower/missing.nffw"}, "nic"),  # a dangling link is skipped
+SWITCHDEV = f"pci/{PF}: mode switchdev\n"
+NO_MODES = "devlink answers: Operation not supported\n"
+
+
+@pytest.mark.parametrize(("links", "shown"), [
+    ({}, NO_MODES),  # the default nic_<partno>_<media>.nffw
+    ({"pci": "flower/nic_AMDA0097.nffw"}, SWITCHDEV),
+    ({"pci": "flower/nic_AMDA0097.nffw", "serial": "nic/nic_AMDA0097-0001_2x40.nffw"}, NO_MODES),  # serial- wins
+    ({"pci": "flower/missing.nffw"}, NO_MODES),  # a dangling link is skipped
 ])
-def test_driver_searches_serial_then_pci_then_partno(tmp_path: Path, links: dict[str, str], app: str) -> None:
+def test_driver_searches_serial_then_pci_then_partno(tmp_path: Path, links: dict[str, str], shown: str) -> None:
     (host,) = hosts(tmp_path, "agilio-cx")
     if "pci" in links:
         set_link(host, links["pci"])
     if "serial" in links:
         host.put_link(links["serial"], "/lib/firmware/netronome/serial-00-15-4d-13-51-0c-10-ff.nffw")
     reload(host)
-    assert ok(host, "ethtool", "-i", "enp4s0np0").splitlines()[2].endswith(f" {app}")
+    assert mode(host) == shown
+
+
+def test_linux_firmware_ships_per_media_nic_files(tmp_path: Path) -> None:
+    (host,) = hosts(tmp_path, "agilio-cx")
+    fw = "/lib/firmware/netronome"
+    assert host.listdir(f"{fw}/nic") == ["nic_AMDA0097-0001_2x40.nffw", "nic_AMDA0097-0001_4x10_1x40.nffw",
+                                         "nic_AMDA0097-0001_8x10.nffw"]
+    assert host.readlink(f"{fw}/nic_AMDA0097-0001_2x40.nffw") == "nic/nic_AMDA0097-0001_2x40.nffw"
+    assert not host.exists(f"{fw}/nic/nic_AMDA0097.nffw")
+    assert host.readlink(f"{fw}/flower/nic_AMDA0097-0001_2x40.nffw") == "nic_AMDA0097.nffw"
+    assert host.realpath(f"{fw}/flower/nic_AMDA0097.nffw") == "/usr/lib/firmware/netronome/flower/nic_AMDA0097.nffw"
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".xz"])
+def test_the_loader_tries_compressed_names_after_the_plain_one(tmp_path: Path, suffix: str) -> None:
+    (host,) = hosts(tmp_path, "agilio-cx")
+    host.put_link("flower/nic_AMDA0097.nffw", f"/lib/firmware/netronome/pci-{PF}.nffw{suffix}")
+    reload(host)
+    assert mode(host) == SWITCHDEV  # pci-<addr>.nffw missing: pci-<addr>.nffw<suffix> is loaded
+    host.put_link("nic/nic_AMDA0097-0001_2x40.nffw", f"/lib/firmware/netronome/pci-{PF}.nffw")
+    reload(host)
+    assert mode(host) == NO_MODES  # the plain name comes first
+
+
+def test_suse_ships_xz_firmware_and_the_driver_loads_it(tmp_path: Path) -> None:
+    (host,) = hosts(tmp_path, "agilio-cx-suse")
+    fw = "/lib/firmware/netronome"
+    assert host.readlink(f"{fw}/nic_AMDA0097-0001_2x40.nffw.xz") == "nic/nic_AMDA0097-0001_2x40.nffw.xz"
+    assert host.exists(f"{fw}/flower/nic_AMDA0097.nffw.xz") and not host.exists(f"{fw}/flower/nic_AMDA0097.nffw")
+    assert host.readlink("/lib") is None  # SLES 15 is not usrmerged
+    assert mode(host) == NO_MODES and netdevs(host) == ["enp4s0np0", "enp4s0np1"]  # booted the .xz default
+    host.put_link("flower/nic_AMDA0097.nffw.xz", f"{fw}/pci-{PF}.nffw.xz")
+    reload(host)
+    assert mode(host) == SWITCHDEV
+
+
+def test_without_any_firmware_file_the_card_boots_its_flash_firmware(tmp_path: Path) -> None:
+    """nfp_fw_load: no file found, the management firmware loads the stored app; the card binds."""
+    (host,) = hosts(tmp_path, "agilio-cx-nfp3800")
+    assert not host.exists("/lib/firmware/netronome/nic")  # linux-firmware has no file for AMDA2001
+    assert host.realpath(f"/sys/bus/pci/devices/{PF}/driver") == "/sys/bus/pci/drivers/nfp"
+    assert mode(host) == NO_MODES and netdevs(host) == ["enp4s0np0", "enp4s0np1"]
+    assert ok(host, "ethtool", "-i", "enp4s0np0").splitlines()[2] == "firmware-version: 0.0.3.5 0.22 nic-flash nic"
+
+
+@pytest.mark.parametrize(("profile", "vendor", "device", "vf_device"), [
+    ("agilio-cx", "19ee", "4000", "6003"),
+    ("agilio-cx-corigine", "1da8", "4000", "6003"),
+    ("agilio-cx-nfp3800", "19ee", "3800", "3803"),
+])
+def test_card_variants_and_their_vf_ids(tmp_path: Path, profile: str, vendor: str, device: str, vf_device: str) -> None:
+    (host,) = hosts(tmp_path, profile)
+    base = f"/sys/bus/pci/devices/{PF}"
+    assert (host.read(f"{base}/vendor"), host.read(f"{base}/device")) == (f"0x{vendor}\n", f"0x{device}\n")
+    assert host.read(f"{base}/subsystem_vendor") == f"0x{vendor}\n"
+    assert host.read(f"{base}/sriov_vf_device") == f"{vf_device}\n"  # "%x", no 0x (drivers/pci/iov.c)
+    host.write(NUMVFS, "1")
+    vf = host.readlink(f"{base}/virtfn0").removeprefix("../")
+    assert host.read(f"/sys/bus/pci/devices/{vf}/vendor") == f"0x{vendor}\n"
+    assert host.read(f"/sys/bus/pci/devices/{vf}/device") == f"0x{vf_device}\n"
+    assert host.realpath(f"/sys/bus/pci/devices/{vf}/driver") == "/sys/bus/pci/drivers/nfp_netvf"
+    aliases = [line for line in ok(host, "modinfo", "nfp").splitlines() if line.startswith("alias:")]
+    assert f"pci:v0000{vendor.upper()}d0000{device}sv0000{vendor.upper()}sd*bc*sc*i*" in " ".join(aliases)
 
 
 def test_firmware_for_another_assembly_fails_the_probe(tmp_path: Path) -> None:
@@ -188,6 +266,24 @@ def test_fail_fault_fails_the_tool_n_times_and_is_logged(tmp_path: Path) -> None
         ("rmmod", False), ("modprobe", True), ("modprobe", False)]
 
 
+def test_ethtool_errors_are_ethtools(tmp_path: Path) -> None:
+    """ethtool.c: do_gdrv exits 71, do_getfwdump/do_setfwdump exit 1, exit_bad_args exits 1."""
+    (host,) = hosts(tmp_path, "agilio-cx")
+    host.write(NUMVFS, "1")
+    cases = [
+        (["ethtool", "-i", "nosuch0"], 71, "Cannot get driver information: No such device\n"),
+        (["ethtool", "-w", "nosuch0"], 1, "Can not get dump level: No such device\n"),
+        (["ethtool", "-W", "nosuch0", "0"], 1, "Can not set dump level: No such device\n"),
+        (["ethtool", "-w", "enp4s8f0"], 1, "Can not get dump level: Operation not supported\n"),  # the VF
+        (["ethtool", "-W", "enp4s0np0", "x"], 1,
+         "ethtool: bad command line argument(s)\nFor more information run ethtool -h\n"),
+    ]
+    for argv, code, stderr in cases:
+        result = host.run(argv)
+        assert (result.returncode, result.stdout, result.stderr) == (code, "", stderr), argv
+    assert host.ops()[-1]["op"] == "write"  # no failed call was recorded as a side effect
+
+
 def test_absent_tool(tmp_path: Path) -> None:
     (host,) = hosts(tmp_path, "agilio-cx")
     inject(host, absent=["devlink"])
@@ -212,8 +308,11 @@ def test_devlink_info_and_ethtool_dump(tmp_path: Path) -> None:
     (host,) = hosts(tmp_path, "agilio-cx")
     text = ok(host, "devlink", "dev", "info", f"pci/{PF}")
     assert f"pci/{PF}:\n  driver nfp\n" in text and "        board.id AMDA0097-0001\n" in text
-    info = json.loads(ok(host, "devlink", "-j", "dev", "info", f"pci/{PF}"))
-    assert info["info"][f"pci/{PF}"]["versions"]["fixed"]["board.id"] == "AMDA0097-0001"
+    info = json.loads(ok(host, "devlink", "-j", "dev", "info", f"pci/{PF}"))["info"][f"pci/{PF}"]
+    # nfp_devlink_info_get: serial = assembly.vendor + assembly.partno + assembly.serial
+    assert info["serial_number"] == "SMAAMDA0097-000113510c"
+    assert info["versions"]["fixed"] == {"board.id": "AMDA0097-0001", "board.rev": "11",
+                                         "board.manufacture": "SMA", "board.model": "hydrogen"}
     assert ok(host, "ethtool", "-w", "enp4s0np0").startswith("flag: 0, version: 1, length: ")
     ok(host, "ethtool", "-W", "enp4s0np0", "2")
     assert "SN:" not in ok(host, "ethtool", "-w", "enp4s0np0", "data", "/dev/stdout")
@@ -254,8 +353,9 @@ def test_initramfs_tools_runs_only_executable_hooks(tmp_path: Path) -> None:
     ok(host, "chmod", "0755", hook)
     ok(host, "update-initramfs", "-u", "-k", kver)
     listing = ok(host, "lsinitramfs", "-l", f"/boot/initrd.img-{kver}")
-    assert f"lib/firmware/netronome/pci-{PF}.nffw -> flower/nic_AMDA0097.nffw" in listing
-    assert "lib/firmware/netronome/flower/nic_AMDA0097.nffw\n" in listing
+    # usrmerged: stored in the canonical directory, pointing at the ultimate target
+    assert f" usr/lib/firmware/netronome/pci-{PF}.nffw -> flower/nic_AMDA0097.nffw\n" in listing
+    assert " usr/lib/firmware/netronome/flower/nic_AMDA0097.nffw\n" in listing
     assert host.run(["dracut", "--force", "--kver", kver]).returncode == 127  # not a dracut distribution
     assert os.access(host.local(hook), os.X_OK)
 
@@ -266,7 +366,21 @@ def test_dracut_reads_install_items(tmp_path: Path) -> None:
     set_link(host, "flower/nic_AMDA0097.nffw")
     host.write("/etc/dracut.conf.d/x.conf", f'install_items+=" /lib/firmware/netronome/pci-{PF}.nffw "\n')
     ok(host, "dracut", "--force", "--kver", kver)
-    assert f"pci-{PF}.nffw -> flower/nic_AMDA0097.nffw" in ok(host, "lsinitrd", f"/boot/initramfs-{kver}.img")
+    listing = ok(host, "lsinitrd", f"/boot/initramfs-{kver}.img")
+    assert f" usr/lib/firmware/netronome/pci-{PF}.nffw -> flower/nic_AMDA0097.nffw\n" in listing
+
+
+def test_builders_link_straight_to_the_ultimate_target(tmp_path: Path) -> None:
+    """A chain of links is stored as one link to the last target (copy_file, dracut-install ln_r)."""
+    (host,) = hosts(tmp_path, "agilio-cx-split-usr")
+    set_link(host, "flower/nic_AMDA0097-0001_2x40.nffw")  # itself a link to nic_AMDA0097.nffw
+    hook = "/etc/initramfs-tools/hooks/x"
+    host.write(hook, f"copy_file firmware /lib/firmware/netronome/pci-{PF}.nffw\n")
+    ok(host, "chmod", "0755", hook)
+    ok(host, "update-initramfs", "-u", "-k", "5.15.0-91-generic")
+    listing = ok(host, "lsinitramfs", "-l", "/boot/initrd.img-5.15.0-91-generic")
+    assert f" lib/firmware/netronome/pci-{PF}.nffw -> flower/nic_AMDA0097.nffw\n" in listing  # /lib is a directory
+    assert " lib/firmware/netronome/flower/nic_AMDA0097.nffw\n" in listing
 
 
 def test_a_module_load_outlives_the_killed_modprobe(tmp_path: Path, monkeypatch) -> None:
@@ -293,3 +407,14 @@ def test_a_module_load_outlives_the_killed_modprobe(tmp_path: Path, monkeypatch)
     assert "mode switchdev" in ok(reopened, "devlink", "dev", "eswitch", "show", f"pci/{PF}")
     assert [o["op"] for o in reopened.ops()].count("modprobe") == 1
     assert sim_nfp.module_loaded(reopened)
+
+
+def test_the_driver_binds_only_the_ids_of_its_table(tmp_path: Path) -> None:
+    """nfp_pci_device_ids: vendor, device and subsystem vendor must match (nfp_main.c)."""
+    (host,) = hosts(tmp_path, "agilio-cx")
+    host.put(f"/sys/devices/pci0000:00/{PF}/subsystem_vendor", "0x1da8\n")
+    reload(host)
+    assert not host.exists(f"/sys/bus/pci/devices/{PF}/driver") and netdevs(host) == []
+    host.put(f"/sys/devices/pci0000:00/{PF}/subsystem_vendor", "0x19ee\n")
+    reload(host)
+    assert host.realpath(f"/sys/bus/pci/devices/{PF}/driver") == "/sys/bus/pci/drivers/nfp"

@@ -11,26 +11,34 @@ card later keeps the first.
 The image is rebuilt when the drop-in changed, or when the image lacks the
 links (a rebuild that failed or was cut short after the drop-in was
 written): the image is checked with lsinitrd / lsinitramfs, not assumed.
+
+Paths are compared resolved: on usrmerged systems (Ubuntu 20.04+, Debian 12,
+RHEL/Rocky 8+, Fedora) `/lib` is a link to `usr/lib`, so a link's target
+resolves under `/usr/lib/firmware/netronome`, and both builders store it
+there: dracut-install and initramfs-tools' `copy_file` (hook-functions) put
+the link at its canonical directory, pointing straight at the link's
+ultimate target by a relative path.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
-from tasks.corigine.names import FW_DIR, PCI_ADDRESS
-from tasks.corigine.osinfo import read_os_release
+from tasks.corigine.names import FW_DIR, FW_SUFFIXES, PCI_ADDRESS
+from tasks.corigine.osinfo import image_path, read_os_release
 from tasks.host.surface import HostSurface
 from workflows.errors import PermanentError
 from workflows.step import Change, Step, StepContext, StepParams
 
 DRACUT_CONF = "/etc/dracut.conf.d/90-nicflow-nfp.conf"
 HOOK = "/etc/initramfs-tools/hooks/nicflow-nfp"
-LINK_NAME = re.compile(r"^pci-" + PCI_ADDRESS[1:-1] + r"\.nffw$")
-SAFE_PATH = re.compile(r"^/lib/firmware/netronome/[A-Za-z0-9._/-]+$")
+LINK_NAME = re.compile(r"^pci-" + PCI_ADDRESS[1:-1] + r"\.nffw(" + "|".join(re.escape(s) for s in FW_SUFFIXES if s) + ")?$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9._/-]+$")
 HEADER = ("# Managed by nicflow (persist-firmware): keep the nfp firmware selection\n"
           "# (/lib/firmware/netronome/pci-*.nffw) in the initramfs. Do not edit.\n")
 
@@ -46,23 +54,38 @@ def render_hook(items: list[str]) -> str:
             ". /usr/share/initramfs-tools/hook-functions\n" + body)
 
 
-def image_path(tool: str, kernel: str) -> str:
-    return f"/boot/initramfs-{kernel}.img" if tool == "dracut" else f"/boot/initrd.img-{kernel}"
-
-
 def firmware_links(surface: HostSurface) -> list[tuple[str, str, str]]:
-    """(link path, link target, resolved target) of every pci-*.nffw link."""
+    """(link path, link target, resolved target) of every pci-*.nffw link. The target
+    must resolve inside the firmware directory as the system resolves it."""
     found = []
-    for name in surface.listdir(FW_DIR) if surface.exists(FW_DIR) else []:
+    if not surface.exists(FW_DIR):
+        return found
+    real_dir = surface.realpath(FW_DIR)
+    for name in surface.listdir(FW_DIR):
         link = f"{FW_DIR}/{name}"
         target = surface.readlink(link)
         if not LINK_NAME.fullmatch(name) or target is None:
             continue
         resolved = surface.realpath(link)
-        if not SAFE_PATH.fullmatch(resolved) or ".." in resolved.split("/") or not surface.exists(resolved):
-            raise PermanentError(f"{link} points at {target!r}, which is not a firmware file under {FW_DIR}")
+        inside = resolved.startswith(real_dir + "/") and SAFE_NAME.fullmatch(resolved[len(real_dir) + 1:])
+        if not inside or ".." in resolved.split("/") or not surface.exists(resolved):
+            raise PermanentError(f"{link} points at {target!r} ({resolved}), which is not a firmware file "
+                                 f"under {FW_DIR} ({real_dir})")
         found.append((link, target, resolved))
     return found
+
+
+def image_members(surface: HostSurface, link: str, resolved: str) -> list[str]:
+    """The two members a builder adds for a link, as lsinitrd/lsinitramfs list them:
+    the link in its canonical directory pointing at the resolved target, and the target."""
+    directory, name = posixpath.split(link)
+    real_dir = surface.realpath(directory)
+    return [f"{real_dir.lstrip('/')}/{name} -> {posixpath.relpath(resolved, real_dir)}", resolved.lstrip("/")]
+
+
+def listed_members(listing: str) -> set[str]:
+    """Member names of a `cpio -tv`-style listing: the ninth field on."""
+    return {parts[8] for parts in (line.split(None, 8) for line in listing.splitlines()) if len(parts) == 9}
 
 
 class PersistParams(StepParams):
@@ -108,16 +131,14 @@ class PersistFirmware(Step[PersistParams, PersistState]):
         if tool == "initramfs-tools" and current is not None:
             result = host.run(["stat", "-c", "%a", config], timeout=30)
             mode = result.stdout.strip() if result.returncode == 0 else None
-        image = image_path(tool or "dracut", kernel)
+        image = image_path(release, tool or "dracut", kernel)
         missing: list[str] = []
         if tool is not None and links:
             lister = ["lsinitrd", image] if tool == "dracut" else ["lsinitramfs", "-l", image]
             listing = host.run(lister, timeout=params.command_timeout)
-            text = listing.stdout if listing.returncode == 0 else ""
-            for link, target, resolved in links:
-                for member in (f"{link.lstrip('/')} -> {target}", resolved.lstrip("/")):
-                    if member not in text:
-                        missing.append(member)
+            members = listed_members(listing.stdout) if listing.returncode == 0 else set()
+            for link, _target, resolved in links:
+                missing += [m for m in image_members(host, link, resolved) if m not in members]
         return PersistState(tool, release.pretty, kernel, links, config, current, desired, mode, image, missing)
 
     def plan(self, state: PersistState, params: PersistParams) -> list[Change]:

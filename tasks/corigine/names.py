@@ -33,10 +33,24 @@ OptionalPci = Annotated[str, Field(pattern=r"^$|" + PCI_ADDRESS)]
 OptionalIfname = Annotated[str, Field(pattern=r"^$|" + IFNAME)]
 
 PF_VENDORS = frozenset({"19ee", "1da8"})
+"""Netronome and Corigine (include/linux/pci_ids.h PCI_VENDOR_ID_NETRONOME,
+PCI_VENDOR_ID_CORIGINE)."""
 PF_DEVICES = frozenset({"3800", "4000", "5000", "6000"})
-VF_DEVICES = frozenset({"6003", "3803"})
+"""nfp_pci_device_ids in drivers/net/ethernet/netronome/nfp/nfp_main.c (Linux 6.x):
+each of the four devices under both vendors, the subsystem vendor equal to the vendor."""
+VF_DEVICE_OF_PF: dict[str, str] = {"3800": "3803", "4000": "6003", "5000": "6003", "6000": "6003"}
+"""The VF device id each PF announces: NFP3800 VFs are 3803, NFP4000/5000/6000 VFs are
+6003 (PCI_DEVICE_ID_NFP3800_VF, PCI_DEVICE_ID_NFP6000_VF; nfp_netvf_main.c binds both
+ids under both vendors)."""
+VF_DEVICES = frozenset(VF_DEVICE_OF_PF.values())
+PCI_ID = r"^[0-9a-f]{4}$"
 
 FW_DIR = "/lib/firmware/netronome"
+FW_SUFFIXES = ("", ".zst", ".xz")
+"""What the kernel's firmware loader tries for one name, in its order
+(drivers/base/firmware_loader/main.c _request_firmware: the plain file, then
+`.zst` with CONFIG_FW_LOADER_COMPRESS_ZSTD, then `.xz` with ..._XZ). The nfp
+driver's request_firmware_direct is a full read, so compressed files qualify."""
 PCI_DEVICES = "/sys/bus/pci/devices"
 
 
@@ -71,5 +85,8 @@ def fact(facts: dict[str, Any], name: str, producer: str) -> Any:
     return facts[name]
 
 
-def pci_link(pci_address: str) -> str:
-    return f"{FW_DIR}/pci-{check_pci(pci_address)}.nffw"
+def pci_link(pci_address: str, suffix: str = "") -> str:
+    """`pci-<addr>.nffw`, the name nfp_net_fw_find asks for, with a compression suffix."""
+    if suffix not in FW_SUFFIXES:
+        raise PermanentError(f"firmware suffix {suffix!r} is not one of {FW_SUFFIXES}")
+    return f"{FW_DIR}/pci-{check_pci(pci_address)}.nffw{suffix}"

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from tasks.host.surface import HostSurface
 
 RHEL_LIKE = frozenset({"rhel", "centos", "fedora", "rocky", "almalinux", "ol"})
+SUSE_LIKE = frozenset({"suse", "sles", "opensuse", "opensuse-leap", "opensuse-tumbleweed"})
+"""SUSE builds its initramfs with dracut too (SLE 12 on), and names the image
+/boot/initrd-<kernel> (its dracut's default, what its bootloader entries load)."""
 DEBIAN_LIKE = frozenset({"debian", "ubuntu"})
 
 
@@ -27,7 +30,7 @@ class OsRelease:
     @property
     def initramfs_tool(self) -> str | None:
         """dracut on the RHEL family, initramfs-tools on the Debian family."""
-        if self.family & RHEL_LIKE:
+        if self.family & (RHEL_LIKE | SUSE_LIKE):
             return "dracut"
         if self.family & DEBIAN_LIKE:
             return "initramfs-tools"
@@ -36,6 +39,15 @@ class OsRelease:
     @property
     def is_centos_stream_8(self) -> bool:
         return self.id == "centos" and self.version_id.split(".")[0] == "8" and "Stream" in self.name
+
+
+def image_path(release: OsRelease, tool: str, kernel: str) -> str:
+    """The initramfs image the boot loader loads for `kernel`."""
+    if tool == "initramfs-tools":
+        return f"/boot/initrd.img-{kernel}"
+    if release.family & SUSE_LIKE:
+        return f"/boot/initrd-{kernel}"
+    return f"/boot/initramfs-{kernel}.img"
 
 
 def parse_os_release(text: str) -> OsRelease:

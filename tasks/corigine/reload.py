@@ -23,7 +23,7 @@ from pydantic import Field
 
 from tasks.corigine.loaded import read_loaded, reload_pending, write_loaded
 from tasks.corigine.names import ESWITCH_MODE, check_app, check_pci, fact, pci_link
-from tasks.corigine.nfp import Card, current_mode, module_loaded, read_card
+from tasks.corigine.nfp import Card, current_mode, firmware_link, module_loaded, read_card
 from tasks.corigine.wait import wait_until
 from workflows.errors import PermanentError, StepTimeout
 from workflows.step import Change, Step, StepContext, StepParams
@@ -73,7 +73,7 @@ class ReloadDriver(Step[ReloadParams, ReloadState]):
         mode = current_mode(host, card, timeout=params.command_timeout) if card.driver == "nfp" else None
         return ReloadState(
             pci_address=pci, app=app, loaded_module=loaded_module, card=card, mode=mode,
-            link_target=host.readlink(pci_link(pci)), loaded_firmware=read_loaded(host, pci),
+            link_target=firmware_link(host, pci)[1], loaded_firmware=read_loaded(host, pci),
             firmware_changed=bool(ctx.facts.get("firmware_changed")),
         )
 
@@ -114,7 +114,7 @@ class ReloadDriver(Step[ReloadParams, ReloadState]):
             # every card reloads with the module; record each where nicflow keeps a record
             pci = check_pci(card.get("pci_address"), "fact cards[].pci_address")
             if pci == state.pci_address or read_loaded(host, pci) is not None:
-                write_loaded(host, pci, host.readlink(pci_link(pci)))
+                write_loaded(host, pci, firmware_link(host, pci)[1])
 
     def _wait(self, ctx: StepContext, params: ReloadParams, state: ReloadState) -> ReloadState:
         last, back = wait_until(lambda: self.observe(ctx, params), lambda s: s.back,

@@ -1,21 +1,25 @@
 """The nfp driver and Agilio cards of a simulated host, as the kernel shows them.
 
 The sysfs layout is the kernel's: a PCI function is a directory under
-`/sys/devices/pci0000:00/<addr>` with `vendor`, `device`, `driver -> ../../../
-bus/pci/drivers/nfp`, `net/<ifname>/`, `sriov_totalvfs`, `sriov_numvfs` and
-`virtfnN -> ../<vf addr>`; `/sys/bus/pci/devices/<addr>` and
-`/sys/class/net/<ifname>` are links into it. What sysfs does not show (board
-id, serial, the firmware each card runs, the ethtool dump level) is kept in
-the host's `nfp.json` state.
+`/sys/devices/pci0000:00/<addr>` with `vendor`, `device`, `subsystem_vendor`,
+`driver -> ../../../bus/pci/drivers/nfp`, `net/<ifname>/`, `sriov_totalvfs`,
+`sriov_numvfs`, `sriov_vf_device` (`%x`, drivers/pci/iov.c) and `virtfnN ->
+../<vf addr>`; `/sys/bus/pci/devices/<addr>` and `/sys/class/net/<ifname>` are
+links into it. What sysfs does not show (board id, serial, the firmware each
+card runs, the ethtool dump level) is kept in the host's `nfp.json` state.
 
-Driver behaviour emulated:
-- `modprobe nfp` probes every card: the firmware is searched like the driver
-  does (`serial-<serial>.nffw`, then `pci-<addr>.nffw`, then
-  `nic_<partno>_<media>.nffw`, links followed); no file, or a file built for
-  another assembly, leaves the card unbound. The firmware is the mode: flower
+Driver behaviour emulated (drivers/net/ethernet/netronome/nfp/nfp_main.c):
+- `modprobe nfp` probes every card whose ids are in nfp_pci_device_ids. The
+  firmware is searched as nfp_net_fw_find does (`serial-...`, `pci-<addr>`,
+  `nic_<partno>_<media>`, each through the loader's suffixes and paths, see
+  `sim_firmware.py`). nfp_fw_load: a file found is loaded, and one built for
+  another assembly fails the load and the probe (the card stays unbound); no
+  file at all, and the management firmware loads the app stored in flash
+  (nic on these cards) and the card binds. The firmware is the mode: flower
   gives switchdev with port and VF representors, nic gives legacy netdevs.
 - `rmmod nfp` removes every netdev and VF of every card.
-- `sriov_numvfs` follows the kernel's rules (see `write_numvfs`).
+- `sriov_numvfs` follows the kernel's rules (see `write_numvfs`); VFs get the
+  PF's VF device id: 3803 under an NFP3800, 6003 under the others.
 Netdev names follow systemd's predictable scheme (`enp4s0np0`); representors
 are named by their `phys_port_name` (`pf0vf0`) by the usual udev rule, and
 keep the kernel's `ethN` when that name is taken (a second card).
@@ -27,35 +31,54 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tasks.host.sim import SimulatedHost
 from tasks.host.sim_faults import listed, take
+from tasks.host.sim_firmware import driver_search, find_firmware, read_firmware
 from workflows.errors import StepTimeout
 
 PCI_ROOT = "/sys/devices/pci0000:00"
-FW_DIR = "/lib/firmware/netronome"
 NUMVFS_HOOK = r"/sys/.+/sriov_numvfs"
-
+VF_DEVICE = {"3800": "3803", "4000": "6003", "5000": "6003", "6000": "6003"}
+"""PCI_DEVICE_ID_NFP3800_VF and PCI_DEVICE_ID_NFP6000_VF, by PF device id."""
+VENDORS = ("19ee", "1da8")
+"""Each vendor's entries in nfp_pci_device_ids and nfp_netvf_pci_device_ids, the
+subsystem vendor being the vendor."""
 
 @dataclass(frozen=True)
 class CardSpec:
-    """An Agilio card as a profile installs it."""
+    """An Agilio card as a profile installs it; the hwinfo fields are what devlink
+    dev info shows (nfp_devlink.c: assembly.partno/revision/vendor/model)."""
 
     pci_address: str
     board_id: str = "AMDA0097-0001"
     vendor: str = "19ee"
     device: str = "4000"
-    vf_device: str = "6003"
     serial: str = "00-15-4d-13-51-0c-10-ff"
+    """The CPP serial and PCIe interface, as in the driver's serial-<...>.nffw name."""
     totalvfs: int = 56
-    ports: int = 2
     media: str = "2x40"
+    """Port speeds the way the driver names its default firmware: `2x40`, `4x10_1x40`."""
+    manufacturer: str = "SMA"
+    assembly_serial: str = "13510c"
+    model: str = "hydrogen"
+    revision: str = "11"
+    flash_app: str = "nic"
 
     @property
     def assembly(self) -> str:
         return self.board_id.split("-")[0]
+
+    @property
+    def port_speeds(self) -> list[int]:
+        speeds = []
+        for group in self.media.split("_"):
+            count, gbits = group.split("x")
+            speeds += [int(gbits) * 1000] * int(count)
+        return speeds
 
 
 # sysfs primitives -------------------------------------------------------------------------
@@ -68,6 +91,7 @@ def add_pci_function(host: SimulatedHost, addr: str, vendor: str, device: str, *
     base = device_dir(addr)
     host.put(f"{base}/vendor", f"0x{vendor}\n")
     host.put(f"{base}/device", f"0x{device}\n")
+    host.put(f"{base}/subsystem_vendor", f"0x{vendor}\n")
     host.put(f"{base}/class", "0x020000\n")
     host.put_link(base, f"/sys/bus/pci/devices/{addr}")
     if driver:
@@ -99,8 +123,11 @@ def free_name(host: SimulatedHost, wanted: str) -> str:
     return f"eth{n}"
 
 
-def add_netdev(host: SimulatedHost, addr: str, name: str, *, port_name: str | None = None) -> str:
+def add_netdev(host: SimulatedHost, addr: str, name: str, *, port_name: str | None = None,
+               speed: int | None = None) -> str:
     net = f"{device_dir(addr)}/net/{name}"
+    if speed is not None:
+        host.put(f"{net}/speed", f"{speed}\n")  # Mb/s, the link being up
     index = sum(1 for _ in host.local("/sys/class/net").iterdir()) + 2 if host.exists("/sys/class/net") else 2
     host.put(f"{net}/ifindex", f"{index}\n")
     host.put(f"{net}/address", "00:15:4d:%02x:%02x:%02x\n" % (index >> 8 & 0xFF, index & 0xFF, len(name)))
@@ -175,35 +202,14 @@ def provision_card(host: SimulatedHost, spec: CardSpec) -> None:
     """Install a card; the driver is not loaded (see `load_driver`)."""
     add_pci_function(host, spec.pci_address, spec.vendor, spec.device)
     base = device_dir(spec.pci_address)
+    vf_device = VF_DEVICE[spec.device]
     host.put(f"{base}/sriov_totalvfs", f"{spec.totalvfs}\n")
     host.put(f"{base}/sriov_numvfs", "0\n")
+    host.put(f"{base}/sriov_vf_device", f"{vf_device}\n")
     all_cards = cards(host)
-    all_cards[spec.pci_address] = {**asdict(spec), "app": None, "firmware": None, "numvfs": 0, "dump_flag": 0}
+    all_cards[spec.pci_address] = {**asdict(spec), "vf_device": vf_device, "speeds": spec.port_speeds,
+                                   "app": None, "firmware": None, "mip": None, "numvfs": 0, "dump_flag": 0}
     save_cards(host, all_cards)
-
-
-def install_firmware(host: SimulatedHost, app: str, assembly: str, version: str = "2.1.16.1") -> str:
-    path = f"{FW_DIR}/{app}/nic_{assembly}.nffw"
-    driver_app = "flower" if app.startswith("flower") else "nic"
-    host.put(path, f"NFFW app={driver_app} assembly={assembly} version={version} package={app}\n")
-    return path
-
-
-def read_firmware(host: SimulatedHost, path: str) -> dict[str, str] | None:
-    local = host.local(path)
-    if not local.exists():  # follows links: a dangling link is no firmware
-        return None
-    fields = dict(part.split("=", 1) for part in local.read_text().split() if "=" in part)
-    return fields if local.read_text().startswith("NFFW") else None
-
-
-def firmware_search(card: dict[str, Any]) -> list[str]:
-    """The names the driver asks for, in its order (nfp_net_fw_find)."""
-    return [
-        f"{FW_DIR}/serial-{card['serial']}.nffw",
-        f"{FW_DIR}/pci-{card['pci_address']}.nffw",
-        f"{FW_DIR}/nic_{card['board_id']}_{card['media']}.nffw",
-    ]
 
 
 def _compatible(card: dict[str, Any], firmware: dict[str, str]) -> bool:
@@ -222,29 +228,36 @@ def load_driver(host: SimulatedHost) -> None:
         host.local(f"/sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)
     all_cards = cards(host)
     for addr in sorted(all_cards):
-        _probe(host, all_cards[addr])
+        if _matches(host, addr, VF_DEVICE.keys()):
+            _probe(host, all_cards[addr])
     save_cards(host, all_cards)
 
 
+def _matches(host: SimulatedHost, addr: str, devices: Collection[str]) -> bool:
+    """The function's ids are in the driver's table (vendor, device, subsystem vendor)."""
+    base = device_dir(addr)
+    ids = [host.read(f"{base}/{name}").strip().removeprefix("0x") for name in ("vendor", "device", "subsystem_vendor")]
+    return ids[0] in VENDORS and ids[1] in devices and ids[2] == ids[0]
+
+
 def _probe(host: SimulatedHost, card: dict[str, Any]) -> None:
-    card.update(app=None, firmware=None, numvfs=0)
-    for name in firmware_search(card):
-        firmware = read_firmware(host, name)
-        if firmware is None:
-            continue
-        if not _compatible(card, firmware):
-            return  # the driver stops at the first file found; a wrong one fails the probe
-        card.update(app=firmware["app"], firmware=host.realpath(name))
-        break
+    card.update(app=None, firmware=None, mip=None, numvfs=0)
+    path = next((found for name in driver_search(card) if (found := find_firmware(host, name))), None)
+    if path is not None:
+        firmware = read_firmware(host, path)
+        if firmware is None or not _compatible(card, firmware):
+            return  # "FW loading failed": nfp_fw_load returns the error, the probe fails
+        card.update(app=firmware["app"], firmware=host.realpath(path), mip=firmware.get("mip"))
     else:
-        return  # "nfp: No firmware found": probe fails, the card stays unbound
+        # no file: the management firmware loads the application stored in flash
+        card.update(app=card["flash_app"], firmware="flash", mip=f"{card['flash_app']}-flash")
     addr = card["pci_address"]
     bind(host, addr, "nfp")
     base = slot_name(addr)
     if card["app"] == "flower":
         add_netdev(host, addr, base)  # the PF vNIC: no phys_port_name
-    for port in range(card["ports"]):
-        add_netdev(host, addr, f"{base}np{port}", port_name=f"p{port}")
+    for port, speed in enumerate(card["speeds"]):
+        add_netdev(host, addr, f"{base}np{port}", port_name=f"p{port}", speed=speed)
     if card["app"] == "flower":
         add_netdev(host, addr, free_name(host, "pf0"), port_name="pf0")
 
@@ -255,7 +268,7 @@ def unload_driver(host: SimulatedHost) -> None:
         _set_vfs(host, card, 0)
         remove_netdevs(host, addr)
         unbind(host, addr)
-        card.update(app=None, firmware=None, numvfs=0)
+        card.update(app=None, firmware=None, mip=None, numvfs=0)
     save_cards(host, all_cards)
     for path in ("/sys/module/nfp", "/sys/bus/pci/drivers/nfp", "/sys/bus/pci/drivers/nfp_netvf"):
         _remove(host, path)
@@ -307,7 +320,9 @@ def _set_vfs(host: SimulatedHost, card: dict[str, Any], count: int) -> None:
             _remove(host, f"{pf}/net/{name}")
     for index in range(count):
         vf = vf_address(addr, index)
-        add_pci_function(host, vf, card["vendor"], card["vf_device"], driver="nfp_netvf")
+        add_pci_function(host, vf, card["vendor"], card["vf_device"])
+        if _matches(host, vf, set(VF_DEVICE.values())):
+            bind(host, vf, "nfp_netvf")
         host.put_link(pf, f"{device_dir(vf)}/physfn")
         host.put_link(device_dir(vf), f"{pf}/virtfn{index}")
         bus, slot, fn = _bus_slot_fn(vf)

@@ -1,6 +1,8 @@
 """Tools around the nfp driver on a simulated host: devlink, ethtool, rmmod,
-modprobe, modinfo. Output formats are those of iproute2's devlink, ethtool
-and kmod; side-effecting calls are recorded in ops.log, read-only ones not."""
+modprobe, modinfo. Output formats and error texts are those of iproute2's
+devlink (devlink/devlink.c), ethtool (ethtool.c) and kmod, fed with what the
+nfp driver reports (nfp_devlink.c, nfp_net_ethtool.c); side-effecting calls
+are recorded in ops.log, read-only ones not."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 from tasks.host.sim import SimulatedHost
 from tasks.host.sim_faults import crash_point, with_faults
+from tasks.host.sim_firmware import VERSION
 from tasks.host.sim_nfp import card_of_netdev, cards, load_driver, module_loaded, save_cards, unload_driver
 from tasks.host.surface import CommandResult
 
@@ -48,23 +51,29 @@ def devlink(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
         card = _bound_card(host, args[3])
         if card is None:
             return _err(argv, "devlink answers: No such device")
-        mode = "switchdev" if card["app"] == "flower" else "legacy"
+        if card["app"] != "flower":
+            # the nic app has no eswitch_mode_get: nfp_app_eswitch_mode_get returns -EOPNOTSUPP
+            return _err(argv, "devlink answers: Operation not supported")
+        # nfp's devlink_ops have no inline or encap mode getters: devlink_nl_eswitch_fill
+        # puts the mode alone, and pr_out_eswitch prints only the attributes present
         if as_json:
-            shown = {"mode": mode, "inline-mode": "none", "encap-mode": "basic"}
-            return _ok(argv, json.dumps({"dev": {args[3]: shown}}) + "\n")
-        return _ok(argv, f"{args[3]}: mode {mode} inline-mode none encap-mode basic\n")
+            return _ok(argv, json.dumps({"dev": {args[3]: {"mode": "switchdev"}}}) + "\n")
+        return _ok(argv, f"{args[3]}: mode switchdev\n")
     return _err(argv, f'Command "{" ".join(args[:2])}" not found')
 
 
 def _dev_info(argv: Argv, handle: str, card: dict[str, Any], as_json: bool) -> CommandResult:
-    app = card["app"] or "nic"
+    """nfp_devlink_info_get: serial_number is assembly.vendor + partno + serial; the
+    fixed versions come from hwinfo, running and stored ones from the NSP."""
+    app_version = f"{card['app']}-{VERSION}"
     info = {
         "driver": "nfp",
-        "serial_number": card["serial"].replace("-", "")[:12],
+        "serial_number": card["manufacturer"] + card["board_id"] + card["assembly_serial"],
         "versions": {
-            "fixed": {"board.id": card["board_id"], "board.rev": "11", "board.vendor": "SMA", "board.model": "hydrogen"},
-            "running": {"fw.mgmt": "010156.010156.0101f2", "fw.cpld": "0x1030000", "fw.app": f"{app}-2.1.16.1",
-                        "fw.undi": "0.0.2", "fw.ncsi": "0.0.4", "chip.init": "AMDA-0097-0001"},
+            "fixed": {"board.id": card["board_id"], "board.rev": card["revision"],
+                      "board.manufacture": card["manufacturer"], "board.model": card["model"]},
+            "running": {"fw.mgmt": "010156.010156.0101f2", "fw.cpld": "0x1030000", "fw.app": app_version,
+                        "fw.undi": "0.0.2", "fw.ncsi": "0.0.4", "chip.init": f"AMDA-{card['board_id'][4:]}"},
             "stored": {"fw.mgmt": "010156.010156.0101f2"},
         },
     }
@@ -79,36 +88,50 @@ def _dev_info(argv: Argv, handle: str, card: dict[str, Any], as_json: bool) -> C
 
 # ethtool ----------------------------------------------------------------------------------
 
+BAD_ARGS = "ethtool: bad command line argument(s)\nFor more information run ethtool -h"
+"""exit_bad_args() in ethtool.c, exit 1."""
+
+
 def _dump(card: dict[str, Any]) -> str:
     """What `ethtool -w <dev> data` returns at dump level 0: hwinfo text among binary data."""
     noise = "\x00\x01\x7f\x00"
-    return (f"{noise}NFP DUMP v1{noise}\nassembly.vendor=SMA\nassembly.partno={card['board_id']}\n"
+    return (f"{noise}NFP DUMP v1{noise}\nassembly.vendor={card['manufacturer']}\nassembly.partno={card['board_id']}\n"
             f"PN:{card['board_id']}\nSN:{card['board_id']}-{card['serial'].replace('-', '')[:8]}\n"
-            f"RV:11\n{noise}nfp.me.count=120\n")
+            f"RV:{card['revision']}\n{noise}nfp.me.count=120\n")
+
+
+def _firmware_version(host: SimulatedHost, card: dict[str, Any] | None, ifname: str) -> str:
+    """nfp_get_drvinfo: "<vNIC> <NSP ABI> <MIP name> <app>", snprintf'd into
+    ETHTOOL_FWVERS_LEN (32) bytes, so at most 31 characters. Representors report
+    the vNIC version as "*" (nfp_app_get_drvinfo); a VF has no app: all but the
+    vNIC version are empty."""
+    if card is None:
+        return "0.0.3.5   "
+    representor = card["app"] == "flower" and host.exists(f"/sys/class/net/{ifname}/phys_port_name")
+    vnic = "*" if representor else "0.0.3.5"
+    return f"{vnic} 0.22 {card['mip']} {card['app']}"[:31]
 
 
 def ethtool(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
     if len(argv) < 3 or argv[1] not in ("-i", "-w", "-W"):
-        return _err(argv, f"ethtool: bad command line argument(s): {' '.join(argv[1:])}")
+        return _err(argv, BAD_ARGS)
     dev = argv[2]
     addr = card_of_netdev(host, dev)
+    if argv[1] == "-i":
+        return _driver_info(host, argv, dev, addr)
+    if argv[1] == "-W" and (len(argv) != 4 or not argv[3].isdigit()):
+        return _err(argv, BAD_ARGS)
+    if argv[1] == "-w" and not (len(argv) == 3 or (len(argv) == 5 and argv[3] == "data")):
+        return _err(argv, BAD_ARGS)
+    # do_getfwdump / do_setfwdump: perror() of the ioctl's errno, exit 1
+    what = "set" if argv[1] == "-W" else "get"
     if addr is None:
-        return _err(argv, f"netlink error: no device matches name (offset 24)\nnetlink error: No such device\n"
-                          f"Cannot get driver information: No such device", 71)
+        return _err(argv, f"Can not {what} dump level: No such device")
     all_cards = cards(host)
     card = all_cards.get(addr)
-    if argv[1] == "-i":
-        driver = os.path.basename(os.readlink(host.local(f"/sys/bus/pci/devices/{addr}/driver")))
-        app = card["app"] if card else ""
-        firmware = f"0.0.3.5 0.22 {app}-2.1.16.1 {app}" if card else "0.0.3.5 0.22 vf"
-        return _ok(argv, f"driver: {driver}\nversion: 6.1.0\nfirmware-version: {firmware}\nexpansion-rom-version: \n"
-                         f"bus-info: {addr}\nsupports-statistics: yes\nsupports-test: no\n"
-                         "supports-eeprom-access: no\nsupports-register-dump: yes\nsupports-priv-flags: no\n")
-    if card is None:
-        return _err(argv, "Operation not supported", 95)
+    if card is None:  # a VF, or another driver's netdev: no dump ops (nfp_app_get_dump_flag: -EOPNOTSUPP)
+        return _err(argv, f"Can not {what} dump level: Operation not supported")
     if argv[1] == "-W":
-        if len(argv) != 4 or not argv[3].isdigit():
-            return _err(argv, "ethtool: bad command line argument(s)")
         host.record("ethtool", argv=list(argv))
         card["dump_flag"] = int(argv[3])
         save_cards(host, all_cards)
@@ -116,13 +139,26 @@ def ethtool(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
     data = _dump(card) if card["dump_flag"] == 0 else "\x00NFP DUMP v1\x00\nlevel data only\n"
     if len(argv) == 3:
         return _ok(argv, f"flag: {card['dump_flag']}, version: 1, length: {len(data)}\n")
-    if len(argv) == 5 and argv[3] == "data":
-        if argv[4] in ("/dev/stdout", "-"):
-            return _ok(argv, data)
-        host.record("ethtool", argv=list(argv))
-        host.put(argv[4], data)
-        return _ok(argv)
-    return _err(argv, "ethtool: bad command line argument(s)")
+    if argv[4] in ("/dev/stdout", "-"):
+        return _ok(argv, data)
+    host.record("ethtool", argv=list(argv))
+    host.put(argv[4], data)
+    return _ok(argv)
+
+
+def _driver_info(host: SimulatedHost, argv: Argv, dev: str, addr: str | None) -> CommandResult:
+    """do_gdrv: `Cannot get driver information: <strerror>`, exit 71; the version
+    line is the kernel release: ethtool_get_drvinfo (net/ethtool/ioctl.c) puts
+    UTS_RELEASE there before the driver's get_drvinfo, which no longer sets one."""
+    if addr is None:
+        return _err(argv, "Cannot get driver information: No such device", 71)
+    if len(argv) != 3:
+        return _err(argv, BAD_ARGS)
+    driver = os.path.basename(os.readlink(host.local(f"/sys/bus/pci/devices/{addr}/driver")))
+    firmware = _firmware_version(host, cards(host).get(addr), dev)
+    return _ok(argv, f"driver: {driver}\nversion: {_kernel(host)}\nfirmware-version: {firmware}\n"
+                     f"expansion-rom-version: \nbus-info: {addr}\nsupports-statistics: yes\nsupports-test: no\n"
+                     "supports-eeprom-access: no\nsupports-register-dump: yes\nsupports-priv-flags: no\n")
 
 
 # kmod -------------------------------------------------------------------------------------
@@ -150,8 +186,11 @@ def modinfo(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
         return _err(argv, "modinfo: ERROR: Module nfp not found.")
     if argv[1:3] == ("-F", "filename"):
         return _ok(argv, path + "\n")
+    # one alias per nfp_pci_device_ids entry: vendor, device and subsystem vendor
+    aliases = "".join(f"alias:          pci:v0000{v}d0000{d}sv0000{v}sd*bc*sc*i*\n"
+                      for v in ("19EE", "1DA8") for d in ("3800", "4000", "5000", "6000"))
     return _ok(argv, f"filename:       {path}\ndescription:    The Netronome Flow Processor (NFP) driver.\n"
-                     "license:        GPL\nalias:          pci:v000019EEd00004000sv*sd*bc*sc*i*\n")
+                     f"license:        GPL\n{aliases}")
 
 
 def rmmod(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:

@@ -7,12 +7,17 @@ distribution's own configuration: dracut from `install_items` in
 `/etc/dracut.conf.d/*.conf`, initramfs-tools from the executable hooks in
 `/etc/initramfs-tools/hooks/` (their `copy_file` lines). So a step that
 forgets the drop-in, or the executable bit of a hook, sees the file missing
-from the image, as on a real node.
+from the image, as on a real node. A link is stored the way both builders
+store it (dracut-install's ln_r of the link's real file; initramfs-tools'
+copy_file, hook-functions): in its canonical directory (`usr/lib/...` when
+`/lib` is a link to `usr/lib`), pointing straight at its ultimate target by a
+relative path, and the target is stored too.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import stat
 from collections.abc import Callable
@@ -73,13 +78,14 @@ def _members(host: SimulatedHost, items: list[str], kver: str) -> list[str]:
             continue
         local = host.local(item)
         if local.is_symlink():
-            target = os.readlink(local)
-            members.append(f"{item.lstrip('/')} -> {target}")
+            directory, name = posixpath.split(item)
+            real_dir = host.realpath(directory)
             resolved = host.realpath(item)
-            if host.exists(resolved):
+            if host.local(resolved).is_file():
+                members.append(f"{real_dir.lstrip('/')}/{name} -> {posixpath.relpath(resolved, real_dir)}")
                 members.append(resolved.lstrip("/"))
         elif local.is_file():
-            members.append(item.lstrip("/"))
+            members.append(host.realpath(item).lstrip("/"))
     return sorted(set(members))
 
 
@@ -101,8 +107,14 @@ def dracut(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
             for match in INSTALL_ITEMS.finditer((conf_dir / name).read_text()):
                 items += match.group(1).split()
     host.record("dracut", argv=list(argv))
-    _write_image(host, f"/boot/initramfs-{kver}.img", _members(host, items, kver))
-    return CommandResult(argv, 0, "", f"dracut: *** Creating initramfs image file '/boot/initramfs-{kver}.img' done ***\n")
+    image = dracut_image(host, kver)
+    _write_image(host, image, _members(host, items, kver))
+    return CommandResult(argv, 0, "", f"dracut: *** Creating initramfs image file '{image}' done ***\n")
+
+
+def dracut_image(host: SimulatedHost, kver: str) -> str:
+    """dracut's default output: /boot/initramfs-<kver>.img, /boot/initrd-<kver> on SUSE."""
+    return str((host.state("os") or {}).get("dracut_image", "/boot/initramfs-{kver}.img")).format(kver=kver)
 
 
 def update_initramfs(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
@@ -145,7 +157,7 @@ def _listing(host: SimulatedHost, argv: Argv, image: str) -> CommandResult:
 
 
 def lsinitrd(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
-    image = argv[1] if len(argv) > 1 else f"/boot/initramfs-{kernel(host)}.img"
+    image = argv[1] if len(argv) > 1 else dracut_image(host, kernel(host))
     return _listing(host, argv, image)
 
 

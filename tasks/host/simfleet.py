@@ -18,11 +18,26 @@ from tasks.host.sim_profiles import EMULATORS, PROFILES
 from workflows.records import check_node_name
 
 FLEET_FILE = "fleet.json"
+MIX = [
+    "agilio-cx", "agilio-cx-rocky9", "agilio-cx", "agilio-cx-suse", "agilio-cx", "agilio-cx-rocky9", "agilio-cx",
+    "agilio-cx-dual", "agilio-cx-nfp3800", "agilio-cx-rocky9",
+    "agilio-cx", "agilio-cx-corigine", "agilio-cx", "agilio-cx-rocky9", "agilio-cx-suse", "agilio-cx",
+    "agilio-cx-corigine", "agilio-cx-rocky9", "agilio-cx-split-usr", "bare",
+]
+"""The default fleet, repeating every 20 nodes: mostly usrmerged Ubuntu 22.04 (7) and
+Rocky 9 (5), SUSE with compressed firmware (2), Corigine-branded cards (2), an
+NFP3800, a dual-card node, a node with a split /usr, one node without a card. The
+first ten nodes carry Netronome-branded (19ee) cards only, and the node without a
+card comes last: small fleets are all Agilio nodes the default device plugin selects."""
+
+
+def default_profile(index: int) -> str:
+    return MIX[index % len(MIX)]
 
 
 class SimNode(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
-    profile: str = "agilio-cx"
+    profile: str
 
 
 class SimFleet(BaseModel):
@@ -47,13 +62,14 @@ def create_fleet(
     profiles: dict[str, str] | None = None,
     zones: int = 3,
 ) -> SimFleet:
-    """Provision `count` hosts; `profiles` gives some nodes another hardware profile."""
+    """Provision `count` hosts, each with the profile of the default mix (`MIX`) unless
+    `profiles` names another."""
     if not 1 <= count <= 10_000:
         raise ValueError(f"fleet size {count} must be between 1 and 10000")
     root = Path(root)
     nodes: dict[str, SimNode] = {}
     for i, name in enumerate(node_names(count)):
-        profile = (profiles or {}).get(name, "agilio-cx")
+        profile = (profiles or {}).get(name, default_profile(i))
         if profile not in PROFILES:
             raise ValueError(f"unknown host profile {profile!r} for {name} (known: {', '.join(sorted(PROFILES))})")
         labels = {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": f"zone-{i % zones}"}

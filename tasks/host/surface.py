@@ -7,6 +7,7 @@ host). Commands are argv lists run with a timeout, never through a shell.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import subprocess
@@ -92,6 +93,34 @@ def write_with_timeout(target: Path, data: str, timeout: float) -> None:
         raise errors[0]
 
 
+def resolve_under(root: Path, path: str) -> str:
+    """`path` with every link resolved as the host sees it from `root` (the host's `/`
+    mounted at /host): an absolute link target starts again at `root`, so
+    `/lib -> /usr/lib` or a firmware link to `/lib/firmware/...` never leaves it."""
+    pending = [p for p in path.split("/") if p]
+    resolved: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        local = root.joinpath(*resolved, part)
+        if not local.is_symlink():
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > 40:  # the kernel's limit on links followed in one lookup
+            raise OSError(errno.ELOOP, "Too many levels of symbolic links", path)
+        target = os.readlink(local)
+        if target.startswith("/"):
+            resolved = []
+        pending = [p for p in target.split("/") if p] + pending
+    return "/" + "/".join(resolved)
+
+
 class RealHost:
     """The node itself. `command_prefix` lets the agent pod run tools in the host's
     namespaces (e.g. `nsenter --target 1 --mount --net --`)."""
@@ -100,17 +129,26 @@ class RealHost:
         self.root = Path(root)
         self.command_prefix = tuple(command_prefix)
 
-    def _path(self, path: str) -> Path:
-        return self.root / check_host_path(path).lstrip("/")
+    def _path(self, path: str, *, follow: bool = False) -> Path:
+        """Where `path` is under the root, its links resolved inside the root (the last
+        component too when `follow`): the OS alone would follow an absolute link
+        (`/lib -> /usr/lib`) out of /host into the agent's own file system."""
+        check_host_path(path)
+        if os.path.realpath(self.root) == "/":
+            return Path(path)
+        if follow:
+            return self.root / resolve_under(self.root, path).lstrip("/")
+        directory, name = posixpath.split(path)
+        return self.root / resolve_under(self.root, directory).lstrip("/") / name
 
     def read(self, path: str) -> str:
-        return self._path(path).read_text()
+        return self._path(path, follow=True).read_text()
 
     def exists(self, path: str) -> bool:
         return os.path.lexists(self._path(path))
 
     def write(self, path: str, data: str, *, timeout: float = 10.0) -> None:
-        write_with_timeout(self._path(path), data, timeout)
+        write_with_timeout(self._path(path, follow=True), data, timeout)
 
     def readlink(self, path: str) -> str | None:
         target = self._path(path)
@@ -125,12 +163,11 @@ class RealHost:
         os.replace(tmp, link)  # atomic: the link is never missing
 
     def listdir(self, path: str) -> list[str]:
-        return sorted(os.listdir(self._path(path)))
+        return sorted(os.listdir(self._path(path, follow=True)))
 
     def realpath(self, path: str) -> str:
-        resolved = os.path.realpath(self._path(path))
-        root = os.path.realpath(self.root)
-        return "/" + os.path.relpath(resolved, root) if root != "/" else resolved
+        check_host_path(path)
+        return os.path.realpath(path) if os.path.realpath(self.root) == "/" else resolve_under(self.root, path)
 
     def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> CommandResult:
         argv = check_argv(argv)
