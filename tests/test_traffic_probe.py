@@ -55,3 +55,36 @@ def test_bad_traffic_is_refused_naming_the_value(tmp_path: Path, kwargs: dict, m
     with pytest.raises(ValueError, match=message):
         record_traffic(host, **kwargs)
     assert current_flows(host) == []
+
+
+# the run report says per node how offload was proven ------------------------------------------
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_the_report_says_how_each_node_was_proven(redis, tmp_path: Path, probe: bool) -> None:
+    from tests.kube_pipeline import combined
+    from tests.test_kube_sim import FAST, converge, engine, fleet
+    from workers.reports import to_html, to_markdown
+    from workflows.loader import build
+    from workflows.report import build_report
+    from tasks.registry import default_registry
+
+    root, _sim, names = fleet(tmp_path, "agilio-cx-converged", "agilio-cx")
+    eng = engine(redis)
+    overrides = {**FAST, "traffic_probe": probe}
+    pipeline = build(combined(), default_registry(), source="corigine-offload", overrides=overrides)
+    status = converge(eng, pipeline, root, names, overrides)
+    assert status["status"] == "succeeded", {n: v.get("error") for n, v in status["nodes"].items()}
+    report = build_report(eng, status["run"])
+    markdown, html = to_markdown(report), to_html(report)
+    for node in names:
+        offload = next(n["offload"] for n in report["nodes"] if n["node"] == node)
+        assert offload["step"] == "verify-offload"
+        if probe:
+            pods = offload["probe_pods"]
+            assert offload["offload_proof"] == "traffic" and len(pods) == 2
+            text = f"proven by traffic: 2 offloaded flows of probe pods {pods[0]}, {pods[1]}"
+        else:
+            assert offload["offload_proof"] == "configuration" and "probe_pods" not in offload
+            text = "configured, not proven by traffic"
+        assert f"| {node} | {text} |" in markdown
+        assert f"<tr><td>{node}</td><td>{text}</td></tr>" in html

@@ -45,6 +45,8 @@ DUMP = ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"]
 HW_OFFLOAD = ["ovs-vsctl", "get", "Open_vSwitch", ".", "other_config:hw-offload"]
 NETWORK = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 PROBE_LABELS = {"app.kubernetes.io/name": "nicflow-probe"}
+PROBE_PREFIX = "nicflow-probe-"
+"""Probe pods are named <prefix><hash of run and node>-a and -b."""
 CORDON_TOLERATION = {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 PROVEN = "offload proven by traffic"
@@ -191,7 +193,7 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
                                  f"labels {params.selector})")
         network = params.network or str(ctx.facts.get("network") or "default/default")
         suffix = hashlib.sha256(f"{ctx.run_id}/{node.name}".encode()).hexdigest()[:10]
-        names = [f"nicflow-probe-{suffix}-{side}" for side in "ab"]
+        names = [f"{PROBE_PREFIX}{suffix}-{side}" for side in "ab"]
         try:
             for name in names:
                 surface.apply(self._probe_pod(params, node.name, name, network))
