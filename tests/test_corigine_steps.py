@@ -321,6 +321,40 @@ def test_reload_wait_is_bounded(tmp_path: Path) -> None:
         run("reload-driver", sim, facts, overrides={"reload_wait_timeout": 0.2})
 
 
+# reload-check -------------------------------------------------------------------------------
+
+def reload_check(sim: SimulatedHost, facts: dict, numvfs: int | None) -> dict:
+    step = default_registry().create("corigine-reload-check")
+    ctx = StepContext(run_id="t", node=sim.node_dir.name, surface=sim, facts=facts)
+    result = run_step(step, ctx, step.params_model(numvfs=numvfs), timeout=60)
+    assert (result.status, result.changes) == ("ok", [])  # read-only
+    return result.outputs
+
+
+def test_reload_check_counts_a_vf_count_change_as_disruptive(tmp_path: Path) -> None:
+    sim = host(tmp_path, "agilio-cx-converged")
+    facts = facts_until("reload-driver", sim)
+    same = reload_check(sim, facts, 4)
+    assert same == {"reload_needed": False, "reload_reason": None, "vf_count_changes": False, "vf_count_reason": None}
+    other = reload_check(sim, facts, 8)  # 4 -> 0 -> 8: the VFs pods hold go away
+    assert other["reload_needed"] is False and other["vf_count_changes"] is True
+    assert other["vf_count_reason"] == f"sriov_numvfs of {PF} goes 4 -> 0 -> 8"
+    assert reload_check(sim, facts, 0)["vf_count_changes"] is True
+    assert reload_check(sim, facts, None)["vf_count_changes"] is False  # no VF count asked for
+    reloading = reload_check(sim, {**facts, "firmware_app": "nic"}, 4)  # a reload removes every VF
+    assert reloading["reload_needed"] is True and reloading["vf_count_changes"] is True
+    assert reloading["vf_count_reason"] == f"the driver reload removes the 4 VFs of {PF}"
+    assert sim.ops() == []
+
+
+def test_reload_check_on_a_card_without_vfs_takes_none_away(tmp_path: Path) -> None:
+    sim = host(tmp_path, "agilio-cx")
+    facts = facts_until("reload-driver", sim)  # the firmware link is changed: a reload is needed
+    outputs = reload_check(sim, facts, 4)
+    assert outputs["reload_needed"] is True
+    assert outputs["vf_count_changes"] is False and outputs["vf_count_reason"] is None
+
+
 # create-vfs ---------------------------------------------------------------------------------
 
 def test_create_vfs_and_rerun(tmp_path: Path) -> None:
