@@ -361,7 +361,7 @@ class SimulatedCluster:
         received = sent if reachable else 0
         replies = "".join(f"64 bytes from {target}: seq={i} ttl=64 time=0.{84 + i:03d} ms\n" for i in range(received))
         stats = (f"\n--- {target} ping statistics ---\n{sent} packets transmitted, {received} packets received, "
-                 f"{100 - 100 * received // sent}% packet loss\n")
+                 f"{(sent - received) * 100 // sent}% packet loss\n")
         if received:
             stats += "round-trip min/avg/max = 0.084/0.085/0.086 ms\n"
         return ExecResult(0 if received else 1, f"PING {target} ({target}): 56 data bytes\n{replies}{stats}", "")
