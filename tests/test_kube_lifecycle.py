@@ -210,6 +210,9 @@ def probing(api: KubeStandIn, dump: str) -> tuple[KubeCluster, ProbeExec]:
     api.put(node("node-1", labels={"nicflow.io/state": "done"}))
     api.put(pod("kube-system", "ovs-ovn-a", "node-1", owner="DaemonSet", labels={"app": "ovs"}))
     api.put(pod("kube-system", "ovs-ovn-b", "node-2", owner="DaemonSet", labels={"app": "ovs"}))
+    api.put({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+             "metadata": {"name": "default", "namespace": "default",
+                          "annotations": {"k8s.v1.cni.cncf.io/resourceName": "corigine.com/agilio_sriov"}}})
     api.hooks.append(probes_start)
     return KubeCluster(api.api_client(), pod_exec=fake), fake
 
@@ -237,6 +240,19 @@ def test_offload_is_proven_by_the_traffic_of_two_probe_pods(api):
     assert f"probe pods: {a} (VF 0000:04:08.0, port {PORTS[0]}), {b} (VF 0000:04:08.1, port {PORTS[1]})" \
         in result.evidence
     assert "offloaded:yes, dp:tc" in result.evidence and result.evidence.endswith("proof: offload proven by traffic\n")
+
+
+def test_the_probe_requests_the_resource_the_network_attachment_names(api):
+    kube, _fake = probing(api, offloaded_dump())
+    nad = api.obj("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition", "default", "default")
+    nad["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"] = "corigine.com/agilio_vf"
+    run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    assert api.writes()[0].body["spec"]["containers"][0]["resources"]["requests"] == {"corigine.com/agilio_vf": "1"}
+    del api.objects[[path for path in api.objects if "network-attachment-definitions" in path][0]]
+    api.clear()
+    with pytest.raises(TransientError, match="NetworkAttachmentDefinition default/default does not exist"):
+        run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    assert api.writes() == []  # no probe pod without its network
 
 
 def test_flows_that_are_not_the_probes_are_not_judged(api):

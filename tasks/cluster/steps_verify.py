@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from pydantic import Field, field_validator
 from tasks.cluster.objects import check_image
 from tasks.cluster.reporter import STATE_LABEL, mark_node
 from tasks.cluster.steps_drain import node_of
+from tasks.cluster.steps_multus import NAD_GROUP, RESOURCE_ANNOTATION
 from tasks.cluster.surface import DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, Manifest, NodeView, PodView
 from tasks.corigine.flows import FlowReport, parse_flows
 from tasks.corigine.names import check_pci
@@ -68,6 +70,7 @@ class VerifyClusterParams(StepParams):
     network: str = Field("", pattern=r"^$|" + NETWORK)
     """namespace/name of the NetworkAttachmentDefinition; empty: the network-attachment step's, else default/default."""
     resource: str = Field("corigine.com/agilio_sriov", pattern=EXTENDED_RESOURCE)
+    """The VF resource the probe pods request when the NetworkAttachmentDefinition names none."""
     probe_timeout: float = Field(120.0, gt=0, le=1800)
     """Seconds for the probe pods to run."""
     poll_interval: float = Field(2.0, gt=0, le=60)
@@ -192,11 +195,12 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
             raise TransientError(f"no running ovs-ovn pod on node {node.name} ({params.namespace}, "
                                  f"labels {params.selector})")
         network = params.network or str(ctx.facts.get("network") or "default/default")
+        resource = nad_resource(surface, network, params.resource)
         suffix = hashlib.sha256(f"{ctx.run_id}/{node.name}".encode()).hexdigest()[:10]
         names = [f"{PROBE_PREFIX}{suffix}-{side}" for side in "ab"]
         try:
             for name in names:
-                surface.apply(self._probe_pod(params, node.name, name, network))
+                surface.apply(self._probe_pod(params, node.name, name, network, resource))
             pods = self._wait_running(surface, params, node.name, names)
             vfs = [_probe_vf(pod, network) for pod in pods]
             ports = _representors(ctx.facts, vfs, node.name)
@@ -232,11 +236,11 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
             phases = ", ".join(f"{n}: {((p or {}).get('status') or {}).get('phase', 'absent')}"
                                for n, p in zip(names, last, strict=True))
             raise TransientError(f"probe pods on node {node} did not run within {params.probe_timeout:g}s "
-                                 f"({phases}); does the node have free {params.resource}?")
+                                 f"({phases}); does the node have a free VF?")
         return [p for p in last if p is not None]
 
-    def _probe_pod(self, params: VerifyClusterParams, node: str, name: str, network: str) -> Manifest:
-        vf = {params.resource: "1"}
+    def _probe_pod(self, params: VerifyClusterParams, node: str, name: str, network: str, resource: str) -> Manifest:
+        vf = {resource: "1"}
         return {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": params.probe_namespace, "labels": dict(PROBE_LABELS),
@@ -268,6 +272,20 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
         return (f"probe pods: {pods}\n{probe.ping}$ kubectl exec {where} -- {' '.join(DUMP)}\n"
                 f"{flows}{state.stderr}({others} other flows, not the probe's, not judged)\n"
                 f"verdict: {state.report.reason()}\n" + (f"proof: {PROVEN}\n" if proven else ""))
+
+
+def nad_resource(surface: ClusterSurface, network: str, default: str) -> str:
+    """The device plugin resource the NetworkAttachmentDefinition names (its
+    `k8s.v1.cni.cncf.io/resourceName`, which Multus reads to hand the pod its VF)."""
+    namespace, name = network.split("/", 1)
+    nad = surface.get(f"{NAD_GROUP}/v1", "NetworkAttachmentDefinition", name, namespace)
+    if nad is None:
+        raise TransientError(f"NetworkAttachmentDefinition {network} does not exist: the probe pods would not start")
+    resource = ((nad.get("metadata") or {}).get("annotations") or {}).get(RESOURCE_ANNOTATION) or default
+    if not re.fullmatch(EXTENDED_RESOURCE, str(resource)):
+        raise PermanentError(f"NetworkAttachmentDefinition {network}: {RESOURCE_ANNOTATION} {resource!r} is not "
+                             "an extended resource name (vendor.example/name)")
+    return str(resource)
 
 
 def _probe_vf(pod: Manifest, network: str) -> str:
