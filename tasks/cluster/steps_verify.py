@@ -207,7 +207,8 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
             target = str(pods[1]["status"]["podIP"])
             argv = ["ping", "-c", str(params.ping_count), "-W", "2", target]
             ping = surface.exec(params.probe_namespace, names[0], "probe", argv, timeout=params.exec_timeout)
-            shown = f"$ kubectl exec {params.probe_namespace}/{names[0]} -- {' '.join(argv)}\n{ping.stdout}{ping.stderr}"
+            shown = (f"$ kubectl exec {params.probe_namespace}/{names[0]} -- {' '.join(argv)}\n"
+                     f"{ping.stdout}{ping.stderr}")
             probe = Probe([f"{params.probe_namespace}/{n}" for n in names], vfs, ports, shown)
             if ping.returncode != 0:
                 raise TransientError(f"probe pods on node {node.name} cannot reach each other over {network}",
