@@ -1,14 +1,28 @@
 """Offload proven by traffic: the simulated OVS shows datapath flows only for
-recorded traffic between VFs, and only until OVS's idle timeout."""
+recorded traffic between VFs, and only until OVS's idle timeout; the simulated
+cluster schedules and admits VF pods as the scheduler, the kubelet's device
+manager and Multus do, and a ping between two of them is that traffic; the run
+report says per node whether offload was proven by traffic or by the
+configuration only."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from tasks.cluster.sim import SimulatedCluster
 from tasks.host.sim_ovs import current_flows, record_traffic, resolve_vf
+from tasks.host.simfleet import create_fleet, open_host
+from tasks.registry import default_registry
 from tests.corigine_support import hosts
+from tests.kube_pipeline import combined
+from tests.kube_support import run
+from tests.test_kube_sim import FAST, converge, engine, fleet
+from workers.reports import to_html, to_markdown
+from workflows.loader import build
+from workflows.report import build_report
 
 PF = "0000:04:00.0"
 VF0, VF1 = "0000:04:08.0", "0000:04:08.1"
@@ -61,12 +75,6 @@ def test_bad_traffic_is_refused_naming_the_value(tmp_path: Path, kwargs: dict, m
 
 @pytest.mark.parametrize("probe", [True, False])
 def test_the_report_says_how_each_node_was_proven(redis, tmp_path: Path, probe: bool) -> None:
-    from tests.kube_pipeline import combined
-    from tests.test_kube_sim import FAST, converge, engine, fleet
-    from workers.reports import to_html, to_markdown
-    from workflows.loader import build
-    from workflows.report import build_report
-    from tasks.registry import default_registry
 
     root, _sim, names = fleet(tmp_path, "agilio-cx-converged", "agilio-cx")
     eng = engine(redis)
@@ -112,22 +120,17 @@ def vf_pod(name: str, *, node: str | None = None, selector: dict | None = None, 
             "metadata": {"name": name, "namespace": "default", "annotations": annotations}}
 
 
-def vf_cluster(tmp_path: Path):
-    from tasks.cluster.sim import SimulatedCluster
-    from tasks.host.simfleet import create_fleet, open_host
-    from tests.kube_support import run
+def vf_cluster(tmp_path: Path) -> SimulatedCluster:
 
     create_fleet(tmp_path, 2, profiles={"node-000": "agilio-cx-converged", "node-001": "agilio-cx-converged"})
     sim = SimulatedCluster(tmp_path)
     for step in ("sriov-device-plugin", "multus", "network-attachment"):
         run(step, sim)
-    return sim, open_host
+    return sim
 
 
 def test_a_vf_pod_gets_a_vf_its_variable_and_multus_network_status(tmp_path: Path) -> None:
-    import json
-
-    sim, _open_host = vf_cluster(tmp_path)
+    sim = vf_cluster(tmp_path)
     pod = sim.apply(vf_pod("a", node="node-000"))
     assert pod["status"]["phase"] == "Running"
     (status,) = json.loads(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"])
@@ -142,7 +145,7 @@ def test_a_vf_pod_gets_a_vf_its_variable_and_multus_network_status(tmp_path: Pat
 
 
 def test_a_vf_pod_without_a_free_vf_fails_with_the_kubelets_reason_and_deletion_frees_a_vf(tmp_path: Path) -> None:
-    sim, _open_host = vf_cluster(tmp_path)
+    sim = vf_cluster(tmp_path)
     for i in range(4):
         assert sim.apply(vf_pod(f"p{i}", node="node-000"))["status"]["phase"] == "Running"
     refused = sim.apply(vf_pod("p4", node="node-000"))["status"]
@@ -156,7 +159,7 @@ def test_a_vf_pod_without_a_free_vf_fails_with_the_kubelets_reason_and_deletion_
 
 
 def test_a_cordon_stops_scheduled_pods_unless_tolerated_but_not_pinned_ones(tmp_path: Path) -> None:
-    sim, _open_host = vf_cluster(tmp_path)
+    sim = vf_cluster(tmp_path)
     sim.patch_node("node-000", unschedulable=True)
     only = {"kubernetes.io/hostname": "node-000"}
     for node in ("node-000", "node-001"):
@@ -174,9 +177,7 @@ def test_a_cordon_stops_scheduled_pods_unless_tolerated_but_not_pinned_ones(tmp_
 
 
 def test_ping_between_two_vf_pods_makes_flows_on_their_node(tmp_path: Path) -> None:
-    from tasks.host.sim_ovs import current_flows
-
-    sim, open_host = vf_cluster(tmp_path)
+    sim = vf_cluster(tmp_path)
     sim.apply(vf_pod("a", node="node-000"))
     b = sim.apply(vf_pod("b", node="node-000"))
     elsewhere = sim.apply(vf_pod("c", node="node-001"))
