@@ -86,7 +86,9 @@ def test_mixed_fleet(tmp_path: Path) -> None:
     assert outcomes["agilio-cx-no-devlink"].facts["assembly_source"] == "ethtool"
     for profile, outcome in outcomes.items():
         if outcome.state == "succeeded":
-            assert outcome.facts["offloaded_flows"] >= 1 and outcome.facts["eswitch_mode"] == "switchdev"
+            # no pod sends traffic here: offload is proven by the configuration only
+            assert outcome.facts["offload_verdict"] == "configured, not proven by traffic"
+            assert outcome.facts["eswitch_mode"] == "switchdev"
 
     # second run: converged nodes are only read; failed nodes fail the same way
     marks = {profile: len(sim.ops()) for profile, sim in sims.items()}

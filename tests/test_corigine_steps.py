@@ -10,6 +10,7 @@ import pytest
 
 from tasks.host.sim import SimulatedHost
 from tasks.host.sim_faults import inject
+from tasks.host.sim_ovs import record_traffic
 from tasks.registry import default_registry
 from tests.corigine_support import count, facts_until, host, hosts, pipeline, run, side_effects
 from workflows.errors import CommandFailed, PermanentError, StepTimeout, TransientError
@@ -344,6 +345,40 @@ def test_reload_without_any_firmware_file_comes_back_on_the_flash_firmware(tmp_p
         run("reload-driver", sim, facts)
 
 
+# reload-check -------------------------------------------------------------------------------
+
+def reload_check(sim: SimulatedHost, facts: dict, numvfs: int | None) -> dict:
+    step = default_registry().create("corigine-reload-check")
+    ctx = StepContext(run_id="t", node=sim.node_dir.name, surface=sim, facts=facts)
+    result = run_step(step, ctx, step.params_model(numvfs=numvfs), timeout=60)
+    assert (result.status, result.changes) == ("ok", [])  # read-only
+    return result.outputs
+
+
+def test_reload_check_counts_a_vf_count_change_as_disruptive(tmp_path: Path) -> None:
+    sim = host(tmp_path, "agilio-cx-converged")
+    facts = facts_until("reload-driver", sim)
+    same = reload_check(sim, facts, 4)
+    assert same == {"reload_needed": False, "reload_reason": None, "vf_count_changes": False, "vf_count_reason": None}
+    other = reload_check(sim, facts, 8)  # 4 -> 0 -> 8: the VFs pods hold go away
+    assert other["reload_needed"] is False and other["vf_count_changes"] is True
+    assert other["vf_count_reason"] == f"sriov_numvfs of {PF} goes 4 -> 0 -> 8"
+    assert reload_check(sim, facts, 0)["vf_count_changes"] is True
+    assert reload_check(sim, facts, None)["vf_count_changes"] is False  # no VF count asked for
+    reloading = reload_check(sim, {**facts, "firmware_app": "nic"}, 4)  # a reload removes every VF
+    assert reloading["reload_needed"] is True and reloading["vf_count_changes"] is True
+    assert reloading["vf_count_reason"] == f"the driver reload removes the 4 VFs of {PF}"
+    assert sim.ops() == []
+
+
+def test_reload_check_on_a_card_without_vfs_takes_none_away(tmp_path: Path) -> None:
+    sim = host(tmp_path, "agilio-cx")
+    facts = facts_until("reload-driver", sim)  # the firmware link is changed: a reload is needed
+    outputs = reload_check(sim, facts, 4)
+    assert outputs["reload_needed"] is True
+    assert outputs["vf_count_changes"] is False and outputs["vf_count_reason"] is None
+
+
 # create-vfs ---------------------------------------------------------------------------------
 
 def test_create_vfs_and_rerun(tmp_path: Path) -> None:
@@ -407,23 +442,50 @@ def test_a_hanging_sysfs_write_is_bounded(tmp_path: Path) -> None:
 
 def test_verify_offload_passes_with_evidence(tmp_path: Path) -> None:
     sim = host(tmp_path, "agilio-cx-converged")
-    result = run("verify-offload", sim)
+    record_traffic(sim, src_vf="0000:04:08.0", dst_vf="0000:04:08.1", packets=3)
+    result = run("verify-offload", sim, {"pci_address": PF})
     assert result.status == "ok" and result.outputs["offloaded_flows"] == 2
+    assert result.outputs["offload_proof"] == "traffic"
     assert result.evidence.startswith("$ ovs-appctl dpctl/dump-flows -m type=offloaded\nufid:")
+    assert "in_port(pf0vf0)" in result.evidence and "in_port(pf0vf1)" in result.evidence
     assert "verdict: offload proven: 2 of 2 flows have offloaded:yes and dp:tc" in result.evidence
+    assert result.evidence.endswith("proof: offload proven by traffic\n")
+
+
+def test_verify_offload_without_traffic_proves_the_configuration_only(tmp_path: Path) -> None:
+    sim = host(tmp_path, "agilio-cx-converged")
+    result = run("verify-offload", sim, {"pci_address": PF})
+    assert result.status == "ok" and result.outputs["offloaded_flows"] == 0
+    assert result.outputs["offload_proof"] == "configuration"
+    assert result.outputs["offload_verdict"] == "configured, not proven by traffic"
+    assert "hw-offload: true\neswitch 0000:04:00.0: switchdev\n" in result.evidence
+    assert "VFs: 0000:04:08.0=nfp_netvf, 0000:04:08.1=nfp_netvf" in result.evidence
+    assert result.evidence.endswith("proof: configured, not proven by traffic\n")
+    assert sim.ops() == []
 
 
 def test_verify_offload_fails_transiently_until_proven(tmp_path: Path) -> None:
     legacy, no_hw = hosts(tmp_path, "agilio-cx", "agilio-cx-converged")
     with pytest.raises(TransientError, match="no datapath flows in the input") as failed:
-        run("verify-offload", legacy)
+        run("verify-offload", legacy, {"pci_address": PF})
+    assert failed.value.message.endswith(f"not configured for offload: eswitch of {PF} is legacy, not switchdev; "
+                                         f"card {PF} has no VFs")
     assert failed.value.evidence.startswith("$ ovs-appctl dpctl/dump-flows -m type=offloaded\n")
     no_hw.set_state("ovs", {"hw_offload": False})
-    with pytest.raises(TransientError, match=r"OVS other_config:hw-offload is false"):
-        run("verify-offload", no_hw)
-    with pytest.raises(TransientError, match=r"need 3"):
-        run("verify-offload", host(tmp_path / "x", "agilio-cx-converged"), overrides={"min_offloaded_flows": 3})
+    with pytest.raises(TransientError, match=r"not configured for offload: OVS other_config:hw-offload is false$"):
+        run("verify-offload", no_hw, {"pci_address": PF})
+    record_traffic(no_hw, src_vf="0000:04:08.0", dst_vf="0000:04:08.1", packets=3)  # software flows: dp:ovs
+    with pytest.raises(TransientError, match=r"no datapath flows"):  # type=offloaded leaves them out
+        run("verify-offload", no_hw, {"pci_address": PF})
     assert legacy.ops() == [] and no_hw.ops() == []
+
+
+def test_verify_offload_with_fewer_flows_than_asked_falls_back_to_the_configuration(tmp_path: Path) -> None:
+    sim = host(tmp_path, "agilio-cx-converged")
+    record_traffic(sim, src_vf="0000:04:08.0", dst_vf="0000:04:08.1", packets=3)
+    result = run("verify-offload", sim, {"pci_address": PF}, overrides={"min_offloaded_flows": 3})
+    assert result.outputs["offload_proof"] == "configuration" and result.outputs["offloaded_flows"] == 2
+    assert "offload not proven (need 3): 2 of 2 flows" in result.evidence
 
 
 # dry run ------------------------------------------------------------------------------------

@@ -44,7 +44,9 @@ def test_corigine_node_converges_the_default_fleet(tmp_path: Path) -> None:
     assert failed == {"node-019": ("detect-nic", "no Agilio card found (PCI vendor:device seen: 8086:2020, 8086:1572)")}
     for name, outcome in outcomes.items():
         if name != "node-019":
-            assert outcome.facts["eswitch_mode"] == "switchdev" and outcome.facts["offloaded_flows"] >= 1, name
+            # no pod sends traffic on a bare host: offload is proven by the configuration only
+            assert outcome.facts["eswitch_mode"] == "switchdev", name
+            assert outcome.facts["offload_verdict"] == "configured, not proven by traffic", name
     marks = {n: len(open_host(tmp_path, n, fleet).ops()) for n in fleet.nodes}
     for name in fleet.nodes:
         if name != "node-019":
@@ -64,5 +66,9 @@ def test_corigine_offload_converges_the_first_ten_nodes_of_the_default_fleet(red
     ops = {n: open_host(tmp_path, n).ops() for n in names}
     second = converge(eng, pipeline, tmp_path, names, FAST)
     assert second["status"] == "succeeded"
-    assert {s["status"] for n in second["nodes"].values() for s in n["steps"].values()} == {"ok"}
+    # converged: every step only reads, but the traffic probe, whose pods come and go on every run
+    assert {s["status"] for n in second["nodes"].values() for k, s in n["steps"].items()
+            if k != "verify-offload"} == {"ok"}
+    assert {c["action"] for n in second["nodes"].values() for c in n["steps"]["verify-offload"].get("changes", [])} \
+        == {"probe"}
     assert {n: open_host(tmp_path, n).ops() for n in names} == ops

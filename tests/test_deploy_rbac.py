@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -156,6 +157,13 @@ def cluster_reacts(api: KubeStandIn, request: Request) -> None:
     elif request.method == "PATCH" and name.startswith("nicflow-probe-") and request.path in api.objects:
         api.objects[request.path]["status"] = {"phase": "Running", "podIP": "10.16.0.7" if name.endswith("b") else
                                                "10.16.0.6", "conditions": [{"type": "Ready", "status": "True"}]}
+        vf = PROBE_VFS[name.endswith("b")]  # Multus's network-status, as the probe reads its VF
+        api.objects[request.path]["metadata"].setdefault("annotations", {})["k8s.v1.cni.cncf.io/network-status"] = \
+            json.dumps([{"name": "default/default", "device-info": {"type": "pci", "pci": {"pci-address": vf}}}])
+
+
+PROBE_VFS = ["0000:04:08.0", "0000:04:08.1"]
+PROBE_PORTS = ["pf0vf0", "pf0vf1"]  # the representors OFFLOADED names
 
 
 SCENARIO: list[tuple[str, dict[str, Any], str | None, dict[str, Any]]] = [
@@ -170,7 +178,8 @@ SCENARIO: list[tuple[str, dict[str, Any], str | None, dict[str, Any]]] = [
     ("restart-device-plugin", {}, "node-1", {"numvfs": 4}),
     ("restart-ovs-ovn", {"poll_interval": 0.01}, "node-1", {"drained": True}),
     ("restart-ovs-ovn", {"poll_interval": 0.01}, "node-2", {"drained": True}),
-    ("verify-offload-cluster", {"traffic_probe": True}, "node-1", {"network": "default/default"}),
+    ("verify-offload-cluster", {"traffic_probe": True}, "node-1",
+     {"network": "default/default", "vf_pci_addresses": PROBE_VFS, "vf_representors": PROBE_PORTS}),
     ("uncordon", {}, "node-1", {}),
     ("restore-ovs-ovn-strategy", {}, None, {}),
 ]

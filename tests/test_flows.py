@@ -16,6 +16,7 @@ import pytest
 
 from tasks.corigine.flows import check_flows_main, parse_flow, parse_flows, split_flow
 from tasks.host.sim import SimulatedHost
+from tasks.host.sim_ovs import record_traffic
 from tests.corigine_support import host, hosts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,13 +277,23 @@ def userspace_only(shape: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part for part in shape if part != "dp-extra-info")  # dpif-netdev's, after the actions
 
 
+def traffic_host(path: Path, *, hw_offload: bool = True) -> SimulatedHost:
+    """A converged node whose two VF pods send traffic: OVS shows datapath flows only while traffic
+    passes (see tasks/host/sim_ovs.py); with hw-offload off they stay in the kernel datapath."""
+    sim = host(path, "agilio-cx-converged")
+    if not hw_offload:
+        assert sim.run(["ovs-vsctl", "set", "Open_vSwitch", ".", "other_config:hw-offload=false"]).returncode == 0
+    record_traffic(sim, src_vf="0000:04:08.0", dst_vf="0000:04:08.1", packets=3)
+    return sim
+
+
 def appctl(sim: SimulatedHost, *args: str) -> tuple[int, str, str]:
     result = sim.run(["ovs-appctl", "dpctl/dump-flows", *args])
     return result.returncode, result.stdout, result.stderr
 
 
 def test_simulated_offloaded_dump_has_the_corigine_capture_structure(tmp_path: Path) -> None:
-    code, out, err = appctl(host(tmp_path, "agilio-cx-converged"), "-m", "type=offloaded")
+    code, out, err = appctl(traffic_host(tmp_path), "-m", "type=offloaded")
     assert code == 0 and err == ""
     real, simulated = structure(REAL), structure(out)
     assert len(simulated) == 2 and set(simulated) == set(real)
@@ -290,7 +301,7 @@ def test_simulated_offloaded_dump_has_the_corigine_capture_structure(tmp_path: P
 
 
 def test_simulated_verbose_software_flows_have_the_real_structure(tmp_path: Path) -> None:
-    code, out, _ = appctl(host(tmp_path, "agilio-cx-converged"), "-m", "type=ovs")
+    code, out, _ = appctl(traffic_host(tmp_path, hw_offload=False), "-m", "type=ovs")
     real_shapes = {userspace_only(shape) for shape, _ in structure(capture("dump-flows-m-type-ovs"))}
     corigine_keys = {keys for _, keys in structure(REAL)}
     simulated = structure(out)
@@ -301,17 +312,17 @@ def test_simulated_verbose_software_flows_have_the_real_structure(tmp_path: Path
 
 
 def test_simulated_dump_without_dash_m_has_the_real_structure(tmp_path: Path) -> None:
-    code, out, _ = appctl(host(tmp_path, "agilio-cx-converged"))
+    code, out, _ = appctl(traffic_host(tmp_path))
     real = structure(capture("dump-flows"))
     simulated = structure(out)
-    assert code == 0 and len(simulated) == 4
+    assert code == 0 and len(simulated) == 2  # one flow each way of the VF pods' traffic
     assert {shape for shape, _ in simulated} == {shape for shape, _ in real} == {
         ("match", "packets", "bytes", "used", "actions")}
     # without -m ports are odp numbers, as in the capture (names only with -m or --names)
     for text in (capture("dump-flows"), out):
         assert all(re.search(r"in_port\([0-9]+\)", line) and re.search(r", actions:[0-9,]+$", line)
                    for line in text.splitlines() if "actions:" in line)
-    assert "in_port(pf0vf0)" in appctl(host(tmp_path / "names", "agilio-cx-converged"), "--names")[1]
+    assert "in_port(pf0vf0)" in appctl(traffic_host(tmp_path / "names"), "--names")[1]
 
 
 def test_simulated_match_without_dash_m_is_the_real_one_with_the_same_masks(tmp_path: Path) -> None:
@@ -326,7 +337,7 @@ def test_simulated_match_without_dash_m_is_the_real_one_with_the_same_masks(tmp_
     # the userspace datapath matches packet_type exactly; the kernel datapath wildcards it
     # (packet_type(ns=0/0,id=0/0) in the Corigine -m dump), so without -m it is not printed
     real = {m.replace("packet_type(ns=0,id=0),", "") for m in ipv4_matches(capture("ct-masks-dump-flows"))}
-    simulated = ipv4_matches(appctl(host(tmp_path, "agilio-cx-converged"))[1])
+    simulated = ipv4_matches(appctl(traffic_host(tmp_path))[1])
     assert len(real) == 2 and simulated == real
 
 
@@ -361,14 +372,18 @@ def test_simulated_argument_errors_follow_dpctl(tmp_path: Path, args: list[str],
 
 
 def test_simulated_type_lists_and_datapath_name(tmp_path: Path) -> None:
-    sim = host(tmp_path, "agilio-cx-converged")
+    sim = traffic_host(tmp_path / "offloaded")
     everything = appctl(sim, "-m")[1]
+    assert everything.count("offloaded:yes, dp:tc") == 2
     assert appctl(sim, "-m", "system@ovs-system")[1] == everything == appctl(sim, "-m", "type=all")[1]
-    both = appctl(sim, "-m", "type=offloaded,ovs")[1]
-    assert both.count("dp:tc") == 2 and both.count("dp:ovs") == 2
-    assert appctl(sim, "-m", "type=non-offloaded")[1].count("dp:ovs") == 2
+    assert appctl(sim, "-m", "type=offloaded,ovs")[1] == everything
+    assert appctl(sim, "-m", "type=non-offloaded")[1] == ""
     assert appctl(sim, "-m", "type=")[1] == ""  # an empty list selects no type
     assert appctl(sim, "-m", "pmd=1")[1] == ""  # kernel datapath flows have no PMD
+    software = traffic_host(tmp_path / "software", hw_offload=False)
+    assert appctl(software, "-m", "type=offloaded,ovs")[1].count("dp:ovs") == 2
+    assert appctl(software, "-m", "type=non-offloaded")[1].count("dp:ovs") == 2
+    assert appctl(software, "-m", "type=offloaded")[1] == ""
 
 
 def test_simulated_ovs_appctl_usage_and_unknown_command(tmp_path: Path) -> None:

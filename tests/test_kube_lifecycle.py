@@ -4,12 +4,15 @@ verification through exec, and the node state reporter's labels and annotations.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tasks.cluster.kube import KubeCluster
 from tasks.cluster.reporter import NodeStateReporter
+from tasks.cluster.surface import ExecResult
 from tests.kube_standin import KubeStandIn, Request, node, pod, running
 from tests.kube_support import FakeExec, offloaded_dump, run
 from workflows.errors import PermanentError, StepTimeout, TransientError
@@ -173,27 +176,124 @@ def test_allocatable_that_never_follows_is_a_transient_timeout(api, kube):
 
 # verify-offload-cluster -------------------------------------------------------------------------
 
-def test_offload_is_verified_with_dump_flows_in_the_nodes_ovs_ovn_pod(api):
-    fake = FakeExec(offloaded_dump())
-    kube = KubeCluster(api.api_client(), pod_exec=fake)
+PORTS = ["5b45c61b307e_h", "54235e5753b8_h"]  # the ports of the page's sample dump
+VERIFY_FACTS = {"vf_pci_addresses": ["0000:04:08.0", "0000:04:08.1"], "vf_representors": PORTS,
+                "numvfs": 2, "eswitch_mode": "switchdev", "network": "default/default"}
+PROBE_PATH = "/api/v1/namespaces/default/pods/nicflow-probe-"
+
+
+def probes_start(api: KubeStandIn, request: Request) -> None:
+    """The kubelet and Multus on node-1: an applied probe pod runs on a VF of the NAD."""
+    if request.method == "PATCH" and request.path.startswith(PROBE_PATH) and request.path in api.objects:
+        side = request.path[-1]
+        vf = "0000:04:08.0" if side == "a" else "0000:04:08.1"
+        ip = "10.16.0.6" if side == "a" else "10.16.0.7"
+        status = [{"name": "default/default", "interface": "eth0", "ips": [ip], "default": True, "dns": {},
+                   "device-info": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": vf}}}]
+        live = api.objects[request.path]
+        live["metadata"].setdefault("annotations", {})["k8s.v1.cni.cncf.io/network-status"] = json.dumps(status)
+        live["status"] = {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}
+
+
+class ProbeExec(FakeExec):
+    """ping answers as busybox does; the ovs-ovn pod answers with a dump."""
+
+    def __call__(self, core: Any, namespace: str, pod: str, container: str, argv: Any, timeout: float) -> ExecResult:
+        if list(argv)[:1] == ["ping"]:
+            self.calls.append((namespace, pod, container, list(argv)))
+            return ExecResult(0, "5 packets transmitted, 5 packets received, 0% packet loss\n", "")
+        return super().__call__(core, namespace, pod, container, argv, timeout)
+
+
+def probing(api: KubeStandIn, dump: str) -> tuple[KubeCluster, ProbeExec]:
+    fake = ProbeExec(dump)
     api.put(node("node-1", labels={"nicflow.io/state": "done"}))
     api.put(pod("kube-system", "ovs-ovn-a", "node-1", owner="DaemonSet", labels={"app": "ovs"}))
     api.put(pod("kube-system", "ovs-ovn-b", "node-2", owner="DaemonSet", labels={"app": "ovs"}))
-    result = run("verify-offload-cluster", kube, node="node-1")
-    assert (result.status, result.outputs) == ("ok", {"cluster_offloaded_flows": 2})
-    assert fake.calls == [("kube-system", "ovs-ovn-a", "openvswitch",
+    api.put({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+             "metadata": {"name": "default", "namespace": "default",
+                          "annotations": {"k8s.v1.cni.cncf.io/resourceName": "corigine.com/agilio_sriov"}}})
+    api.hooks.append(probes_start)
+    return KubeCluster(api.api_client(), pod_exec=fake), fake
+
+
+def probe_writes(api: KubeStandIn) -> list[tuple[str, str]]:
+    return [(r.method, r.path.rsplit("/", 1)[-1]) for r in api.writes()]
+
+
+def test_offload_is_proven_by_the_traffic_of_two_probe_pods(api):
+    kube, fake = probing(api, offloaded_dump())
+    result = run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    assert result.status == "changed" and result.outputs["cluster_offloaded_flows"] == 2
+    a, b = result.outputs["probe_pods"]
+    assert [(r.method, r.content_type) for r in api.writes()][:2] == [("PATCH", "application/apply-patch+yaml")] * 2
+    applied = api.writes()[0].body
+    assert applied["spec"]["nodeName"] == "node-1" and applied["spec"]["tolerations"] == [
+        {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]
+    assert applied["spec"]["containers"][0]["resources"] == {"requests": {"corigine.com/agilio_sriov": "1"},
+                                                             "limits": {"corigine.com/agilio_sriov": "1"}}
+    assert applied["metadata"]["annotations"] == {"v1.multus-cni.io/default-network": "default/default"}
+    assert [m for m, _ in probe_writes(api)] == ["PATCH", "PATCH", "DELETE", "DELETE"]
+    assert fake.calls == [("default", a.split("/")[1], "probe", ["ping", "-c", "5", "-W", "2", "10.16.0.7"]),
+                          ("kube-system", "ovs-ovn-a", "openvswitch",
                            ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"])]
-    assert "offloaded:yes, dp:tc" in result.evidence and api.writes() == []
+    assert f"probe pods: {a} (VF 0000:04:08.0, port {PORTS[0]}), {b} (VF 0000:04:08.1, port {PORTS[1]})" \
+        in result.evidence
+    assert "offloaded:yes, dp:tc" in result.evidence and result.evidence.endswith("proof: offload proven by traffic\n")
+
+
+def test_the_probe_requests_the_resource_the_network_attachment_names(api):
+    kube, _fake = probing(api, offloaded_dump())
+    nad = api.obj("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition", "default", "default")
+    nad["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"] = "corigine.com/agilio_vf"
+    run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    assert api.writes()[0].body["spec"]["containers"][0]["resources"]["requests"] == {"corigine.com/agilio_vf": "1"}
+    del api.objects[[path for path in api.objects if "network-attachment-definitions" in path][0]]
+    api.clear()
+    with pytest.raises(TransientError, match="NetworkAttachmentDefinition default/default does not exist"):
+        run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    assert api.writes() == []  # no probe pod without its network
+
+
+def test_flows_that_are_not_the_probes_are_not_judged(api):
+    others = offloaded_dump().replace(PORTS[0], "0c1d2e3f4a5b_h").replace(PORTS[1], "6c7d8e9f0a1b_h")
+    kube, _fake = probing(api, others)
+    with pytest.raises(TransientError) as raised:
+        run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    assert "the probe's traffic: no datapath flows in the input" in raised.value.message
+    assert "(2 other flows, not the probe's, not judged)" in raised.value.evidence
+    assert [m for m, _ in probe_writes(api)] == ["PATCH", "PATCH", "DELETE", "DELETE"]
 
 
 def test_software_flows_do_not_pass(api):
-    software = offloaded_dump().replace("offloaded:yes, dp:tc", "dp:ovs")
-    kube = KubeCluster(api.api_client(), pod_exec=FakeExec(software))
+    kube, _fake = probing(api, offloaded_dump().replace("offloaded:yes, dp:tc", "dp:ovs"))
+    with pytest.raises(TransientError) as raised:
+        run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    assert "offload not proven" in raised.value.message and "dp:ovs" in raised.value.evidence
+
+
+def test_a_failure_mid_probe_still_deletes_the_probe_pods(api):
+    kube, _fake = probing(api, offloaded_dump())
+    api.fail("GET", "/api/v1/namespaces/default/pods/nicflow-probe-[0-9a-f]+-b$", 500, "etcdserver: leader changed")
+    with pytest.raises(TransientError):
+        run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    assert [m for m, _ in probe_writes(api)] == ["PATCH", "PATCH", "DELETE", "DELETE"]
+    assert not [path for path in api.objects if path.startswith(PROBE_PATH)]
+
+
+def test_without_the_probe_only_the_configuration_is_proven(api):
+    fake = FakeExec('"true"\n')
+    kube = KubeCluster(api.api_client(), pod_exec=fake)
     api.put(node("node-1", labels={"nicflow.io/state": "done"}))
     api.put(pod("kube-system", "ovs-ovn-a", "node-1", owner="DaemonSet", labels={"app": "ovs"}))
-    with pytest.raises(TransientError) as raised:
-        run("verify-offload-cluster", kube, node="node-1")
-    assert "offload not proven" in raised.value.message and "dp:ovs" in raised.value.evidence
+    result = run("verify-offload-cluster", kube, {"traffic_probe": False}, node="node-1", facts=VERIFY_FACTS)
+    assert (result.status, api.writes()) == ("ok", [])
+    assert result.outputs["offload_verdict"] == "configured, not proven by traffic"
+    assert fake.calls == [("kube-system", "ovs-ovn-a", "openvswitch",
+                           ["ovs-vsctl", "get", "Open_vSwitch", ".", "other_config:hw-offload"])]
+    fake.stdout = '"false"\n'
+    with pytest.raises(TransientError, match="not configured for offload: OVS other_config:hw-offload is false"):
+        run("verify-offload-cluster", kube, {"traffic_probe": False}, node="node-1", facts=VERIFY_FACTS)
 
 
 # the node state reporter ------------------------------------------------------------------------

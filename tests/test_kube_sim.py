@@ -161,34 +161,60 @@ def test_the_device_plugin_restart_follows_a_vf_change(tmp_path):
         run("restart-device-plugin", sim, node="node-000")
 
 
-def test_offload_verified_through_exec_runs_dump_flows_on_the_pods_host(tmp_path):
-    _root, sim, _ = fleet(tmp_path, "agilio-cx-converged", "bare")
-    result = run("verify-offload-cluster", sim, node="node-000")
-    assert result.outputs["cluster_offloaded_flows"] >= 1
+VFS = [f"0000:04:08.{i}" for i in range(4)]
+CONVERGED = {"numvfs": 4, "vf_pci_addresses": VFS, "vf_representors": [f"pf0vf{i}" for i in range(4)],
+             "eswitch_mode": "switchdev", "network": "default/default"}
+"""What the node steps report of a converged agilio-cx host."""
+PROBES = {"app.kubernetes.io/name": "nicflow-probe"}
+
+
+def with_vf_network(sim: SimulatedCluster) -> None:
+    """The cluster steps the probe needs: the device plugin, Multus and the NAD."""
+    for step in ("sriov-device-plugin", "multus", "network-attachment"):
+        run(step, sim)
+
+
+def test_without_the_probe_only_the_configuration_is_proven(tmp_path):
+    _root, sim, _ = fleet(tmp_path, "agilio-cx-converged", "agilio-cx")
+    result = run("verify-offload-cluster", sim, {"traffic_probe": False}, node="node-000", facts=CONVERGED)
+    assert result.outputs == {"cluster_offloaded_flows": 0, "offload_proof": "configuration",
+                              "offload_verdict": "configured, not proven by traffic"}
     execs = [op for op in sim.ops() if op["op"] == "exec"]
-    assert execs[0]["argv"] == DUMP and execs[0]["container"] == "openvswitch" and execs[0]["write"] is False
+    # observe, then verify's new observation after the label: both only read OVS's setting
+    assert [op["argv"] for op in execs] == [["ovs-vsctl", "get", "Open_vSwitch", ".", "other_config:hw-offload"]] * 2
+    assert execs[0]["container"] == "openvswitch" and execs[0]["write"] is False
     assert execs[0]["pod"] in {p.name for p in sim.list_pods(node="node-000", selector={"app": "ovs"})}
+    assert result.evidence.endswith('other_config:hw-offload\n"true"\neswitch: switchdev\n'
+                                    "verdict: configured, not proven by traffic\n")
     assert [op["labels"] for op in sim.writes()] == [{"nicflow.io/state": "verifying"}]
-    with pytest.raises(TransientError, match="node node-001: no datapath flows in the input: nothing shows offload"):
-        run("verify-offload-cluster", sim, node="node-001")  # no card: OVS offloads nothing
+    with pytest.raises(TransientError, match="node node-001 is not configured for offload: eswitch mode is legacy"):
+        run("verify-offload-cluster", sim, {"traffic_probe": False}, node="node-001",
+            facts={**CONVERGED, "eswitch_mode": "legacy"})
 
 
 def test_the_traffic_probe_uses_two_vf_pods_and_always_deletes_them(tmp_path):
     _root, sim, _ = fleet(tmp_path, "agilio-cx-converged", "agilio-cx")
-    run("sriov-device-plugin", sim)
+    with_vf_network(sim)
     start = len(sim.writes())
-    result = run("verify-offload-cluster", sim, {"traffic_probe": True}, node="node-000")
-    assert result.status == "changed" and "3 received" in result.evidence
+    result = run("verify-offload-cluster", sim, node="node-000", facts=CONVERGED)  # the probe is the default
+    assert result.status == "changed" and result.outputs["offload_proof"] == "traffic"
+    assert result.outputs["cluster_offloaded_flows"] == 2
+    a, b = result.outputs["probe_pods"]
+    assert f"probe pods: {a} (VF 0000:04:08.0, port pf0vf0), {b} (VF 0000:04:08.1, port pf0vf1)" in result.evidence
+    assert "5 packets transmitted, 5 packets received, 0% packet loss" in result.evidence
+    assert "in_port(pf0vf0)" in result.evidence and "actions:pf0vf1" in result.evidence
+    assert result.evidence.endswith("proof: offload proven by traffic\n")
     probe_ops = sim.writes()[start:]
     assert [op["op"] for op in probe_ops] == ["patch-node", "apply", "apply", "delete-pod", "delete-pod"]
-    # observe, then the probe: ping between the pods, and the flows dumped while that traffic ran
-    assert [op["argv"][0] for op in sim.ops() if op["op"] == "exec"] == ["ovs-appctl", "ping", "ovs-appctl"]
-    assert sim.list_pods(namespace="default", selector={"app.kubernetes.io/name": "nicflow-probe"}) == []
-    # no free VF on node-001: the probe pods never run; they are deleted all the same
-    with pytest.raises(TransientError, match="did not run"):
-        run("verify-offload-cluster", sim, {"traffic_probe": True, "probe_timeout": 0.05}, node="node-001")
+    # ping between the pods, then the flows dumped while that traffic ran
+    assert [op["argv"][0] for op in sim.ops() if op["op"] == "exec"] == ["ping", "ovs-appctl"]
+    assert sim.list_pods(namespace="default", selector=PROBES) == []
+    # no VF on node-001: the kubelet refuses the probe pods; they are deleted all the same
+    with pytest.raises(TransientError, match="failed: UnexpectedAdmissionError: Allocate failed due to requested "
+                                             "number of devices unavailable for corigine.com/agilio_sriov"):
+        run("verify-offload-cluster", sim, node="node-001", facts=CONVERGED)
     assert ops(sim, "delete-pod")[-2:] == ["delete-pod", "delete-pod"]
-    assert sim.list_pods(namespace="default", selector={"app.kubernetes.io/name": "nicflow-probe"}) == []
+    assert sim.list_pods(namespace="default", selector=PROBES) == []
 
 
 def test_run_nodes_resolve_through_the_cluster(tmp_path):
@@ -252,13 +278,59 @@ def test_the_whole_pipeline_over_a_simulated_fleet_then_a_rerun_without_writes(r
     assert drained == {"already_cordoned": False, "cordoned_by_nicflow": True, "drained": True}
     assert "evict" in ops(sim)
 
+    verify_id = step_of(spec, "verify-offload-cluster")
+    for name in names:  # every node proven by its probe pods' traffic
+        proof = eng.store.checkpoint(first["run"], name, verify_id).outputs
+        assert proof["offload_proof"] == "traffic" and proof["cluster_offloaded_flows"] >= 1, name
+
     cluster_writes, host_ops = sim.writes(), {n: open_host(root, n).ops() for n in names}
     second = converge(eng, pipeline, root, names, FAST)
     assert second["status"] == "succeeded"
-    assert {s["status"] for n in second["nodes"].values() for s in n["steps"].values()} == {"ok"}
+    statuses = {(n, s) for n, v in second["nodes"].items() for s, c in v["steps"].items() if c["status"] != "ok"}
+    assert statuses == {(n, verify_id) for n in names}  # the probe runs again: its pods are its only change
     assert {v["status"] for v in second["cluster"].values()} == {"ok"}
-    assert sim.writes() == cluster_writes  # not one write request to the cluster
+    assert probe_writes(sim.writes()[len(cluster_writes):]) == sorted(
+        (op, f"nicflow-probe-{probe_suffix(second['run'], n)}-{side}") for n in names
+        for op in ("apply", "delete-pod") for side in "ab")
     assert {n: open_host(root, n).ops() for n in names} == host_ops
+
+
+def probe_suffix(run_id: str, node: str) -> str:
+    return hashlib.sha256(f"{run_id}/{node}".encode()).hexdigest()[:10]
+
+
+def probe_writes(writes: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The writes, each as (op, pod name); fails on any write that is not a probe pod's."""
+    found = []
+    for op in writes:
+        assert op["op"] in ("apply", "delete-pod") and op["namespace"] == "default", op
+        assert op["op"] == "delete-pod" or op["kind"] == "Pod", op
+        found.append((op["op"], op["name"]))
+    return sorted(found)
+
+
+def test_a_converged_node_asked_for_another_vf_count_is_drained_first(redis, tmp_path):
+    root, sim, names = fleet(tmp_path, "agilio-cx-converged", "agilio-cx-converged")
+    eng = engine(redis)
+    spec = combined()
+    pipeline = build(spec, default_registry(), source="corigine-offload+cluster", overrides=FAST)
+    status = converge(eng, pipeline, root, ["node-000"], {**FAST, "numvfs": 8})
+    assert status["status"] == "succeeded", status["nodes"]["node-000"].get("error")
+    check = eng.store.checkpoint(status["run"], "node-000", step_of(spec, "corigine-reload-check")).outputs
+    assert check["reload_needed"] is False and check["vf_count_changes"] is True
+    assert check["vf_count_reason"] == "sriov_numvfs of 0000:04:00.0 goes 4 -> 0 -> 8"
+    cordon = next(op for op in sim.writes() if op["op"] == "patch-node" and op["unschedulable"] is True)
+    evicted = [op["ts"] for op in sim.writes() if op["op"] == "evict"]
+    numvfs = [op for op in open_host(root, "node-000").ops() if op.get("path", "").endswith("sriov_numvfs")]
+    assert [op["data"] for op in numvfs] == ["0", "8"]
+    assert cordon["name"] == "node-000" and evicted and cordon["ts"] < max(evicted) < numvfs[0]["ts"]
+    assert allocatable(sim)["node-000"] == "8"
+    # the same count as the host has: nothing to drain
+    again = converge(eng, pipeline, root, ["node-000"], {**FAST, "numvfs": 8})
+    same = converge(eng, pipeline, root, ["node-001"], FAST)  # 4 VFs asked, 4 there
+    assert (again["status"], same["status"]) == ("succeeded", "succeeded")
+    assert [op["name"] for op in sim.writes() if op["op"] == "patch-node" and op["unschedulable"] is True] == [
+        "node-000"]
 
 
 PDB_PIPELINE = """

@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from tasks.cluster.sim import SimulatedCluster
+from tasks.cluster.steps_verify import PROBE_PREFIX
 from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.host.sim_profiles import PROFILES
 from workers.processes import embedded_redis, running_workers, spawn_worker
@@ -54,9 +55,18 @@ def side_effects(sim_root: Path, nodes: list[str]) -> Counter[str]:
     return Counter(op["op"] for node in nodes for op in open_host(sim_root, node, fleet).ops())
 
 
-def cluster_writes(sim_root: Path) -> Counter[str]:
-    """Every write request the simulated Kubernetes API received, by kind."""
-    return Counter(op["op"] for op in SimulatedCluster(sim_root).writes())
+def is_probe_write(op: dict[str, Any]) -> bool:
+    """A write of verify-offload's traffic probe: its pods, created and deleted on every run."""
+    return op["op"] in ("apply", "delete-pod") and op.get("kind", "Pod") == "Pod" \
+        and str(op.get("name", "")).startswith(PROBE_PREFIX)
+
+
+def cluster_writes(sim_root: Path) -> tuple[Counter[str], Counter[str]]:
+    """Every write request the simulated Kubernetes API received, by kind: the probe pods'
+    apart from all the others."""
+    writes = SimulatedCluster(sim_root).writes()
+    return (Counter(op["op"] for op in writes if not is_probe_write(op)),
+            Counter(op["op"] for op in writes if is_probe_write(op)))
 
 
 def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float, console: Console,
@@ -92,12 +102,15 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
                 status = watch(lambda: run_status(engine, record.id), console, timeout=600)
                 after = side_effects(sim_root, chosen)
                 delta = dict(after - before) or "none"
-                api_delta = dict(cluster_writes(sim_root) - api_before) or "none"
+                api_after = cluster_writes(sim_root)
+                api_delta = dict(api_after[0] - api_before[0]) or "none"
+                probes = dict(api_after[1] - api_before[1]) or "none"
                 console.print(summary(status))
                 for name, error in failed_nodes(status):
                     console.print(f"[red]failed[/] {name}: {error}")
                 console.print(f"{status['status']} in {time.time() - t0:.1f}s; side effects on hosts: {delta}; "
-                              f"writes to the Kubernetes API: {api_delta}")
+                              f"writes to the Kubernetes API: {api_delta}; and the traffic probe's pods, created "
+                              f"and deleted: {probes}")
                 results.append(status)
     ok = all(r["status"] == "succeeded" for r in results)
     console.print(f"[bold]{'demo completed' if ok else 'demo finished with failures'}[/] in "

@@ -50,6 +50,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     for node in report["nodes"]:
         cells = [_cell(node["steps"].get(s)) for s in steps]
         lines.append(f"| {node['node']} | {node['state']} | " + " | ".join(cells) + " |")
+    proofs = offload_proofs(report)
+    if proofs:
+        lines += ["", "## Offload proof", "", "| node | proof |", "|---|---|"]
+        lines += [f"| {node} | {text} |" for node, text in proofs]
     evidence = _offload_evidence(report)
     if evidence:
         lines += ["", "## Offload evidence", ""]
@@ -64,6 +68,23 @@ def _cell(step: dict[str, Any] | None) -> str:
     extra = f" x{step['attempts']}" if step["attempts"] > 1 else ""
     seconds = f" {step['seconds']:.2f}s" if step.get("seconds") is not None else ""
     return f"{step['status']}{extra}{seconds}"
+
+
+def offload_proofs(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Per node, how offload was proven: by the traffic of probe pods, or by the configuration only."""
+    found = []
+    for node in report["nodes"]:
+        proof = node.get("offload")
+        if not proof:
+            continue
+        if proof.get("offload_proof") == "traffic":
+            flows = proof.get("cluster_offloaded_flows", proof.get("offloaded_flows"))
+            pods = ", ".join(proof.get("probe_pods") or [])
+            text = f"proven by traffic: {flows} offloaded flows" + (f" of probe pods {pods}" if pods else "")
+        else:
+            text = str(proof.get("offload_verdict") or "configured, not proven by traffic")
+        found.append((node["node"], text))
+    return found
 
 
 def _offload_evidence(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -89,6 +110,10 @@ def to_html(report: dict[str, Any]) -> str:
     body.append("<h2>Timeline</h2>" + timeline_svg(report))
     legend = " ".join(f'<span style="color:{c}">&#9632; {s}</span>' for s, c in COLORS.items())
     body.append(f"<p>{legend}</p>")
+    proofs = offload_proofs(report)
+    if proofs:
+        rows = "".join(f"<tr><td>{escape(node)}</td><td>{escape(text)}</td></tr>" for node, text in proofs)
+        body.append(f"<h2>Offload proof</h2><table><tr><th>node</th><th>proof</th></tr>{rows}</table>")
     for node, text in _offload_evidence(report):
         body.append(f"<h3>Offload evidence: {escape(node)}</h3><pre>{escape(text)}</pre>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"

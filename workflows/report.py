@@ -9,6 +9,8 @@ from workflows.engine import Engine
 from workflows.records import Checkpoint
 
 EVIDENCE_KEYS = ("offloaded_flows", "offload_verdict")
+PROOF_KEYS = ("offload_proof", "offload_verdict", "probe_pods", "offloaded_flows", "cluster_offloaded_flows")
+"""Outputs of a verify step that say how offload was proven: by traffic, or by the configuration only."""
 
 
 def build_report(engine: Engine, run_id: str) -> dict[str, Any]:
@@ -39,6 +41,7 @@ def build_report(engine: Engine, run_id: str) -> dict[str, Any]:
                 "error": p.error,
                 "admitted_at": p.admitted_at,
                 "steps": {k: _step(cp) for k, cp in p.steps.items()},
+                "offload": _offload(p.steps, [s.id for s in pipeline.spec.steps]),
             }
             for p in nodes
         ],
@@ -63,6 +66,15 @@ def _step(cp: Checkpoint) -> dict[str, Any]:
     if cp.evidence:
         out["evidence"] = cp.evidence
     return out
+
+
+def _offload(steps: dict[str, Checkpoint], order: list[str]) -> dict[str, Any] | None:
+    """How the node's offload was proven, from the last step (in pipeline order) that says."""
+    for step_id in reversed(order):
+        cp = steps.get(step_id)
+        if cp is not None and cp.outputs.get("offload_proof"):
+            return {"step": step_id, **{k: cp.outputs[k] for k in PROOF_KEYS if k in cp.outputs}}
+    return None
 
 
 def _event(body: dict[str, str]) -> dict[str, Any]:

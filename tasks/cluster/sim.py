@@ -295,37 +295,26 @@ class SimulatedCluster:
                     and ctl.matches(dict(selector or {}), pod["metadata"]["labels"])]
 
     def _create_pod(self, world: ctl.World, manifest: Manifest) -> Manifest:
+        """A pod with `spec.nodeName` bypasses the scheduler (a cordon does not stop it); any
+        other is scheduled by nodeSelector, cordons (unless tolerated) and free devices.
+        The node's kubelet then admits it (`sim_controllers.admit`)."""
         meta, spec = manifest["metadata"], manifest.get("spec") or {}
         namespace = meta.get("namespace", "default")
         key = f"{namespace}/{meta['name']}"
         if key not in world["pods"]:
-            node = spec.get("nodeName") or (ctl.schedulable(world) or [""])[0]
-            pod = ctl.new_pod(world, self.root, namespace=namespace, prefix="", name=meta["name"], node=node,
+            node, why = (spec["nodeName"], "") if spec.get("nodeName") else ctl.schedule(world, manifest)
+            pod = ctl.new_pod(world, self.root, namespace=namespace, prefix="", name=meta["name"], node=node or "",
                               labels=dict(meta.get("labels") or {}), owner=None,
                               containers=list(spec.get("containers") or []), annotations=meta.get("annotations"))
-            world["pods"].pop(key)
-            if not self._fits(world, node, pod):
-                pod["status"] = {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}
-            world["pods"][key] = pod
+            for field in ("nodeSelector", "tolerations"):
+                if spec.get(field):
+                    pod["spec"][field] = copy.deepcopy(spec[field])
+            if node is None:
+                pod["status"] = {"phase": "Pending", "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}]}
+            else:
+                ctl.admit(world, self.root, pod)
         return copy.deepcopy(world["pods"][key])
-
-    @staticmethod
-    def _requests(pod: Manifest) -> dict[str, int]:
-        wanted: dict[str, int] = {}
-        for container in pod["spec"].get("containers") or []:
-            for resource, amount in ((container.get("resources") or {}).get("requests") or {}).items():
-                if "/" in resource:
-                    wanted[resource] = wanted.get(resource, 0) + int(amount)
-        return wanted
-
-    def _fits(self, world: ctl.World, node: str, pod: Manifest) -> bool:
-        allocatable = (world["nodes"].get(node) or {}).get("status", {}).get("allocatable", {})
-        for resource, amount in self._requests(pod).items():
-            used = sum(self._requests(p).get(resource, 0) for p in world["pods"].values()
-                       if p["spec"].get("nodeName") == node and p["status"].get("phase") == "Running")
-            if used + amount > int(allocatable.get(resource, 0)):
-                return False
-        return True
 
     def evict(self, namespace: str, name: str) -> None:
         check_name(name, "pod name")
@@ -361,18 +350,44 @@ class SimulatedCluster:
                 raise PermanentError(f"pods {namespace}/{pod} not found (exec)")
             if container not in [c.get("name") for c in found["spec"].get("containers") or []]:
                 raise PermanentError(f"container {container} is not valid for pod {namespace}/{pod} (exec)")
-            ips = {p["status"].get("podIP") for p in world["pods"].values() if p["status"].get("phase") == "Running"}
+            peer = next((p for p in world["pods"].values() if p["status"].get("phase") == "Running"
+                         and argv and p["status"].get("podIP") == argv[-1]), None)
+            devices = (ctl.pod_devices(world, found), ctl.pod_devices(world, peer) if peer else {})
         node, owner = found["spec"]["nodeName"], ctl.owner_of(found)
         if owner == ("DaemonSet", "ovs-ovn") and argv and argv[0] in OVS_TOOLS:
             from tasks.host.simfleet import open_host  # the host behind the pod, with its emulated tools
 
             done = open_host(self.root, node).run(list(argv), timeout=timeout)
             return ExecResult(done.returncode, done.stdout, done.stderr)
+        if argv and argv[0] == "printenv" and len(argv) > 1:  # the device plugin's variables in the container
+            values = [devices[0][name] for name in argv[1:] if name in devices[0]]
+            return ExecResult(0 if len(values) == len(argv) - 1 else 1, "".join(v + "\n" for v in values), "")
         if argv and argv[0] == "ping":
-            if argv[-1] in ips:
-                return ExecResult(0, "3 packets transmitted, 3 received, 0% packet loss\n", "")
-            return ExecResult(1, "3 packets transmitted, 0 received, 100% packet loss\n", "")
+            same_node = peer is not None and peer["spec"]["nodeName"] == node
+            return self._ping(node, list(argv), reachable=peer is not None, vfs=devices if same_node else ({}, {}))
         return ExecResult(126, "", f"{argv[0] if argv else ''}: not emulated in the simulated cluster\n")
+
+    def _ping(self, node: str, argv: list[str], *, reachable: bool,
+              vfs: tuple[dict[str, str], dict[str, str]]) -> ExecResult:
+        """busybox ping (networking/ping.c, 1.36). Between two VF pods on one node the
+        traffic crosses the node's OVS: the host records it (`record_traffic`)."""
+        from tasks.host.sim_ovs import record_traffic
+        from tasks.host.simfleet import open_host
+
+        count = argv[argv.index("-c") + 1] if "-c" in argv[:-1] else ""
+        if not count.isdigit() or not 1 <= int(count) <= 1000:
+            return ExecResult(126, "", f"ping {' '.join(argv[1:])}: only `ping -c N <ip>` is emulated\n")
+        sent, target = int(count), argv[-1]
+        src_vf, dst_vf = (next(iter(v.values()), "").split(",")[0] for v in vfs)
+        if reachable and src_vf and dst_vf:
+            record_traffic(open_host(self.root, node), src_vf=src_vf, dst_vf=dst_vf, packets=sent)
+        received = sent if reachable else 0
+        replies = "".join(f"64 bytes from {target}: seq={i} ttl=64 time=0.{84 + i:03d} ms\n" for i in range(received))
+        stats = (f"\n--- {target} ping statistics ---\n{sent} packets transmitted, {received} packets received, "
+                 f"{(sent - received) * 100 // sent}% packet loss\n")
+        if received:
+            stats += "round-trip min/avg/max = 0.084/0.085/0.086 ms\n"
+        return ExecResult(0 if received else 1, f"PING {target} ({target}): 56 data bytes\n{replies}{stats}", "")
 
     def run_installer(self, script: bytes, env: Mapping[str, str], *, timeout: float) -> ExecResult:
         """What Kube-OVN's install.sh does to the cluster: `kubectl apply` of its objects with `env`."""

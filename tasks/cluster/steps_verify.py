@@ -1,23 +1,33 @@
-"""verify-offload-cluster: offload proven through the cluster, as the page does it.
+"""verify-offload-cluster: offload proven by traffic, through the cluster, as the page does it.
 
-`ovs-appctl dpctl/dump-flows -m type=offloaded` runs in the node's ovs-ovn pod
-through the exec API and is judged by the same parser as the node step
-(`tasks.corigine.flows`): at least `min_offloaded_flows` flows with
-`offloaded:yes, dp:tc`. Not proven is transient (flows live only while there
-is traffic), so the step's retry policy gives traffic time.
+Real OVS has datapath flows only while traffic passes, and a freshly drained
+node runs no VF pods, so the step makes the traffic itself (`traffic_probe`,
+on by default): two pods pinned to the node (`spec.nodeName`, so the
+scheduler and the node's cordon do not stand in the way; they tolerate the
+cordon's taint all the same), each requesting one `corigine.com/agilio_sriov`
+VF and selecting the NetworkAttachmentDefinition with
+`v1.multus-cni.io/default-network`. The first pings the second; while that
+traffic runs, `ovs-appctl dpctl/dump-flows -m type=offloaded` runs in the
+node's ovs-ovn pod (exec API) and is judged by the node step's parser
+(`tasks.corigine.flows`) on the probes' flows only: those whose in_port is
+the representor of a probe's VF (the VF from Multus's network-status
+annotation, its representor from create-vfs's facts, both by VF index). At
+least `min_offloaded_flows` must carry `offloaded:yes, dp:tc`. Both pods are
+deleted whatever the outcome. Not proven is transient: the retry policy gives
+the datapath time.
 
-With `traffic_probe`, the step makes that traffic itself: two pods on the
-node, each requesting one `corigine.com/agilio_sriov` VF and selecting the
-NetworkAttachmentDefinition with `v1.multus-cni.io/default-network`, ping
-each other; the flows are dumped while they do; both pods are deleted
-whatever the outcome. The probe writes (two pods, every run) by nature:
-it is off by default.
+With `traffic_probe: false` (clusters that forbid probe pods) the step proves
+the configuration only: OVS `other_config:hw-offload` is true in the ovs-ovn
+pod, and the node steps found the eswitch in switchdev and the VFs bound to
+nfp_netvf; it says "configured, not proven by traffic".
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -25,15 +35,24 @@ from pydantic import Field, field_validator
 from tasks.cluster.objects import check_image
 from tasks.cluster.reporter import STATE_LABEL, mark_node
 from tasks.cluster.steps_drain import node_of
+from tasks.cluster.steps_multus import NAD_GROUP, RESOURCE_ANNOTATION
 from tasks.cluster.surface import DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, Manifest, NodeView, PodView
 from tasks.corigine.flows import FlowReport, parse_flows
+from tasks.corigine.names import check_pci
 from tasks.corigine.wait import wait_until
-from workflows.errors import TransientError
+from workflows.errors import PermanentError, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
 DUMP = ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"]
+HW_OFFLOAD = ["ovs-vsctl", "get", "Open_vSwitch", ".", "other_config:hw-offload"]
 NETWORK = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 PROBE_LABELS = {"app.kubernetes.io/name": "nicflow-probe"}
+PROBE_PREFIX = "nicflow-probe-"
+"""Probe pods are named <prefix><hash of run and node>-a and -b."""
+CORDON_TOLERATION = {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}
+NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
+PROVEN = "offload proven by traffic"
+NOT_PROVEN = "configured, not proven by traffic"
 
 
 class VerifyClusterParams(StepParams):
@@ -43,12 +62,15 @@ class VerifyClusterParams(StepParams):
     container: str = Field("openvswitch", pattern=DNS1123_LABEL)
     min_offloaded_flows: int = Field(1, ge=1, le=100000)
     exec_timeout: float = Field(30.0, gt=0, le=600)
-    traffic_probe: bool = False
+    traffic_probe: bool = True
+    """Two VF pods on the node ping each other and their flows are judged; false proves the configuration only."""
     probe_namespace: str = Field("default", pattern=DNS1123_LABEL)
     probe_image: str = "docker.io/library/busybox:1.36"
+    ping_count: int = Field(5, ge=1, le=100)
     network: str = Field("", pattern=r"^$|" + NETWORK)
     """namespace/name of the NetworkAttachmentDefinition; empty: the network-attachment step's, else default/default."""
     resource: str = Field("corigine.com/agilio_sriov", pattern=EXTENDED_RESOURCE)
+    """The VF resource the probe pods request when the NetworkAttachmentDefinition names none."""
     probe_timeout: float = Field(120.0, gt=0, le=1800)
     """Seconds for the probe pods to run."""
     poll_interval: float = Field(2.0, gt=0, le=60)
@@ -60,14 +82,28 @@ class VerifyClusterParams(StepParams):
 
 
 @dataclass(frozen=True)
+class Probe:
+    """The probe pods, their VFs and representors, and the ping between them."""
+
+    pods: list[str]
+    vfs: list[str]
+    ports: list[str]
+    ping: str
+
+
+@dataclass(frozen=True)
 class VerifyClusterState:
     node: NodeView
     pod: PodView | None
-    returncode: int
-    dump: str
-    stderr: str
-    report: FlowReport
-    probe: str = ""
+    returncode: int = 0
+    dump: str = ""
+    stderr: str = ""
+    report: FlowReport = field(default_factory=FlowReport)
+    probe: Probe | None = None
+    hw_offload: str = ""
+    missing: list[str] = field(default_factory=list)
+    """Configuration the node lacks (traffic_probe false)."""
+    eswitch: str = ""
 
 
 def ovs_pod(surface: ClusterSurface, params: VerifyClusterParams, node: str) -> PodView | None:
@@ -76,23 +112,43 @@ def ovs_pod(surface: ClusterSurface, params: VerifyClusterParams, node: str) -> 
     return pods[0] if pods else None
 
 
+def configuration_missing(facts: dict[str, Any], hw_offload: str) -> list[str]:
+    """What keeps the node from offloading, from OVS and from the node steps' facts."""
+    found = [] if hw_offload == "true" else [f"OVS other_config:hw-offload is {hw_offload or 'unset'}"]
+    if facts.get("eswitch_mode") != "switchdev":
+        found.append(f"eswitch mode is {facts.get('eswitch_mode') or 'unknown'} (reload-driver), not switchdev")
+    numvfs, bound = facts.get("numvfs"), facts.get("vf_pci_addresses") or []
+    if not numvfs or len(bound) != numvfs:
+        found.append(f"{len(bound)} of {numvfs or 0} VFs bound to nfp_netvf (create-vfs)")
+    return found
+
+
+def probe_flows(dump: str, ports: list[str]) -> str:
+    """The dump's lines for flows entering on a probe's port."""
+    marks = tuple(f"in_port({port})" for port in ports)
+    return "".join(line + "\n" for line in dump.splitlines() if any(mark in line for mark in marks))
+
+
 class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
-    """The node's ovs-ovn shows flows the NIC took, read through the exec API."""
+    """The node's OVS offloads the probes' traffic to the NIC, read through the exec API."""
 
     type_name = "verify-offload-cluster"
     runs_on = "cluster"
     params_model = VerifyClusterParams
     _probed: VerifyClusterState | None = None
     """The probe's verdict, taken while its traffic ran (this instance serves one attempt)."""
-    description = "Run dump-flows -m type=offloaded in the node's ovs-ovn pod (exec API); optional traffic probe."
+    description = "Two VF probe pods ping each other; their flows must show offloaded:yes, dp:tc in the node's OVS."
 
     def observe(self, ctx: StepContext, params: VerifyClusterParams) -> VerifyClusterState:
         node = node_of(ctx)
         pod = ovs_pod(ctx.surface, params, node.name)
-        if pod is None:
-            return VerifyClusterState(node, None, -1, "", "", parse_flows(""))
-        done = ctx.surface.exec(pod.namespace, pod.name, params.container, DUMP, timeout=params.exec_timeout)
-        return VerifyClusterState(node, pod, done.returncode, done.stdout, done.stderr, parse_flows(done.stdout))
+        if pod is None or params.traffic_probe:
+            return VerifyClusterState(node, pod)  # the probe makes its own observation, in apply
+        done = ctx.surface.exec(pod.namespace, pod.name, params.container, HW_OFFLOAD, timeout=params.exec_timeout)
+        hw = done.stdout.strip().strip('"') if done.returncode == 0 else ""
+        return VerifyClusterState(node, pod, done.returncode, done.stdout, done.stderr, hw_offload=hw,
+                                  missing=configuration_missing(ctx.facts, hw),
+                                  eswitch=str(ctx.facts.get("eswitch_mode") or "unknown"))
 
     def plan(self, state: VerifyClusterState, params: VerifyClusterParams) -> list[Change]:
         changes = []
@@ -109,12 +165,16 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
         where = f"node {state.node.name}"
         if state.pod is None:
             raise TransientError(f"no running ovs-ovn pod on {where} ({params.namespace}, labels {params.selector})")
+        command = DUMP if state.probe else HW_OFFLOAD
         if state.returncode != 0:
             detail = (state.stderr or state.dump).strip().splitlines()[-1:] or ["no output"]
-            raise TransientError(f"`{' '.join(DUMP)}` in {state.pod.ref} exited {state.returncode}: {detail[0]}",
+            raise TransientError(f"`{' '.join(command)}` in {state.pod.ref} exited {state.returncode}: {detail[0]}",
                                  evidence=self.evidence(state))
-        if not state.report.proven(params.min_offloaded_flows):
-            raise TransientError(f"{where}: {state.report.reason(params.min_offloaded_flows)}",
+        if state.probe is None and state.missing:
+            raise TransientError(f"{where} is not configured for offload: {'; '.join(state.missing)}",
+                                 evidence=self.evidence(state))
+        if state.probe is not None and not state.report.proven(params.min_offloaded_flows):
+            raise TransientError(f"{where}: the probe's traffic: {state.report.reason(params.min_offloaded_flows)}",
                                  evidence=self.evidence(state))
 
     def apply(self, ctx: StepContext, params: VerifyClusterParams, state: VerifyClusterState,
@@ -122,66 +182,145 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
         if any(c.action == "label" for c in changes):
             mark_node(ctx.surface, state.node, "verifying", ctx.run_id)
         if params.traffic_probe:
-            self._probed = self._probe(ctx, params)
+            self._probed = self._probe(ctx, params, state)
 
     def verify(self, ctx: StepContext, params: VerifyClusterParams) -> VerifyClusterState:
         state = self._probed or self.observe(ctx, params)
         self.judge(state, params)
         return state
 
-    def _probe(self, ctx: StepContext, params: VerifyClusterParams) -> VerifyClusterState:
-        surface, node = ctx.surface, node_of(ctx)
+    def _probe(self, ctx: StepContext, params: VerifyClusterParams, state: VerifyClusterState) -> VerifyClusterState:
+        surface, node, ovs = ctx.surface, state.node, state.pod
+        if ovs is None:  # no ovs-ovn pod to dump the flows in: no probe pod is started
+            raise TransientError(f"no running ovs-ovn pod on node {node.name} ({params.namespace}, "
+                                 f"labels {params.selector})")
         network = params.network or str(ctx.facts.get("network") or "default/default")
+        resource = nad_resource(surface, network, params.resource)
         suffix = hashlib.sha256(f"{ctx.run_id}/{node.name}".encode()).hexdigest()[:10]
-        pods = [self._probe_pod(params, node.name, f"nicflow-probe-{suffix}-{side}", network) for side in "ab"]
+        names = [f"{PROBE_PREFIX}{suffix}-{side}" for side in "ab"]
         try:
-            for pod in pods:
-                surface.apply(pod)
-            names = [p["metadata"]["name"] for p in pods]
-            last, running = wait_until(lambda: [surface.get("v1", "Pod", n, params.probe_namespace) for n in names],
-                                       lambda found: all(_running(p) for p in found),
-                                       timeout=params.probe_timeout, interval=params.poll_interval)
-            if not running:
-                phases = ", ".join(f"{n}: {((p or {}).get('status') or {}).get('phase', 'absent')}"
-                                   for n, p in zip(names, last, strict=True))
-                raise TransientError(f"probe pods on node {node.name} did not run within {params.probe_timeout:g}s "
-                                     f"({phases}); does the node have free {params.resource}?")
-            target = str(last[1]["status"]["podIP"])
-            ping = surface.exec(params.probe_namespace, names[0], "probe", ["ping", "-c", "3", "-W", "2", target],
-                                timeout=params.exec_timeout)
-            state = self.observe(ctx, params)
-            probe = f"$ ping -c 3 {target}  (from {names[0]})\n{ping.stdout}{ping.stderr}"
+            for name in names:
+                surface.apply(self._probe_pod(params, node.name, name, network, resource))
+            pods = self._wait_running(surface, params, node.name, names)
+            vfs = [_probe_vf(pod, network) for pod in pods]
+            ports = _representors(ctx.facts, vfs, node.name)
+            target = str(pods[1]["status"]["podIP"])
+            argv = ["ping", "-c", str(params.ping_count), "-W", "2", target]
+            ping = surface.exec(params.probe_namespace, names[0], "probe", argv, timeout=params.exec_timeout)
+            shown = (f"$ kubectl exec {params.probe_namespace}/{names[0]} -- {' '.join(argv)}\n"
+                     f"{ping.stdout}{ping.stderr}")
+            probe = Probe([f"{params.probe_namespace}/{n}" for n in names], vfs, ports, shown)
             if ping.returncode != 0:
                 raise TransientError(f"probe pods on node {node.name} cannot reach each other over {network}",
-                                     evidence=probe)
-            return VerifyClusterState(state.node, state.pod, state.returncode, state.dump, state.stderr,
-                                      state.report, probe)
+                                     evidence=shown)
+            dump = surface.exec(ovs.namespace, ovs.name, params.container, DUMP,
+                                timeout=params.exec_timeout)  # while the probe's flows are in the datapath
+            return VerifyClusterState(node, ovs, dump.returncode, dump.stdout, dump.stderr,
+                                      parse_flows(probe_flows(dump.stdout, ports)), probe)
         finally:
-            for pod in pods:
-                surface.delete_pod(params.probe_namespace, pod["metadata"]["name"])
+            for name in names:
+                surface.delete_pod(params.probe_namespace, name)
 
-    def _probe_pod(self, params: VerifyClusterParams, node: str, name: str, network: str) -> Manifest:
-        vf = {params.resource: "1"}
+    @staticmethod
+    def _wait_running(surface: ClusterSurface, params: VerifyClusterParams, node: str,
+                      names: list[str]) -> list[Manifest]:
+        last, settled = wait_until(lambda: [surface.get("v1", "Pod", n, params.probe_namespace) for n in names],
+                                   lambda found: all(_running(p) for p in found) or any(_failed(p) for p in found),
+                                   timeout=params.probe_timeout, interval=params.poll_interval)
+        failed = [(n, p) for n, p in zip(names, last, strict=True) if _failed(p)]
+        if failed:
+            name, pod = failed[0]
+            status = (pod or {}).get("status") or {}
+            raise TransientError(f"probe pod {params.probe_namespace}/{name} on node {node} failed: "
+                                 f"{status.get('reason', 'Failed')}: {status.get('message', '')}")
+        if not settled:
+            phases = ", ".join(f"{n}: {((p or {}).get('status') or {}).get('phase', 'absent')}"
+                               for n, p in zip(names, last, strict=True))
+            raise TransientError(f"probe pods on node {node} did not run within {params.probe_timeout:g}s "
+                                 f"({phases}); does the node have a free VF?")
+        return [p for p in last if p is not None]
+
+    def _probe_pod(self, params: VerifyClusterParams, node: str, name: str, network: str, resource: str) -> Manifest:
+        vf = {resource: "1"}
         return {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": params.probe_namespace, "labels": dict(PROBE_LABELS),
                          "annotations": {"v1.multus-cni.io/default-network": network}},
             "spec": {"nodeName": node, "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                     "tolerations": [dict(CORDON_TOLERATION)],
                      "containers": [{"name": "probe", "image": params.probe_image, "command": ["sleep", "600"],
                                      "resources": {"requests": vf, "limits": vf}}]},
         }
 
     def outputs(self, state: VerifyClusterState, params: VerifyClusterParams) -> dict[str, Any]:
-        return {"cluster_offloaded_flows": state.report.offloaded}
+        if state.probe is None:
+            return {"cluster_offloaded_flows": 0, "offload_proof": "configuration", "offload_verdict": NOT_PROVEN}
+        return {"cluster_offloaded_flows": state.report.offloaded, "offload_proof": "traffic",
+                "offload_verdict": PROVEN, "probe_pods": state.probe.pods}
 
     def evidence(self, state: VerifyClusterState) -> str:
         where = state.pod.ref if state.pod else "no ovs-ovn pod"
-        verdict = state.report.reason()
-        return (f"{state.probe}$ kubectl exec {where} -- {' '.join(DUMP)}\n{state.dump}{state.stderr}"
-                f"verdict: {verdict}\n")
+        if state.probe is None:
+            verdict = NOT_PROVEN if not state.missing else "not configured: " + "; ".join(state.missing)
+            return (f"$ kubectl exec {where} -- {' '.join(HW_OFFLOAD)}\n{state.dump}{state.stderr}"
+                    f"eswitch: {state.eswitch}\nverdict: {verdict}\n")
+        probe = state.probe
+        pods = ", ".join(f"{pod} (VF {vf}, port {port})"
+                         for pod, vf, port in zip(probe.pods, probe.vfs, probe.ports, strict=True))
+        flows = probe_flows(state.dump, probe.ports)
+        others = len(parse_flows(state.dump).flows) - len(parse_flows(flows).flows)
+        proven = state.report.proven()
+        return (f"probe pods: {pods}\n{probe.ping}$ kubectl exec {where} -- {' '.join(DUMP)}\n"
+                f"{flows}{state.stderr}({others} other flows, not the probe's, not judged)\n"
+                f"verdict: {state.report.reason()}\n" + (f"proof: {PROVEN}\n" if proven else ""))
+
+
+def nad_resource(surface: ClusterSurface, network: str, default: str) -> str:
+    """The device plugin resource the NetworkAttachmentDefinition names (its
+    `k8s.v1.cni.cncf.io/resourceName`, which Multus reads to hand the pod its VF)."""
+    namespace, name = network.split("/", 1)
+    nad = surface.get(f"{NAD_GROUP}/v1", "NetworkAttachmentDefinition", name, namespace)
+    if nad is None:
+        raise TransientError(f"NetworkAttachmentDefinition {network} does not exist: the probe pods would not start")
+    resource = ((nad.get("metadata") or {}).get("annotations") or {}).get(RESOURCE_ANNOTATION) or default
+    if not re.fullmatch(EXTENDED_RESOURCE, str(resource)):
+        raise PermanentError(f"NetworkAttachmentDefinition {network}: {RESOURCE_ANNOTATION} {resource!r} is not "
+                             "an extended resource name (vendor.example/name)")
+    return str(resource)
+
+
+def _probe_vf(pod: Manifest, network: str) -> str:
+    """The VF Multus attached, from the pod's network-status annotation (device-info)."""
+    meta = pod.get("metadata") or {}
+    try:
+        statuses = json.loads((meta.get("annotations") or {}).get(NETWORK_STATUS) or "[]")
+        pci = next(s["device-info"]["pci"]["pci-address"] for s in statuses
+                   if s.get("name") == network and s.get("device-info"))
+    except (ValueError, TypeError, KeyError, StopIteration):
+        raise TransientError(f"probe pod {meta.get('namespace')}/{meta.get('name')} has no VF of {network} in "
+                             f"its {NETWORK_STATUS} annotation") from None
+    return check_pci(pci, f"{NETWORK_STATUS} pci-address of pod {meta.get('name')}")
+
+
+def _representors(facts: dict[str, Any], vfs: list[str], node: str) -> list[str]:
+    """Each VF's representor: create-vfs lists both by VF index."""
+    addresses, representors = facts.get("vf_pci_addresses"), facts.get("vf_representors")
+    if not isinstance(addresses, list) or not isinstance(representors, list) or len(addresses) != len(representors):
+        raise PermanentError("facts vf_pci_addresses and vf_representors are missing: step corigine-create-vfs "
+                             "must run before this one")
+    by_vf = dict(zip(addresses, representors, strict=True))
+    unknown = [vf for vf in vfs if vf not in by_vf]
+    if unknown:
+        raise TransientError(f"the device plugin gave the probe VF(s) {', '.join(unknown)} on node {node}, "
+                             f"not VFs of the configured card ({', '.join(addresses) or 'none'})")
+    return [str(by_vf[vf]) for vf in vfs]
 
 
 def _running(pod: Manifest | None) -> bool:
     status = (pod or {}).get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     return status.get("phase") == "Running" and ready and bool(status.get("podIP"))
+
+
+def _failed(pod: Manifest | None) -> bool:
+    return ((pod or {}).get("status") or {}).get("phase") == "Failed"

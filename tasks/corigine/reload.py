@@ -134,26 +134,43 @@ class ReloadDriver(Step[ReloadParams, ReloadState]):
                 f"mode {state.mode}, netdevs {names}\nlink {state.link_target}, loaded {state.loaded_firmware}\n")
 
 
-class ReloadCheck(Step[ReloadParams, ReloadState]):
-    """Read-only: whether reload-driver will reload nfp. A drain before it acts on this
-    fact, so a converged node is never cordoned; the decision is reload-driver's own plan."""
+class ReloadCheckParams(ReloadParams):
+    numvfs: int | None = Field(None, ge=0, le=1024)
+    """The VF count create-vfs will set; None: VF changes are not considered."""
+
+
+class ReloadCheck(Step[ReloadCheckParams, ReloadState]):
+    """Read-only: whether the node is about to be disrupted. A drain before it acts on these
+    facts, so a converged node is never cordoned:
+    - `reload_needed`: reload-driver will reload nfp (its own plan decides);
+    - `vf_count_changes`: VFs pods may hold go away: the kernel changes a non-zero
+      `sriov_numvfs` only through 0 (sriov_numvfs_store in drivers/pci/iov.c returns
+      EBUSY otherwise), and a driver reload removes every VF."""
 
     type_name = "corigine-reload-check"
-    params_model = ReloadParams
-    description = "Tell whether the nfp driver must be reloaded (reload_needed), changing nothing."
+    params_model = ReloadCheckParams
+    description = "Tell whether nfp must be reloaded (reload_needed) or the VF count changes (vf_count_changes)."
 
-    def observe(self, ctx: StepContext, params: ReloadParams) -> ReloadState:
+    def observe(self, ctx: StepContext, params: ReloadCheckParams) -> ReloadState:
         return ReloadDriver().observe(ctx, params)
 
-    def plan(self, state: ReloadState, params: ReloadParams) -> list[Change]:
+    def plan(self, state: ReloadState, params: ReloadCheckParams) -> list[Change]:
         return []
 
-    def apply(self, ctx: StepContext, params: ReloadParams, state: ReloadState, changes: list[Change]) -> None:
+    def apply(self, ctx: StepContext, params: ReloadCheckParams, state: ReloadState, changes: list[Change]) -> None:
         raise AssertionError("a read-only step has nothing to apply")
 
-    def outputs(self, state: ReloadState, params: ReloadParams) -> dict[str, Any]:
+    def outputs(self, state: ReloadState, params: ReloadCheckParams) -> dict[str, Any]:
         changes = ReloadDriver().plan(state, params)
-        return {"reload_needed": bool(changes), "reload_reason": changes[0].before if changes else None}
+        current = state.card.sriov_numvfs or 0
+        if current and changes:
+            vf_reason: str | None = f"the driver reload removes the {current} VFs of {state.pci_address}"
+        elif current and params.numvfs is not None and params.numvfs != current:
+            vf_reason = f"sriov_numvfs of {state.pci_address} goes {current} -> 0 -> {params.numvfs}"
+        else:
+            vf_reason = None
+        return {"reload_needed": bool(changes), "reload_reason": changes[0].before if changes else None,
+                "vf_count_changes": vf_reason is not None, "vf_count_reason": vf_reason}
 
     def evidence(self, state: ReloadState) -> str:
-        return ReloadDriver().evidence(state)
+        return ReloadDriver().evidence(state) + f"sriov_numvfs: {state.card.sriov_numvfs}\n"

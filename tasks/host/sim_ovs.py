@@ -1,21 +1,28 @@
 """Open vSwitch on a simulated host: `ovs-vsctl` for `other_config:hw-offload`
 and `ovs-appctl dpctl/dump-flows` with the datapath flows pod traffic makes.
 
-State `ovs.json`: {"hw_offload": true | false | null}; no state means OVS is
-not installed. Flows follow what the kernel would do with the traffic of two
-pods: with hw-offload on and a card running flower with VFs, TC flows on VF
+State `ovs.json`: {"hw_offload": true | false | null, "traffic": [...]}; no
+state means OVS is not installed. Datapath flows exist only while traffic
+passes, as in real OVS: `record_traffic` (the traffic two VF pods exchange)
+keeps each exchange with its time, and a flow pair shows in the dump until it
+has been idle for `other_config:max-idle` (OFPROTO_MAX_IDLE_DEFAULT, 10000 ms,
+ofproto/ofproto.h of OVS 3.x; read by vswitchd/bridge.c). No traffic: no
+flows. How a flow is taken follows the card at dump time: with hw-offload on
+and a card running flower in switchdev with VFs, TC flows on the VF
 representors that the NIC took (`offloaded:yes, dp:tc`); with hw-offload on
 but no switchdev card, TC flows the NIC did not take (`dp:tc` only); with
-hw-offload off, kernel datapath flows (`dp:ovs`). Pods on veths always add a
-pair of software flows.
+hw-offload off, kernel datapath flows (`dp:ovs`).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tasks.host.sim import SimulatedHost
 from tasks.host.sim_faults import with_faults
@@ -25,6 +32,9 @@ from tasks.host.surface import CommandResult
 Argv = tuple[str, ...]
 HW_OFFLOAD_KEY = "other_config:hw-offload"
 SERVER_ERROR = "ovs-appctl: ovs-vswitchd: server returned an error\n"
+MAX_IDLE_MS = 10000
+"""OFPROTO_MAX_IDLE_DEFAULT (ofproto/ofproto.h, OVS 3.x): a datapath flow idle this long is removed."""
+PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
 @dataclass(frozen=True)
@@ -61,28 +71,87 @@ def ovs_vsctl(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
     return CommandResult(argv, 1, "", f"ovs-vsctl: unknown command '{' '.join(args[:1])}'; use --help for help\n")
 
 
-def current_flows(host: SimulatedHost) -> list[Flow]:
+@dataclass(frozen=True)
+class VfPort:
+    """Where a VF's traffic meets OVS: its representor in switchdev mode, else the VF netdev."""
+
+    vf: str
+    pf: str
+    index: int
+    port: str
+
+
+def resolve_vf(host: SimulatedHost, vf: str) -> VfPort:
+    """A VF through sysfs as drivers/pci/iov.c links it (`<vf>/physfn` to the PF,
+    `<pf>/virtfnN` to each VF), and its representor by phys_port_name `pf0vfN`
+    (nfp_port_get_phys_port_name, drivers/net/ethernet/netronome/nfp/nfp_port.c)."""
+    if not isinstance(vf, str) or not PCI_ADDRESS.fullmatch(vf):
+        raise ValueError(f"VF PCI address {vf!r} is not of the form 0000:04:08.0")
+    physfn = f"/sys/bus/pci/devices/{vf}/physfn"
+    if not host.exists(physfn):
+        raise ValueError(f"VF {vf}: no such virtual function on the host (no {physfn})")
+    pf = os.path.basename(host.realpath(physfn))
+    index = next((int(name[6:]) for name in host.listdir(device_dir(pf))
+                  if name.startswith("virtfn") and os.path.basename(host.realpath(f"{device_dir(pf)}/{name}")) == vf),
+                 None)
+    if index is None:
+        raise ValueError(f"VF {vf}: PF {pf} has no virtfn link to it")
+    reps = [n for n in netdevs(host, pf) if _port_name(host, pf, n) == f"pf0vf{index}"]
+    if reps:
+        return VfPort(vf, pf, index, reps[0])
+    own = netdevs(host, vf)  # legacy mode: the VF netdev itself, no representor
+    if not own:
+        raise ValueError(f"VF {vf} has neither a representor nor a netdev")
+    return VfPort(vf, pf, index, own[0])
+
+
+def record_traffic(host: SimulatedHost, *, src_vf: str, dst_vf: str, packets: int, now: float | None = None) -> None:
+    """Traffic between two VFs (PCI addresses): `packets` each way, at `now` (the host clock)."""
+    if not isinstance(packets, int) or isinstance(packets, bool) or packets < 1:
+        raise ValueError(f"packets must be a positive integer, not {packets!r}")
+    at = time.time() if now is None else now
+    with host.locked():
+        state = _installed(host)
+        if state is None:
+            raise ValueError("OVS is not installed on this host: no datapath to record traffic in")
+        src, dst = resolve_vf(host, src_vf), resolve_vf(host, dst_vf)
+        live, same = [], 0  # a flow still in the datapath keeps counting; an expired one starts again
+        for entry in _live_traffic(host, state, at):
+            if (entry["src"], entry["dst"]) == (src.port, dst.port):
+                same += int(entry["packets"])
+            else:
+                live.append(entry)
+        live.append({"src": src.port, "dst": dst.port, "src_vf": src.vf, "dst_vf": dst.vf, "pf": src.pf,
+                     "packets": packets + same, "at": at})
+        host.set_state("ovs", {**state, "traffic": live})
+
+
+def _live_traffic(host: SimulatedHost, state: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    """Traffic whose flows are still in the datapath: used within max-idle, both ports still there."""
+    idle = float(state.get("max_idle_ms") or MAX_IDLE_MS) / 1000.0
+    return [t for t in state.get("traffic") or []
+            if now - float(t["at"]) < idle
+            and host.exists(f"/sys/class/net/{t['src']}") and host.exists(f"/sys/class/net/{t['dst']}")]
+
+
+def current_flows(host: SimulatedHost, now: float | None = None) -> list[Flow]:
+    """One flow pair (request and reply) per live traffic entry; none without traffic."""
     state = _installed(host) or {}
     hw = bool(state.get("hw_offload"))
-    veth_a, veth_b = "3f2a9c1b7d4e_h", "8b0e5d2c6a91_h"  # two pods on veths: always software
-    flows = [Flow(veth_a, veth_b, "ovs", None, 1204), Flow(veth_b, veth_a, "ovs", None, 1187)]
-    for addr, card in sorted(cards(host).items()):
-        if not card["numvfs"] or card["app"] is None:
-            continue
-        names = netdevs(host, addr)
-        reps = [n for n in names if _port_name(host, addr, n).startswith("pf0vf")]
-        uplinks = [n for n in names if _port_name(host, addr, n) in ("p0", "p1")]
-        if card["app"] == "flower" and reps:
-            a, b = (reps[0], reps[1]) if len(reps) > 1 else (reps[0], uplinks[0])
-        else:
-            a, b = f"{addr[5:7]}vf0_h", f"{addr[5:7]}vf1_h"  # legacy: pods on VF netdevs, no representors
-        if hw and card["app"] == "flower":
+    all_cards = cards(host)
+    flows = []
+    for entry in _live_traffic(host, state, time.time() if now is None else now):
+        card = all_cards.get(entry["pf"]) or {}
+        switchdev = card.get("app") == "flower" and bool(card.get("numvfs"))
+        if hw and switchdev:
             dp, offloaded = "tc", "yes"
         elif hw:
             dp, offloaded = "tc", None
         else:
             dp, offloaded = "ovs", None
-        flows += [Flow(a, b, dp, offloaded, 941539), Flow(b, a, dp, offloaded, 82386659)]
+        packets = int(entry["packets"])
+        flows += [Flow(entry["src"], entry["dst"], dp, offloaded, packets),
+                  Flow(entry["dst"], entry["src"], dp, offloaded, packets)]
     return flows
 
 
