@@ -45,9 +45,10 @@ def run_cli(*args: str, columns: str | None = "1000") -> subprocess.CompletedPro
     )
 
 
-def assert_clean_refusal(proc: subprocess.CompletedProcess[str]) -> str:
-    """Exit 2, nothing on stdout, exactly one non-empty line on stderr, no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+def assert_clean_refusal(proc: subprocess.CompletedProcess[str], *, code: int = 2) -> str:
+    """Exit `code` (2; `run`, whose 2 means a partial run, refuses with 1), nothing on stdout, exactly
+    one non-empty line on stderr, no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     assert proc.stdout.strip() == ""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -522,7 +523,7 @@ def test_cli_run_refuses_a_bad_set_before_anything_is_created(tmp_path: Path) ->
     sim_root = tmp_path / "fleet"
     proc = run_cli("run", "hello-fleet", "--fleet", "sim:2", "--sim-root", str(sim_root),
                    "--set", "message=bad!value")
-    line = assert_clean_refusal(proc)
+    line = assert_clean_refusal(proc, code=1)
     assert "--set.message: must match" in line and "(got 'bad!value')" in line
     assert not sim_root.exists(), "nothing is started or written"
 

@@ -38,7 +38,10 @@ def make_engine() -> Engine:
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.")
-console = Console()
+PIPED_WIDTH = 100_000
+# Piped or redirected output never wraps: one record, one line, whatever the checkout's path or the
+# terminal's width (a terminal keeps its own width for tables).
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the terminal width
 
 Sets = Annotated[list[str], typer.Option("--set", help="Override a parameter: key=value (repeatable).")]
