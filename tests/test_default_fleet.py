@@ -55,10 +55,13 @@ def test_corigine_node_converges_the_default_fleet(tmp_path: Path) -> None:
             assert len(host.ops()) == marks[name], name  # converged: only read
 
 
-def test_corigine_offload_converges_the_first_ten_nodes_of_the_default_fleet(redis, tmp_path: Path) -> None:
-    """Ubuntu, Rocky 9, SUSE with .xz firmware, a dual-card node and an NFP3800, drained and reloaded."""
-    fleet = create_fleet(tmp_path, 10)
-    names = list(fleet.nodes)
+def test_corigine_offload_converges_every_card_of_the_default_fleet(redis, tmp_path: Path) -> None:
+    """Ubuntu, Rocky 9, SUSE with .xz firmware, a split /usr, a dual-card node, an NFP3800 and
+    Corigine-branded (1da8) cards, drained, reloaded and proven by traffic; the cardless node aside."""
+    fleet = create_fleet(tmp_path, 20)
+    names = [n for n, spec in fleet.nodes.items() if spec.profile != "bare"]
+    assert {fleet.nodes[n].profile for n in names} >= {"agilio-cx-corigine", "agilio-cx-nfp3800", "agilio-cx-dual",
+                                                        "agilio-cx-suse", "agilio-cx-rocky9", "agilio-cx-split-usr"}
     eng = engine(redis)
     pipeline = build(combined(), default_registry(), source="corigine-offload+cluster", overrides=FAST)
     first = converge(eng, pipeline, tmp_path, names, FAST)

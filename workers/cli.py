@@ -360,8 +360,8 @@ def agent(
 def demo(
     nodes: Annotated[int, typer.Option(min=1, max=5000)] = 50,
     pipeline: str = "corigine-offload",
-    selector: Annotated[Optional[str], typer.Option(help="Select nodes by label.")] = (
-        "feature.node.kubernetes.io/pci-19ee.present=true"),
+    selector: Annotated[Optional[str], typer.Option(
+        help="Select nodes by one label (key=value); default: NFD's pci-19ee or pci-1da8 label.")] = None,
     latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds per simulated command.")] = 0.005,
 ) -> None:
     """Roll out over a simulated fleet on an embedded Redis, twice, with live progress."""

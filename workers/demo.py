@@ -39,6 +39,18 @@ def demo_profiles(nodes: int) -> dict[str, str]:
     return {f"node-{i:0{max(3, len(str(nodes - 1)))}d}": case for i, case in enumerate(cases[:nodes])}
 
 
+AGILIO_LABELS = ("feature.node.kubernetes.io/pci-19ee.present", "feature.node.kubernetes.io/pci-1da8.present")
+"""What Node Feature Discovery labels a node with for a Netronome (19ee) or a Corigine (1da8) card."""
+
+
+def _selected(labels: dict[str, str], selector: str | None) -> bool:
+    """By `key=value`; without one, every node NFD shows an Agilio card on, of either vendor."""
+    if selector:
+        key, _, value = selector.partition("=")
+        return labels.get(key) == value
+    return any(labels.get(key) == "true" for key in AGILIO_LABELS)
+
+
 @contextmanager
 def _redis_url(workdir: Path) -> Iterator[str]:
     configured = get_settings().redis_url
@@ -78,10 +90,9 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
     # the demo's fleet has nothing that needs it, which is what allow_disable_ovn_lb says.
     overrides: dict[str, Any] = {"allow_disable_ovn_lb": True} if pipeline == "corigine-offload" else {}
     loaded = load_pipeline(pipeline, [f"{k}={str(v).lower()}" for k, v in overrides.items()])
-    chosen = [n for n, spec in fleet.nodes.items()
-              if not selector or all(spec.labels.get(k) == v for k, v in [selector.split("=", 1)])]
+    chosen = [n for n, spec in fleet.nodes.items() if _selected(spec.labels, selector)]
     console.print(f"[bold]nicflow demo[/]: {pipeline} over {len(chosen)} of {nodes} simulated nodes "
-                  f"(selector {selector or 'none'}), work dir {workdir}")
+                  f"(selector {selector or ' or '.join(f'{k}=true' for k in AGILIO_LABELS)}), work dir {workdir}")
     with _redis_url(workdir) as url:
         fleet_arg = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
         workers = [
@@ -95,7 +106,7 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
             engine = make_engine(url)
             results: list[dict[str, Any]] = []
             for label in ("first run: converge the fleet", "second run: the fleet is converged"):
-                console.rule(label)
+                console.print(f"[bold]── {label} ──[/]")
                 before, api_before = side_effects(sim_root, chosen), cluster_writes(sim_root)
                 t0 = time.time()
                 record = start_run(engine, loaded, chosen, fleet=f"sim:{sim_root}", overrides=overrides)
