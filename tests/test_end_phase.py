@@ -13,7 +13,7 @@ from tasks.cluster.sim import SimulatedCluster
 from tasks.generic import GENERIC_STEPS
 from tasks.host.simfleet import create_fleet
 from workers.runtime import FleetSurfaces, ServedNodes
-from workflows.control import abort_run, run_status, start_run
+from workflows.control import abort_run, approve_run, run_status, start_run
 from workflows.dispatch import InlineDispatcher
 from workflows.engine import Engine
 from workflows.errors import PermanentError, PipelineError
@@ -202,3 +202,19 @@ def test_the_loader_names_a_misplaced_end_step(edit, message):
     with pytest.raises(PipelineError) as raised:
         load_text(PIPELINE.replace(*edit), registry, source="end.yaml")
     assert message in str(raised.value)
+
+
+def test_a_run_paused_after_its_canary_keeps_its_end_step_for_after_the_last_node(redis, fleet):
+    """Paused with nothing in flight is not the end: the end step waits for the approval and
+    for the nodes after it (it once ran at the pause and failed the run)."""
+    engine = make_engine(redis)
+    record = start(engine, fleet, **{"rollout.pause": "after_canary"})
+    engine.dispatcher.drain()
+    assert run_status(engine, record.id)["status"] == "paused"
+    assert end_probes(fleet) == [] and "closing" not in run_status(engine, record.id)["cluster"]
+    approve_run(engine, record.id)
+    engine.dispatcher.drain()
+    status = run_status(engine, record.id)
+    assert status["status"] == "succeeded" and status["counts"]["succeeded"] == len(NODES)
+    (probe,) = end_probes(fleet)
+    assert probe["run"] == record.id

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tasks.cluster.sim import SimulatedCluster
 from tasks.host.simfleet import create_fleet, open_host
@@ -153,15 +154,14 @@ FAST_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "
             "--set", "allow_disable_ovn_lb=true"]
 NODES = ["node-000", "node-001"]
 FLEET = 6  # two more than the run's nodes, and two spare: evicted web pods need somewhere to go
-DRAIN_PARAMS = 'params: {when_any: [reload_needed, ovs_restart_needed], drain_timeout: "${drain_timeout}", poll_interval: "${cluster_poll_interval}"}'
-
 
 def fast_drain_pipeline(base: Path) -> Path:
     """The bundled pipeline, its drain retrying a blocked eviction every 0.5 s."""
-    text = (PIPELINES / "corigine-offload.yaml").read_text()
-    assert DRAIN_PARAMS in text
+    spec = yaml.safe_load((PIPELINES / "corigine-offload.yaml").read_text())
+    (drain,) = [step for step in spec["steps"] if step["type"] == "cordon-drain"]
+    drain["params"].update(eviction_backoff=0.5, eviction_backoff_max=0.5)
     path = base / "corigine-offload-fast-drain.yaml"
-    path.write_text(text.replace(DRAIN_PARAMS, DRAIN_PARAMS[:-1] + ", eviction_backoff: 0.5, eviction_backoff_max: 0.5}"))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 

@@ -193,8 +193,8 @@ class Engine:
 
     def _maybe_finish(self, run_id: str, cluster_failed: bool) -> None:
         run = self.store.run(run_id)
-        if run.terminal or run.inflight > 0:
-            return
+        if run.terminal or run.inflight > 0 or run.status == "paused":
+            return  # a paused run has nodes to go: its end steps wait for them
         over_budget = run.failed > run.budget
         if run.cursor < run.total and not (over_budget or cluster_failed or run.status != "running"):
             return
