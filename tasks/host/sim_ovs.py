@@ -83,8 +83,11 @@ def ovs_vsctl(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
 # empty line, nothing for no match (exit 0 either way).
 FIND = "find"
 FIND_OPTIONS = ["--bare", "--columns=name"]
-TABLES = ("Interface",)
-"""The tables the simulated OVS holds rows of; lib/db-ctl-base.c names any other unknown."""
+SCHEMA_TABLES = ("AutoAttach", "Bridge", "CT_Timeout_Policy", "CT_Zone", "Controller", "Datapath",
+                 "Flow_Sample_Collector_Set", "Flow_Table", "IPFIX", "Interface", "Manager", "Mirror", "NetFlow",
+                 "Open_vSwitch", "Port", "QoS", "Queue", "SSL", "sFlow")
+"""vswitchd/vswitch.ovsschema 8.3.1 (OVS 3.1.0); a name matches case-insensitively (the capture's
+`find interface`); any other is an unknown table."""
 OPERATORS = ('"="', '"!="', '"<"', '">"', '"<="', '">="', '"{=}"', '"{!=}"', '"{<}"', '"{>}"', '"{<=}"',
              '"{>=}"', '"{in}"', '"{not-in}"')
 
@@ -92,18 +95,23 @@ OPERATORS = ('"="', '"!="', '"<"', '">"', '"<="', '">="', '"{=}"', '"{!=}"', '"{
 def _find(argv: Argv, state: dict[str, Any], args: list[str]) -> CommandResult:
     at = args.index(FIND)
     if args[:at] != FIND_OPTIONS:
-        return CommandResult(argv, 1, "", f"the simulated ovs-vsctl emulates find only with {' '.join(FIND_OPTIONS)}\n")
+        only = " ".join(FIND_OPTIONS)
+        return CommandResult(argv, 1, "", f"the simulated ovs-vsctl emulates find only with {only}\n")
     rest = args[at + 1:]
     if not rest:
         return CommandResult(argv, 1, "", "ovs-vsctl: 'find' command requires at least 1 arguments\n")
-    if rest[0] not in TABLES:
+    table = next((t for t in SCHEMA_TABLES if t.lower() == rest[0].lower()), None)
+    if table is None:
         return CommandResult(argv, 1, "", f'ovs-vsctl: unknown table "{rest[0]}"\n')
+    if table != "Interface":
+        return CommandResult(argv, 1, "", f"the simulated ovs-vsctl holds no {table} rows to find\n")
     wanted: list[tuple[str, str | None, str]] = []
     for condition in rest[1:]:
         column, op, value = condition.partition("=")
         if not op or not value:
-            return CommandResult(argv, 1, "", (f"ovs-vsctl: {condition}: argument does not end in "
-                                               f"{', '.join(OPERATORS[:-1])}, or {OPERATORS[-1]} followed by a value.\n"))
+            operators = f"{', '.join(OPERATORS[:-1])}, or {OPERATORS[-1]}"
+            return CommandResult(argv, 1, "", (f"ovs-vsctl: {condition}: argument does not end in {operators} "
+                                               "followed by a value.\n"))
         name, _, key = column.partition(":")
         if name not in ("name", "external_ids") or (name == "external_ids") != bool(key) or column[-1] in "!<>}":
             return CommandResult(argv, 1, "", f"the simulated ovs-vsctl find does not emulate {condition}\n")
