@@ -292,8 +292,10 @@ def test_kube_ovn_plugs_a_vf_pod_renaming_its_representor_and_unplugs_it_leaving
 def test_an_evicted_vf_pod_leaves_br_int(tmp_path: Path) -> None:
     sim = vf_cluster(tmp_path)
     sim.apply(vf_pod("a", node="node-000"))
+    host = open_host(tmp_path, "node-000")
+    assert [row["name"] for row in interfaces(host)] == [representor(host, "pf0vf0")]
     sim.evict("default", "a")
-    assert interfaces(open_host(tmp_path, "node-000")) == []
+    assert interfaces(host) == []
 
 
 def test_probe_pods_are_judged_on_their_own_ports_beside_other_vf_pods(tmp_path: Path) -> None:

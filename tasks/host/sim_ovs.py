@@ -58,7 +58,7 @@ def ovs_vsctl(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
     if state is None:
         return CommandResult(argv, 127, "", "ovs-vsctl: command not found\n")
     args = list(argv[1:])
-    if FIND in args:
+    if next((a for a in args if not a.startswith("-")), None) == FIND:  # the command after the options
         return _find(argv, state, args)
     if args == ["get", "Open_vSwitch", ".", HW_OFFLOAD_KEY]:
         if state.get("hw_offload") is None:
@@ -207,21 +207,12 @@ def record_traffic(host: SimulatedHost, *, src_vf: str, dst_vf: str, packets: in
 
 
 def _live_traffic(host: SimulatedHost, state: dict[str, Any], now: float) -> list[dict[str, Any]]:
-    """Traffic whose flows are still in the datapath: used within max-idle, and each VF still
-    meeting OVS on the port the traffic entered by. A representor renamed since (Kube-OVN
-    renames it when it plugs a VF pod) is another OVS port: the old flows went with the old one."""
+    """Traffic whose flows are still in the datapath: used within max-idle, both ports still there
+    under the names the traffic entered by (a representor Kube-OVN renamed since is another port)."""
     idle = float(state.get("max_idle_ms") or MAX_IDLE_MS) / 1000.0
     return [t for t in state.get("traffic") or []
-            if now - float(t["at"]) < idle and _port_now(host, t["src_vf"]) == t["src"]
-            and _port_now(host, t["dst_vf"]) == t["dst"]]
-
-
-def _port_now(host: SimulatedHost, vf: str) -> str | None:
-    """The VF's port under its current name, None when the VF is gone."""
-    try:
-        return resolve_vf(host, vf).port
-    except (ValueError, OSError):
-        return None
+            if now - float(t["at"]) < idle
+            and host.exists(f"/sys/class/net/{t['src']}") and host.exists(f"/sys/class/net/{t['dst']}")]
 
 
 def current_flows(host: SimulatedHost, now: float | None = None) -> list[Flow]:
