@@ -286,12 +286,23 @@ def test_a_probe_port_kube_ovn_did_not_name_is_taken_from_the_facts_and_said_so(
     assert [call[3][:5] for call in fake.calls].count(FIND) == 2
 
 
+def test_a_network_without_a_kube_ovn_plugin_is_not_looked_up_in_ovs(api):
+    kube, fake = probing(api, offloaded_dump().replace(PORTS[0], "pf0vf0").replace(PORTS[1], "pf0vf1"))
+    nad = api.obj("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition", "default", "default")
+    nad["spec"]["config"] = json.dumps({"cniVersion": "0.3.1", "name": "sriov", "type": "sriov"})
+    result = run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    a = result.outputs["probe_pods"][0]
+    assert [call[3][:5] for call in fake.calls].count(FIND) == 0
+    assert (f"{a}: its network's config has no kube-ovn plugin, so no Kube-OVN port to look up: port pf0vf0 is "
+            "VF 0000:04:08.0's representor in create-vfs's facts\n") in result.evidence
+
+
 def test_a_kube_ovn_provider_that_cannot_be_an_iface_id_is_refused_before_any_probe_pod(api):
     kube, _fake = probing(api, offloaded_dump())
     nad = api.obj("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition", "default", "default")
     nad["spec"]["config"] = NAD_CONFIG.replace(PROVIDER, "default default.ovn")
     with pytest.raises(PermanentError, match="NetworkAttachmentDefinition default/default: kube-ovn provider "
-                                             "'default default.ovn' is not of the form"):
+                                             "'default default.ovn' is not a provider name"):
         run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
     assert api.writes() == []
 

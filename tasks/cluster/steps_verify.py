@@ -259,7 +259,7 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
         """The probe pod's OVS port(s) as Kube-OVN named them, else its VF's representor from the facts."""
         pod = f"{params.probe_namespace}/{name}"
         if provider is None:
-            why = "the NetworkAttachmentDefinition has no kube-ovn plugin, so no Kube-OVN port to look up"
+            why = f"{pod}: its network's config has no kube-ovn plugin, so no Kube-OVN port to look up"
         else:
             iface = iface_id(name, params.probe_namespace, provider)
             argv = [*FIND_PORT, f"external_ids:iface-id={iface}"]
@@ -366,8 +366,8 @@ def nad_provider(nad: Manifest, network: str) -> str | None:
         return None
     provider = kube_ovn.get("provider") or OVN_PROVIDER
     if not isinstance(provider, str) or not re.fullmatch(PROVIDER, provider):
-        raise PermanentError(f"NetworkAttachmentDefinition {network}: kube-ovn provider {provider!r} is not of "
-                             "the form <name>.<namespace>.ovn")
+        raise PermanentError(f"NetworkAttachmentDefinition {network}: kube-ovn provider {provider!r} is not a "
+                             "provider name (ovn, or <name>.<namespace>.ovn)")
     return provider
 
 
