@@ -5,6 +5,7 @@ verification through exec, and the node state reporter's labels and annotations.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -176,9 +177,16 @@ def test_allocatable_that_never_follows_is_a_transient_timeout(api, kube):
 
 # verify-offload-cluster -------------------------------------------------------------------------
 
-PORTS = ["5b45c61b307e_h", "54235e5753b8_h"]  # the ports of the page's sample dump
-VERIFY_FACTS = {"vf_pci_addresses": ["0000:04:08.0", "0000:04:08.1"], "vf_representors": PORTS,
+PORTS = ["5b45c61b307e_h", "54235e5753b8_h"]  # the ports of the page's sample dump, as Kube-OVN named them
+VERIFY_FACTS = {"vf_pci_addresses": ["0000:04:08.0", "0000:04:08.1"], "vf_representors": ["pf0vf0", "pf0vf1"],
                 "numvfs": 2, "eswitch_mode": "switchdev", "network": "default/default"}
+"""create-vfs's facts: the representors by their kernel names, before Kube-OVN's CNI renamed them."""
+FIND = ["ovs-vsctl", "--bare", "--columns=name", "find", "Interface"]
+PROVIDER = "default.default.ovn"
+NAD_CONFIG = json.dumps({"cniVersion": "0.3.1", "name": "kube-ovn", "plugins": [
+    {"type": "kube-ovn", "server_socket": "/run/openvswitch/kube-ovn-daemon.sock", "provider": PROVIDER},
+    {"type": "portmap", "capabilities": {"portMappings": True}}]})
+"""The Kube-OVN page's NetworkAttachmentDefinition config."""
 PROBE_PATH = "/api/v1/namespaces/default/pods/nicflow-probe-"
 
 
@@ -195,13 +203,29 @@ def probes_start(api: KubeStandIn, request: Request) -> None:
         live["status"] = {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}
 
 
+PROBE_IFACE = re.compile(r"^external_ids:iface-id=nicflow-probe-[0-9a-f]{10}-([ab])\.default\."
+                         + re.escape(PROVIDER) + "$")
+"""The iface-id Kube-OVN's CNI gives a probe pod: PodNameToPortName(pod, namespace, provider)."""
+
+
 class ProbeExec(FakeExec):
-    """ping answers as busybox does; the ovs-ovn pod answers with a dump."""
+    """ping answers as busybox does; the ovs-ovn pod answers `ovs-vsctl find` as Open vSwitch 3.1.0
+    prints it, the probe pods' interfaces named as in `ports` (a and b), and anything else with a dump."""
+
+    def __init__(self, stdout: str) -> None:
+        super().__init__(stdout)
+        self.ports = dict(zip("ab", PORTS, strict=True))
 
     def __call__(self, core: Any, namespace: str, pod: str, container: str, argv: Any, timeout: float) -> ExecResult:
-        if list(argv)[:1] == ["ping"]:
-            self.calls.append((namespace, pod, container, list(argv)))
+        argv = list(argv)
+        if argv[:1] == ["ping"]:
+            self.calls.append((namespace, pod, container, argv))
             return ExecResult(0, "5 packets transmitted, 5 packets received, 0% packet loss\n", "")
+        if argv[:5] == FIND and len(argv) == 6:
+            self.calls.append((namespace, pod, container, argv))
+            side = PROBE_IFACE.match(argv[5])
+            name = self.ports.get(side.group(1)) if side else None
+            return ExecResult(0, f"{name}\n" if name else "", "")
         return super().__call__(core, namespace, pod, container, argv, timeout)
 
 
@@ -212,7 +236,8 @@ def probing(api: KubeStandIn, dump: str) -> tuple[KubeCluster, ProbeExec]:
     api.put(pod("kube-system", "ovs-ovn-b", "node-2", owner="DaemonSet", labels={"app": "ovs"}))
     api.put({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
              "metadata": {"name": "default", "namespace": "default",
-                          "annotations": {"k8s.v1.cni.cncf.io/resourceName": "corigine.com/agilio_sriov"}}})
+                          "annotations": {"k8s.v1.cni.cncf.io/resourceName": "corigine.com/agilio_sriov"}},
+             "spec": {"config": NAD_CONFIG}})
     api.hooks.append(probes_start)
     return KubeCluster(api.api_client(), pod_exec=fake), fake
 
@@ -234,12 +259,52 @@ def test_offload_is_proven_by_the_traffic_of_two_probe_pods(api):
                                                              "limits": {"corigine.com/agilio_sriov": "1"}}
     assert applied["metadata"]["annotations"] == {"v1.multus-cni.io/default-network": "default/default"}
     assert [m for m, _ in probe_writes(api)] == ["PATCH", "PATCH", "DELETE", "DELETE"]
-    assert fake.calls == [("default", a.split("/")[1], "probe", ["ping", "-c", "5", "-W", "2", "10.16.0.7"]),
-                          ("kube-system", "ovs-ovn-a", "openvswitch",
-                           ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"])]
+    ovs = ("kube-system", "ovs-ovn-a", "openvswitch")
+    assert fake.calls == [
+        (*ovs, [*FIND, f"external_ids:iface-id={a.split('/')[1]}.default.default.default.ovn"]),
+        (*ovs, [*FIND, f"external_ids:iface-id={b.split('/')[1]}.default.default.default.ovn"]),
+        ("default", a.split("/")[1], "probe", ["ping", "-c", "5", "-W", "2", "10.16.0.7"]),
+        (*ovs, ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"])]
     assert f"probe pods: {a} (VF 0000:04:08.0, port {PORTS[0]}), {b} (VF 0000:04:08.1, port {PORTS[1]})" \
         in result.evidence
+    assert (f"$ kubectl exec kube-system/ovs-ovn-a -- {' '.join(FIND)} external_ids:iface-id="
+            f"{b.split('/')[1]}.default.default.default.ovn\n{PORTS[1]}\n") in result.evidence
     assert "offloaded:yes, dp:tc" in result.evidence and result.evidence.endswith("proof: offload proven by traffic\n")
+    assert "create-vfs's facts" not in result.evidence
+
+
+def test_a_probe_port_kube_ovn_did_not_name_is_taken_from_the_facts_and_said_so(api):
+    dump = offloaded_dump().replace(PORTS[0], "pf0vf0").replace(PORTS[1], "pf0vf1")
+    kube, fake = probing(api, dump)
+    fake.ports = {}  # no interface carries the probes' iface-ids
+    result = run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    a, b = result.outputs["probe_pods"]
+    assert result.outputs["cluster_offloaded_flows"] == 2
+    assert f"probe pods: {a} (VF 0000:04:08.0, port pf0vf0), {b} (VF 0000:04:08.1, port pf0vf1)" in result.evidence
+    assert (f"no OVS interface has external_ids:iface-id={a.split('/')[1]}.default.default.default.ovn: port pf0vf0 "
+            "is VF 0000:04:08.0's representor in create-vfs's facts\n") in result.evidence
+    assert [call[3][:5] for call in fake.calls].count(FIND) == 2
+
+
+def test_a_network_without_a_kube_ovn_plugin_is_not_looked_up_in_ovs(api):
+    kube, fake = probing(api, offloaded_dump().replace(PORTS[0], "pf0vf0").replace(PORTS[1], "pf0vf1"))
+    nad = api.obj("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition", "default", "default")
+    nad["spec"]["config"] = json.dumps({"cniVersion": "0.3.1", "name": "sriov", "type": "sriov"})
+    result = run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    a = result.outputs["probe_pods"][0]
+    assert [call[3][:5] for call in fake.calls].count(FIND) == 0
+    assert (f"{a}: its network's config has no kube-ovn plugin, so no Kube-OVN port to look up: port pf0vf0 is "
+            "VF 0000:04:08.0's representor in create-vfs's facts\n") in result.evidence
+
+
+def test_a_kube_ovn_provider_that_cannot_be_an_iface_id_is_refused_before_any_probe_pod(api):
+    kube, _fake = probing(api, offloaded_dump())
+    nad = api.obj("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition", "default", "default")
+    nad["spec"]["config"] = NAD_CONFIG.replace(PROVIDER, "default default.ovn")
+    with pytest.raises(PermanentError, match="NetworkAttachmentDefinition default/default: kube-ovn provider "
+                                             "'default default.ovn' is not a provider name"):
+        run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
+    assert api.writes() == []
 
 
 def test_the_probe_requests_the_resource_the_network_attachment_names(api):
@@ -256,7 +321,8 @@ def test_the_probe_requests_the_resource_the_network_attachment_names(api):
 
 
 def test_flows_that_are_not_the_probes_are_not_judged(api):
-    others = offloaded_dump().replace(PORTS[0], "0c1d2e3f4a5b_h").replace(PORTS[1], "6c7d8e9f0a1b_h")
+    # offloaded flows, but of another pod's ports (and of the probe VFs' kernel representor names)
+    others = offloaded_dump().replace(PORTS[0], "0c1d2e3f4a5b_h").replace(PORTS[1], "pf0vf1")
     kube, _fake = probing(api, others)
     with pytest.raises(TransientError) as raised:
         run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ from tasks.cluster.installer import run_script
 from tasks.cluster.nodes import resolve_nodes
 from tasks.cluster.reporter import NodeStateReporter
 from tasks.cluster.sim import SimulatedCluster
+from tasks.host.sim import SimulatedHost
+from tasks.host.sim_nfp import netdevs
+from tasks.host.sim_ovs import interfaces
 from tasks.host.simfleet import create_fleet, node_names, open_host
 from tasks.registry import default_registry
 from tests.kube_pipeline import combined, step_of
@@ -44,6 +48,13 @@ def allocatable(sim: SimulatedCluster) -> dict[str, str | None]:
 
 def ops(sim: SimulatedCluster, *names: str) -> list[str]:
     return [op["op"] for op in sim.writes() if not names or op["op"] in names]
+
+
+def representor(host: SimulatedHost, port_name: str, pf: str = "0000:04:00.0") -> str:
+    """The netdev of the PF whose phys_port_name is `port_name`, under whatever name it has now."""
+    net = f"/sys/bus/pci/devices/{pf}/net"
+    return next(n for n in netdevs(host, pf) if host.exists(f"{net}/{n}/phys_port_name")
+                and host.read(f"{net}/{n}/phys_port_name").strip() == port_name)
 
 
 # the simulated cluster and the cluster steps ---------------------------------------------------
@@ -200,14 +211,24 @@ def test_the_traffic_probe_uses_two_vf_pods_and_always_deletes_them(tmp_path):
     assert result.status == "changed" and result.outputs["offload_proof"] == "traffic"
     assert result.outputs["cluster_offloaded_flows"] == 2
     a, b = result.outputs["probe_pods"]
-    assert f"probe pods: {a} (VF 0000:04:08.0, port pf0vf0), {b} (VF 0000:04:08.1, port pf0vf1)" in result.evidence
+    # Kube-OVN's CNI renamed each probe's representor <container id>[0:12]_h (the name stays after the pod)
+    ports = [representor(open_host(tmp_path, "node-000"), f"pf0vf{i}") for i in range(2)]
+    assert all(re.fullmatch(r"[0-9a-f]{12}_h", port) for port in ports), ports
+    assert f"probe pods: {a} (VF 0000:04:08.0, port {ports[0]}), {b} (VF 0000:04:08.1, port {ports[1]})" \
+        in result.evidence
+    for pod, port in zip((a, b), ports, strict=True):
+        assert (f"-- ovs-vsctl --bare --columns=name find Interface external_ids:iface-id="
+                f"{pod.split('/')[1]}.default.default.default.ovn\n{port}\n") in result.evidence
     assert "5 packets transmitted, 5 packets received, 0% packet loss" in result.evidence
-    assert "in_port(pf0vf0)" in result.evidence and "actions:pf0vf1" in result.evidence
+    assert f"in_port({ports[0]})" in result.evidence and f"actions:{ports[1]}" in result.evidence
+    assert "in_port(pf0vf" not in result.evidence
     assert result.evidence.endswith("proof: offload proven by traffic\n")
     probe_ops = sim.writes()[start:]
     assert [op["op"] for op in probe_ops] == ["patch-node", "apply", "apply", "delete-pod", "delete-pod"]
-    # ping between the pods, then the flows dumped while that traffic ran
-    assert [op["argv"][0] for op in sim.ops() if op["op"] == "exec"] == ["ping", "ovs-appctl"]
+    # each probe's port looked up, a ping between the pods, then the flows dumped while that traffic ran
+    assert [op["argv"][0] for op in sim.ops() if op["op"] == "exec"] == ["ovs-vsctl", "ovs-vsctl", "ping",
+                                                                          "ovs-appctl"]
+    assert interfaces(open_host(tmp_path, "node-000")) == []  # the CNI's DEL took the ports off br-int
     assert sim.list_pods(namespace="default", selector=PROBES) == []
     # no VF on node-001: the kubelet refuses the probe pods; they are deleted all the same
     with pytest.raises(TransientError, match="failed: UnexpectedAdmissionError: Allocate failed due to requested "

@@ -333,13 +333,13 @@ class SimulatedCluster:
                     raise EvictionBlocked(namespace, name, (
                         "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget "
                         f"{pdb['name']} needs {pdb['min_available']} healthy pods and has {healthy} currently"))
-            ctl.remove_pod(world, f"{namespace}/{name}")
+            ctl.stop_pod(world, self.root, f"{namespace}/{name}")
 
     def delete_pod(self, namespace: str, name: str) -> None:
         check_name(name, "pod name")
         self.record("delete-pod", namespace=namespace, name=name)
         with self._world(write=True) as world:
-            ctl.remove_pod(world, f"{namespace}/{name}")
+            ctl.stop_pod(world, self.root, f"{namespace}/{name}")
 
     def exec(self, namespace: str, pod: str, container: str, argv: Sequence[str], *, timeout: float) -> ExecResult:
         check_name(container, "container name", pattern=DNS1123_LABEL)

@@ -15,7 +15,10 @@ the offload rollout depends on:
   the host's sysfs over every card; it does not rescan: the counts change
   only when its pod restarts;
 - ovs-ovn's start-ovs.sh sets OVS `other_config:hw-offload` on the host from
-  the pod's HW_OFFLOAD.
+  the pod's HW_OFFLOAD;
+- a pod with a VF on a kube-ovn network is plugged by Kube-OVN's CNI (its
+  representor renamed, added to br-int; `sim_cni.py`), and unplugged when it
+  is deleted or evicted (`stop_pod`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.cluster import sim_cni as cni
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.surface import Manifest
 from tasks.host.sim import SimulatedHost
@@ -511,6 +515,17 @@ def _attach(world: World, root: Path, pod: Manifest, network: str, env: dict[str
     if vfs:
         status["device-info"] = {"type": "pci", "version": "1.1.0", "pci": {"pci-address": vfs[0]}}
     pod["metadata"].setdefault("annotations", {})[NETWORK_STATUS] = f"[{json.dumps(status, indent=4)}]"
+    provider = cni.kube_ovn_provider(world["objects"][NAD_KEY.format(namespace or pod["metadata"]["namespace"], name)])
+    if vfs and provider is not None:  # Multus delegates to kube-ovn with the VF as deviceID
+        cni.plug_vf(world, root, pod, vfs[0], provider)
+
+
+def stop_pod(world: World, root: Path, key: str) -> None:
+    """A pod deleted or evicted: kubelet tears its sandbox down, the CNI's DEL first."""
+    pod = world["pods"].get(key)
+    if pod is not None:
+        cni.unplug(world, root, pod)
+    remove_pod(world, key)
 
 
 def _vf_mac(root: Path, node: str, vf: str) -> str:

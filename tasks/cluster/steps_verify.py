@@ -9,10 +9,15 @@ VF and selecting the NetworkAttachmentDefinition with
 `v1.multus-cni.io/default-network`. The first pings the second; while that
 traffic runs, `ovs-appctl dpctl/dump-flows -m type=offloaded` runs in the
 node's ovs-ovn pod (exec API) and is judged by the node step's parser
-(`tasks.corigine.flows`) on the probes' flows only: those whose in_port is
-the representor of a probe's VF (the VF from Multus's network-status
-annotation, its representor from create-vfs's facts, both by VF index). At
-least `min_offloaded_flows` must carry `offloaded:yes, dp:tc`. Both pods are
+(`tasks.corigine.flows`) on the probes' flows only: those whose in_port is a
+probe's OVS port. Kube-OVN's CNI renames a VF pod's representor (to its
+sandbox's container id [0:12] + "_h") and adds it to br-int with
+`external_ids:iface-id=<pod>.<namespace>[.<provider>]`, so each probe's port
+is found as Kube-OVN names it, by `ovs-vsctl --bare --columns=name find
+Interface external_ids:iface-id=...` in the ovs-ovn pod; only when that finds
+none does the step take the representor create-vfs listed for the probe's VF
+(Multus's network-status annotation names the VF), and it says so. At least
+`min_offloaded_flows` must carry `offloaded:yes, dp:tc`. Both pods are
 deleted whatever the outcome. Not proven is transient: the retry policy gives
 the datapath time.
 
@@ -38,13 +43,22 @@ from tasks.cluster.steps_drain import node_of
 from tasks.cluster.steps_multus import NAD_GROUP, RESOURCE_ANNOTATION
 from tasks.cluster.surface import DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, Manifest, NodeView, PodView
 from tasks.corigine.flows import FlowReport, parse_flows
-from tasks.corigine.names import check_pci
+from tasks.corigine.names import IFNAME, check_pci
 from tasks.corigine.wait import wait_until
 from workflows.errors import PermanentError, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
 DUMP = ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"]
 HW_OFFLOAD = ["ovs-vsctl", "get", "Open_vSwitch", ".", "other_config:hw-offload"]
+FIND_PORT = ["ovs-vsctl", "--bare", "--columns=name", "find", "Interface"]
+"""+ external_ids:iface-id=<id>: one name a line, nothing for none (OVS 3.1.0, as
+tests/fixtures/ovs/vsctl-find-captures.json shows); Kube-OVN's own lookup of a port by
+its iface-id (pkg/ovs/ovs-vsctl.go CleanDuplicatePort, release-1.12 and v1.16.0)."""
+KUBE_OVN = "kube-ovn"
+OVN_PROVIDER = "ovn"
+"""util.OvnProvider (Kube-OVN pkg/util/const.go): the provider of a kube-ovn netconf naming none
+(cmd/cni/cni.go loadNetConf), and the one PodNameToPortName leaves out of the iface-id."""
+PROVIDER = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 NETWORK = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 PROBE_LABELS = {"app.kubernetes.io/name": "nicflow-probe"}
 PROBE_PREFIX = "nicflow-probe-"
@@ -82,13 +96,30 @@ class VerifyClusterParams(StepParams):
 
 
 @dataclass(frozen=True)
-class Probe:
-    """The probe pods, their VFs and representors, and the ping between them."""
+class ProbePort:
+    """A probe pod, its VF and the OVS port(s) its traffic enters by."""
 
-    pods: list[str]
-    vfs: list[str]
-    ports: list[str]
+    pod: str
+    vf: str
+    ports: tuple[str, ...]
+    found: str
+    """How the ports were found: the lookup's command and output, or why create-vfs's facts named them."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The probe pods with their VFs and OVS ports, and the ping between them."""
+
+    sides: list[ProbePort]
     ping: str
+
+    @property
+    def pods(self) -> list[str]:
+        return [side.pod for side in self.sides]
+
+    @property
+    def ports(self) -> list[str]:
+        return [port for side in self.sides for port in side.ports]
 
 
 @dataclass(frozen=True)
@@ -195,31 +226,59 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
             raise TransientError(f"no running ovs-ovn pod on node {node.name} ({params.namespace}, "
                                  f"labels {params.selector})")
         network = params.network or str(ctx.facts.get("network") or "default/default")
-        resource = nad_resource(surface, network, params.resource)
+        nad = network_attachment(surface, network)
+        resource, provider = nad_resource(nad, network, params.resource), nad_provider(nad, network)
         suffix = hashlib.sha256(f"{ctx.run_id}/{node.name}".encode()).hexdigest()[:10]
         names = [f"{PROBE_PREFIX}{suffix}-{side}" for side in "ab"]
         try:
             for name in names:
                 surface.apply(self._probe_pod(params, node.name, name, network, resource))
             pods = self._wait_running(surface, params, node.name, names)
-            vfs = [_probe_vf(pod, network) for pod in pods]
-            ports = _representors(ctx.facts, vfs, node.name)
+            sides = [self._port_of(ctx, params, ovs, name, _probe_vf(pod, network), provider)
+                     for name, pod in zip(names, pods, strict=True)]
             target = str(pods[1]["status"]["podIP"])
             argv = ["ping", "-c", str(params.ping_count), "-W", "2", target]
             ping = surface.exec(params.probe_namespace, names[0], "probe", argv, timeout=params.exec_timeout)
             shown = (f"$ kubectl exec {params.probe_namespace}/{names[0]} -- {' '.join(argv)}\n"
                      f"{ping.stdout}{ping.stderr}")
-            probe = Probe([f"{params.probe_namespace}/{n}" for n in names], vfs, ports, shown)
+            probe = Probe(sides, shown)
             if ping.returncode != 0:
                 raise TransientError(f"probe pods on node {node.name} cannot reach each other over {network}",
                                      evidence=shown)
             dump = surface.exec(ovs.namespace, ovs.name, params.container, DUMP,
                                 timeout=params.exec_timeout)  # while the probe's flows are in the datapath
             return VerifyClusterState(node, ovs, dump.returncode, dump.stdout, dump.stderr,
-                                      parse_flows(probe_flows(dump.stdout, ports)), probe)
+                                      parse_flows(probe_flows(dump.stdout, probe.ports)), probe)
         finally:
             for name in names:
                 surface.delete_pod(params.probe_namespace, name)
+
+    @staticmethod
+    def _port_of(ctx: StepContext, params: VerifyClusterParams, ovs: PodView, name: str, vf: str,
+                 provider: str | None) -> ProbePort:
+        """The probe pod's OVS port(s) as Kube-OVN named them, else its VF's representor from the facts."""
+        pod = f"{params.probe_namespace}/{name}"
+        if provider is None:
+            why = f"{pod}: its network's config has no kube-ovn plugin, so no Kube-OVN port to look up"
+        else:
+            iface = iface_id(name, params.probe_namespace, provider)
+            argv = [*FIND_PORT, f"external_ids:iface-id={iface}"]
+            done = ctx.surface.exec(ovs.namespace, ovs.name, params.container, argv, timeout=params.exec_timeout)
+            shown = f"$ kubectl exec {ovs.ref} -- {' '.join(argv)}\n{done.stdout}{done.stderr}"
+            if done.returncode != 0:
+                detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise TransientError(f"`{' '.join(argv)}` in {ovs.ref} exited {done.returncode}: {detail[0]}",
+                                     evidence=shown)
+            found = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+            bad = [port for port in found if not re.fullmatch(IFNAME, port)]
+            if bad:
+                raise TransientError(f"`{' '.join(argv)}` in {ovs.ref} printed {bad[0]!r}, not an interface name",
+                                     evidence=shown)
+            if found:
+                return ProbePort(pod, vf, tuple(found), shown)
+            why = f"{shown}no OVS interface has external_ids:iface-id={iface}"
+        port = _representors(ctx.facts, [vf], node_of(ctx).name)[0]
+        return ProbePort(pod, vf, (port,), f"{why}: port {port} is VF {vf}'s representor in create-vfs's facts\n")
 
     @staticmethod
     def _wait_running(surface: ClusterSurface, params: VerifyClusterParams, node: str,
@@ -265,28 +324,57 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
             return (f"$ kubectl exec {where} -- {' '.join(HW_OFFLOAD)}\n{state.dump}{state.stderr}"
                     f"eswitch: {state.eswitch}\nverdict: {verdict}\n")
         probe = state.probe
-        pods = ", ".join(f"{pod} (VF {vf}, port {port})"
-                         for pod, vf, port in zip(probe.pods, probe.vfs, probe.ports, strict=True))
+        pods = ", ".join(f"{side.pod} (VF {side.vf}, port {', '.join(side.ports)})" for side in probe.sides)
+        found = "".join(side.found for side in probe.sides)
         flows = probe_flows(state.dump, probe.ports)
         others = len(parse_flows(state.dump).flows) - len(parse_flows(flows).flows)
         proven = state.report.proven()
-        return (f"probe pods: {pods}\n{probe.ping}$ kubectl exec {where} -- {' '.join(DUMP)}\n"
+        return (f"probe pods: {pods}\n{found}{probe.ping}$ kubectl exec {where} -- {' '.join(DUMP)}\n"
                 f"{flows}{state.stderr}({others} other flows, not the probe's, not judged)\n"
                 f"verdict: {state.report.reason()}\n" + (f"proof: {PROVEN}\n" if proven else ""))
 
 
-def nad_resource(surface: ClusterSurface, network: str, default: str) -> str:
-    """The device plugin resource the NetworkAttachmentDefinition names (its
-    `k8s.v1.cni.cncf.io/resourceName`, which Multus reads to hand the pod its VF)."""
+def network_attachment(surface: ClusterSurface, network: str) -> Manifest:
     namespace, name = network.split("/", 1)
     nad = surface.get(f"{NAD_GROUP}/v1", "NetworkAttachmentDefinition", name, namespace)
     if nad is None:
         raise TransientError(f"NetworkAttachmentDefinition {network} does not exist: the probe pods would not start")
+    return nad
+
+
+def nad_resource(nad: Manifest, network: str, default: str) -> str:
+    """The device plugin resource the NetworkAttachmentDefinition names (its
+    `k8s.v1.cni.cncf.io/resourceName`, which Multus reads to hand the pod its VF)."""
     resource = ((nad.get("metadata") or {}).get("annotations") or {}).get(RESOURCE_ANNOTATION) or default
     if not re.fullmatch(EXTENDED_RESOURCE, str(resource)):
         raise PermanentError(f"NetworkAttachmentDefinition {network}: {RESOURCE_ANNOTATION} {resource!r} is not "
                              "an extended resource name (vendor.example/name)")
     return str(resource)
+
+
+def nad_provider(nad: Manifest, network: str) -> str | None:
+    """The `provider` of the NetworkAttachmentDefinition's kube-ovn plugin (`ovn` when it names
+    none, as Kube-OVN's cmd/cni/cni.go loadNetConf takes it); None without a kube-ovn plugin."""
+    try:
+        config = json.loads(((nad.get("spec") or {}).get("config")) or "{}")
+    except (ValueError, TypeError):
+        raise PermanentError(f"NetworkAttachmentDefinition {network}: spec.config is not JSON") from None
+    plugins = config.get("plugins") if isinstance(config, dict) and isinstance(config.get("plugins"), list) \
+        else [config]
+    kube_ovn = next((p for p in plugins if isinstance(p, dict) and p.get("type") == KUBE_OVN), None)
+    if kube_ovn is None:
+        return None
+    provider = kube_ovn.get("provider") or OVN_PROVIDER
+    if not isinstance(provider, str) or not re.fullmatch(PROVIDER, provider):
+        raise PermanentError(f"NetworkAttachmentDefinition {network}: kube-ovn provider {provider!r} is not a "
+                             "provider name (ovn, or <name>.<namespace>.ovn)")
+    return provider
+
+
+def iface_id(pod: str, namespace: str, provider: str) -> str:
+    """The iface-id Kube-OVN sets on a pod's OVS interface: ovs.PodNameToPortName (pkg/ovs/util.go,
+    release-1.12 and v1.16.0), <pod>.<namespace> for the ovn provider, else <pod>.<namespace>.<provider>."""
+    return f"{pod}.{namespace}" if provider == OVN_PROVIDER else f"{pod}.{namespace}.{provider}"
 
 
 def _probe_vf(pod: Manifest, network: str) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import time
 from collections.abc import Collection
@@ -41,6 +42,9 @@ from tasks.host.sim_firmware import driver_search, find_firmware, read_firmware
 from workflows.errors import StepTimeout
 
 PCI_ROOT = "/sys/devices/pci0000:00"
+IFNAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$")
+"""What dev_valid_name (net/core/dev.c) takes, narrowed as tasks/corigine/names.py IFNAME: at most
+IFNAMSIZ-1 (15) bytes, no "/", ":" or whitespace, not "." or ".."."""
 NUMVFS_HOOK = r"/sys/.+/sriov_numvfs"
 VF_DEVICE = {"3800": "3803", "4000": "6003", "5000": "6003", "6000": "6003"}
 """PCI_DEVICE_ID_NFP3800_VF and PCI_DEVICE_ID_NFP6000_VF, by PF device id."""
@@ -141,6 +145,25 @@ def add_netdev(host: SimulatedHost, addr: str, name: str, *, port_name: str | No
 def netdevs(host: SimulatedHost, addr: str) -> list[str]:
     net = host.local(f"{device_dir(addr)}/net")
     return sorted(os.listdir(net)) if net.is_dir() else []
+
+
+def rename_netdev(host: SimulatedHost, addr: str, old: str, new: str) -> None:
+    """`ip link set <old> name <new>`: the netdev directory under its device and its
+    /sys/class/net link take the new name; its attributes (phys_port_name) stay. As the
+    kernel's dev_change_name (net/core/dev.c): a name dev_valid_name refuses is EINVAL, a
+    name another netdev holds is EEXIST, the same name is a no-op."""
+    if not IFNAME.fullmatch(new):
+        raise OSError(errno.EINVAL, f"Invalid argument: interface name {new!r}")
+    if old not in netdevs(host, addr):
+        raise OSError(errno.ENODEV, f"No such device: {old} (under {addr})")
+    if new == old:
+        return
+    if host.exists(f"/sys/class/net/{new}"):
+        raise OSError(errno.EEXIST, f"File exists: an interface named {new} exists")
+    net = host.local(f"{device_dir(addr)}/net")
+    os.rename(net / old, net / new)
+    _remove(host, f"/sys/class/net/{old}")
+    host.put_link(f"{device_dir(addr)}/net/{new}", f"/sys/class/net/{new}")
 
 
 def remove_netdevs(host: SimulatedHost, addr: str) -> None:

@@ -1,8 +1,11 @@
 """Open vSwitch on a simulated host: `ovs-vsctl` for `other_config:hw-offload`
-and `ovs-appctl dpctl/dump-flows` with the datapath flows pod traffic makes.
+and for finding an interface by its external_ids, and `ovs-appctl
+dpctl/dump-flows` with the datapath flows pod traffic makes.
 
-State `ovs.json`: {"hw_offload": true | false | null, "traffic": [...]}; no
-state means OVS is not installed. Datapath flows exist only while traffic
+State `ovs.json`: {"hw_offload": true | false | null, "traffic": [...],
+"interfaces": [{"name": ..., "external_ids": {...}}, ...]} (br-int's ports,
+as Kube-OVN's CNI adds them: `add_port`, `del_port`); no state means OVS is
+not installed. Datapath flows exist only while traffic
 passes, as in real OVS: `record_traffic` (the traffic two VF pods exchange)
 keeps each exchange with its time, and a flow pair shows in the dump until it
 has been idle for `other_config:max-idle` (OFPROTO_MAX_IDLE_DEFAULT, 10000 ms,
@@ -55,6 +58,8 @@ def ovs_vsctl(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
     if state is None:
         return CommandResult(argv, 127, "", "ovs-vsctl: command not found\n")
     args = list(argv[1:])
+    if next((a for a in args if not a.startswith("-")), None) == FIND:  # the command after the options
+        return _find(argv, state, args)
     if args == ["get", "Open_vSwitch", ".", HW_OFFLOAD_KEY]:
         if state.get("hw_offload") is None:
             return CommandResult(
@@ -69,6 +74,81 @@ def ovs_vsctl(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult:
         host.set_state("ovs", state)
         return CommandResult(argv, 0, "", "")
     return CommandResult(argv, 1, "", f"ovs-vsctl: unknown command '{' '.join(args[:1])}'; use --help for help\n")
+
+
+# `ovs-vsctl --bare --columns=name find Interface <column:key=value>...`, the lookup
+# Kube-OVN itself makes (pkg/ovs/ovs-vsctl.go CleanDuplicatePort and ovsFind, release-1.12
+# and v1.16.0). Output and errors as Open vSwitch 3.1.0 prints them, captured in
+# tests/fixtures/ovs/vsctl-find-captures.json: one name per matching row, rows apart by an
+# empty line, nothing for no match (exit 0 either way).
+FIND = "find"
+FIND_OPTIONS = ["--bare", "--columns=name"]
+SCHEMA_TABLES = ("AutoAttach", "Bridge", "CT_Timeout_Policy", "CT_Zone", "Controller", "Datapath",
+                 "Flow_Sample_Collector_Set", "Flow_Table", "IPFIX", "Interface", "Manager", "Mirror", "NetFlow",
+                 "Open_vSwitch", "Port", "QoS", "Queue", "SSL", "sFlow")
+"""vswitchd/vswitch.ovsschema 8.3.1 (OVS 3.1.0); a name matches case-insensitively (the capture's
+`find interface`); any other is an unknown table."""
+OPERATORS = ('"="', '"!="', '"<"', '">"', '"<="', '">="', '"{=}"', '"{!=}"', '"{<}"', '"{>}"', '"{<=}"',
+             '"{>=}"', '"{in}"', '"{not-in}"')
+
+
+def _find(argv: Argv, state: dict[str, Any], args: list[str]) -> CommandResult:
+    at = args.index(FIND)
+    if args[:at] != FIND_OPTIONS:
+        only = " ".join(FIND_OPTIONS)
+        return CommandResult(argv, 1, "", f"the simulated ovs-vsctl emulates find only with {only}\n")
+    rest = args[at + 1:]
+    if not rest:
+        return CommandResult(argv, 1, "", "ovs-vsctl: 'find' command requires at least 1 arguments\n")
+    table = next((t for t in SCHEMA_TABLES if t.lower() == rest[0].lower()), None)
+    if table is None:
+        return CommandResult(argv, 1, "", f'ovs-vsctl: unknown table "{rest[0]}"\n')
+    if table != "Interface":
+        return CommandResult(argv, 1, "", f"the simulated ovs-vsctl holds no {table} rows to find\n")
+    wanted: list[tuple[str, str | None, str]] = []
+    for condition in rest[1:]:
+        column, op, value = condition.partition("=")
+        if not op or not value:
+            operators = f"{', '.join(OPERATORS[:-1])}, or {OPERATORS[-1]}"
+            return CommandResult(argv, 1, "", (f"ovs-vsctl: {condition}: argument does not end in {operators} "
+                                               "followed by a value.\n"))
+        name, _, key = column.partition(":")
+        if name not in ("name", "external_ids") or (name == "external_ids") != bool(key) or column[-1] in "!<>}":
+            return CommandResult(argv, 1, "", f"the simulated ovs-vsctl find does not emulate {condition}\n")
+        wanted.append((name, key or None, value))
+    rows = [row["name"] for row in state.get("interfaces") or []
+            if all((row["name"] if key is None else row["external_ids"].get(key)) == value
+                   for _name, key, value in wanted)]
+    return CommandResult(argv, 0, "\n".join(row + "\n" for row in rows), "")
+
+
+def add_port(host: SimulatedHost, name: str, external_ids: Mapping[str, str]) -> None:
+    """`ovs-vsctl --may-exist add-port br-int <name> -- set interface <name> external_ids:k=v...`
+    as Kube-OVN's CNI runs it for a pod's NIC (pkg/daemon/ovs_linux.go configureNic); an
+    existing port keeps its row and takes the external_ids. Not nicflow's change: not in ops.log."""
+    with host.locked():
+        state = _installed(host)
+        if state is None:
+            raise ValueError("OVS is not installed on this host: no br-int to add a port to")
+        rows = [r for r in state.get("interfaces") or [] if r["name"] != name]
+        old = next((r for r in state.get("interfaces") or [] if r["name"] == name), {"external_ids": {}})
+        rows.append({"name": name, "external_ids": {**old["external_ids"], **external_ids}})
+        host.set_state("ovs", {**state, "interfaces": rows})
+
+
+def del_port(host: SimulatedHost, name: str) -> None:
+    """`ovs-vsctl --if-exists --with-iface del-port br-int <name>` (Kube-OVN's deleteNic):
+    the port and its interface row go; a port that is not there is no error."""
+    with host.locked():
+        state = _installed(host)
+        if state is not None:
+            rows = [r for r in state.get("interfaces") or [] if r["name"] != name]
+            host.set_state("ovs", {**state, "interfaces": rows})
+
+
+def interfaces(host: SimulatedHost) -> list[dict[str, Any]]:
+    """br-int's interface rows: name and external_ids."""
+    return list((_installed(host) or {}).get("interfaces") or [])
 
 
 @dataclass(frozen=True)
@@ -127,7 +207,8 @@ def record_traffic(host: SimulatedHost, *, src_vf: str, dst_vf: str, packets: in
 
 
 def _live_traffic(host: SimulatedHost, state: dict[str, Any], now: float) -> list[dict[str, Any]]:
-    """Traffic whose flows are still in the datapath: used within max-idle, both ports still there."""
+    """Traffic whose flows are still in the datapath: used within max-idle, both ports still there
+    under the names the traffic entered by (a representor Kube-OVN renamed since is another port)."""
     idle = float(state.get("max_idle_ms") or MAX_IDLE_MS) / 1000.0
     return [t for t in state.get("traffic") or []
             if now - float(t["at"]) < idle
