@@ -223,16 +223,18 @@ class Engine:
         for step_id in running:
             checkpoint = progress.steps[step_id]
             failed = checkpoint.model_copy(update={
-                "status": "failed", "token": new_token(), "finished_at": time.time(),
+                "status": "failed", "token": new_token(), "claim": None, "finished_at": time.time(),
                 "error": f"node timed out after {timeout:g}s", "error_kind": "timeout"})
-            self.store.write_checkpoint(run_id, progress.node, step_id, failed, expect=checkpoint.token)
+            self.store.write_checkpoint(run_id, progress.node, step_id, failed, expect=checkpoint.epoch)
         where = f" in step {', '.join(running)}" if running else ""
         self.finish_node(run_id, progress.node, "failed", f"node timed out after {timeout:g}s{where}")
 
     def redispatch(self, run_id: str, owner: str | None, step_id: str, checkpoint: Checkpoint) -> bool:
-        """Send a step again under a new token, so any copy of the old delivery is stale."""
-        fresh = checkpoint.model_copy(update={"status": "queued", "token": new_token(), "queued_at": time.time()})
-        if not self.store.write_checkpoint(run_id, owner, step_id, fresh, expect=checkpoint.token):
+        """Send a step again under a new token, so any copy of the old delivery is stale; a
+        running attempt's claim is taken away (compared on), so its holder records nothing."""
+        fresh = checkpoint.model_copy(update={"status": "queued", "token": new_token(), "queued_at": time.time(),
+                                              "claim": None, "claimed_by": None})
+        if not self.store.write_checkpoint(run_id, owner, step_id, fresh, expect=checkpoint.epoch):
             return False
         self.send(run_id, owner, step_id, fresh.token)
         return True
