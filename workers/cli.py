@@ -179,10 +179,10 @@ def report(
 @cli.command()
 def resume(run_id: str) -> None:
     """Continue a run from its checkpoints after a crash; finished steps are not run again."""
-    from workflows.control import resume_run
+    from workflows.control import resume_run, resume_summary
 
-    result = resume_run(make_engine(), _run_id(run_id))
-    console.print(f"run {run_id} resumed: {result['redispatched']} step(s) dispatched again")
+    result = resume_run(make_engine(), _run_id(run_id), lost_after=get_settings().lost_after)
+    console.print(f"run {run_id} resumed: {resume_summary(result)}")
 
 
 @cli.command()
