@@ -74,11 +74,28 @@ class EchoStep(Step[StepParams, int]):
         ctx.surface.set_state("echo", 1)
 
 
+class ApiSideStep(Step[StepParams, int]):
+    """A node step run by a controller against the cluster API (as cordon-drain is)."""
+
+    type_name = "api-side"
+    params_model = StepParams
+    runs_on = "cluster"
+
+    def observe(self, ctx: StepContext, params: StepParams) -> int:
+        return 0
+
+    def plan(self, state: int, params: StepParams) -> list[Change]:
+        return []
+
+    def apply(self, ctx: StepContext, params: StepParams, state: int, changes: list[Change]) -> None:
+        raise AssertionError("nothing to apply")
+
+
 def make_engine(redis) -> Engine:
     dispatcher = InlineDispatcher()
     engine = Engine(
         store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60),
-        registry=StepRegistry([*GENERIC_STEPS, FlakyStep, EchoStep]), dispatcher=dispatcher,
+        registry=StepRegistry([*GENERIC_STEPS, FlakyStep, EchoStep, ApiSideStep]), dispatcher=dispatcher,
         surfaces=FleetSurfaces(),
     )
     dispatcher.handler = engine
@@ -279,6 +296,34 @@ def test_a_second_copy_of_a_running_delivery_is_dropped(redis, fleet):
     assert ops(fleet, "node-000") == ["echo"]
     kinds = [e["kind"] for _, e in engine.store.events(record.id) if e.get("step") == "echo"]
     assert kinds == ["step-started", "step-finished"]
+    assert engine.store.run(record.id).status == "succeeded"
+
+
+def test_a_controller_never_continues_into_a_node_host_step(redis, fleet):
+    engine = make_engine(redis)
+    engine.eager_node_steps = True  # as every worker process runs
+    text = """
+name: api-then-host
+steps:
+  - id: api-side
+    type: api-side
+  - id: first
+    type: ensure-file
+    needs: [api-side]
+    params: {path: /etc/first, content: one}
+"""
+    record = start(engine, fleet, nodes=["node-000"], text=text)
+    while not engine.store.checkpoint(record.id, "node-000", "api-side"):
+        engine.dispatcher.drain(limit=1)
+    [(name, args)] = [item for item in engine.dispatcher.queue if item[1][2:3] == ("api-side",)]
+    engine.dispatcher.queue.clear()
+    engine.execute(*args)  # on the controller: the api-side step, then not the host step
+    assert engine.store.checkpoint(record.id, "node-000", "api-side").status == "ok"
+    assert engine.store.checkpoint(record.id, "node-000", "first").status == "queued"
+    assert ops(fleet, "node-000") == []
+    assert [item[1][2] for item in engine.dispatcher.queue if item[0] == "execute"] == ["first"]
+    engine.dispatcher.drain()  # the node's agent takes it from its queue
+    assert ops(fleet, "node-000") == ["write"]
     assert engine.store.run(record.id).status == "succeeded"
 
 

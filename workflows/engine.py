@@ -21,6 +21,7 @@ from collections import OrderedDict, deque
 
 from workflows import metrics
 from workflows.dispatch import Dispatcher, NodeReporter, Surfaces
+from workflows.errors import RunError
 from workflows.executor import execute
 from workflows.heartbeat import Heartbeats
 from workflows.leases import NodeLeases
@@ -77,8 +78,11 @@ class Engine:
         The worker holding a node's step is the one serving that node's queue, so the next
         step would come back to it anyway: running it now saves a round trip through the
         broker per step. Each step still gets its own attempt token, checkpoint, heartbeat
-        and events; a retry with a backoff still goes through the broker."""
-        self._eager.owner = (run_id, node) if self.eager_node_steps and node is not None else None
+        and events; a retry with a backoff still goes through the broker. A node step that acts
+        on the cluster (a drain) runs on a controller, which never continues into the node's
+        host steps: those belong to the node's agent, on the node."""
+        self._eager.owner = (run_id, node) if self.eager_node_steps and self._runs_on_host(run_id, node, step_id) \
+            else None
         self._eager.queue = deque()
         try:
             execute(self, run_id, node, step_id, token)
@@ -86,6 +90,15 @@ class Engine:
                 execute(self, *self._eager.queue.popleft())
         finally:
             self._eager.owner = None
+
+    def _runs_on_host(self, run_id: str, node: str | None, step_id: str) -> bool:
+        if node is None:
+            return False
+        try:
+            step_type = self.pipeline_of(run_id).spec.step(step_id).type
+        except (KeyError, RunError):
+            return False  # no such run or step: the delivery is dropped as stale
+        return self.registry.get(step_type).runs_on == "host"
 
     # run level
     def advance_run(self, run_id: str, finished: str | None = None) -> None:
