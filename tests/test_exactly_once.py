@@ -267,7 +267,7 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
     rng = random.Random(12)
     for repetition in range(repeat(8)):
         kill_all(stack)
-        root = stack.fleet(f"resume-{repetition}", NODES, latency=0.2)  # the rest of the node outlasts resume's start
+        root = stack.fleet(f"resume-{repetition}", NODES, latency=0.3)  # the node's next steps outlast resume's start
         controller(stack)
         agent(stack, root)
         run_id = stack.run(PIPELINE, root, NODES, *RUN_ARGS, "--nodes", NODE)
@@ -279,17 +279,29 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
         killed_at = time.time()
         kill_all(stack)
         time.sleep(float(ENV["NICFLOW_HEARTBEAT_TTL"]) + 0.5)  # every heartbeat has died
-        controller(stack)
         agent(stack, root)
-        resumed = stack.nicflow("resume", run_id)  # the restarted workers may be running steps by now
+        controller(stack)  # its watchdog gives the dead drain a new token
+        wait_until("a step running again", lambda: live_step(stack, run_id))
+        resumed = stack.nicflow("resume", run_id)  # while the restarted workers run the node's steps
         assert resumed.returncode == 0, (repetition, resumed.stderr)
         assert f"run {run_id} resumed: " in resumed.stdout, resumed.stdout
         status = stack.wait_for(run_id, timeout=180)
         assert status["status"] == "succeeded", (repetition, status)
         drains = [e for e in events(stack, run_id) if e["kind"] == "step-finished" and e["step"] == "drain"]
         assert len(drains) == 1 and float(drains[0]["ts"]) > killed_at, (repetition, drains)
+        # the killed drain was started again, once; no step a live worker ran was taken from it
+        started = Counter(e["step"] for e in events(stack, run_id) if e["kind"] == "step-started" and e.get("node"))
+        assert started.pop("drain") == 2 and set(started.values()) == {1}, (repetition, started, resumed.stdout)
         assert_no_step_finished_twice(stack, run_id)
         assert_exactly_once(root)
+
+
+def live_step(stack: Stack, run_id: str) -> str | None:
+    """A step of the node running now, its worker beating."""
+    for step_id, found in stack.engine.store.progress(run_id, NODE).steps.items():
+        if found.status == "running" and stack.engine.heartbeats.alive(run_id, NODE, step_id):
+            return step_id
+    return None
 
 
 # ---------------------------------------------------------------- two attempts at once
