@@ -380,6 +380,22 @@ def test_the_node_lock_names_its_holder_in_another_process(tmp_path):
         pass
 
 
+def test_kernel_work_a_dead_holder_left_is_done_before_the_next_hold(tmp_path):
+    """An agent killed inside modprobe leaves the module load journalled; the emulated kernel
+    finishes it before the next attempt observes the host, not whenever someone next opens
+    the host (a later exec into the node's pod would reload the driver under the VFs)."""
+    from tasks.host.sim_nfp import module_loaded, unload_driver
+    from tasks.host.simfleet import create_fleet
+
+    create_fleet(tmp_path, 1)
+    host = open_host(tmp_path, NODE)  # opened before the crash, as a long-lived agent's is
+    unload_driver(host)  # rmmod nfp, then a modprobe killed mid-load leaves its journal:
+    host.set_state("transition", "nfp-load")
+    assert not module_loaded(host)
+    with host.lock("20260101-000000-cccccc", "reload-driver", timeout=1):
+        assert module_loaded(host) and host.state("transition") is None
+
+
 HOLD_LOCK = """
 import sys, time
 from tasks.host.sim import SimulatedHost

@@ -206,6 +206,10 @@ class SimulatedHost:
     @contextmanager
     def lock(self, run_id: str, step_id: str, *, timeout: float) -> Iterator[None]:
         with hold_node_lock(self.local(NODE_LOCK), lock_holder(run_id, step_id), timeout):
+            # Kernel work is done by the time anyone looks again; a transition still journalled
+            # now was left by a holder that died (every host step holds this lock), so the
+            # kernel's side of it is completed before this attempt observes the host.
+            self.recover()
             self._journal_lock("held", run_id, step_id)
             try:
                 yield
