@@ -304,6 +304,34 @@ def live_step(stack: Stack, run_id: str) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- the agent killed inside reload-driver
+
+
+def test_agent_killed_inside_reload_driver_reloads_once(stack):
+    rng = random.Random(5)
+    for repetition in range(repeat(10)):
+        kill_all(stack)
+        root = stack.fleet(f"kill-reload-{repetition}", NODES, latency=0.1)  # the step lasts about 0.5 s
+        controller(stack)
+        worker = agent(stack, root)
+        run_id = stack.run(PIPELINE, root, NODES, *RUN_ARGS, "--nodes", NODE)
+        running = wait_until("reload-driver running", in_status(stack, run_id, "reload-driver", "running"))
+        time.sleep(rng.uniform(0.0, 0.35))  # before rmmod, between rmmod and modprobe, in the wait after
+        # the kill lands inside the step: still running under its claim, its worker beating
+        assert checkpoint(stack, run_id, "reload-driver") == running, repetition
+        assert stack.engine.heartbeats.alive(run_id, NODE, "reload-driver"), repetition
+        killed_at = time.time()
+        stack.kill(worker)
+        agent(stack, root)
+        status = stack.wait_for(run_id, timeout=180)
+        assert status["status"] == "succeeded", (repetition, status)
+        starts = [e for e in events(stack, run_id) if e["kind"] == "step-started" and e["step"] == "reload-driver"]
+        finished = [e for e in events(stack, run_id) if e["kind"] == "step-finished" and e["step"] == "reload-driver"]
+        assert len(starts) == 2 and len(finished) == 1 and float(finished[0]["ts"]) > killed_at, repetition
+        assert_no_step_finished_twice(stack, run_id)
+        assert_exactly_once(root)
+
+
 # ---------------------------------------------------------------- two attempts at once
 
 
