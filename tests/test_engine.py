@@ -20,6 +20,7 @@ from workflows.loader import load_text
 from workflows.registry import StepRegistry
 from workflows.step import Change, Step, StepContext, StepParams
 from workflows.store import CheckpointStore
+from workflows.watchdog import lost_reason
 
 
 class FlakyParams(StepParams):
@@ -343,7 +344,7 @@ def test_resume_leaves_live_and_not_yet_lost_steps_alone(redis, fleet):
         claimed = queued[node].model_copy(update={"status": "running", "claim": f"claim-{node}"})
         assert engine.store.claim(record.id, node, "first", claimed, token=queued[node].token)
         queued[node] = claimed
-    redis.set(engine.heartbeats.key(record.id, "node-000", "first"), 1, px=60_000)
+    redis.set(engine.heartbeats.key(record.id, "node-000", "first", "claim-node-000"), 1, px=60_000)
     old = queued["node-003"].model_copy(update={"queued_at": time.time() - 100})  # its message long gone
     assert engine.store.write_checkpoint(record.id, "node-003", "first", old, expect=old.token)
 
@@ -357,6 +358,26 @@ def test_resume_leaves_live_and_not_yet_lost_steps_alone(redis, fleet):
         assert after[node].status == "queued" and after[node].token != queued[node].token and not after[node].claim
     redispatched = [e["node"] for _, e in engine.store.events(record.id) if e["kind"] == "step-redispatched"]
     assert sorted(redispatched) == ["node-001", "node-003"]
+
+
+def test_a_superseded_holder_beating_does_not_keep_the_current_attempt_alive(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, nodes=["node-000"])
+    while not engine.store.checkpoint(record.id, "node-000", "first"):
+        engine.dispatcher.drain(limit=1)
+    engine.dispatcher.queue.clear()
+    queued = engine.store.checkpoint(record.id, "node-000", "first")
+    old = queued.model_copy(update={"status": "running", "claim": "claim-old"})
+    assert engine.store.claim(record.id, "node-000", "first", old, token=queued.token)
+    with engine.heartbeats.beating(record.id, "node-000", "first", "claim-old"):  # the old holder runs on
+        assert lost_reason(engine, record.id, "node-000", "first", old, lost_after=30, now=time.time()) is None
+        assert engine.redispatch(record.id, "node-000", "first", old)  # e.g. a paused worker taken for dead
+        fresh = engine.store.checkpoint(record.id, "node-000", "first")
+        new = fresh.model_copy(update={"status": "running", "claim": "claim-new"})
+        assert engine.store.claim(record.id, "node-000", "first", new, token=fresh.token)
+        # the new attempt's worker died at once: the old holder's beat does not hide it
+        assert lost_reason(engine, record.id, "node-000", "first", new, lost_after=30,
+                           now=time.time()) == "lease-expired"
 
 
 @pytest.mark.parametrize(("max_backoff", "refused"), [(7200, True), (9000, True), (7199, False)])

@@ -188,7 +188,7 @@ def inside_apply(stack: Stack, root: Path, run_id: str, step: str) -> Checkpoint
     wait_until(f"{step}'s command in ops.log", lambda: [
         o for o in ops_of(root) if COMMANDS[step](o) and o["ts"] >= (running.started_at or 0)])
     assert checkpoint(stack, run_id, step) == running
-    assert stack.engine.heartbeats.alive(run_id, NODE, step)
+    assert stack.engine.heartbeats.alive(run_id, NODE, step, running.epoch)
     return running
 
 
@@ -197,7 +197,7 @@ def copies_while_running(stack: Stack, root: Path, run_id: str, step: str) -> Ch
     send_copies(stack, run_id, step, running.token)
     # all copies were sent inside the attempt: it is still running, under the same claim
     after = checkpoint(stack, run_id, step)
-    assert after == running and stack.engine.heartbeats.alive(run_id, NODE, step), (running, after)
+    assert after == running and stack.engine.heartbeats.alive(run_id, NODE, step, running.epoch), (running, after)
     return running
 
 
@@ -275,7 +275,7 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
         time.sleep(rng.uniform(0.0, 0.15))
         # the kill lands inside the drain: still running under its claim, its worker beating
         assert checkpoint(stack, run_id, "drain") == running, repetition
-        assert stack.engine.heartbeats.alive(run_id, NODE, "drain"), repetition
+        assert stack.engine.heartbeats.alive(run_id, NODE, "drain", running.epoch), repetition
         killed_at = time.time()
         kill_all(stack)
         time.sleep(float(ENV["NICFLOW_HEARTBEAT_TTL"]) + 0.5)  # every heartbeat has died
@@ -299,7 +299,7 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
 def live_step(stack: Stack, run_id: str) -> str | None:
     """A step of the node running now, its worker beating."""
     for step_id, found in stack.engine.store.progress(run_id, NODE).steps.items():
-        if found.status == "running" and stack.engine.heartbeats.alive(run_id, NODE, step_id):
+        if found.status == "running" and stack.engine.heartbeats.alive(run_id, NODE, step_id, found.epoch):
             return step_id
     return None
 
@@ -308,26 +308,35 @@ def live_step(stack: Stack, run_id: str) -> str | None:
 
 
 def test_agent_killed_inside_reload_driver_reloads_once(stack):
+    """Two agents serve the fleet, as agents serving parts of a simulated fleet do; the one
+    inside reload-driver is killed (after rmmod, just as modprobe shows, or at a random
+    moment of the step) and the survivor, which may have opened the host before, takes over."""
     rng = random.Random(5)
     for repetition in range(repeat(10)):
         kill_all(stack)
         root = stack.fleet(f"kill-reload-{repetition}", NODES, latency=0.1)  # the step lasts about 0.5 s
         controller(stack)
-        worker = agent(stack, root)
+        agents = [agent(stack, root), agent(stack, root)]
         run_id = stack.run(PIPELINE, root, NODES, *RUN_ARGS, "--nodes", NODE)
         running = wait_until("reload-driver running", in_status(stack, run_id, "reload-driver", "running"))
-        time.sleep(rng.uniform(0.0, 0.35))  # before rmmod, between rmmod and modprobe, in the wait after
+        moment = rng.choice(["rmmod", "modprobe", "random"])
+        if moment == "random":
+            time.sleep(rng.uniform(0.0, 0.35))
+        else:
+            wait_until(f"{moment} in ops.log", lambda: [
+                o for o in host_ops(root) if o["op"] == moment and o["ts"] >= (running.started_at or 0)],
+                interval=0.001)
         # the kill lands inside the step: still running under its claim, its worker beating
-        assert checkpoint(stack, run_id, "reload-driver") == running, repetition
-        assert stack.engine.heartbeats.alive(run_id, NODE, "reload-driver"), repetition
+        assert checkpoint(stack, run_id, "reload-driver") == running, (repetition, moment)
+        assert stack.engine.heartbeats.alive(run_id, NODE, "reload-driver", running.epoch), (repetition, moment)
+        [holder] = [a for a in agents if running.claimed_by == f"{os.uname().nodename}:{a.proc.pid}"]
         killed_at = time.time()
-        stack.kill(worker)
-        agent(stack, root)
+        stack.kill(holder)
         status = stack.wait_for(run_id, timeout=180)
-        assert status["status"] == "succeeded", (repetition, status)
+        assert status["status"] == "succeeded", (repetition, moment, status)
         starts = [e for e in events(stack, run_id) if e["kind"] == "step-started" and e["step"] == "reload-driver"]
         finished = [e for e in events(stack, run_id) if e["kind"] == "step-finished" and e["step"] == "reload-driver"]
-        assert len(starts) == 2 and len(finished) == 1 and float(finished[0]["ts"]) > killed_at, repetition
+        assert len(starts) == 2 and len(finished) == 1 and float(finished[0]["ts"]) > killed_at, (repetition, moment)
         assert_no_step_finished_twice(stack, run_id)
         assert_exactly_once(root)
 

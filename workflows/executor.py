@@ -78,12 +78,13 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
         return
     spec = engine.pipeline(run).spec.step(step_id)
     renew = None if node is None else (lambda: engine.leases.renew(node, run_id, progress.fence))
+    claim = new_token()
     # The heartbeat starts before the checkpoint says `running`, so the watchdog never sees one without it.
     with structlog.contextvars.bound_contextvars(run_id=run_id, node=node, step=step_id,
                                                  attempt=checkpoint.attempt), \
-            engine.heartbeats.beating(run_id, node, step_id, also=renew) as holds_lease:
+            engine.heartbeats.beating(run_id, node, step_id, claim, also=renew) as holds_lease:
         started = checkpoint.model_copy(update={"status": "running", "started_at": time.time(),
-                                                "claim": new_token(), "claimed_by": _worker()})
+                                                "claim": claim, "claimed_by": _worker()})
         event = {"kind": "step-started", "node": node, "step": step_id, "attempt": checkpoint.attempt}
         if not store.claim(run_id, node, step_id, started, token=token, event=event):
             _drop_duplicate(run_id, node, step_id, store.checkpoint(run_id, node, step_id))
@@ -239,8 +240,8 @@ def _write_final(
 
 
 def _superseded(mine: Checkpoint) -> None:
-    log.warning("attempt %s (epoch %s) was superseded (a redispatch, a timeout) while it ran: its outcome "
-                "is not recorded", mine.attempt, mine.epoch)
+    log.warning("attempt %s (epoch %s) is no longer the step's current one (claimed by another delivery, "
+                "dispatched again or timed out): its outcome is not recorded", mine.attempt, mine.epoch)
 
 
 def _after_step(engine: Engine, run_id: str, node: str | None) -> None:

@@ -88,7 +88,7 @@ def lost_reason(engine: Engine, run_id: str, owner: str | None, step_id: str, ch
     (`queue-lost`). A running step with a live heartbeat, or a message that may still be
     in its queue, is left alone: sending it again would run it twice at once."""
     if checkpoint.status == "running":
-        return None if engine.heartbeats.alive(run_id, owner, step_id) else "lease-expired"
+        return None if engine.heartbeats.alive(run_id, owner, step_id, checkpoint.epoch) else "lease-expired"
     if checkpoint.status == "queued" and now - (checkpoint.queued_at or now) > lost_after:
         return "queue-lost"
     if checkpoint.status == "retrying" and now - (checkpoint.retry_at or now) > lost_after:
