@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -32,7 +30,6 @@ from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
 from tests.stack import Stack
 from workers.processes import WorkerProcess
-from workflows.errors import TransientError
 from workflows.records import Checkpoint
 
 PIPELINE = "corigine-offload"
@@ -389,54 +386,3 @@ def test_two_attempts_of_a_host_step_never_overlap_on_a_node(stack):
             assert any(s <= entry["ts"] <= e for s, e, _who in spans), entry  # every side effect inside a hold
     assert_no_step_finished_twice(stack, run_id)
     assert_exactly_once(root)
-
-
-def test_the_node_lock_names_its_holder_in_another_process(tmp_path):
-    """Held by another process, the lock is not had within the timeout: a transient error
-    naming who holds it, and nothing run under it."""
-    from tasks.host.sim import SimulatedHost
-
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / NODE)], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        host = SimulatedHost(tmp_path / NODE)
-        ran = []
-        with pytest.raises(TransientError) as refused:
-            with host.lock("20260101-000000-bbbbbb", "create-vfs", timeout=0.3):
-                ran.append(True)
-        assert ran == []
-        assert str(refused.value).startswith(
-            "node lock /run/nicflow/node.lock not had within 0.3s: held by run 20260101-000000-aaaaaa step "
-            f"reload-driver (pid {holder.pid} on ")
-    finally:
-        holder.kill()
-        holder.wait(10)
-    # the kernel dropped the killed holder's lock
-    with SimulatedHost(tmp_path / NODE).lock("20260101-000000-bbbbbb", "create-vfs", timeout=1):
-        pass
-
-
-def test_kernel_work_a_dead_holder_left_is_done_before_the_next_hold(tmp_path):
-    """An agent killed inside modprobe leaves the module load journalled; the emulated kernel
-    finishes it before the next attempt observes the host, not whenever someone next opens
-    the host (a later exec into the node's pod would reload the driver under the VFs)."""
-    from tasks.host.sim_nfp import module_loaded, unload_driver
-    from tasks.host.simfleet import create_fleet
-
-    create_fleet(tmp_path, 1)
-    host = open_host(tmp_path, NODE)  # opened before the crash, as a long-lived agent's is
-    unload_driver(host)  # rmmod nfp, then a modprobe killed mid-load leaves its journal:
-    host.set_state("transition", "nfp-load")
-    assert not module_loaded(host)
-    with host.lock("20260101-000000-cccccc", "reload-driver", timeout=1):
-        assert module_loaded(host) and host.state("transition") is None
-
-
-HOLD_LOCK = """
-import sys, time
-from tasks.host.sim import SimulatedHost
-with SimulatedHost(sys.argv[1]).lock("20260101-000000-aaaaaa", "reload-driver", timeout=5):
-    print("held", flush=True)
-    time.sleep(60)
-"""
