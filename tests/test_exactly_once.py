@@ -198,8 +198,7 @@ def copies_while_running(stack: Stack, root: Path, run_id: str, step: str) -> Ch
     return running
 
 
-def copies_while_queued(stack: Stack, root: Path, run_id: str, step: str,
-                        workers: dict[str, WorkerProcess]) -> Checkpoint:
+def copies_while_queued(stack: Stack, run_id: str, step: str, workers: dict[str, WorkerProcess]) -> Checkpoint:
     """A node's host step that follows another host step is run by the same task (eager
     continuation) and never waits in a queue; the wait it has is a retry's (`retrying`,
     its message held until due), so that is where its copies go. reload-driver (after
@@ -247,7 +246,7 @@ def test_copies_of_a_delivery_never_run_a_step_twice(stack, step, phase):
     if phase == "running":
         target = copies_while_running(stack, root, run_id, step)
     else:
-        target = copies_while_queued(stack, root, run_id, step, workers)
+        target = copies_while_queued(stack, run_id, step, workers)
     status = stack.wait_for(run_id, timeout=180)
     assert status["status"] == "succeeded", status
     finished = [e for e in events(stack, run_id) if e["kind"] == "step-finished" and e["step"] == step]
