@@ -300,6 +300,25 @@ def test_a_second_copy_of_a_running_delivery_is_dropped(redis, fleet):
     assert engine.store.run(record.id).status == "succeeded"
 
 
+def test_a_copy_finding_its_attempt_claimed_by_a_dead_worker_does_not_take_it_over(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, nodes=["node-000"], text=ECHO)
+    while not engine.store.checkpoint(record.id, "node-000", "echo"):
+        engine.dispatcher.drain(limit=1)
+    engine.dispatcher.queue.clear()
+    queued = engine.store.checkpoint(record.id, "node-000", "echo")
+    dead = queued.model_copy(update={"status": "running", "claim": "claim-of-a-killed-agent"})
+    assert engine.store.claim(record.id, "node-000", "echo", dead, token=queued.token)  # then the agent died
+    engine.execute(record.id, "node-000", "echo", queued.token)  # the broker hands the message out again
+    assert ops(fleet, "node-000") == [] and engine.store.checkpoint(record.id, "node-000", "echo") == dead
+    # the watchdog's new token is what takes the step over
+    assert lost_reason(engine, record.id, "node-000", "echo", dead, lost_after=30, now=time.time()) == "lease-expired"
+    assert engine.redispatch(record.id, "node-000", "echo", dead)
+    engine.dispatcher.drain()
+    assert ops(fleet, "node-000") == ["echo"]
+    assert engine.store.run(record.id).status == "succeeded"
+
+
 def test_a_controller_never_continues_into_a_node_host_step(redis, fleet):
     engine = make_engine(redis)
     engine.eager_node_steps = True  # as every worker process runs
