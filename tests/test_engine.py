@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -9,15 +11,16 @@ import pytest
 from tasks.generic import GENERIC_STEPS
 from tasks.host.simfleet import create_fleet, open_host
 from workers.runtime import FleetSurfaces, ServedNodes
-from workflows.control import abort_run, resume_run, run_status, start_run
+from workflows.control import abort_run, check_start, resume_run, resume_summary, run_status, start_run
 from workflows.dispatch import InlineDispatcher
 from workflows.engine import Engine
-from workflows.errors import PermanentError, TransientError
+from workflows.errors import PermanentError, RunError, TransientError
 from workflows.leases import NodeLeases
 from workflows.loader import load_text
 from workflows.registry import StepRegistry
 from workflows.step import Change, Step, StepContext, StepParams
 from workflows.store import CheckpointStore
+from workflows.watchdog import lost_reason
 
 
 class FlakyParams(StepParams):
@@ -49,11 +52,52 @@ class FlakyStep(Step[FlakyParams, Counter]):
             raise (PermanentError if params.permanent else TransientError)(f"flaky failure {state.calls + 1}")
 
 
+IN_APPLY: list[Callable[[StepContext], None]] = []
+"""What EchoStep calls in the middle of its apply (a test sends a duplicate from there)."""
+
+
+class EchoStep(Step[StepParams, int]):
+    """Writes a marker once (counted in ops.log), calling IN_APPLY in between."""
+
+    type_name = "echo"
+    params_model = StepParams
+
+    def observe(self, ctx: StepContext, params: StepParams) -> int:
+        return ctx.surface.state("echo", 0)
+
+    def plan(self, state: int, params: StepParams) -> list[Change]:
+        return [] if state else [Change("write", "echo", 0, 1)]
+
+    def apply(self, ctx: StepContext, params: StepParams, state: int, changes: list[Change]) -> None:
+        ctx.surface.record("echo")
+        for call in IN_APPLY:
+            call(ctx)
+        ctx.surface.set_state("echo", 1)
+
+
+class ApiSideStep(Step[StepParams, int]):
+    """A node step run by a controller against the cluster API (as cordon-drain is)."""
+
+    type_name = "api-side"
+    params_model = StepParams
+    runs_on = "cluster"
+
+    def observe(self, ctx: StepContext, params: StepParams) -> int:
+        return 0
+
+    def plan(self, state: int, params: StepParams) -> list[Change]:
+        return []
+
+    def apply(self, ctx: StepContext, params: StepParams, state: int, changes: list[Change]) -> None:
+        raise AssertionError("nothing to apply")
+
+
 def make_engine(redis) -> Engine:
     dispatcher = InlineDispatcher()
     engine = Engine(
         store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60),
-        registry=StepRegistry([*GENERIC_STEPS, FlakyStep]), dispatcher=dispatcher, surfaces=FleetSurfaces(ServedNodes(every_node=True)),
+        registry=StepRegistry([*GENERIC_STEPS, FlakyStep, EchoStep, ApiSideStep]), dispatcher=dispatcher,
+        surfaces=FleetSurfaces(ServedNodes(every_node=True)),
     )
     dispatcher.handler = engine
     return engine
@@ -217,11 +261,156 @@ def test_resume_redispatches_lost_steps_under_a_new_token(redis, fleet):
         engine.dispatcher.drain(limit=1)
     lost = engine.store.checkpoint(record.id, "node-000", "first")
     engine.dispatcher.queue.clear()
-    assert resume_run(engine, record.id)["redispatched"] >= 1
+    assert resume_run(engine, record.id, lost_after=0)["redispatched"] >= 1
     engine.dispatcher.drain()
     assert engine.store.run(record.id).status == "succeeded"
     assert engine.store.checkpoint(record.id, "node-000", "first").token != lost.token
     assert ops(fleet, "node-000").count("write") == 1
+
+
+ECHO = """
+name: echo
+steps:
+  - id: echo
+    type: echo
+rollout: {max_unavailable: 1}
+"""
+
+
+def test_a_second_copy_of_a_running_delivery_is_dropped(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, nodes=["node-000"], text=ECHO)
+    copies: list[str] = []
+
+    def deliver_again(ctx: StepContext) -> None:  # the broker hands the same message to a second worker
+        current = engine.store.checkpoint(record.id, "node-000", "echo")
+        assert current.status == "running" and current.claim
+        copies.append(current.token)
+        engine.execute(record.id, "node-000", "echo", current.token)
+
+    IN_APPLY.append(deliver_again)
+    try:
+        engine.dispatcher.drain()
+    finally:
+        IN_APPLY.clear()
+    assert len(copies) == 1
+    assert ops(fleet, "node-000") == ["echo"]
+    kinds = [e["kind"] for _, e in engine.store.events(record.id) if e.get("step") == "echo"]
+    assert kinds == ["step-started", "step-finished"]
+    assert engine.store.run(record.id).status == "succeeded"
+
+
+def test_a_copy_finding_its_attempt_claimed_by_a_dead_worker_does_not_take_it_over(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, nodes=["node-000"], text=ECHO)
+    while not engine.store.checkpoint(record.id, "node-000", "echo"):
+        engine.dispatcher.drain(limit=1)
+    engine.dispatcher.queue.clear()
+    queued = engine.store.checkpoint(record.id, "node-000", "echo")
+    dead = queued.model_copy(update={"status": "running", "claim": "claim-of-a-killed-agent"})
+    assert engine.store.claim(record.id, "node-000", "echo", dead, token=queued.token)  # then the agent died
+    engine.execute(record.id, "node-000", "echo", queued.token)  # the broker hands the message out again
+    assert ops(fleet, "node-000") == [] and engine.store.checkpoint(record.id, "node-000", "echo") == dead
+    # the watchdog's new token is what takes the step over
+    assert lost_reason(engine, record.id, "node-000", "echo", dead, lost_after=30, now=time.time()) == "lease-expired"
+    assert engine.redispatch(record.id, "node-000", "echo", dead)
+    engine.dispatcher.drain()
+    assert ops(fleet, "node-000") == ["echo"]
+    assert engine.store.run(record.id).status == "succeeded"
+
+
+def test_a_controller_never_continues_into_a_node_host_step(redis, fleet):
+    engine = make_engine(redis)
+    engine.eager_node_steps = True  # as every worker process runs
+    text = """
+name: api-then-host
+steps:
+  - id: api-side
+    type: api-side
+  - id: first
+    type: ensure-file
+    needs: [api-side]
+    params: {path: /etc/first, content: one}
+"""
+    record = start(engine, fleet, nodes=["node-000"], text=text)
+    while not engine.store.checkpoint(record.id, "node-000", "api-side"):
+        engine.dispatcher.drain(limit=1)
+    [(name, args)] = [item for item in engine.dispatcher.queue if item[1][2:3] == ("api-side",)]
+    engine.dispatcher.queue.clear()
+    engine.execute(*args)  # on the controller: the api-side step, then not the host step
+    assert engine.store.checkpoint(record.id, "node-000", "api-side").status == "ok"
+    assert engine.store.checkpoint(record.id, "node-000", "first").status == "queued"
+    assert ops(fleet, "node-000") == []
+    assert [item[1][2] for item in engine.dispatcher.queue if item[0] == "execute"] == ["first"]
+    engine.dispatcher.drain()  # the node's agent takes it from its queue
+    assert ops(fleet, "node-000") == ["write"]
+    assert engine.store.run(record.id).status == "succeeded"
+
+
+def test_resume_leaves_live_and_not_yet_lost_steps_alone(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, text=PIPELINE.replace("max_unavailable: 2", "max_unavailable: 4"))
+    nodes = [f"node-00{i}" for i in range(4)]
+    def cluster_done() -> bool:
+        cm = engine.store.checkpoint(record.id, None, "cm")
+        return cm is not None and cm.terminal
+
+    while not (cluster_done() and all(engine.store.checkpoint(record.id, n, "first") for n in nodes)):
+        engine.dispatcher.drain(limit=1)
+    engine.dispatcher.queue.clear()  # the node steps' messages: queued, not yet delivered
+    queued = {n: engine.store.checkpoint(record.id, n, "first") for n in nodes}
+    for node in ("node-000", "node-001"):  # claimed by a worker; only node-000's still beats
+        claimed = queued[node].model_copy(update={"status": "running", "claim": f"claim-{node}"})
+        assert engine.store.claim(record.id, node, "first", claimed, token=queued[node].token)
+        queued[node] = claimed
+    redis.set(engine.heartbeats.key(record.id, "node-000", "first", "claim-node-000"), 1, px=60_000)
+    old = queued["node-003"].model_copy(update={"queued_at": time.time() - 100})  # its message long gone
+    assert engine.store.write_checkpoint(record.id, "node-003", "first", old, expect=old.token)
+
+    counts = resume_run(engine, record.id, lost_after=30)
+    assert counts == {"redispatched": 2, "running": 1, "queued": 1, "retrying": 0}
+    assert resume_summary(counts) == ("2 step(s) dispatched again; 1 running with a live worker left alone; "
+                                      "1 queued and not yet lost left alone")
+    after = {n: engine.store.checkpoint(record.id, n, "first") for n in nodes}
+    assert after["node-000"] == queued["node-000"] and after["node-002"] == queued["node-002"]
+    for node in ("node-001", "node-003"):
+        assert after[node].status == "queued" and after[node].token != queued[node].token and not after[node].claim
+    redispatched = [e["node"] for _, e in engine.store.events(record.id) if e["kind"] == "step-redispatched"]
+    assert sorted(redispatched) == ["node-001", "node-003"]
+
+
+def test_a_superseded_holder_beating_does_not_keep_the_current_attempt_alive(redis, fleet):
+    engine = make_engine(redis)
+    record = start(engine, fleet, nodes=["node-000"])
+    while not engine.store.checkpoint(record.id, "node-000", "first"):
+        engine.dispatcher.drain(limit=1)
+    engine.dispatcher.queue.clear()
+    queued = engine.store.checkpoint(record.id, "node-000", "first")
+    old = queued.model_copy(update={"status": "running", "claim": "claim-old"})
+    assert engine.store.claim(record.id, "node-000", "first", old, token=queued.token)
+    with engine.heartbeats.beating(record.id, "node-000", "first", "claim-old"):  # the old holder runs on
+        assert lost_reason(engine, record.id, "node-000", "first", old, lost_after=30, now=time.time()) is None
+        assert engine.redispatch(record.id, "node-000", "first", old)  # e.g. a paused worker taken for dead
+        fresh = engine.store.checkpoint(record.id, "node-000", "first")
+        new = fresh.model_copy(update={"status": "running", "claim": "claim-new"})
+        assert engine.store.claim(record.id, "node-000", "first", new, token=fresh.token)
+        # the new attempt's worker died at once: the old holder's beat does not hide it
+        assert lost_reason(engine, record.id, "node-000", "first", new, lost_after=30,
+                           now=time.time()) == "lease-expired"
+
+
+@pytest.mark.parametrize(("max_backoff", "refused"), [(7200, True), (9000, True), (7199, False)])
+def test_start_refuses_a_retry_backoff_not_shorter_than_the_visibility_timeout(redis, max_backoff, refused):
+    engine = make_engine(redis)
+    text = PIPELINE.replace("max_backoff: 0.8", f"max_backoff: {max_backoff}")
+    pipeline = load_text(text, engine.registry)
+    if not refused:
+        check_start(pipeline, ["node-000"], visibility_timeout=7200)
+        return
+    with pytest.raises(RunError) as refusal:
+        check_start(pipeline, ["node-000"], visibility_timeout=7200)
+    assert str(refusal.value).startswith(
+        f"step flaky: retry.max_backoff {max_backoff}s is not shorter than the broker's visibility timeout 7200s")
 
 
 def test_abort_stops_admission_and_fails_unfinished_nodes(redis, fleet):

@@ -149,6 +149,77 @@ def test_checkpoint_compare_and_set(store: CheckpointStore) -> None:
     assert store.progress(run.id, node).steps == {"marker": done}
 
 
+def running(queued: Checkpoint, claim: str) -> Checkpoint:
+    return queued.model_copy(update={"status": "running", "claim": claim, "claimed_by": f"worker-{claim}"})
+
+
+def test_two_claims_of_one_token_exactly_one_wins(store: CheckpointStore) -> None:
+    run = new_run(store)
+    queued = checkpoint("queued", token="token-1")
+    assert store.write_checkpoint(run.id, NODES[0], "marker", queued, expect=None)
+    barrier = threading.Barrier(8)
+    won: list[str] = []
+
+    def deliver(claim: str) -> None:
+        barrier.wait()
+        if store.claim(run.id, NODES[0], "marker", running(queued, claim), token="token-1",
+                       event={"kind": "step-started", "node": NODES[0], "step": "marker"}):
+            won.append(claim)
+
+    threads = [threading.Thread(target=deliver, args=(f"claim-{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1, won
+    stored = store.checkpoint(run.id, NODES[0], "marker")
+    assert (stored.status, stored.claim, stored.token) == ("running", won[0], "token-1")
+    # one step-started event: the losers wrote nothing at all
+    assert [e["kind"] for _, e in store.events(run.id)] == ["step-started"]
+    # a copy arriving later, one by one, loses too
+    assert not store.claim(run.id, NODES[0], "marker", running(queued, "late"), token="token-1")
+
+
+def test_after_a_claim_only_the_claim_id_writes(store: CheckpointStore) -> None:
+    run = new_run(store)
+    node = NODES[0]
+    queued = checkpoint("queued", token="token-1")
+    store.write_checkpoint(run.id, node, "marker", queued, expect=None)
+    mine = running(queued, "claim-a")
+    assert store.claim(run.id, node, "marker", mine, token="token-1")
+    # a holder that knows only the token (a second copy of the delivery) cannot finish the attempt
+    stolen = queued.model_copy(update={"status": "changed"})
+    assert store.write_checkpoint(run.id, node, "marker", stolen, expect="token-1") is False
+    done = mine.model_copy(update={"status": "changed", "finished_at": time.time()})
+    assert store.write_checkpoint(run.id, node, "marker", done, expect="claim-a") is True
+    assert store.checkpoint(run.id, node, "marker") == done
+    # an ended attempt is not claimed again under its token
+    assert not store.claim(run.id, node, "marker", running(queued, "claim-b"), token="token-1")
+
+
+def test_a_redispatch_takes_the_claim_away_from_its_holder(store: CheckpointStore) -> None:
+    run = new_run(store)
+    node = NODES[0]
+    queued = checkpoint("queued", token="token-1")
+    store.write_checkpoint(run.id, node, "marker", queued, expect=None)
+    mine = running(queued, "claim-a")
+    store.claim(run.id, node, "marker", mine, token="token-1")
+    fresh = checkpoint("queued", token="token-2")
+    assert store.write_checkpoint(run.id, node, "marker", fresh, expect=mine.epoch)
+    late = mine.model_copy(update={"status": "changed"})
+    assert store.write_checkpoint(run.id, node, "marker", late, expect="claim-a") is False
+    assert not store.claim(run.id, node, "marker", running(queued, "claim-c"), token="token-1")
+    assert store.claim(run.id, node, "marker", running(fresh, "claim-d"), token="token-2")
+
+
+def test_a_claim_needs_a_claim_id(store: CheckpointStore) -> None:
+    run = new_run(store)
+    queued = checkpoint("queued", token="token-1")
+    store.write_checkpoint(run.id, NODES[0], "marker", queued, expect=None)
+    with pytest.raises(ValueError, match="claim of marker: the running checkpoint carries no claim id"):
+        store.claim(run.id, NODES[0], "marker", queued.model_copy(update={"status": "running"}), token="token-1")
+
+
 def test_checkpoints_of_steps_and_nodes_are_independent(store: CheckpointStore) -> None:
     run = new_run(store)
     a, b = checkpoint(token="a"), checkpoint(token="b")

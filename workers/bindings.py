@@ -12,8 +12,10 @@ from redis.exceptions import RedisError
 from workers.celery_app import app
 from workers.runtime import process_engine
 
-# Redis away (restarting): not the step's fault. The task is sent again once Redis is back;
-# the step's attempt token makes the second delivery finish the same attempt or drop it.
+# Redis away (restarting): not the step's fault. The task is sent again once Redis is back.
+# If its claim went through before Redis went away, the second delivery finds the attempt
+# claimed and drops it, like any copy; the heartbeat stopped with the first delivery, so
+# the watchdog gives the step a new token (the step re-observes and finds its work done).
 REDIS_AWAY = {"autoretry_for": (RedisError, OperationalError), "retry_backoff": 0.5, "retry_backoff_max": 5,
               "max_retries": 60}
 

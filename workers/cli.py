@@ -237,7 +237,7 @@ def resume(
         "For an aborted run: take it back to running; it admits the nodes it never admitted."))] = False,
 ) -> None:
     """Continue a run from its checkpoints after a crash; finished steps are not run again."""
-    from workflows.control import continue_run, resume_run
+    from workflows.control import continue_run, resume_run, resume_summary
 
     engine = make_engine()
     run_id = _run_id(run_id)
@@ -251,8 +251,8 @@ def resume(
     if record.status == "aborted":
         raise RunError(f"run {run_id} was aborted with {record.total - record.cursor} node(s) never admitted; "
                        f"`nicflow resume {run_id} --continue` takes it back to running and admits them")
-    result = resume_run(engine, run_id)
-    console.print(f"run {run_id} resumed: {result['redispatched']} step(s) dispatched again")
+    result = resume_run(engine, run_id, lost_after=get_settings().lost_after)
+    console.print(f"run {run_id} resumed: {resume_summary(result)}")
 
 
 @cli.command()

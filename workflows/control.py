@@ -13,6 +13,7 @@ from workflows.records import Checkpoint, RunRecord, check_node_name, new_run_id
 from workflows.rollout import order_nodes, plan_waves
 from workflows.spec import resolve_count
 from workflows.status import status_of
+from workflows.watchdog import lost_reason
 
 
 def check_start(pipeline: Pipeline, nodes: list[str], *, visibility_timeout: float | None = None) -> None:
@@ -32,6 +33,22 @@ def check_start(pipeline: Pipeline, nodes: list[str], *, visibility_timeout: flo
             f"timeout {visibility_timeout:g}s: a running step would be delivered twice (raise "
             "NICFLOW_VISIBILITY_TIMEOUT or lower the step timeout)"
         )
+    if visibility_timeout is not None:
+        _check_backoffs(pipeline, visibility_timeout)
+
+
+def _check_backoffs(pipeline: Pipeline, visibility_timeout: float) -> None:
+    """A retry is a message with a countdown, held unacknowledged by a worker until it is due;
+    the broker gives a message held longer than its visibility timeout to a second worker.
+    max_backoff bounds every delay the policy draws (workflows.backoff.delay_for)."""
+    for step in pipeline.spec.steps:
+        policy = step.retry
+        if policy.attempts > 1 and policy.max_backoff >= visibility_timeout:
+            raise RunError(
+                f"step {step.id}: retry.max_backoff {policy.max_backoff:g}s is not shorter than the broker's "
+                f"visibility timeout {visibility_timeout:g}s: a retry waiting that long would be delivered twice "
+                "(lower retry.max_backoff or raise NICFLOW_VISIBILITY_TIMEOUT)"
+            )
 
 
 def start_run(
@@ -203,29 +220,49 @@ def retry_failed(engine: Engine, run_id: str, *, visibility_timeout: float | Non
                      overrides=run.overrides, visibility_timeout=visibility_timeout, parent=run_id)
 
 
-def resume_run(engine: Engine, run_id: str) -> dict[str, int]:
-    """Re-dispatch every step that was queued, running or waiting to retry, under a new token.
-
-    The new token makes any copy of the old delivery stale, so a step never
-    runs twice at once; finished steps are never touched.
+def resume_run(engine: Engine, run_id: str, *, lost_after: float, now: float | None = None) -> dict[str, int]:
+    """Re-dispatch, under a new token, only the steps nobody works on any more: queued or
+    retrying past `lost_after` (the message lost), running with a dead heartbeat (the worker
+    died). A step a live worker runs, or whose message may still be queued, is left alone
+    and counted: a second dispatch of it would run it twice at once. Finished steps are
+    never touched. The new token makes any copy of the old delivery stale.
     """
     run = engine.store.run(run_id)
     if run.terminal:
         raise RunError(f"run {run_id} is {run.status}; a finished run is not resumed")
-    redispatched = 0
+    now = now or time.time()
+    counts = {"redispatched": 0, "running": 0, "queued": 0, "retrying": 0}
     owners: list[str | None] = [None, *engine.store.admitted_nodes(run_id, run.cursor)]
     for owner in owners:
         progress = engine.store.progress(run_id, owner)
         if owner is not None and progress.state != "running":
             continue
         for step_id, checkpoint in progress.steps.items():
-            if not checkpoint.terminal and engine.redispatch(run_id, owner, step_id, checkpoint):
-                redispatched += 1
-    engine.store.emit(run_id, "run-resumed", redispatched=redispatched)
+            if checkpoint.terminal:
+                continue
+            reason = lost_reason(engine, run_id, owner, step_id, checkpoint, lost_after=lost_after, now=now)
+            if reason is None:
+                counts[checkpoint.status] += 1
+            elif engine.redispatch(run_id, owner, step_id, checkpoint):
+                engine.store.emit(run_id, "step-redispatched", node=owner, step=step_id, reason=reason)
+                counts["redispatched"] += 1
+    engine.store.emit(run_id, "run-resumed", **counts)
     for node in owners[1:]:
         engine.advance_node(run_id, node)  # type: ignore[arg-type]
     engine.dispatcher.advance(run_id)
-    return {"redispatched": redispatched}
+    return counts
+
+
+def resume_summary(counts: dict[str, int]) -> str:
+    """What `resume_run` did, in words: "2 step(s) dispatched again; 3 running with a live worker left alone"."""
+    parts = [f"{counts['redispatched']} step(s) dispatched again"]
+    if counts["running"]:
+        parts.append(f"{counts['running']} running with a live worker left alone")
+    if counts["queued"]:
+        parts.append(f"{counts['queued']} queued and not yet lost left alone")
+    if counts["retrying"]:
+        parts.append(f"{counts['retrying']} waiting to retry left alone")
+    return "; ".join(parts)
 
 
 def run_status(engine: Engine, run_id: str) -> dict[str, Any]:

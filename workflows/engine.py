@@ -89,12 +89,11 @@ class Engine:
         The worker holding a node's step is the one serving that node's queue, so the next
         step would come back to it anyway: running it now saves a round trip through the
         broker per step. Each step still gets its own attempt token, checkpoint, heartbeat
-        and events; a retry with a backoff still goes through the broker.
-
-        Only a host step continues eagerly: after a node step that ran on a controller (the
-        drain), the node's next host step must go to its agent's queue, never run here."""
-        eager = self.eager_node_steps and node is not None and self._runs_on_host(run_id, step_id)
-        self._eager.owner = (run_id, node) if eager else None
+        and events; a retry with a backoff still goes through the broker. A node step that acts
+        on the cluster (a drain) runs on a controller, which never continues into the node's
+        host steps: those belong to the node's agent, on the node."""
+        self._eager.owner = (run_id, node) if self.eager_node_steps and self._runs_on_host(run_id, node, step_id) \
+            else None
         self._eager.queue = deque()
         try:
             execute(self, run_id, node, step_id, token)
@@ -103,12 +102,14 @@ class Engine:
         finally:
             self._eager.owner = None
 
-    def _runs_on_host(self, run_id: str, step_id: str) -> bool:
+    def _runs_on_host(self, run_id: str, node: str | None, step_id: str) -> bool:
+        if node is None:
+            return False
         try:
             step_type = self.pipeline_of(run_id).spec.step(step_id).type
-        except (RunError, KeyError):  # an unknown run or step: execute() drops the delivery and says why
-            return False
-        return self.registry.get(step_type).runs_on != "cluster"
+        except (KeyError, RunError):
+            return False  # no such run or step: the delivery is dropped as stale
+        return self.registry.get(step_type).runs_on == "host"
 
     # run level
     def advance_run(self, run_id: str, finished: str | None = None) -> None:
@@ -291,18 +292,20 @@ class Engine:
         for step_id in running:
             checkpoint = progress.steps[step_id]
             failed = checkpoint.model_copy(update={
-                "status": "failed", "token": new_token(), "finished_at": time.time(),
+                "status": "failed", "token": new_token(), "claim": None, "finished_at": time.time(),
                 "error": f"node timed out after {timeout:g}s", "error_kind": "timeout"})
-            self.store.write_checkpoint(run_id, progress.node, step_id, failed, expect=checkpoint.token)
+            self.store.write_checkpoint(run_id, progress.node, step_id, failed, expect=checkpoint.epoch)
         where = f" in step {', '.join(running)}" if running else ""
         if progress.blocked:
             where += f" waiting ({progress.blocked})"
         self.finish_node(run_id, progress.node, "failed", f"node timed out after {timeout:g}s{where}")
 
     def redispatch(self, run_id: str, owner: str | None, step_id: str, checkpoint: Checkpoint) -> bool:
-        """Send a step again under a new token, so any copy of the old delivery is stale."""
-        fresh = checkpoint.model_copy(update={"status": "queued", "token": new_token(), "queued_at": time.time()})
-        if not self.store.write_checkpoint(run_id, owner, step_id, fresh, expect=checkpoint.token):
+        """Send a step again under a new token, so any copy of the old delivery is stale; a
+        running attempt's claim is taken away (compared on), so its holder records nothing."""
+        fresh = checkpoint.model_copy(update={"status": "queued", "token": new_token(), "queued_at": time.time(),
+                                              "claim": None, "claimed_by": None})
+        if not self.store.write_checkpoint(run_id, owner, step_id, fresh, expect=checkpoint.epoch):
             return False
         self.send(run_id, owner, step_id, fresh.token)
         return True

@@ -2,6 +2,12 @@
 
 A delivery carries the attempt's token. A delivery whose token is not the
 stored one is stale (superseded by a retry or a resume) and does nothing. A
+delivery of a queued (or retrying) attempt claims it: the claim moves the
+checkpoint to `running` under a fresh claim id, which only one delivery can
+win, and every later write of the attempt compares on that id. Another copy
+of the same delivery (a broker redelivery, a lost ack, a second dispatch)
+finds the attempt claimed and is dropped, even when the claim's holder died:
+taking a dead holder's step over is the watchdog's, under a new token. A
 redelivery of an attempt that already ended only re-advances the node, in
 case the process died between the checkpoint and the dispatch.
 """
@@ -9,9 +15,13 @@ case the process died between the checkpoint and the dispatch.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -21,7 +31,7 @@ from workflows.backoff import delay_for, should_retry
 from workflows.errors import LeaseLost, StepError, TransientError
 from workflows.leases import NodeLeases
 from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
-from workflows.runner import run_step
+from workflows.runner import NodeLock, run_step
 from workflows.spec import RUN_NODES_FACT, StepSpec
 from workflows.step import StepContext, StepResult
 from workflows.storeid import check_store_kept, refuses_work
@@ -62,6 +72,9 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
     if checkpoint.terminal:
         _after_step(engine, run_id, node)
         return
+    if checkpoint.status == "running":
+        _drop_duplicate(run_id, node, step_id, checkpoint)
+        return
     run = store.run(run_id)
     spec = engine.pipeline(run).spec.step(step_id)
     if run.status == "aborted" and spec.phase != "end":  # end steps are what an aborted run still runs
@@ -69,19 +82,34 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
                      error="run aborted before this step started")
         return
     renew = None if node is None else (lambda: engine.leases.renew(node, run_id, progress.fence))
+    claim = new_token()
     # The heartbeat starts before the checkpoint says `running`, so the watchdog never sees one without it.
     with structlog.contextvars.bound_contextvars(run_id=run_id, node=node, step=step_id,
                                                  attempt=checkpoint.attempt), \
-            engine.heartbeats.beating(run_id, node, step_id, also=renew) as holds_lease:
-        started = checkpoint.model_copy(update={"status": "running", "started_at": time.time()})
+            engine.heartbeats.beating(run_id, node, step_id, claim, also=renew) as holds_lease:
+        started = checkpoint.model_copy(update={"status": "running", "started_at": time.time(),
+                                                "claim": claim, "claimed_by": _worker()})
         event = {"kind": "step-started", "node": node, "step": step_id, "attempt": checkpoint.attempt}
-        if not store.write_checkpoint(run_id, node, step_id, started, expect=token, event=event):
+        if not store.claim(run_id, node, step_id, started, token=token, event=event):
+            _drop_duplicate(run_id, node, step_id, store.checkpoint(run_id, node, step_id))
             return
         log.info("step started")
         if holds_lease is False:
             _on_error(engine, run_id, node, spec, started, _lease_lost(engine, node))
             return
         _attempt(engine, run, progress, spec, started)
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _drop_duplicate(run_id: str, node: str | None, step_id: str, current: Checkpoint | None) -> None:
+    """Another copy of a claimed delivery: the claim's holder runs the attempt, or, if it died,
+    the watchdog gives the step a new token. Never a second run of the same attempt."""
+    holder = f"claim {current.claim} held by {current.claimed_by}" if current and current.claim else "no claim"
+    log.info("duplicate delivery of %s/%s on %s dropped: attempt %s is %s (%s)", run_id, step_id,
+             node or "cluster", current.attempt if current else "?", current.status if current else "gone", holder)
 
 
 def _lease_lost(engine: Engine, node: str | None) -> LeaseLost:
@@ -115,8 +143,9 @@ def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodePr
     cluster_ids = [s.id for s in pipeline.spec.cluster_steps]
     cluster = progress if node is None else (engine.store.progress(run.id, None) if cluster_ids else progress)
     facts = _facts(cluster, cluster_ids)
-    ctx_surface: object
+    ctx_surface: Any
     guard = None
+    hold: NodeLock | None = None
     if node is None:
         ctx_surface = engine.surfaces.cluster(run.fleet)
         if spec.phase == "end":
@@ -125,12 +154,19 @@ def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodePr
         facts.update(_facts(progress, [s.id for s in pipeline.spec.node_steps]))
         on_cluster = engine.registry.get(spec.type).runs_on == "cluster"
         ctx_surface = engine.surfaces.cluster(run.fleet) if on_cluster else engine.surfaces.host(run.fleet, node)
+        if not on_cluster:
+            hold = partial(_hold_node, ctx_surface, run.id, spec.id)
         guard = NodeLeaseGuard(engine.leases, node, run.id, progress.fence)
     ctx = StepContext(run_id=run.id, node=node, surface=ctx_surface, facts=facts, dry_run=run.dry_run)
     if guard is not None:
         ctx.guard = guard
     step = engine.registry.create(spec.type)
-    return run_step(step, ctx, pipeline.params_of(spec.id), timeout=spec.timeout)
+    return run_step(step, ctx, pipeline.params_of(spec.id), timeout=spec.timeout, hold=hold)
+
+
+def _hold_node(host: Any, run_id: str, step_id: str, wait: float) -> AbstractContextManager[object]:
+    """The host's node lock for this attempt: two attempts on one node never overlap."""
+    return host.lock(run_id, step_id, timeout=wait)
 
 
 def _facts(progress: NodeProgress, order: list[str]) -> dict:
@@ -154,8 +190,10 @@ def _on_success(engine: Engine, run_id: str, node: str | None, step_id: str, sta
     })
     event = {"kind": "step-finished", "node": node, "step": step_id, "status": result.status,
              "attempt": started.attempt, "changes": len(result.changes)}
-    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=started.token, event=event):
+    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=started.epoch, event=event):
         _after_step(engine, run_id, node)
+    else:
+        _superseded(started)
 
 
 def _compact(change: dict) -> dict:
@@ -183,8 +221,10 @@ def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, sta
         )
         event = {"kind": "step-retry", "node": node, "step": spec.id, "attempt": started.attempt,
                  "error": error.message, "error_kind": error.kind, "delay": round(delay, 3)}
-        if store.write_checkpoint(run_id, node, spec.id, retry, expect=started.token, event=event):
+        if store.write_checkpoint(run_id, node, spec.id, retry, expect=started.epoch, event=event):
             engine.send(run_id, node, spec.id, retry.token, delay=delay)
+        else:
+            _superseded(started)
         return
     _write_final(engine, run_id, node, spec.id, started, status="failed", error=error.message,
                  kind=error.kind, evidence=evidence)
@@ -199,8 +239,15 @@ def _write_final(
     })
     event = {"kind": "step-failed", "node": node, "step": step_id, "attempt": current.attempt,
              "error": error, "error_kind": kind}
-    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=current.token, event=event):
+    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=current.epoch, event=event):
         _after_step(engine, run_id, node)
+    else:
+        _superseded(current)
+
+
+def _superseded(mine: Checkpoint) -> None:
+    log.warning("attempt %s (epoch %s) is no longer the step's current one (claimed by another delivery, "
+                "dispatched again or timed out): its outcome is not recorded", mine.attempt, mine.epoch)
 
 
 def _after_step(engine: Engine, run_id: str, node: str | None) -> None:

@@ -2,7 +2,9 @@
 
 While a step runs, its worker refreshes a key with a short TTL (and renews
 the node lease). A running checkpoint without a heartbeat belongs to a
-worker that died: the watchdog gives the step to someone else.
+worker that died: the watchdog gives the step to someone else. The key names
+the attempt's claim: a superseded holder still beating (its step was given a
+new token while it ran) never makes the current attempt look alive.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ class Heartbeats:
         self.ttl_ms = max(int(ttl_seconds * 1000), 100)
 
     @staticmethod
-    def key(run_id: str, owner: str | None, step_id: str) -> str:
-        return f"{run_prefix(run_id)}:hb:{owner or CLUSTER}:{step_id}"
+    def key(run_id: str, owner: str | None, step_id: str, claim: str) -> str:
+        return f"{run_prefix(run_id)}:hb:{owner or CLUSTER}:{step_id}:{claim}"
 
-    def alive(self, run_id: str, owner: str | None, step_id: str) -> bool:
-        return bool(self.redis.exists(self.key(run_id, owner, step_id)))
+    def alive(self, run_id: str, owner: str | None, step_id: str, claim: str) -> bool:
+        return bool(self.redis.exists(self.key(run_id, owner, step_id, claim)))
 
     @contextmanager
-    def beating(self, run_id: str, owner: str | None, step_id: str,
+    def beating(self, run_id: str, owner: str | None, step_id: str, claim: str,
                 also: Callable[[], object] | None = None) -> Iterator[object]:
         """Yields what `also` (the lease renewal) returned on the first beat."""
-        key = self.key(run_id, owner, step_id)
+        key = self.key(run_id, owner, step_id, claim)
         stop = threading.Event()
 
         def beat() -> object:

@@ -62,6 +62,16 @@ class Checkpoint(BaseModel):
     error_kind: str | None = None
     evidence: str = ""
     retry_at: float | None = None
+    claim: str | None = None
+    """Set when a delivery claims the attempt (queued/retrying -> running): the attempt's new
+    epoch. Only that delivery's writes compare equal to it; any other copy of the message is dropped."""
+    claimed_by: str | None = None
+    """The worker process holding the claim (host and pid), for the log line of a dropped copy."""
+
+    @property
+    def epoch(self) -> str:
+        """What the stored compare-and-set value is: the claim once claimed, else the token."""
+        return self.claim or self.token
 
     @property
     def done(self) -> bool:

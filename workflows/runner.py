@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from workflows.errors import StepTimeout
 from workflows.step import Step, StepContext, StepParams, StepResult
 
+NodeLock = Callable[[float], AbstractContextManager[object]]
+"""Takes the node's host lock, waiting at most the given seconds (see tasks.host.surface)."""
 
-def run_step(step: Step, ctx: StepContext, params: StepParams, *, timeout: float) -> StepResult:
+
+def run_step(step: Step, ctx: StepContext, params: StepParams, *, timeout: float,
+             hold: NodeLock | None = None) -> StepResult:
     """Converge one step; raise a `StepError` kind when it cannot.
 
-    Dry run stops after plan and reports what would change. The deadline is
-    checked between phases; commands inside a phase carry their own timeouts.
+    `hold`, for a host step, is the node's lock: held from observe to verify, so a second
+    attempt on the node (another process, another token) waits and then observes the first
+    one's work instead of planning the same change. Dry run stops after plan and reports
+    what would change. The deadline is checked between phases; commands inside a phase
+    carry their own timeouts.
     """
     deadline = time.monotonic() + timeout
+    with hold(timeout) if hold is not None and not ctx.dry_run else nullcontext():
+        return _converge(step, ctx, params, deadline=deadline, timeout=timeout)
+
+
+def _converge(step: Step, ctx: StepContext, params: StepParams, *, deadline: float, timeout: float) -> StepResult:
     state = step.observe(ctx, params)
     changes = step.plan(state, params)
     if not changes:

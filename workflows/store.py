@@ -3,9 +3,10 @@
 All keys of a run share the hash tag `{<run-id>}` so that the Lua scripts
 below, which touch several of them, stay valid on Redis Cluster.
 
-Every checkpoint write is a compare-and-set on the attempt token: a worker
-that lost its attempt (redelivered, superseded by a retry) cannot overwrite
-the newer attempt's record.
+Every checkpoint write is a compare-and-set on the attempt's epoch: its token
+while queued, the claim id of the one delivery that claimed it once running.
+A worker that lost its attempt (a duplicate delivery, superseded by a retry
+or a resume) cannot overwrite the newer attempt's record.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ _RECORD_JSON = ("overrides", "waves")
 STEP_FIELD = "step:"
 """Checkpoints live beside a node's own fields (state, error, fence...) under this prefix."""
 
-# KEYS[1] progress hash, KEYS[2] event stream; ARGV: step field, expected token ('' = none yet),
-# new token, checkpoint json, then the event's field/value pairs (none: no event).
-# The event is written with the checkpoint or not at all. A finished attempt keeps its token, so
+# KEYS[1] progress hash, KEYS[2] event stream; ARGV: step field, expected epoch ('' = none yet),
+# new epoch, checkpoint json, then the event's field/value pairs (none: no event).
+# The event is written with the checkpoint or not at all. A finished attempt keeps its epoch, so
 # a watchdog or a timeout acting on an older view of it (running, its heartbeat gone while Redis
-# restarted) would pass the token check: a finished checkpoint is never replaced.
+# restarted) would pass the epoch check: a finished checkpoint is never replaced.
 _CAS = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1] .. '@token')
 if (cur or '') ~= ARGV[2] then return 0 end
@@ -45,6 +46,21 @@ if stored then
   local status = cjson.decode(stored)['status']
   if status == 'ok' or status == 'changed' or status == 'failed' then return 0 end
 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
+if #ARGV > 4 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 5))
+end
+return 1
+"""
+
+# KEYS[1] progress hash, KEYS[2] event stream; ARGV: step field, the delivery's token, claim id,
+# running checkpoint json, then the event's field/value pairs. Moves the attempt to the claim's
+# epoch only while it is still queued or retrying under that token: of two copies of one
+# delivery exactly one wins, and the loser finds the winner's epoch stored.
+_CLAIM = """
+if redis.call('HGET', KEYS[1], ARGV[1] .. '@token') ~= ARGV[2] then return 0 end
+local status = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1])).status
+if status ~= 'queued' and status ~= 'retrying' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
 if #ARGV > 4 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 5))
@@ -130,6 +146,7 @@ class CheckpointStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._cas = redis.register_script(_CAS)
+        self._claim = redis.register_script(_CLAIM)
         self._admit = redis.register_script(_ADMIT)
         self._finish_node = redis.register_script(_FINISH_NODE)
         self._transition = redis.register_script(_TRANSITION)
@@ -298,14 +315,29 @@ class CheckpointStore:
         self, run_id: str, node: str | None, step_id: str, checkpoint: Checkpoint, *, expect: str | None,
         event: dict[str, Any] | None = None,
     ) -> bool:
-        """Compare-and-set: write only if the stored token is `expect` (None: no attempt yet).
+        """Compare-and-set: write only if the stored epoch is `expect` (None: no attempt yet).
         `event` ({"kind": ..., ...}) is appended to the run's stream in the same step."""
         keys = [self._progress_key(run_id, node), self._events_key(run_id)]
-        args = [STEP_FIELD + step_id, expect or "", checkpoint.token,
+        args = [STEP_FIELD + step_id, expect or "", checkpoint.epoch,
                 checkpoint.model_dump_json(exclude_defaults=True)]
         if event:
             args += [x for k, v in _event_body(event).items() for x in (k, v)]
         return bool(self._cas(keys=keys, args=args))
+
+    def claim(
+        self, run_id: str, node: str | None, step_id: str, running: Checkpoint, *, token: str,
+        event: dict[str, Any] | None = None,
+    ) -> bool:
+        """Claim the attempt delivered under `token`: store `running` (which carries a fresh
+        claim id) only if the step is still queued or retrying under `token`. True for exactly
+        one caller per token; every later write of the attempt compares on the claim id."""
+        if not running.claim:
+            raise ValueError(f"claim of {step_id}: the running checkpoint carries no claim id")
+        keys = [self._progress_key(run_id, node), self._events_key(run_id)]
+        args = [STEP_FIELD + step_id, token, running.claim, running.model_dump_json(exclude_defaults=True)]
+        if event:
+            args += [x for k, v in _event_body(event).items() for x in (k, v)]
+        return bool(self._claim(keys=keys, args=args))
 
     # events
     def emit(self, run_id: str, kind: str, **fields: Any) -> None:

@@ -18,7 +18,7 @@ from collections import Counter
 from workflows import metrics
 from workflows.engine import Engine
 from workflows.errors import RunError
-from workflows.records import NodeProgress, RunRecord
+from workflows.records import Checkpoint, NodeProgress, RunRecord
 
 
 def watchdog_tick(engine: Engine, *, lost_after: float, now: float | None = None) -> Counter[str]:
@@ -70,20 +70,27 @@ def _check_steps(engine: Engine, run_id: str, owner: str | None, progress: NodeP
                  lost_after: float, now: float) -> Counter[str]:
     actions: Counter[str] = Counter()
     for step_id, checkpoint in progress.steps.items():
-        if checkpoint.status == "running":
-            lost = not engine.heartbeats.alive(run_id, owner, step_id)
-            kind = "lease-expired"
-        elif checkpoint.status == "queued":
-            lost = now - (checkpoint.queued_at or now) > lost_after
-            kind = "queue-lost"
-        elif checkpoint.status == "retrying":
-            lost = now - (checkpoint.retry_at or now) > lost_after
-            kind = "queue-lost"
-        else:
-            continue
-        if lost and engine.redispatch(run_id, owner, step_id, checkpoint):
+        kind = lost_reason(engine, run_id, owner, step_id, checkpoint, lost_after=lost_after, now=now)
+        if kind is not None and engine.redispatch(run_id, owner, step_id, checkpoint):
             engine.store.emit(run_id, "step-redispatched", node=owner, step=step_id, reason=kind)
             actions[kind] += 1
             if kind == "lease-expired":
                 metrics.LEASE_EXPIRIES.inc()
     return actions
+
+
+def lost_reason(engine: Engine, run_id: str, owner: str | None, step_id: str, checkpoint: Checkpoint, *,
+                lost_after: float, now: float) -> str | None:
+    """Why nobody is working on this step any more, or None while someone is (or will be).
+
+    Running with a dead heartbeat: its worker died (`lease-expired`). Queued for longer
+    than `lost_after`, or retrying `lost_after` past its retry time: its message was lost
+    (`queue-lost`). A running step with a live heartbeat, or a message that may still be
+    in its queue, is left alone: sending it again would run it twice at once."""
+    if checkpoint.status == "running":
+        return None if engine.heartbeats.alive(run_id, owner, step_id, checkpoint.epoch) else "lease-expired"
+    if checkpoint.status == "queued" and now - (checkpoint.queued_at or now) > lost_after:
+        return "queue-lost"
+    if checkpoint.status == "retrying" and now - (checkpoint.retry_at or now) > lost_after:
+        return "queue-lost"
+    return None

@@ -24,7 +24,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from tasks.host.surface import DEFAULT_COMMAND_TIMEOUT, CommandResult, check_argv, check_host_path
+from tasks.host.surface import (
+    DEFAULT_COMMAND_TIMEOUT,
+    NODE_LOCK,
+    CommandResult,
+    check_argv,
+    check_host_path,
+    hold_node_lock,
+    lock_holder,
+)
 from workflows.errors import StepTimeout
 
 ToolHandler = Callable[["SimulatedHost", tuple[str, ...], float], CommandResult]
@@ -191,3 +199,29 @@ class SimulatedHost:
             raise StepTimeout(f"`{' '.join(argv)}` did not finish within {timeout:g}s")
         with self.locked():
             return handler(self, argv, timeout)
+
+    # the node lock: the real one (tasks.host.surface.hold_node_lock) on the simulated root.
+    # Each hold is journalled in `<node-dir>/locks.log`, apart from ops.log (taking the lock
+    # changes nothing on the host), so tests can place every side effect inside one hold.
+    @contextmanager
+    def lock(self, run_id: str, step_id: str, *, timeout: float) -> Iterator[None]:
+        with hold_node_lock(self.local(NODE_LOCK), lock_holder(run_id, step_id), timeout):
+            # Kernel work is done by the time anyone looks again; a transition still journalled
+            # now was left by a holder that died (every host step holds this lock), so the
+            # kernel's side of it is completed before this attempt observes the host.
+            self.recover()
+            self._journal_lock("held", run_id, step_id)
+            try:
+                yield
+            finally:
+                self._journal_lock("released", run_id, step_id)
+
+    def _journal_lock(self, event: str, run_id: str, step_id: str) -> None:
+        line = json.dumps({"ts": round(time.time(), 6), "event": event, "run": run_id, "step": step_id,
+                           "pid": os.getpid(), "thread": threading.get_ident()})
+        with open(self.node_dir / "locks.log", "a") as handle:
+            handle.write(line + "\n")
+
+    def lock_journal(self) -> list[dict[str, Any]]:
+        path = self.node_dir / "locks.log"
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []

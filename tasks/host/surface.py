@@ -8,16 +8,20 @@ host). Commands are argv lists run with a timeout, never through a shell.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import posixpath
+import socket
 import subprocess
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from workflows.errors import CommandFailed, PermanentError, StepTimeout
+from workflows.errors import CommandFailed, PermanentError, StepTimeout, TransientError
 
 DEFAULT_COMMAND_TIMEOUT = 30.0
 
@@ -56,6 +60,9 @@ class HostSurface(Protocol):
     def realpath(self, path: str) -> str: ...
 
     def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> CommandResult: ...
+
+    def lock(self, run_id: str, step_id: str, *, timeout: float) -> AbstractContextManager[None]:
+        """Exclusive use of the node for one attempt of a step, across processes."""
 
 
 def check_host_path(path: str) -> str:
@@ -182,3 +189,49 @@ class RealHost:
         except FileNotFoundError:
             return CommandResult(argv, 127, "", f"{argv[0]}: command not found")
         return CommandResult(argv, done.returncode, done.stdout, done.stderr)
+
+    # the node lock (see hold_node_lock)
+    def lock(self, run_id: str, step_id: str, *, timeout: float) -> AbstractContextManager[None]:
+        """The node lock under the host root (/host/run/nicflow/node.lock in the agent pod)."""
+        return hold_node_lock(self._path(NODE_LOCK), lock_holder(run_id, step_id), timeout)
+
+
+# --- the node lock ----------------------------------------------------------------------
+# One attempt of a host step at a time on a node, whichever process runs it: an flock on a
+# file on the host itself. /run is cleared at boot (FHS 3.0, section 3.15). flock(2): the
+# lock goes with the open file description, so two threads of one agent exclude each other
+# as two processes do, and it is released when the description is closed, by a killed
+# process's exit too. The holder writes who it is into the file, for the error of a waiter.
+
+NODE_LOCK = "/run/nicflow/node.lock"
+LOCK_POLL_SECONDS = 0.05
+
+
+def lock_holder(run_id: str, step_id: str) -> str:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return f"run {run_id} step {step_id} (pid {os.getpid()} on {socket.gethostname()}, since {since})"
+
+
+@contextmanager
+def hold_node_lock(target: Path, holder: str, timeout: float) -> Iterator[None]:
+    """Hold the exclusive lock on `target` (the host's NODE_LOCK) or raise a transient error
+    naming its holder once `timeout` seconds have passed without it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    held_by = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "a process not yet named"
+                    raise TransientError(
+                        f"node lock {NODE_LOCK} not had within {timeout:g}s: held by {held_by}") from None
+                time.sleep(LOCK_POLL_SECONDS)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -19,7 +19,7 @@ from workers.api.errors import ApiError
 from workers.api.models import Action, Principal, RunRequest
 from workers.api.settings import ApiSettings
 from workers.targets import PIPELINE_DIR, node_labels, resolve_targets
-from workflows.control import abort_run, approve_run, resume_run, run_status, start_run
+from workflows.control import abort_run, approve_run, resume_run, resume_summary, run_status, start_run
 from workflows.engine import Engine
 from workflows.errors import PipelineError, RunError
 from workflows.loader import Pipeline, load_file
@@ -122,9 +122,9 @@ class RunOperations:
                 record = abort_run(self.engine, run_id).run
                 message = f"run {run_id} aborted by {principal}: {record.inflight} node(s) finishing their step"
             elif action == "resume":
-                result = resume_run(self.engine, run_id)
+                result = resume_run(self.engine, run_id, lost_after=self.settings.lost_after)
                 record = self.engine.store.run(run_id)
-                message = f"run {run_id} resumed by {principal}: {result['redispatched']} step(s) dispatched again"
+                message = f"run {run_id} resumed by {principal}: {resume_summary(result)}"
             else:
                 raise ApiError(422, f"action: {action!r} is not one of approve, abort, resume")
         except RunError as exc:

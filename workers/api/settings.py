@@ -46,6 +46,8 @@ class ApiSettings(BaseSettings):
     """Where runs started from the API go: `sim:N` for the simulated fleet at `sim_root`; unset: real nodes."""
     sim_root: Path = Field(default_factory=lambda: get_settings().sim_root)
     visibility_timeout: int = Field(default_factory=lambda: get_settings().visibility_timeout)
+    lost_after: float = Field(default_factory=lambda: get_settings().lost_after)
+    """Seconds a queued step waits before `resume` takes its message for lost."""
 
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     """Requests with a larger body are refused with 413 before anything parses them."""
