@@ -40,7 +40,7 @@ COPIES = 20
 # redispatch of a queued step while a test holds its consumer paused.
 ENV = {"NICFLOW_HEARTBEAT_TTL": "2", "NICFLOW_LOST_AFTER": "30"}
 RUN_ARGS = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "--set", "vf_wait_interval=0.01",
-            "--set", "cluster_poll_interval=0.3"]
+            "--set", "cluster_poll_interval=0.3", "--set", "allow_disable_ovn_lb=true"]
 NUMVFS = "/sys/bus/pci/devices/0000:04:00.0/sriov_numvfs"
 REBUILDS = ("update-initramfs", "dracut")
 
