@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from workflows.errors import StepTimeout
+from workflows.errors import NotYetKnown, StepTimeout
 from workflows.step import Step, StepContext, StepParams, StepResult
 
 
@@ -15,8 +15,14 @@ def run_step(step: Step, ctx: StepContext, params: StepParams, *, timeout: float
     checked between phases; commands inside a phase carry their own timeouts.
     """
     deadline = time.monotonic() + timeout
-    state = step.observe(ctx, params)
-    changes = step.plan(state, params)
+    try:
+        state = step.observe(ctx, params)
+        changes = step.plan(state, params)
+    except NotYetKnown as exc:
+        after = ctx.planned.get(exc.after) if ctx.dry_run else None
+        if after is None:
+            raise  # a real run, or nothing earlier would create the input: a failure as any other
+        return StepResult("changed", [], {}, f"would change after {after}: {exc.message}", unknown_after=after)
     if not changes:
         return StepResult("ok", [], step.outputs(state, params), step.evidence(state))
     if ctx.dry_run:

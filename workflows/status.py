@@ -75,6 +75,8 @@ def _step_summary(cp: dict[str, Any]) -> dict[str, Any]:
         summary["error"] = cp["error"]
     if cp.get("changes"):
         summary["changes"] = cp["changes"]
+    if cp.get("unknown_after"):
+        summary["after"] = cp["unknown_after"]
     if cp.get("started_at") and cp.get("finished_at"):
         summary["seconds"] = round(cp["finished_at"] - cp["started_at"], 3)
     return summary

@@ -60,6 +60,9 @@ class StepContext:
     facts: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     guard: LeaseGuard = field(default_factory=_NoGuard)
+    planned: dict[str, str] = field(default_factory=dict)
+    """Dry run: step type -> id of the earlier steps of this run (the cluster's and this
+    node's) that planned changes; a `NotYetKnown` naming one of them is no failure."""
 
 
 ParamsT = TypeVar("ParamsT", bound=StepParams)
@@ -118,3 +121,6 @@ class StepResult:
     changes: list[Change]
     outputs: dict[str, Any]
     evidence: str
+    unknown_after: str | None = None
+    """Dry run only: this step's input is created by that earlier step (its id), so what it
+    would change is known only after it; the status is `changed` with no changes listed."""
