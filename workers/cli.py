@@ -117,24 +117,19 @@ def plan(
     pipeline: Annotated[str, typer.Argument(help="Bundled pipeline name or YAML file.")],
     fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
     set_: Sets = [],  # noqa: B006
+    as_json: Annotated[bool, typer.Option("--json", help="The plan as JSON.")] = False,
 ) -> None:
-    """Show per node the changes a run would make; nothing is applied (a dry run, watched to the end)."""
+    """Show per node the changes a run would make; nothing is applied. Exit 0 when every node
+    was planned (nodes without an Agilio card aside), 1 when some could not be."""
+    from workers.plan_view import plan_exit, plan_json, plan_text, run_plan, summarize
     from workers.progress import watch as watch_live
-    from workers.targets import load_pipeline, resolve_targets
-    from workflows.control import run_status, start_run
 
-    loaded = load_pipeline(pipeline, set_)
-    fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
-                                         nodes=nodes, selector=selector)
-    engine = make_engine()
-    record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=True, overrides=_sets(set_))
-    status = watch_live(lambda: run_status(engine, record.id), err)
-    for owner, steps in [("cluster", status["cluster"])] + [(n, v["steps"]) for n, v in status["nodes"].items()]:
-        for step_id, step in steps.items():
-            for change in step.get("changes", []):
-                console.print(f"{owner}  {step_id}  {change['action']} {change['target']}: "
-                              f"{change['before']!r} -> {change['after']!r}")
-    _finish(status, show_summary=False, codes={"succeeded": 0})  # a plan either succeeds or exits 1
+    with _errors_exit(ERROR_EXIT):
+        status = run_plan(make_engine(), pipeline, set_, fleet=fleet, sim_root=sim_root or get_settings().sim_root,
+                          nodes=nodes, selector=selector, watch=lambda get: watch_live(get, err))
+    # plain print: one line per change whatever the terminal width, piped or not
+    print(json.dumps(plan_json(status)) if as_json else "\n".join(plan_text(status)))
+    raise typer.Exit(plan_exit(status, summarize(status)))
 
 
 @cli.command("check-flows")
@@ -315,7 +310,8 @@ def runs(
     for run_id in engine.store.run_ids(limit):
         record = engine.store.run(run_id)
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
-        console.print(f"{record.id}  {started}  {record.pipeline:<20} {record.status:<10} "
+        shown = "plan" if record.dry_run else record.status  # a dry run's failed nodes failed to plan
+        console.print(f"{record.id}  {started}  {record.pipeline:<20} {shown:<10} "
                       f"{record.succeeded}/{record.total} succeeded, {record.failed} failed")
 
 

@@ -34,9 +34,12 @@ class Change:
     target: str
     before: Any = None
     after: Any = None
+    temporary: bool = False
+    """Made and undone by the step itself (probe pods): nothing stays, so a plan does not count it."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "target": self.target, "before": self.before, "after": self.after}
+        change = {"action": self.action, "target": self.target, "before": self.before, "after": self.after}
+        return {**change, "temporary": True} if self.temporary else change
 
 
 class LeaseGuard(Protocol):
