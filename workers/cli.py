@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -306,13 +305,42 @@ def runs(
         return
     if as_json or fleet or sim_root:
         raise RunError("--json, --fleet and --sim-root go with --orphans")
-    engine = make_engine()
-    for run_id in engine.store.run_ids(limit):
-        record = engine.store.run(run_id)
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
-        shown = "plan" if record.dry_run else record.status  # a dry run's failed nodes failed to plan
-        console.print(f"{record.id}  {started}  {record.pipeline:<20} {shown:<10} "
-                      f"{record.succeeded}/{record.total} succeeded, {record.failed} failed")
+    from workers.runs_view import run_lines
+
+    for line in run_lines(make_engine().store, limit):
+        print(line)  # plain print: one run a line, never wrapped
+
+
+@cli.command("nodes")
+def nodes_cmd(
+    fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Each node's nicflow state, the run that last touched it, its last error, its cordon and by whom."""
+    from workers.nodes_view import node_rows, nodes_json, nodes_text
+
+    rows = node_rows(fleet=fleet, sim_root=sim_root or get_settings().sim_root, nodes=nodes, selector=selector)
+    print(nodes_json(rows) if as_json else nodes_text(rows))  # plain print: never wrapped
+
+
+@cli.command()
+def logs(
+    run_id: str,
+    node: Annotated[Optional[str], typer.Option("--node", help="Only this node's story.")] = None,
+    step: Annotated[Optional[str], typer.Option("--step", help="Only this step.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Go on until the run ends.")] = False,
+) -> None:
+    """A run's story in order: each attempt of each step, its changes, errors and evidence."""
+    from workers.logs_view import check_filter, tell
+    from workers.redisconn import redis_client
+    from workflows.store import CheckpointStore
+
+    with _errors_exit(ERROR_EXIT):
+        store = CheckpointStore(redis_client())
+        run_id = _run_id(run_id)
+        store.run(run_id)  # an unknown run is an error before anything is printed
+        tell(store, run_id, check_filter(store, run_id, node=node, step=step), follow=follow,
+             out=lambda line: print(line, flush=True))  # plain print: piped, a line is never wrapped
 
 
 @cli.command()
