@@ -71,10 +71,10 @@ def test_step_narrows_the_story_and_bad_filters_are_named(fleet) -> None:
     assert story(shown.stdout.splitlines()) == ["cluster  kube-ovn  attempt 1 started",
                                                  "cluster  kube-ovn  attempt 1 changed, 3 change(s)"]
     bad = stack.nicflow("logs", run_id, "--step", "nope")
-    assert bad.returncode == 1 and bad.stderr.startswith(
+    assert bad.returncode == 2 and bad.stderr.startswith(
         f"nicflow: error: --step 'nope': not a step of run {run_id} (steps: sriov-device-plugin, multus,")
     missing = stack.nicflow("logs", run_id, "--node", "node-007")
-    assert missing.returncode == 1 and missing.stderr.strip() == (
+    assert missing.returncode == 2 and missing.stderr.strip() == (
         f"nicflow: error: --node 'node-007': not a node of run {run_id}")
 
 

@@ -107,3 +107,13 @@ def test_not_yet_known_is_a_plan_result_only_when_an_earlier_step_would_create_t
                                             planned={"producer": "make-plugin"}), Params(), timeout=5)
     with pytest.raises(NotYetKnown):  # a dry run where nothing earlier would create it
         run_step(NeedsPlugin(), StepContext(run_id="r", node="n", surface=None, dry_run=True), Params(), timeout=5)
+
+
+def test_a_bad_plan_request_is_refused_naming_the_value(fleet) -> None:
+    stack, root = fleet
+    before = stack.engine.store.run_ids(100)
+    bad = plan(stack, root, "--set", "numvfs=many")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert [line for line in bad.stderr.splitlines() if line] == [next(
+        line for line in bad.stderr.splitlines() if line.startswith("nicflow: error: ") and "'many'" in line)]
+    assert stack.engine.store.run_ids(100) == before  # nothing started

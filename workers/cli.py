@@ -123,9 +123,8 @@ def plan(
     from workers.plan_view import plan_exit, plan_json, plan_text, run_plan, summarize
     from workers.progress import watch as watch_live
 
-    with _errors_exit(ERROR_EXIT):
-        status = run_plan(make_engine(), pipeline, set_, fleet=fleet, sim_root=sim_root or get_settings().sim_root,
-                          nodes=nodes, selector=selector, watch=lambda get: watch_live(get, err))
+    status = run_plan(make_engine(), pipeline, set_, fleet=fleet, sim_root=sim_root or get_settings().sim_root,
+                      nodes=nodes, selector=selector, watch=lambda get: watch_live(get, err))
     # plain print: one line per change whatever the terminal width, piped or not
     print(json.dumps(plan_json(status)) if as_json else "\n".join(plan_text(status)))
     raise typer.Exit(plan_exit(status, summarize(status)))
@@ -335,12 +334,11 @@ def logs(
     from workers.redisconn import redis_client
     from workflows.store import CheckpointStore
 
-    with _errors_exit(ERROR_EXIT):
-        store = CheckpointStore(redis_client())
-        run_id = _run_id(run_id)
-        store.run(run_id)  # an unknown run is an error before anything is printed
-        tell(store, run_id, check_filter(store, run_id, node=node, step=step), follow=follow,
-             out=lambda line: print(line, flush=True))  # plain print: piped, a line is never wrapped
+    store = CheckpointStore(redis_client())
+    run_id = _run_id(run_id)
+    store.run(run_id)  # an unknown run is an error before anything is printed
+    tell(store, run_id, check_filter(store, run_id, node=node, step=step), follow=follow,
+         out=lambda line: print(line, flush=True))  # plain print: piped, a line is never wrapped
 
 
 @cli.command()

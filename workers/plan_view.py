@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tasks.corigine.detect import NO_CARD
 from tasks.registry import default_registry
@@ -27,8 +27,8 @@ PLAN_ROLLOUT: dict[str, Any] = {
 }
 """Rollout overrides of a plan's dry run: every node is planned, whatever fails."""
 
-Outcome = str
-"""A node's plan: `would change`, `no changes`, `no card`, `failed`, or its state (pending, skipped)."""
+Outcome = Literal["would change", "no changes", "no card", "failed", "pending", "running", "skipped"]
+"""A node's plan, or the state of a node the plan did not reach."""
 
 
 def node_outcome(node: dict[str, Any]) -> Outcome:
@@ -37,7 +37,7 @@ def node_outcome(node: dict[str, Any]) -> Outcome:
     if state == "failed":
         errors = [s.get("error") or "" for s in node["steps"].values() if s["status"] == "failed"]
         return "no card" if any(e.startswith(NO_CARD) for e in errors) else "failed"
-    if state != "succeeded":
+    if state in ("pending", "running", "skipped"):
         return state
     return "would change" if any(_lasting(s) for s in node["steps"].values()) else "no changes"
 
