@@ -73,7 +73,10 @@ def node_rows(*, fleet: str | None, sim_root: Path, nodes: str | None, selector:
 
 
 def nodes_text(rows: list[NodeRow]) -> str:
-    """Columns padded to their widest cell, as kubectl prints them; the last one unpadded."""
+    """Columns padded to their widest cell plus 3 spaces, the last one unpadded, as kubectl
+    prints tables (k8s.io/cli-runtime pkg/printers/tabwriter.go: tabwriter padding 3, pad
+    char ' '). kubectl leaves a missing label's cell empty; `-` here keeps every line's
+    fields countable by `awk`."""
     table = [COLUMNS, *(r.cells() for r in rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS) - 1)]
     return "\n".join("   ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in table)
