@@ -11,7 +11,9 @@ from workflows.step import Step, StepContext, StepParams, StepResult
 def run_step(step: Step, ctx: StepContext, params: StepParams, *, timeout: float) -> StepResult:
     """Converge one step; raise a `StepError` kind when it cannot.
 
-    Dry run stops after plan and reports what would change. The deadline is
+    Dry run stops after plan and reports what would change; a step whose input an
+    earlier step of the dry run would create (`NotYetKnown` naming a step type in
+    `ctx.planned`) reports that it would change after that step. The deadline is
     checked between phases; commands inside a phase carry their own timeouts.
     """
     deadline = time.monotonic() + timeout
