@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,24 +119,18 @@ def plan(
     pipeline: Annotated[str, typer.Argument(help="Bundled pipeline name or YAML file.")],
     fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
     set_: Sets = [],  # noqa: B006
+    as_json: Annotated[bool, typer.Option("--json", help="The plan as JSON.")] = False,
 ) -> None:
-    """Show per node the changes a run would make; nothing is applied (a dry run, watched to the end)."""
+    """Show per node the changes a run would make; nothing is applied. Exit 0 when every node
+    was planned (nodes without an Agilio card aside), 1 when some could not be."""
+    from workers.plan_view import plan_exit, plan_json, plan_text, run_plan, summarize
     from workers.progress import watch as watch_live
-    from workers.targets import load_pipeline, resolve_targets
-    from workflows.control import run_status, start_run
 
-    loaded = load_pipeline(pipeline, set_)
-    fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
-                                         nodes=nodes, selector=selector)
-    engine = make_engine()
-    record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=True, overrides=_sets(set_))
-    status = watch_live(lambda: run_status(engine, record.id), err)
-    for owner, steps in [("cluster", status["cluster"])] + [(n, v["steps"]) for n, v in status["nodes"].items()]:
-        for step_id, step in steps.items():
-            for change in step.get("changes", []):
-                console.print(f"{owner}  {step_id}  {change['action']} {change['target']}: "
-                              f"{change['before']!r} -> {change['after']!r}")
-    _finish(status, show_summary=False, codes={"succeeded": 0})  # a plan either succeeds or exits 1
+    status = run_plan(make_engine(), pipeline, set_, fleet=fleet, sim_root=sim_root or get_settings().sim_root,
+                      nodes=nodes, selector=selector, watch=lambda get: watch_live(get, err))
+    # plain print: one line per change whatever the terminal width, piped or not
+    print(json.dumps(plan_json(status)) if as_json else "\n".join(plan_text(status)))
+    raise typer.Exit(plan_exit(status, summarize(status)))
 
 
 @cli.command("check-flows")
@@ -314,12 +307,41 @@ def runs(
         return
     if as_json or fleet or sim_root:
         raise RunError("--json, --fleet and --sim-root go with --orphans")
-    engine = make_engine()
-    for run_id in engine.store.run_ids(limit):
-        record = engine.store.run(run_id)
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
-        console.print(f"{record.id}  {started}  {record.pipeline:<20} {record.status:<10} "
-                      f"{record.succeeded}/{record.total} succeeded, {record.failed} failed")
+    from workers.runs_view import run_lines
+
+    for line in run_lines(make_engine().store, limit):
+        print(line)  # plain print: one run a line, never wrapped
+
+
+@cli.command("nodes")
+def nodes_cmd(
+    fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Each node's nicflow state, the run that last touched it, its last error, its cordon and by whom."""
+    from workers.nodes_view import node_rows, nodes_json, nodes_text
+
+    rows = node_rows(fleet=fleet, sim_root=sim_root or get_settings().sim_root, nodes=nodes, selector=selector)
+    print(nodes_json(rows) if as_json else nodes_text(rows))  # plain print: never wrapped
+
+
+@cli.command()
+def logs(
+    run_id: str,
+    node: Annotated[Optional[str], typer.Option("--node", help="Only this node's story.")] = None,
+    step: Annotated[Optional[str], typer.Option("--step", help="Only this step.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Go on until the run ends.")] = False,
+) -> None:
+    """A run's story in order: each attempt of each step, its changes, errors and evidence."""
+    from workers.logs_view import check_filter, tell
+    from workers.redisconn import redis_client
+    from workflows.store import CheckpointStore
+
+    store = CheckpointStore(redis_client())
+    run_id = _run_id(run_id)
+    store.run(run_id)  # an unknown run is an error before anything is printed
+    tell(store, run_id, check_filter(store, run_id, node=node, step=step), follow=follow,
+         out=lambda line: print(line, flush=True))  # plain print: piped, a line is never wrapped
 
 
 @cli.command()

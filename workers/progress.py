@@ -14,6 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from workflows.order import ordered
 from workflows.records import TERMINAL_RUN
 
 STATUS_STYLE = {"succeeded": "green", "partial": "dark_orange", "failed": "red", "aborted": "yellow",
@@ -21,14 +22,14 @@ STATUS_STYLE = {"succeeded": "green", "partial": "dark_orange", "failed": "red",
 
 
 def step_counts(status: dict[str, Any]) -> dict[str, Counter[str]]:
-    """Per step id, how many nodes are at each step status."""
+    """Per step id, how many nodes are at each step status; steps in pipeline order."""
     counts: dict[str, Counter[str]] = {}
     for node in status["nodes"].values():
         for step_id, step in node["steps"].items():
             counts.setdefault(step_id, Counter())[step["status"]] += 1
     for step_id, step in status["cluster"].items():
         counts.setdefault(step_id, Counter())[step["status"]] += 1
-    return counts
+    return ordered(counts, status.get("order", []))
 
 
 def failed_nodes(status: dict[str, Any]) -> list[tuple[str, str]]:

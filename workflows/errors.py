@@ -33,6 +33,20 @@ class CommandFailed(TransientError):
     kind = "command"
 
 
+class NotYetKnown(TransientError):
+    """An input this step reads does not exist yet: an earlier step of the pipeline creates it.
+
+    `after` names that step's type (`sriov-device-plugin`). A real run retries it as any
+    transient error, and fails as before when the input never comes. A dry run in which a
+    step of that type planned changes shows this step as "would change after <step>"
+    instead (Terraform's "known after apply"): its input is known only once that step is
+    applied."""
+
+    def __init__(self, message: str, *, after: str, evidence: str = "") -> None:
+        super().__init__(message, evidence=evidence)
+        self.after = after
+
+
 class PermanentError(StepError):
     """Will not succeed by retrying (no card, bad parameter, missing firmware)."""
 

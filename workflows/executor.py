@@ -158,6 +158,8 @@ def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodePr
             hold = partial(_hold_node, ctx_surface, run.id, spec.id)
         guard = NodeLeaseGuard(engine.leases, node, run.id, progress.fence)
     ctx = StepContext(run_id=run.id, node=node, surface=ctx_surface, facts=facts, dry_run=run.dry_run)
+    if run.dry_run:
+        ctx.planned = _planned(engine, run, [cluster] if node is None else [cluster, progress])
     if guard is not None:
         ctx.guard = guard
     step = engine.registry.create(spec.type)
@@ -167,6 +169,13 @@ def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodePr
 def _hold_node(host: Any, run_id: str, step_id: str, wait: float) -> AbstractContextManager[object]:
     """The host's node lock for this attempt: two attempts on one node never overlap."""
     return host.lock(run_id, step_id, timeout=wait)
+
+
+def _planned(engine: Engine, run: RunRecord, progresses: list[NodeProgress]) -> dict[str, str]:
+    """Step type -> id of the steps of this dry run that planned changes (workflows.runner)."""
+    spec = engine.pipeline(run).spec
+    return {spec.step(step_id).type: step_id for progress in progresses
+            for step_id, cp in progress.steps.items() if cp.status == "changed"}
 
 
 def _facts(progress: NodeProgress, order: list[str]) -> dict:
@@ -187,9 +196,10 @@ def _on_success(engine: Engine, run_id: str, node: str | None, step_id: str, sta
         "evidence": result.evidence[-EVIDENCE_LIMIT:],
         "error": None,
         "error_kind": None,
+        "unknown_after": result.unknown_after,
     })
     event = {"kind": "step-finished", "node": node, "step": step_id, "status": result.status,
-             "attempt": started.attempt, "changes": len(result.changes)}
+             "attempt": started.attempt, "changes": len(result.changes), "after": result.unknown_after}
     if engine.store.write_checkpoint(run_id, node, step_id, final, expect=started.epoch, event=event):
         _after_step(engine, run_id, node)
     else:

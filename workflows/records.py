@@ -62,6 +62,8 @@ class Checkpoint(BaseModel):
     error_kind: str | None = None
     evidence: str = ""
     retry_at: float | None = None
+    unknown_after: str | None = None
+    """Dry run: what this step would change is known only after that earlier step (its id)."""
     claim: str | None = None
     """Set when a delivery claims the attempt (queued/retrying -> running): the attempt's new
     epoch. Only that delivery's writes compare equal to it; any other copy of the message is dropped."""

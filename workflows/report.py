@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.engine import Engine
+from workflows.order import ordered, step_order
 from workflows.records import Checkpoint
 
 EVIDENCE_KEYS = ("offloaded_flows", "offload_verdict")
@@ -19,6 +20,7 @@ def build_report(engine: Engine, run_id: str) -> dict[str, Any]:
     nodes = engine.store.progress_many(run_id, engine.store.nodes(run_id))
     cluster = engine.store.progress(run_id, None)
     events = [body for _, body in engine.store.events(run_id, count=1_000_000)]
+    order = step_order(s.model_dump() for s in pipeline.spec.steps)
     return {
         "run": run.id,
         "pipeline": run.pipeline,
@@ -30,17 +32,17 @@ def build_report(engine: Engine, run_id: str) -> dict[str, Any]:
         "finished_at": _finished_at(events),
         "parameters": pipeline.params,
         "rollout": pipeline.spec.rollout.model_dump(mode="json"),
-        "steps": [s.id for s in pipeline.spec.steps],
+        "steps": order,
         "counts": {"total": run.total, "succeeded": run.succeeded, "failed": run.failed,
                    "not_admitted": run.total - run.cursor},
-        "cluster": {k: _step(cp) for k, cp in cluster.steps.items()},
+        "cluster": ordered({k: _step(cp) for k, cp in cluster.steps.items()}, order),
         "nodes": [
             {
                 "node": p.node,
                 "state": p.state,
                 "error": p.error,
                 "admitted_at": p.admitted_at,
-                "steps": {k: _step(cp) for k, cp in p.steps.items()},
+                "steps": ordered({k: _step(cp) for k, cp in p.steps.items()}, order),
                 "offload": _offload(p.steps, [s.id for s in pipeline.spec.steps]),
             }
             for p in nodes

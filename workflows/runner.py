@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
-from workflows.errors import StepTimeout
+from workflows.errors import NotYetKnown, StepTimeout
 from workflows.step import Step, StepContext, StepParams, StepResult
 
 NodeLock = Callable[[float], AbstractContextManager[object]]
@@ -20,8 +20,10 @@ def run_step(step: Step, ctx: StepContext, params: StepParams, *, timeout: float
     `hold`, for a host step, is the node's lock: held from observe to verify, so a second
     attempt on the node (another process, another token) waits and then observes the first
     one's work instead of planning the same change. Dry run stops after plan and reports
-    what would change. The deadline is checked between phases; commands inside a phase
-    carry their own timeouts.
+    what would change; a step whose input an earlier step of the dry run would create
+    (`NotYetKnown` naming a step type in `ctx.planned`) reports that it would change after
+    that step. The deadline is checked between phases; commands inside a phase carry their
+    own timeouts.
     """
     deadline = time.monotonic() + timeout
     with hold(timeout) if hold is not None and not ctx.dry_run else nullcontext():
@@ -29,8 +31,14 @@ def run_step(step: Step, ctx: StepContext, params: StepParams, *, timeout: float
 
 
 def _converge(step: Step, ctx: StepContext, params: StepParams, *, deadline: float, timeout: float) -> StepResult:
-    state = step.observe(ctx, params)
-    changes = step.plan(state, params)
+    try:
+        state = step.observe(ctx, params)
+        changes = step.plan(state, params)
+    except NotYetKnown as exc:
+        after = ctx.planned.get(exc.after) if ctx.dry_run else None
+        if after is None:
+            raise  # a real run, or nothing earlier would create the input: a failure as any other
+        return StepResult("changed", [], {}, f"would change after {after}: {exc.message}", unknown_after=after)
     if not changes:
         return StepResult("ok", [], step.outputs(state, params), step.evidence(state))
     if ctx.dry_run:

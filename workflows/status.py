@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from workflows.order import ordered, step_order
 from workflows.store import STEP_FIELD, CheckpointStore
 
 
@@ -24,6 +25,7 @@ def outcome_note(status: str) -> str:
 def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
     """The run, and per node its state and each step's status and attempts (JSON-ready)."""
     run = store.run(run_id)
+    order = step_order(store.spec(run_id)["steps"])
     nodes = store.nodes(run_id)
     # Raw hashes and plain JSON, no models: polled on runs of thousands of nodes.
     raws = store.raw_progress_many(run_id, [*nodes, None])
@@ -48,25 +50,27 @@ def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
             **({"skipped": run.skipped} if run.skipped else {}),
             "pending": run.total - run.cursor,
         },
-        "cluster": _steps(cluster),
+        "order": order,
+        "cluster": _steps(cluster, order),
         "nodes": {
             node: {
                 "state": raw.get("state", "pending"),
                 **({"error": raw["error"]} if raw.get("error") else {}),
                 **({"waiting": raw["blocked"]} if raw.get("blocked") else {}),
-                "steps": _steps(raw),
+                "steps": _steps(raw, order),
             }
             for node, raw in zip(nodes, raws)
         },
     }
 
 
-def _steps(raw: dict[str, str]) -> dict[str, dict[str, Any]]:
-    return {
+def _steps(raw: dict[str, str], order: list[str]) -> dict[str, dict[str, Any]]:
+    """A node's (or the cluster's) steps in pipeline order (workflows.order)."""
+    return ordered({
         key.removeprefix(STEP_FIELD): _step_summary(json.loads(value))
         for key, value in raw.items()
         if key.startswith(STEP_FIELD) and not key.endswith("@token")
-    }
+    }, order)
 
 
 def _step_summary(cp: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +79,8 @@ def _step_summary(cp: dict[str, Any]) -> dict[str, Any]:
         summary["error"] = cp["error"]
     if cp.get("changes"):
         summary["changes"] = cp["changes"]
+    if cp.get("unknown_after"):
+        summary["after"] = cp["unknown_after"]
     if cp.get("started_at") and cp.get("finished_at"):
         summary["seconds"] = round(cp["finished_at"] - cp["started_at"], 3)
     return summary

@@ -34,9 +34,12 @@ class Change:
     target: str
     before: Any = None
     after: Any = None
+    temporary: bool = False
+    """Made and undone by the step itself (probe pods): nothing stays, so a plan does not count it."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "target": self.target, "before": self.before, "after": self.after}
+        change = {"action": self.action, "target": self.target, "before": self.before, "after": self.after}
+        return {**change, "temporary": True} if self.temporary else change
 
 
 class LeaseGuard(Protocol):
@@ -60,6 +63,9 @@ class StepContext:
     facts: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     guard: LeaseGuard = field(default_factory=_NoGuard)
+    planned: dict[str, str] = field(default_factory=dict)
+    """Dry run: step type -> id of the earlier steps of this run (the cluster's and this
+    node's) that planned changes; a `NotYetKnown` naming one of them is no failure."""
 
 
 ParamsT = TypeVar("ParamsT", bound=StepParams)
@@ -118,3 +124,6 @@ class StepResult:
     changes: list[Change]
     outputs: dict[str, Any]
     evidence: str
+    unknown_after: str | None = None
+    """Dry run only: this step's input is created by that earlier step (its id), so what it
+    would change is known only after it; the status is `changed` with no changes listed."""

@@ -35,12 +35,14 @@ from tasks.cluster.steps_drain import FACT_NAME, node_of
 from tasks.cluster.steps_sriovdp import config_hash
 from tasks.cluster.surface import DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, NodeView, PodView
 from tasks.corigine.wait import wait_until
-from workflows.errors import PermanentError, StepTimeout, TransientError
+from workflows.errors import NotYetKnown, PermanentError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
 DEFAULT_NAMESPACE = "kube-system"
 DEFAULT_SELECTOR = {"app": "sriovdp"}
 DEFAULT_RESOURCE = "corigine.com/agilio_sriov"
+PRODUCER = "sriov-device-plugin"
+"""The step type that installs the plugin this step restarts: its ConfigMap and pods come from it."""
 
 
 class RestartDpParams(StepParams):
@@ -111,8 +113,8 @@ def _live_config(surface: ClusterSurface, plugin: Plugin | None) -> str | None:
         return None
     data = surface.get_config_map(plugin.namespace, plugin.config_map)
     if data is None or plugin.config_key not in data:
-        raise TransientError(f"ConfigMap {plugin.namespace}/{plugin.config_map} (key {plugin.config_key}) of the "
-                             "SR-IOV device plugin is missing: is sriov-device-plugin done?")
+        raise NotYetKnown(f"ConfigMap {plugin.namespace}/{plugin.config_map} (key {plugin.config_key}) of the "
+                          "SR-IOV device plugin is missing: is sriov-device-plugin done?", after=PRODUCER)
     return data[plugin.config_key]
 
 
@@ -124,7 +126,8 @@ def widened(config: str, target: Target, params: RestartDpParams) -> str | None:
     try:
         entry = dp.entry_for(config, target.resource)
         if entry is None:
-            raise TransientError(f"{where} has no entry for {target.resource}: is sriov-device-plugin done?")
+            raise NotYetKnown(f"{where} has no entry for {target.resource}: is sriov-device-plugin done?",
+                              after=PRODUCER)
         if dp.covers(entry, card.vendor, card.vf_device):
             return None
         if not params.extend_selectors:
@@ -172,8 +175,8 @@ class RestartDevicePlugin(Step[RestartDpParams, AllocatableState]):
             changes.append(Change("extend-selectors", state.config_ref, _ids_of(state.config),
                                   _ids_of(state.new_config)))
         if not state.plugin_pods:
-            raise TransientError(f"no SR-IOV device plugin pod on node {state.node.name}: is sriov-device-plugin "
-                                 "done and the node in its nodeSelector?")
+            raise NotYetKnown(f"no SR-IOV device plugin pod on node {state.node.name}: is sriov-device-plugin "
+                              "done and the node in its nodeSelector?", after=PRODUCER)
         return changes + [Change("restart", f"pod/{p.ref}", f"allocatable {state.allocatable}", state.expected)
                           for p in state.plugin_pods]
 

@@ -187,7 +187,8 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
         if shown not in ("done", "verifying"):  # a node this run configures; a converged one stays untouched
             changes.append(Change("label", f"node/{state.node.name}", shown, "verifying"))
         if params.traffic_probe:
-            changes.append(Change("probe", f"node/{state.node.name}", None, "two VF pods ping each other"))
+            changes.append(Change("probe", f"node/{state.node.name}", None, "two VF pods ping each other",
+                                  temporary=True))
         if not changes:
             self.judge(state, params)
         return changes

@@ -31,6 +31,9 @@ from tasks.host.surface import HostSurface
 from workflows.errors import PermanentError
 from workflows.step import Change, Step, StepContext, StepParams
 
+NO_CARD = "no Agilio card found"
+"""How a node without any Agilio card fails (permanently): a plan counts such nodes apart."""
+
 
 class DetectParams(StepParams):
     pci_address: OptionalPci = ""
@@ -89,7 +92,7 @@ class DetectNic(Step[DetectParams, DetectState]):
         # Detection succeeds with facts or fails permanently; its one change is the card record.
         if not state.cards:
             seen = ", ".join(state.seen) or "no PCI devices"
-            raise PermanentError(f"no Agilio card found (PCI vendor:device seen: {seen})")
+            raise PermanentError(f"{NO_CARD} (PCI vendor:device seen: {seen})")
         listing = ", ".join(c.pci_address for c in state.cards)
         if params.interface and state.interface_pci is None:
             raise PermanentError(f"interface {params.interface!r} does not exist on this node (Agilio cards: {listing})")
