@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tasks.cluster.sim import SimulatedCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
+from tests.helpers import PIPELINES
 from tests.stack import Stack
 from workers.processes import WorkerProcess
 from workflows.records import Checkpoint
@@ -215,13 +217,13 @@ def copies_while_queued(stack: Stack, run_id: str, step: str, workers: dict[str,
     """A node's host step that follows another host step is run by the same task (eager
     continuation) and never waits in a queue; the wait it has is a retry's (`retrying`,
     its message held until due), so that is where its copies go. reload-driver (after
-    the controller's drain) and drain (after the agent's reload-check) do wait in their
-    queue: their consumer is paused before the step is dispatched."""
+    the controller's drain) and drain (after the agent's reload-check, in `drain_after_an_agent_step`)
+    do wait in their queue: their consumer is paused before the step is dispatched."""
     if step == "reload-driver":
         wait_until("drain running", in_status(stack, run_id, "drain", "running"))
         pause, status = workers["agent"], "queued"
     elif step == "drain":
-        wait_until("persist-firmware running", in_status(stack, run_id, "persist-firmware", "running"))
+        wait_until("reload-check running", in_status(stack, run_id, "reload-check", "running"))
         pause, status = workers["controller"], "queued"
     else:
         wait_until(f"{step} retrying", in_status(stack, run_id, step, "retrying"))
@@ -231,6 +233,26 @@ def copies_while_queued(stack: Stack, run_id: str, step: str, workers: dict[str,
         send_copies(stack, run_id, step, waiting.token)
         assert checkpoint(stack, run_id, step) == waiting  # nobody took it while the copies were sent
     return waiting
+
+
+def drain_after_an_agent_step(base: Path) -> str:
+    """The bundled pipeline with its two read-only checks swapped: the controller's ovs-ovn-check
+    first, the agent's reload-check last, so the drain is dispatched by the agent into the
+    controller's queue (in the bundled order the controller dispatches it to itself, and takes it
+    at once: a paused consumer could not hold it there)."""
+    spec = yaml.safe_load((PIPELINES / "corigine-offload.yaml").read_text())
+    steps = {step["id"]: step for step in spec["steps"]}
+    steps["ovs-ovn-check"]["needs"] = ["persist-firmware"]
+    steps["reload-check"]["needs"] = ["ovs-ovn-check"]
+    path = base / "corigine-offload-checks-swapped.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def fresh_start(stack: Stack) -> None:
+    """Every worker gone and the store empty: a case never inherits the run an earlier one left."""
+    kill_all(stack)
+    stack.engine.store.redis.flushall()
 
 
 def first_attempt_fails(root: Path, step: str) -> int:
@@ -251,11 +273,12 @@ CASES = [(step, phase) for step in COMMANDS for phase in ("queued", "running")]
 
 @pytest.mark.parametrize(("step", "phase"), CASES, ids=[f"{s}-{p}" for s, p in CASES])
 def test_copies_of_a_delivery_never_run_a_step_twice(stack, step, phase):
-    kill_all(stack)
+    fresh_start(stack)
     root = stack.fleet(f"copies-{step}-{phase}", NODES, latency=0.2)
     workers = {"controller": controller(stack), "agent": agent(stack, root)}
     refused = first_attempt_fails(root, step) if phase == "queued" else 0
-    run_id = stack.run(PIPELINE, root, NODES, *RUN_ARGS, "--nodes", NODE)
+    pipeline = drain_after_an_agent_step(root) if (step, phase) == ("drain", "queued") else PIPELINE
+    run_id = stack.run(pipeline, root, NODES, *RUN_ARGS, "--nodes", NODE)
     if phase == "running":
         target = copies_while_running(stack, root, run_id, step)
     else:

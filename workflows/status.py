@@ -25,7 +25,7 @@ def outcome_note(status: str) -> str:
 def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
     """The run, and per node its state and each step's status and attempts (JSON-ready)."""
     run = store.run(run_id)
-    order = step_order(store.spec(run_id)["steps"])
+    order = step_order(store.spec(run_id).get("steps") or [])  # a run stored without its steps lists none
     nodes = store.nodes(run_id)
     # Raw hashes and plain JSON, no models: polled on runs of thousands of nodes.
     raws = store.raw_progress_many(run_id, [*nodes, None])
