@@ -9,16 +9,19 @@ nicflow or anyone else, NotReady), not only the nodes in flight.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from tasks.cluster.sim import SimulatedCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
 from tests.stack import FAST, Stack, op_counts
+from workers.progress import render
 
 PIPELINE = "corigine-offload"
 FAST_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "--set", "cluster_poll_interval=0.05",
@@ -40,6 +43,13 @@ def names(first: int, last: int) -> list[str]:
 
 def nodes_arg(nodes: list[str]) -> list[str]:
     return ["--nodes", ",".join(nodes)]
+
+
+def watch_once(stack: Stack, run_id: str) -> str:
+    """One frame of `nicflow watch RUN`, rendered as a terminal of 200 columns would show it."""
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(render(stack.status(run_id), time.time()))
+    return console.export_text()
 
 
 def without_agents(stack: Stack) -> None:
@@ -182,6 +192,8 @@ def test_a_node_no_agent_serves_waits_visibly_then_goes_on(stack):
     assert waiting["node"] == "node-001", waiting
     assert waiting["reason"] == "no agent for node-001: nothing consumes queue nicflow.node.node-001"
     assert stack.engine.store.progress(run_id, "node-001").steps == {}  # nothing queued for nobody
+    watched = watch_once(stack, run_id)  # what `nicflow watch` shows meanwhile: the node and why
+    assert "waiting node" in watched and "no agent for node-001: nothing consumes queue" in watched, watched
     stack.start("agent", "--node", "node-001", "--concurrency", "2")
     status = stack.wait_for(run_id, timeout=120)
     assert status["status"] == "succeeded", status

@@ -36,11 +36,18 @@ def failed_nodes(status: dict[str, Any]) -> list[tuple[str, str]]:
     return [(name, node.get("error", "")) for name, node in status["nodes"].items() if node["state"] == "failed"]
 
 
+def waiting_nodes(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """Admitted nodes that have not started, with why (no agent serves them, NotReady)."""
+    return [(name, node["waiting"]) for name, node in status["nodes"].items() if node.get("waiting")]
+
+
 def _eta(status: dict[str, Any], started: float) -> str:
     counts = status["counts"]
     done = counts["succeeded"] + counts["failed"]
     if not done or status["status"] in TERMINAL_RUN:
         return "-"
+    if counts["running"] and len(waiting_nodes(status)) >= counts["running"]:
+        return "none while every running node waits"  # an ETA would only keep growing
     remaining = counts["total"] - done
     return f"{(time.time() - started) / done * remaining:.0f}s"
 
@@ -59,12 +66,21 @@ def render(status: dict[str, Any], started: float) -> Panel:
     states = Text.assemble(
         (f"pending {counts['pending']}  ", "dim"), (f"running {counts['running']}  ", "cyan"),
         (f"succeeded {counts['succeeded']}  ", "green"), (f"failed {counts['failed']}", "red"),
+        (f"  skipped {counts['skipped']}" if counts.get("skipped") else "", "yellow"),
     )
     steps = Table("step", "queued/running", "ok", "changed", "retrying", "failed", box=None, pad_edge=False)
     for step_id, c in step_counts(status).items():
         steps.add_row(step_id, str(c["queued"] + c["running"]), str(c["ok"]), str(c["changed"]),
                       str(c["retrying"]), Text(str(c["failed"]), "red" if c["failed"] else ""))
     parts: list[Any] = [head, bar, states, steps]
+    waiting = waiting_nodes(status)
+    if waiting:
+        table = Table("waiting node", "why", box=None, pad_edge=False)
+        for name, why in waiting[:10]:
+            table.add_row(name, Text(why, "yellow"))
+        if len(waiting) > 10:
+            table.add_row("...", f"{len(waiting) - 10} more")
+        parts.append(table)
     failures = failed_nodes(status)
     if failures:
         table = Table("failed node", "error", box=None, pad_edge=False)
