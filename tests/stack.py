@@ -29,6 +29,12 @@ FAST = {
     "NICFLOW_AGENT_PRESENCE_TTL": "1.5",
 }
 
+FAST_CORIGINE_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01",
+                     "--set", "cluster_poll_interval=0.05", "--set", "vf_wait_interval=0.01",
+                     "--set", "allow_disable_ovn_lb=true"]
+"""corigine-offload on a simulated fleet with short polls; the cluster runs Kube-OVN with its load
+balancer on, as install.sh leaves it, and the fleet needs none of it."""
+
 
 class Stack:
     def __init__(self, base: Path, *, persistent: bool = True) -> None:

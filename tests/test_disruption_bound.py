@@ -20,12 +20,11 @@ from rich.console import Console
 from tasks.cluster.sim import SimulatedCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
-from tests.stack import FAST, Stack, op_counts
+from tests.stack import FAST, FAST_CORIGINE_RUN, Stack, op_counts
 from workers.progress import render
 
 PIPELINE = "corigine-offload"
-FAST_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "--set", "cluster_poll_interval=0.05",
-            "--set", "vf_wait_interval=0.01", "--set", "allow_disable_ovn_lb=true"]
+FAST_RUN = FAST_CORIGINE_RUN
 SPARE = 3  # schedulable nodes outside the run, where evicted web pods go
 
 

@@ -13,13 +13,12 @@ from collections import Counter
 import pytest
 
 from tasks.cluster.sim import SimulatedCluster
-from tests.stack import Stack, op_counts
+from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
 from tests.test_broker_restart import wait_unacked_on
 from workflows.control import abort_run
 
 PIPELINE = "corigine-offload"
-FAST_RUN = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "--set", "cluster_poll_interval=0.05",
-            "--set", "vf_wait_interval=0.01", "--set", "allow_disable_ovn_lb=true"]
+FAST_RUN = FAST_CORIGINE_RUN
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from tasks.host.simfleet import create_fleet
 from tasks.registry import default_registry
-from tests.stack import Stack, op_counts
+from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
 from workers.runtime import FleetSurfaces, HostNotServed, ServedNodes
 from workflows.control import run_status, start_run
 from workflows.dispatch import InlineDispatcher
@@ -72,10 +72,7 @@ def test_host_steps_after_a_controller_step_run_on_the_agent(stack):
     continuing there would hand the controller the host, which it refuses."""
     root = stack.fleet("after-drain", 4)
     stack.agent(root, 4)
-    run_id = stack.run("corigine-offload", root, 4, "--nodes", "node-000,node-001",
-                       "--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01",
-                       "--set", "cluster_poll_interval=0.05", "--set", "vf_wait_interval=0.01",
-                       "--set", "allow_disable_ovn_lb=true")
+    run_id = stack.run("corigine-offload", root, 4, "--nodes", "node-000,node-001", *FAST_CORIGINE_RUN)
     status = stack.wait_for(run_id, timeout=120)
     assert status["status"] == "succeeded", status
     for node in ("node-000", "node-001"):
