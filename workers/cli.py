@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
 from workers.redisconn import NoRedisConfigured
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 def make_engine() -> Engine:
     from workers.runtime import make_engine as build
 
-    return build()
+    return build(fail_fast=True)  # a command fails at once on an unreachable Redis; workers wait
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.")
@@ -68,8 +70,28 @@ def _errors_exit(code: int) -> Iterator[None]:
 
 def _error_message(exc: Exception) -> str:
     if isinstance(exc, RedisError):
-        return f"nicflow: cannot reach Redis at REDIS_URL: {exc}"
+        from workers.redisconn import shown_url
+
+        where = shown_url(get_settings().redis_url or "REDIS_URL")
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+            return f"nicflow: cannot reach Redis at {where}: {_unreachable(exc)} (set REDIS_URL)"
+        return f"nicflow: Redis at {where}: {exc}"
     return f"nicflow: error: {exc}"
+
+
+def _unreachable(exc: RedisError) -> str:
+    """Why the connection failed, as the system said it ("Connection refused"), not redis-py's
+    "Error 111 connecting to ...", which repeats the address."""
+    from workers.redisconn import CLI_CONNECT_TIMEOUT, CLI_READ_TIMEOUT
+
+    if isinstance(exc, RedisTimeoutError):
+        connecting = "connecting" in str(exc)
+        return (f"no connection within {CLI_CONNECT_TIMEOUT:g} s" if connecting
+                else f"no reply within {CLI_READ_TIMEOUT:g} s")
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(exc)
 
 
 def _run_id(value: str) -> str:
@@ -164,7 +186,7 @@ def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
 
     # Only the store: `status --json` is polled by scripts and must start fast.
     with _errors_exit(ERROR_EXIT):
-        report = status_of(CheckpointStore(redis_client()), _run_id(run_id))
+        report = status_of(CheckpointStore(redis_client(fail_fast=True)), _run_id(run_id))
     if as_json:
         print(json.dumps(report))
     else:
@@ -337,7 +359,7 @@ def logs(
     from workers.redisconn import redis_client
     from workflows.store import CheckpointStore
 
-    store = CheckpointStore(redis_client())
+    store = CheckpointStore(redis_client(fail_fast=True))
     run_id = _run_id(run_id)
     store.run(run_id)  # an unknown run is an error before anything is printed
     tell(store, run_id, check_filter(store, run_id, node=node, step=step), follow=follow,
@@ -350,8 +372,10 @@ def controller(
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Run a controller worker (queues nicflow.control and nicflow.cluster) and its watchdog."""
+    from workers.redisconn import redis_url
     from workers.worker import run_controller
 
+    redis_url()  # no REDIS_URL: refuse before anything starts (Celery alone would try amqp://localhost)
     run_controller(concurrency=concurrency or get_settings().controller_concurrency, metrics_port=metrics_port)
 
 
@@ -368,6 +392,9 @@ def agent(
     from workers.targets import parse_nodes
     from workers.worker import run_agent
 
+    from workers.redisconn import redis_url
+
+    redis_url()  # as `controller`: no REDIS_URL, no agent (Celery alone would try amqp://localhost)
     if (node is None) == (fleet is None):
         raise RunError("give exactly one of --node NAME or --fleet sim:N")
     if fleet is not None:
