@@ -37,8 +37,13 @@ def make_engine() -> Engine:
 
     return build(fail_fast=True)  # a command fails at once on an unreachable Redis; workers wait
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.")
+# rich_markup_mode=None: typer's plain help, which shows a flag as a flag (its rich panels print
+# `--dry-run <bool>`, as if it took a value) and draws no boxes into a pipe.
+cli = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.\n\n"
+                       "REDIS_URL selects the Redis server every command and worker uses "
+                       "(redis://host:6379/0, rediss:// for TLS, redis+socket:///path); "
+                       "`nicflow demo` starts an embedded one when it is unset.")
 PIPED_WIDTH = 100_000
 # Piped or redirected output never wraps: one record, one line, whatever the checkout's path or the
 # terminal's width (a terminal keeps its own width for tables).
@@ -50,6 +55,24 @@ FleetOpt = Annotated[Optional[str], typer.Option("--fleet", help="sim:N for a si
 SimRoot = Annotated[Optional[Path], typer.Option("--sim-root", help="Directory of the simulated fleet.")]
 NodesOpt = Annotated[Optional[str], typer.Option("--nodes", help="Comma-separated node names.")]
 SelectorOpt = Annotated[Optional[str], typer.Option("--selector", help="Node labels, k=v[,k=v].")]
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="A run id, as `nicflow runs` lists them.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="As JSON, for scripts.")]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option(min=1, max=256, help=(
+    "Steps run at once (threads); default NICFLOW_CONTROLLER_CONCURRENCY or NICFLOW_AGENT_CONCURRENCY."))]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"nicflow {version('nicflow')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet."""
 
 
 OUTCOME_EXIT = {"succeeded": 0, "partial": 2, "failed": 1, "aborted": 1}
@@ -178,7 +201,7 @@ def check_flows(
 
 
 @cli.command()
-def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(run_id: RunArg, as_json: JsonOpt = False) -> None:
     """A run's state, per node and step; exits with the outcome of a finished run (0, 2 partial, 1)."""
     from workers.redisconn import redis_client
     from workflows.status import status_of
@@ -215,7 +238,7 @@ def _print_outcome(report: dict) -> None:
 
 
 @cli.command()
-def watch(run_id: str) -> None:
+def watch(run_id: RunArg) -> None:
     """Live progress until the run ends; exits with its outcome (0, 2 partial, 1)."""
     from workers.progress import watch as watch_live
     from workflows.control import run_status
@@ -227,7 +250,7 @@ def watch(run_id: str) -> None:
 
 @cli.command()
 def report(
-    run_id: str,
+    run_id: RunArg,
     fmt: Annotated[str, typer.Option("--format", help="md, json or html")] = "md",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
 ) -> None:
@@ -247,7 +270,7 @@ def report(
 
 @cli.command()
 def resume(
-    run_id: str,
+    run_id: RunArg,
     continue_: Annotated[bool, typer.Option("--continue", help=(
         "For an aborted run: take it back to running; it admits the nodes it never admitted."))] = False,
 ) -> None:
@@ -271,7 +294,7 @@ def resume(
 
 
 @cli.command()
-def approve(run_id: str) -> None:
+def approve(run_id: RunArg) -> None:
     """Let a paused run go on to its next wave."""
     from workflows.control import approve_run
 
@@ -280,16 +303,25 @@ def approve(run_id: str) -> None:
 
 
 @cli.command()
-def retry(run_id: str, failed: Annotated[bool, typer.Option("--failed", help="Only the failed nodes.")] = True) -> None:
-    """Start a new run over the failed nodes of RUN, linked to it; prints the new run's id."""
+def retry(
+    run_id: RunArg,
+    failed: Annotated[bool, typer.Option("--failed", help="Retry the nodes that failed.")] = False,
+    skipped: Annotated[bool, typer.Option("--skipped", help=(
+        "Retry the nodes skipped as NotReady (rollout.not_ready: skip)."))] = False,
+) -> None:
+    """Start a new run, linked to RUN, over its failed and/or skipped nodes; prints the new run's id."""
     from workflows.control import retry_failed
 
-    record = retry_failed(make_engine(), _run_id(run_id), visibility_timeout=get_settings().visibility_timeout)
+    states = tuple(state for state, chosen in (("failed", failed), ("skipped", skipped)) if chosen)
+    if not states:
+        raise RunError("retry: choose the nodes to retry: --failed, --skipped, or both")
+    record = retry_failed(make_engine(), _run_id(run_id), visibility_timeout=get_settings().visibility_timeout,
+                          states=states)
     print(record.id)
 
 
 @cli.command()
-def abort(run_id: str) -> None:
+def abort(run_id: RunArg) -> None:
     """Stop admitting nodes; steps already running finish cleanly."""
     from workflows.control import abort_run
 
@@ -316,7 +348,7 @@ def abort_lines(result: AbortResult) -> list[str]:
 
 @cli.command()
 def runs(
-    limit: int = 20,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many runs, newest first.")] = 20,
     orphans: Annotated[bool, typer.Option("--orphans", help="Nodes left by runs this store no longer holds.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --orphans: JSON.")] = False,
     fleet: FleetOpt = None, sim_root: SimRoot = None,
@@ -338,7 +370,7 @@ def runs(
 @cli.command("nodes")
 def nodes_cmd(
     fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Each node's nicflow state, the run that last touched it, its last error, its cordon and by whom."""
     from workers.nodes_view import node_rows, nodes_json, nodes_text
@@ -349,7 +381,7 @@ def nodes_cmd(
 
 @cli.command()
 def logs(
-    run_id: str,
+    run_id: RunArg,
     node: Annotated[Optional[str], typer.Option("--node", help="Only this node's story.")] = None,
     step: Annotated[Optional[str], typer.Option("--step", help="Only this step.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Go on until the run ends.")] = False,
@@ -368,7 +400,7 @@ def logs(
 
 @cli.command()
 def controller(
-    concurrency: Annotated[Optional[int], typer.Option()] = None,
+    concurrency: ConcurrencyOpt = None,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Run a controller worker (queues nicflow.control and nicflow.cluster) and its watchdog."""
@@ -383,7 +415,7 @@ def controller(
 def agent(
     node: Annotated[Optional[str], typer.Option("--node", envvar="NODE_NAME", help="This node's name.")] = None,
     fleet: FleetOpt = None, sim_root: SimRoot = None,
-    concurrency: Annotated[Optional[int], typer.Option()] = None,
+    concurrency: ConcurrencyOpt = None,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Run an agent: one node's queue, or every node of a simulated fleet (--fleet sim:N)."""
@@ -407,8 +439,8 @@ def agent(
 
 @cli.command()
 def demo(
-    nodes: Annotated[int, typer.Option(min=1, max=5000)] = 50,
-    pipeline: str = "corigine-offload",
+    nodes: Annotated[int, typer.Option(min=1, max=5000, help="Simulated nodes.")] = 50,
+    pipeline: Annotated[str, typer.Option(help="Bundled pipeline name or YAML file.")] = "corigine-offload",
     selector: Annotated[Optional[str], typer.Option(
         help="Select nodes by one label (key=value); default: NFD's pci-19ee or pci-1da8 label.")] = None,
     latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds per simulated command.")] = 0.005,
@@ -427,9 +459,9 @@ def bench(
     nodes: Annotated[int, typer.Option(min=0, max=5000, help="Engine overhead fleet (0: skip).")] = 500,
     scale_nodes: Annotated[int, typer.Option(min=0, max=10000, help="Scale fleet (0: skip).")] = 0,
     makespan_nodes: Annotated[int, typer.Option(min=0, max=5000, help="Makespan fleet (0: skip).")] = 0,
-    window: Annotated[int, typer.Option(min=1, max=500)] = 20,
-    pipeline: str = "corigine-offload",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    window: Annotated[int, typer.Option(min=1, max=500, help="The makespan run's max_unavailable.")] = 20,
+    pipeline: Annotated[str, typer.Option(help="Bundled pipeline name or YAML file.")] = "corigine-offload",
+    as_json: JsonOpt = False,
 ) -> None:
     """Measure the engine on real workers and a real Redis: overhead against plain Celery,
     memory and status latency at scale, rollout makespan against the ideal."""
