@@ -350,8 +350,9 @@ def abort_lines(result: AbortResult) -> list[str]:
 def runs(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many runs, newest first.")] = 20,
     orphans: Annotated[bool, typer.Option("--orphans", help="Nodes left by runs this store no longer holds.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="With --orphans: JSON.")] = False,
-    fleet: FleetOpt = None, sim_root: SimRoot = None,
+    as_json: JsonOpt = False,
+    fleet: Annotated[Optional[str], typer.Option("--fleet", help="With --orphans: sim:N, the fleet to look at.")] = None,
+    sim_root: Annotated[Optional[Path], typer.Option("--sim-root", help="With --orphans: the fleet's directory.")] = None,
 ) -> None:
     """Recent runs, newest first; with --orphans, the nodes runs lost with a reset store left behind."""
     if orphans:
@@ -359,11 +360,15 @@ def runs(
 
         print(orphans_report(fleet=fleet, sim_root=sim_root or get_settings().sim_root, as_json=as_json))
         return
-    if as_json or fleet or sim_root:
-        raise RunError("--json, --fleet and --sim-root go with --orphans")
-    from workers.runs_view import run_lines
+    if fleet or sim_root:
+        raise RunError("--fleet and --sim-root go with --orphans")
+    from workers.runs_view import run_lines, runs_json
 
-    for line in run_lines(make_engine().store, limit):
+    store = make_engine().store
+    if as_json:
+        print(runs_json(store, limit))
+        return
+    for line in run_lines(store, limit):
         print(line)  # plain print: one run a line, never wrapped
 
 
