@@ -55,6 +55,17 @@ FleetOpt = Annotated[Optional[str], typer.Option("--fleet", help="sim:N for a si
 SimRoot = Annotated[Optional[Path], typer.Option("--sim-root", help="Directory of the simulated fleet.")]
 NodesOpt = Annotated[Optional[str], typer.Option("--nodes", help="Comma-separated node names.")]
 SelectorOpt = Annotated[Optional[str], typer.Option("--selector", help="Node labels, k=v[,k=v].")]
+ProfileOpt = Annotated[list[str], typer.Option("--profile", help=(
+    "Simulated fleet, when it is created: the host profile of every node (NAME) or of one (NODE=NAME); "
+    "repeatable. Profiles (tasks/host/sim_profiles.py): agilio-cx, agilio-cx-amda0081, agilio-cx-converged, "
+    "agilio-cx-corigine, agilio-cx-dual, agilio-cx-flaky-modprobe, agilio-cx-nfp3800, agilio-cx-no-devlink, "
+    "agilio-cx-no-flower-firmware, agilio-cx-nonroot, agilio-cx-rocky9, agilio-cx-split-usr, agilio-cx-suse, "
+    "bare, centos7-old-kernel."))]
+FaultsOpt = Annotated[list[str], typer.Option("--faults", help=(
+    "Simulated fleet: inject a fault, NODE:TARGET=KIND[*N] (node-007:modprobe=fail*3); repeatable. Kinds "
+    "(tasks/host/sim_faults.py): fail*N, the tool exits 1 N times; crash*N, the agent dies inside modprobe; "
+    "ebusy*N, sriov_numvfs writes fail with EBUSY; hang, the tool (or a sriov_numvfs write) blocks until the "
+    "step's timeout; absent, the tool is not installed."))]
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="A run id, as `nicflow runs` lists them.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="As JSON, for scripts.")]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option(min=1, max=256, help=(
@@ -140,6 +151,8 @@ def run(
     set_: Sets = [],  # noqa: B006 - typer reads the default
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Observe and plan only.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Watch until the run ends.")] = False,
+    profile: ProfileOpt = [],  # noqa: B006 - typer reads the default
+    faults: FaultsOpt = [],  # noqa: B006
 ) -> None:
     """Start a run; prints its id. With --wait, exits with the run's outcome (0, 2 partial, 1)."""
     from workers.progress import watch as watch_live
@@ -149,7 +162,7 @@ def run(
     with _errors_exit(ERROR_EXIT):
         loaded = load_pipeline(pipeline, set_)
         fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
-                                             nodes=nodes, selector=selector)
+                                             nodes=nodes, selector=selector, profiles=profile, faults=faults)
         engine = make_engine()
         record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=dry_run, overrides=_sets(set_),
                            visibility_timeout=get_settings().visibility_timeout,
@@ -449,14 +462,21 @@ def demo(
     selector: Annotated[Optional[str], typer.Option(
         help="Select nodes by one label (key=value); default: NFD's pci-19ee or pci-1da8 label.")] = None,
     latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds per simulated command.")] = 0.005,
+    profile: ProfileOpt = [],  # noqa: B006
+    faults: FaultsOpt = [],  # noqa: B006
+    keep: Annotated[bool, typer.Option("--keep", help=(
+        "Keep the work directory (fleet, worker logs, embedded Redis) and print where it is."))] = False,
 ) -> None:
-    """Roll out over a simulated fleet on an embedded Redis, twice, with live progress."""
+    """Roll out over a simulated fleet on an embedded Redis, twice, with live progress. Its work
+    directory is removed at the end (--keep keeps it); Ctrl-C or SIGTERM stops every process it
+    started and says what it stopped. --profile and --faults rehearse failures."""
     from workers.targets import pipeline_path
-    from workers.demo import run_demo
+    from workers.demo import demo_main
 
     if not pipeline_path(pipeline).exists():
         raise PipelineError(f"pipeline {pipeline!r} not found")
-    raise typer.Exit(run_demo(nodes=nodes, pipeline=pipeline, selector=selector, latency=latency, console=console))
+    raise typer.Exit(demo_main(nodes=nodes, pipeline=pipeline, selector=selector, latency=latency, console=console,
+                               keep=keep, profiles=profile, faults=faults))
 
 
 @cli.command()
@@ -470,12 +490,19 @@ def bench(
 ) -> None:
     """Measure the engine on real workers and a real Redis: overhead against plain Celery,
     memory and status latency at scale, rollout makespan against the ideal."""
+    from workers.processes import Stopped, stop_on_signals
     from workers.targets import pipeline_path
     from bench.main import run_benchmarks
 
     pipeline_path(pipeline)
-    run_benchmarks(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
-                   pipeline=pipeline, as_json=as_json, console=console)
+    with stop_on_signals():  # SIGINT or SIGTERM (`timeout`): every `finally` stops its workers and Redis
+        try:
+            run_benchmarks(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
+                           pipeline=pipeline, as_json=as_json, console=console)
+        except Stopped as exc:
+            err.print(f"nicflow bench: stopped by {exc.name}: its workers and its Redis are stopped",
+                      markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
 
 
 # --- api: the HTTP service (workers/api) --------------------------------------------------------
