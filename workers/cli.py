@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
+from workers.cli_options import ConcurrencyOpt, FaultsOpt, JsonOpt, ProfileOpt, RunArg
 from workers.redisconn import NoRedisConfigured
 from workers.settings import get_settings
 from workflows.errors import PipelineError, RunError
@@ -55,21 +56,7 @@ FleetOpt = Annotated[Optional[str], typer.Option("--fleet", help="sim:N for a si
 SimRoot = Annotated[Optional[Path], typer.Option("--sim-root", help="Directory of the simulated fleet.")]
 NodesOpt = Annotated[Optional[str], typer.Option("--nodes", help="Comma-separated node names.")]
 SelectorOpt = Annotated[Optional[str], typer.Option("--selector", help="Node labels, k=v[,k=v].")]
-ProfileOpt = Annotated[list[str], typer.Option("--profile", help=(
-    "Simulated fleet, when it is created: the host profile of every node (NAME) or of one (NODE=NAME); "
-    "repeatable. Profiles (tasks/host/sim_profiles.py): agilio-cx, agilio-cx-amda0081, agilio-cx-converged, "
-    "agilio-cx-corigine, agilio-cx-dual, agilio-cx-flaky-modprobe, agilio-cx-nfp3800, agilio-cx-no-devlink, "
-    "agilio-cx-no-flower-firmware, agilio-cx-nonroot, agilio-cx-rocky9, agilio-cx-split-usr, agilio-cx-suse, "
-    "bare, centos7-old-kernel."))]
-FaultsOpt = Annotated[list[str], typer.Option("--faults", help=(
-    "Simulated fleet: inject a fault, NODE:TARGET=KIND[*N] (node-007:modprobe=fail*3); repeatable. Kinds "
-    "(tasks/host/sim_faults.py): fail*N, the tool exits 1 N times; crash*N, the agent dies inside modprobe; "
-    "ebusy*N, sriov_numvfs writes fail with EBUSY; hang, the tool (or a sriov_numvfs write) blocks until the "
-    "step's timeout; absent, the tool is not installed."))]
-RunArg = Annotated[str, typer.Argument(metavar="RUN", help="A run id, as `nicflow runs` lists them.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="As JSON, for scripts.")]
-ConcurrencyOpt = Annotated[Optional[int], typer.Option(min=1, max=256, help=(
-    "Steps run at once (threads); default NICFLOW_CONTROLLER_CONCURRENCY or NICFLOW_AGENT_CONCURRENCY."))]
+
 
 
 def _version(value: bool) -> None:
@@ -104,28 +91,13 @@ def _errors_exit(code: int) -> Iterator[None]:
 
 def _error_message(exc: Exception) -> str:
     if isinstance(exc, RedisError):
-        from workers.redisconn import shown_url
+        from workers.redisconn import shown_url, unreachable_reason
 
         where = shown_url(get_settings().redis_url or "REDIS_URL")
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-            return f"nicflow: cannot reach Redis at {where}: {_unreachable(exc)} (set REDIS_URL)"
+            return f"nicflow: cannot reach Redis at {where}: {unreachable_reason(exc)} (set REDIS_URL)"
         return f"nicflow: Redis at {where}: {exc}"
     return f"nicflow: error: {exc}"
-
-
-def _unreachable(exc: RedisError) -> str:
-    """Why the connection failed, as the system said it ("Connection refused"), not redis-py's
-    "Error 111 connecting to ...", which repeats the address."""
-    from workers.redisconn import CLI_CONNECT_TIMEOUT, CLI_READ_TIMEOUT
-
-    if isinstance(exc, RedisTimeoutError):
-        connecting = "connecting" in str(exc)
-        return (f"no connection within {CLI_CONNECT_TIMEOUT:g} s" if connecting
-                else f"no reply within {CLI_READ_TIMEOUT:g} s")
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    return str(exc)
 
 
 def _run_id(value: str) -> str:
@@ -490,19 +462,12 @@ def bench(
 ) -> None:
     """Measure the engine on real workers and a real Redis: overhead against plain Celery,
     memory and status latency at scale, rollout makespan against the ideal."""
-    from workers.processes import Stopped, stop_on_signals
     from workers.targets import pipeline_path
-    from bench.main import run_benchmarks
+    from bench.main import bench_main
 
     pipeline_path(pipeline)
-    with stop_on_signals():  # SIGINT or SIGTERM (`timeout`): every `finally` stops its workers and Redis
-        try:
-            run_benchmarks(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
-                           pipeline=pipeline, as_json=as_json, console=console)
-        except Stopped as exc:
-            err.print(f"nicflow bench: stopped by {exc.name}: its workers and its Redis are stopped",
-                      markup=False, highlight=False)
-            raise typer.Exit(exc.exit_code) from None
+    raise typer.Exit(bench_main(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
+                                pipeline=pipeline, as_json=as_json, console=console, err=err))
 
 
 # --- api: the HTTP service (workers/api) --------------------------------------------------------

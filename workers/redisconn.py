@@ -7,6 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 from redis import Redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -60,3 +61,15 @@ def shown_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def unreachable_reason(exc: RedisError) -> str:
+    """Why a connection failed, as the system said it ("Connection refused"), not redis-py's
+    "Error 111 connecting to ...", which repeats the address."""
+    if isinstance(exc, RedisTimeoutError):
+        return (f"no connection within {CLI_CONNECT_TIMEOUT:g} s" if "connecting" in str(exc)
+                else f"no reply within {CLI_READ_TIMEOUT:g} s")
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(exc)
