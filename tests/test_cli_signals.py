@@ -9,10 +9,13 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -20,6 +23,25 @@ import pytest
 
 CLI = [sys.executable, "-m", "workers.cli"]
 ENV = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "NICFLOW_REDIS_URL")}
+
+
+@pytest.fixture
+def tmpdir_env() -> Iterator[tuple[Path, dict[str, str]]]:
+    """A TMPDIR of the test's own, short (the embedded Redis's socket path must fit in 107 bytes),
+    so that whatever a command leaves in it shows."""
+    directory = Path(tempfile.mkdtemp(prefix="nf-"))
+    yield directory, {**ENV, "TMPDIR": str(directory)}
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.timeout(300)
+def test_a_finished_demo_leaves_nothing_in_the_temp_directory(tmpdir_env) -> None:
+    tmp, env = tmpdir_env
+    demo = subprocess.run([*CLI, "demo", "--nodes", "2"], capture_output=True, text=True, env=env, timeout=280)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert re.fullmatch(rf"work dir {re.escape(str(tmp))}/nicflow-demo-\S+ removed \(--keep keeps it\)",
+                        demo.stdout.splitlines()[-1]), demo.stdout
+    assert list(tmp.iterdir()) == []  # the fleet, the logs, the embedded Redis's socket and log: all gone
 
 
 def read_until(fd: int, pattern: str, *, seen: bytearray, timeout: float = 120) -> str:
@@ -70,9 +92,10 @@ def wait_for_children(pid: int, count: int, timeout: float = 120) -> list[psutil
 
 
 @pytest.mark.timeout(300)
-def test_sigterm_stops_the_demo_and_everything_it_started() -> None:
+def test_sigterm_stops_the_demo_and_everything_it_started(tmpdir_env) -> None:
+    tmp, env = tmpdir_env
     demo = subprocess.Popen([*CLI, "demo", "--nodes", "3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=ENV)
+                            env=env)
     assert demo.stdout is not None
     seen = bytearray()
     text = read_until(demo.stdout.fileno(), r"first run: converge the fleet", seen=seen)
@@ -89,14 +112,15 @@ def test_sigterm_stops_the_demo_and_everything_it_started() -> None:
                         r"nothing is left running", stopped), stopped
     assert left_running(started) == []
     assert f"work dir {workdir} removed (--keep keeps it)" in text
-    assert not workdir.exists()
+    assert list(tmp.iterdir()) == []
 
 
 @pytest.mark.timeout(300)
-def test_ctrl_c_at_a_terminal_stops_the_demo_and_keeps_its_directory_on_request() -> None:
+def test_ctrl_c_at_a_terminal_stops_the_demo_and_keeps_its_directory_on_request(tmpdir_env) -> None:
+    tmp, env = tmpdir_env
     pid, master = pty.fork()
     if pid == 0:  # the child: a session of its own whose controlling terminal is the pty
-        os.execve(sys.executable, [*CLI, "demo", "--nodes", "3", "--keep"], ENV)
+        os.execve(sys.executable, [*CLI, "demo", "--nodes", "3", "--keep"], env)
     seen = bytearray()
     try:
         text = read_until(master, r"first run: converge the fleet", seen=seen)
@@ -115,17 +139,15 @@ def test_ctrl_c_at_a_terminal_stops_the_demo_and_keeps_its_directory_on_request(
     assert left_running(started) == []
     assert f"work dir kept: {workdir} (fleet, logs, embedded Redis)" in flat
     assert (workdir / "logs" / "agent.log").exists() and (workdir / "fleet" / "fleet.json").exists()
-    import shutil
-
-    shutil.rmtree(workdir)
+    assert list(tmp.iterdir()) == [workdir]
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_stopped_bench_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
+def test_a_stopped_bench_leaves_no_process(tmpdir_env, sig: signal.Signals) -> None:
+    _, env = tmpdir_env
     bench = subprocess.Popen([*CLI, "bench", "--nodes", "40", "--pipeline", "corigine-node"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**ENV, "TMPDIR": str(tmp_path)})
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     started = wait_for_children(bench.pid, 3)  # its redis-server, controller and agent
     bench.send_signal(sig)
     _, err = bench.communicate(timeout=120)
