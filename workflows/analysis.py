@@ -64,6 +64,15 @@ def verdicts(redis: Any, run_id: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda v: v["wave"])
 
 
+def failed_note(status: dict[str, Any]) -> str:
+    """"analysis after wave 2 failed: <reason>" when the run's latest analysis failed; else empty."""
+    judged = status.get("analysis") or []
+    if not judged or judged[-1]["passed"]:
+        return ""
+    last = judged[-1]
+    return f"analysis after wave {last['wave']} failed: {last['reason']}"
+
+
 class AnalysisGate:
     def __init__(self, engine: Engine, checks: WaveChecks | None) -> None:
         self.engine = engine
