@@ -111,6 +111,22 @@ def test_on_failure_abort_stops_the_run_after_its_first_wave(stack) -> None:
     assert kinds(stack, run_id, "run-aborted")[0]["reason"] == done["error"]
 
 
+def test_two_controllers_judge_each_wave_once(stack) -> None:
+    """Both controllers advance the run at every wave's end; one claims the analysis, the other waits
+    for its verdict: one query and one verdict per wave, repeated."""
+    stack, root, pipeline = stack
+    stack.controller()  # a second one, for the rest of the module
+    for _ in range(3):
+        with prometheus({QUERY: [0]}) as prom:
+            run_id = stack.run(str(pipeline), root, NODES, "--set", f"rollout.analysis.prometheus={prom.url}",
+                               "--set", "rollout.batches=1")
+            done = stack.wait_for(run_id)
+        assert done["status"] == "succeeded"
+        assert [v["wave"] for v in done["analysis"]] == [1, 2, 3, 4, 5]  # none after the last wave
+        assert [e["wave"] for e in kinds(stack, run_id, "analysis-passed")] == ["1", "2", "3", "4", "5"]
+        assert len(prom.requests) == 5
+
+
 def test_the_built_in_checks_read_readiness_crash_loops_and_the_nodes_ovs(tmp_path: Path) -> None:
     create_fleet(tmp_path, 3)
     sim = SimulatedCluster(tmp_path)

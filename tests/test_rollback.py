@@ -43,8 +43,8 @@ def side_effects(root: Path) -> dict[str, int]:
     return {**{n: len(open_host(root, n).ops()) for n in NAMES}, "_cluster": len(SimulatedCluster(root).writes())}
 
 
-def roll(stack: Stack, pipeline: str, root: Path) -> dict:
-    done = stack.wait_for(stack.run(pipeline, root, NODES, *FAST_CORIGINE_RUN), timeout=300)
+def roll(stack: Stack, pipeline: str, root: Path, *args: str) -> dict:
+    done = stack.wait_for(stack.run(pipeline, root, NODES, *FAST_CORIGINE_RUN, *args), timeout=300)
     assert done["status"] == "succeeded", json.dumps({n: v.get("error") for n, v in done["nodes"].items()})
     return done
 
@@ -65,7 +65,10 @@ def test_a_fleet_rolls_out_back_and_back_again_and_the_second_rollback_changes_n
         assert hw_offload_env(ovs_ovn(sim)) == "true"
         rmmods = {n: op_counts(root, n, "rmmod") for n in NAMES}
 
-        roll(stack, "corigine-rollback", root)
+        back = roll(stack, "corigine-rollback", root, "--set", "rollout.canary=1")  # the pipeline's own canary
+        started = [b for _, b in stack.engine.store.events(back["run"], count=10_000) if b["kind"] == "wave-started"]
+        assert back["wave"] == {"current": 2, "of": 2, "window": 1, "canary": 1}
+        assert [(b["wave"], b["nodes"]) for b in started] == [("2", "2")]  # one node alone, then the rest
         restored = config_map(sim)
         assert restored["data"]["config.json"] == PAGE_CONFIG  # the page's text, byte for byte
         assert ORIGINAL_CONFIG not in (restored["metadata"].get("annotations") or {})
