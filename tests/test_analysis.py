@@ -101,14 +101,23 @@ def test_a_failing_analysis_pauses_the_run_after_the_wave_that_broke_it(stack) -
 
 def test_on_failure_abort_stops_the_run_after_its_first_wave(stack) -> None:
     stack, root, pipeline = stack
-    with prometheus({QUERY: [3]}) as prom:
+    with prometheus({QUERY: [3, 0]}) as prom:  # failing, then healthy
         run_id = stack.run(str(pipeline), root, NODES, "--set", f"rollout.analysis.prometheus={prom.url}",
                            "--set", "rollout.analysis.on_failure=abort")
         done = stack.wait_for(run_id)
-    assert done["status"] == "aborted"
-    assert done["counts"]["admitted"] == 2 and done["counts"]["pending"] == 4
-    assert done["error"] == "analysis after wave 1 failed: prometheus:web-errors: 3 {instance=web-0} outside max 0.5"
-    assert kinds(stack, run_id, "run-aborted")[0]["reason"] == done["error"]
+        assert done["status"] == "aborted"
+        assert done["counts"]["admitted"] == 2 and done["counts"]["pending"] == 4
+        assert done["error"] == ("analysis after wave 1 failed: prometheus:web-errors: 3 {instance=web-0} "
+                                 "outside max 0.5")
+        assert kinds(stack, run_id, "run-aborted")[0]["reason"] == done["error"]
+
+        # continued by hand, the wave is judged again before the next is admitted
+        continued = stack.nicflow("resume", run_id, "--continue")
+        assert continued.returncode == 0, continued.stderr
+        finished = stack.wait_for(run_id, statuses=("succeeded", "failed", "partial"))
+    assert finished["counts"]["succeeded"] == NODES
+    assert [(v["wave"], v["passed"]) for v in finished["analysis"]] == [(1, True), (2, True)]
+    assert len(prom.requests) == 3
 
 
 def test_two_controllers_judge_each_wave_once(stack) -> None:
