@@ -9,8 +9,8 @@ from html import escape
 from typing import Any
 
 from workers.reports import (
-    attempts_text, change_lines, changed_text, cordon_text, duration, facts, offload_proofs, step_cell,
-    summary_text, when,
+    attempts_text, change_lines, changed_text, cordon_text, duration, facts, failed_where, offload_proofs,
+    step_cell, summary_text, when,
 )
 
 COLORS = {"ok": "#9ca3af", "changed": "#16a34a", "failed": "#dc2626", "running": "#2563eb",
@@ -62,11 +62,11 @@ def _table(head: list[str], rows: list[list[str]], *, classes: list[str] | None 
 def _failures(report: dict[str, Any]) -> str:
     if not report["failures"]:
         return ""
-    rows = [[escape(f["node"]), escape(str(f["error"])), escape(f["step"] or "-"), str(f["attempts"]),
+    rows = [[escape(failed_where(f)), escape(str(f["error"])), escape(f["step"] or "-"), str(f["attempts"]),
              escape(cordon_text(f))] for f in report["failures"]]
-    return ("<h2 id='failures'>Failures</h2>"
+    return ("<section id='failures'><h2>Failures</h2>"
             + _table(["node", "error", "failed step", "attempts", "cordon"], rows, classes=["bad"] * len(rows))
-            + f"<p class='hint'><strong>What to do:</strong> {_code(report['hint'])}.</p>")
+            + f"<p class='hint'><strong>What to do:</strong> {_code(report['hint'])}.</p></section>")
 
 
 def _code(text: str) -> str:

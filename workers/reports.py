@@ -109,7 +109,13 @@ def attempts_text(node: dict[str, Any]) -> str:
     return f"{node['attempts']}{retried}"
 
 
+def failed_where(failure: dict[str, Any]) -> str:
+    return failure["node"] if failure["scope"] == "node" else "(cluster)"
+
+
 def cordon_text(failure: dict[str, Any]) -> str:
+    if failure["scope"] == "cluster":
+        return "-"
     if failure["cordoned"] is None:
         return "unknown (the cluster could not be asked)"
     return "left cordoned" if failure["cordoned"] else "not cordoned"
@@ -166,7 +172,7 @@ def _md_failures(report: dict[str, Any]) -> list[str]:
     if not report["failures"]:
         return []
     lines = ["", "## Failures", "", "| node | error | failed step | attempts | cordon |", "|---|---|---|---|---|"]
-    lines += [f"| {_md(f['node'])} | {_md(f['error'])} | {_md(f['step'] or '-')} | {f['attempts']} | "
+    lines += [f"| {_md(failed_where(f))} | {_md(f['error'])} | {_md(f['step'] or '-')} | {f['attempts']} | "
               f"{cordon_text(f)} |" for f in report["failures"]]
     return lines + ["", f"**What to do:** {report['hint']}."]
 

@@ -33,7 +33,7 @@ def build_report(engine: Engine, run_id: str) -> dict[str, Any]:
     order = step_order(s.model_dump() for s in pipeline.spec.steps)
     nodes = sorted((_node(p, order, [s.id for s in pipeline.spec.steps]) for p in progress),
                    key=lambda n: STATE_RANK.get(n["state"], 5))
-    failures = _failures(engine, run, nodes)
+    failures = _cluster_failures(cluster, order) + _failures(engine, run, nodes)
     created = next((e for e in events if e.get("kind") == "run-created"), {})
     return {
         "run": run.id,
@@ -127,10 +127,17 @@ def _step(cp: Checkpoint) -> dict[str, Any]:
     return out
 
 
+def _cluster_failures(cluster: NodeProgress, order: list[str]) -> list[dict[str, Any]]:
+    """A failed cluster step fails the run: it is listed first, its error says what it kept."""
+    failed = ordered({k: cp for k, cp in cluster.steps.items() if cp.status == "failed"}, order)
+    return [{"node": None, "scope": "cluster", "error": cp.error, "step": step_id, "attempts": cp.attempt,
+             "cordoned": None} for step_id, cp in failed.items()]
+
+
 def _failures(engine: Engine, run: RunRecord, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     failed = [n for n in nodes if n["state"] == "failed"]
     cordoned = _cordoned(engine, run, [n["node"] for n in failed])
-    return [{"node": n["node"], "error": n["error"],
+    return [{"node": n["node"], "scope": "node", "error": n["error"],
              "step": next((k for k, s in n["steps"].items() if s["status"] == "failed"), None),
              "attempts": n["attempts"],
              "cordoned": None if cordoned is None else n["node"] in cordoned} for n in failed]
@@ -150,10 +157,11 @@ def _cordoned(engine: Engine, run: RunRecord, nodes: list[str]) -> set[str] | No
 
 def _hint(run: RunRecord, failures: list[dict[str, Any]]) -> str | None:
     """What the operator can do next, in the words of the commands that do it."""
-    if not failures:
-        return None
-    left = [f["node"] for f in failures if f["cordoned"]]
-    hint = f"fix the cause, then `nicflow retry {run.id} --failed` runs the {len(failures)} failed node(s) again"
+    nodes = [f for f in failures if f["scope"] == "node"]
+    if not nodes:
+        return "the failed cluster step's error says what it left and how to go on" if failures else None
+    left = [f["node"] for f in nodes if f["cordoned"]]
+    hint = f"fix the cause, then `nicflow retry {run.id} --failed` runs the {len(nodes)} failed node(s) again"
     if left:
         hint += (f"; left cordoned by this run: {', '.join(left)} (`kubectl uncordon NODE` gives one back "
                  "without a retry)")

@@ -33,8 +33,8 @@ from tasks.cluster import sim_controllers as ctl
 from tasks.cluster import sim_seed
 from tasks.cluster.converge import differences
 from tasks.cluster.surface import (
-    DNS1123_LABEL, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeView, PatchValue, PodView,
-    check_labels, check_name,
+    DNS1123_LABEL, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeEvent, NodeView,
+    PatchValue, PodView, check_labels, check_name, event_manifest, event_repeat,
 )
 from workflows.errors import PermanentError
 
@@ -275,6 +275,23 @@ class SimulatedCluster:
             node["metadata"]["annotations"] = merge(node["metadata"].get("annotations") or {}, dict(annotations or {}))
             if unschedulable is not None:
                 node["spec"]["unschedulable"] = unschedulable
+
+    def record_event(self, event: NodeEvent) -> None:
+        """Events in `_cluster/events.json` by name: created at count 1, a repeat patched (as the
+        API server stores them; no --event-ttl expiry here)."""
+        check_name(event.node, "node name")
+        self.record("event", name=event.name, node=event.node, reason=event.reason, count=event.count)
+        path = self.dir / "events.json"
+        with self._locked():
+            events = json.loads(path.read_text()) if path.exists() else {}
+            live = events.get(event.name)
+            events[event.name] = merge(live, event_repeat(event)) if live else event_manifest(event, instance="sim")
+            self._write(path, events)
+
+    def events(self) -> list[Manifest]:
+        """The stored Events in the order they were first created."""
+        path = self.dir / "events.json"
+        return list(json.loads(path.read_text()).values()) if path.exists() else []
 
     def set_node_ready(self, name: str, ready: bool) -> None:
         """The kubelet posting Ready again, or going silent (then the node lifecycle controller sets
