@@ -23,7 +23,7 @@ h1 .badge{font-size:.6em;padding:2px 8px;border-radius:4px;vertical-align:middle
 .good{background:#dcfce7!important}.bad{background:#fee2e2!important}.warn{background:#fef3c7!important}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px}dt{font-weight:600}dd{margin:0}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;
-vertical-align:top}th{background:#f3f4f6}pre{background:#f6f6f6;padding:8px;overflow:auto;white-space:pre-wrap}
+vertical-align:top}th{background:#f3f4f6}td:first-child{white-space:nowrap}pre{background:#f6f6f6;padding:8px;overflow:auto;white-space:pre-wrap}
 .hint{border-left:4px solid #dc2626;padding:6px 10px;background:#fef2f2}
 .tl{display:grid;grid-template-columns:14em 1fr 12em;gap:2px 8px;align-items:center}
 .tl .name{font-family:monospace;overflow-wrap:anywhere}.tl .note{font-size:.85em;color:#444}
