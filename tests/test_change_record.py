@@ -10,6 +10,7 @@ all the same: its end step keeps ovs-ovn OnDelete while node-000 runs an old OVS
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,31 @@ def test_an_api_that_refuses_events_does_not_stop_the_node_state(redis) -> None:
         posted = [r for r in api.requests if r.path.endswith("/events")]
         assert [(r.method, r.body["reason"]) for r in posted] == [("POST", "RolloutFailed")]
         assert api.obj("v1", "Node", "node-1")["metadata"]["labels"]["nicflow.io/state"] == "failed"
+
+
+def test_the_official_client_creates_an_event_then_patches_its_repeats() -> None:
+    """KubeCluster over HTTP: POST the first occurrence, PATCH count and lastTimestamp of a repeat
+    (client-go's events_cache.go does the same), POST again once the API server expired it."""
+    from tasks.cluster.kube import KubeCluster
+    from tasks.cluster.surface import NodeEvent
+    from tests.kube_standin import running
+
+    first = NodeEvent(node="node-1", reason="Cordoned", message="cordoned", first=1.0e9, last=1.0e9, run_id="r1")
+    with running() as api:
+        kube = KubeCluster(api.api_client(), request_timeout=5)
+        kube.record_event(first)
+        kube.record_event(NodeEvent(**{**first.__dict__, "count": 2, "last": 1.0e9 + 60, "run_id": "r2"}))
+        path = f"/api/v1/namespaces/default/events/{first.name}"
+        stored = api.objects[path]
+        times = [datetime.fromisoformat(stored[k]).timestamp() for k in ("firstTimestamp", "lastTimestamp")]
+        assert (stored["count"], times) == (2, [1.0e9, 1.0e9 + 60])
+        assert api.writes()[0].content_type == "application/json"
+        assert stored["metadata"]["annotations"] == {"nicflow.io/run-id": "r2"}
+        del api.objects[path]  # the API server's --event-ttl went by
+        kube.record_event(NodeEvent(**{**first.__dict__, "count": 3}))
+        assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in api.writes()] == [
+            ("POST", "events"), ("PATCH", first.name), ("PATCH", first.name), ("POST", "events")]
+        assert api.objects[path]["count"] == 3
 
 
 # --- item 8: the report as a change record ------------------------------------------------------

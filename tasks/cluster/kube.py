@@ -350,8 +350,10 @@ class KubeCluster:
             except NotFound:
                 pass  # expired (kube-apiserver --event-ttl, 1h by default): created anew below
         try:
+            # the typed create sends no Content-Type of its own (as for evictions above)
             self._call("create", "events", target, self.core.create_namespaced_event, EVENT_NAMESPACE,
-                       event_manifest(event, instance=socket.gethostname()))
+                       event_manifest(event, instance=socket.gethostname()),
+                       _headers={"Content-Type": "application/json"})
         except Conflict:  # already there: the count was lost with a reset store; still a repeat
             self._call("patch", "events", target, self.core.patch_namespaced_event, event.name, EVENT_NAMESPACE,
                        event_repeat(event), _content_type=STRATEGIC)
