@@ -10,6 +10,7 @@ all the same: its end step keeps ovs-ovn OnDelete while node-000 runs an old OVS
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,7 +138,7 @@ def test_the_official_client_creates_an_event_then_patches_its_repeats() -> None
     with running() as api:
         kube = KubeCluster(api.api_client(), request_timeout=5)
         kube.record_event(first)
-        kube.record_event(NodeEvent(**{**first.__dict__, "count": 2, "last": 1.0e9 + 60, "run_id": "r2"}))
+        kube.record_event(replace(first, count=2, last=1.0e9 + 60, run_id="r2"))
         path = f"/api/v1/namespaces/default/events/{first.name}"
         stored = api.objects[path]
         times = [datetime.fromisoformat(stored[k]).timestamp() for k in ("firstTimestamp", "lastTimestamp")]
@@ -145,7 +146,7 @@ def test_the_official_client_creates_an_event_then_patches_its_repeats() -> None
         assert api.writes()[0].content_type == "application/json"
         assert stored["metadata"]["annotations"] == {"nicflow.io/run-id": "r2"}
         del api.objects[path]  # the API server's --event-ttl went by
-        kube.record_event(NodeEvent(**{**first.__dict__, "count": 3}))
+        kube.record_event(replace(first, count=3))
         assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in api.writes()] == [
             ("POST", "events"), ("PATCH", first.name), ("PATCH", first.name), ("POST", "events")]
         assert api.objects[path]["count"] == 3
@@ -213,6 +214,7 @@ def test_md_and_json_carry_the_same_record(record) -> None:
     assert (cluster["scope"], cluster["step"]) == ("cluster", "restore-ovs-ovn-strategy")
     assert f"| (cluster) | {cluster['error']} | restore-ovs-ovn-strategy | 1 | - |" in markdown
     assert failure["node"] == FAILED and failure["step"] == "detect-nic" and failure["cordoned"] is False
+    assert data["summary"] in markdown and data["summary"].startswith("2 of 3 nodes succeeded, 1 failed")
     assert data["hint"] in markdown and f"nicflow retry {record['run']} --failed" in data["hint"]
     assert [n["node"] for n in data["nodes"]][0] == FAILED
     assert data["started_by"] and data["started_on"] and data["pipeline_version"].startswith("sha256:")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from tasks.cluster.node_events import node_events
 from tasks.cluster.reporter import NodeStateReporter
@@ -76,4 +77,4 @@ class NodeEventsReporter:
         pipe.expire(key, EVENT_TTL)
         pipe.expire(f"{key}:first", EVENT_TTL)
         count, _, first, *_ = pipe.execute()
-        return NodeEvent(**{**event.__dict__, "count": int(count), "first": float(first)})
+        return replace(event, count=int(count), first=float(first))

@@ -28,7 +28,7 @@ def duration(seconds: float | None) -> str:
 
 def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(report, indent=1)
+        return json.dumps({**report, "summary": summary_text(report)}, indent=1)
     if fmt == "md":
         return to_markdown(report)
     if fmt == "html":
@@ -49,7 +49,7 @@ def facts(report: dict[str, Any]) -> list[tuple[str, str]]:
     started = report["started_at"] or report["created_at"]
     rows = [
         ("Run", report["run"] + (" (dry run)" if report["dry_run"] else "")),
-        ("Status", report["status"] + (f": {report['outcome']}" if report["outcome"] else "")),
+        ("Status", report["status"] + (f" ({report['outcome']})" if report["outcome"] else "")),
         ("Started by", f"{report['started_by'] or 'unknown'} on {report['started_on'] or 'an unknown host'}"),
         ("Started", when(started)),
         ("Ended", when(report["finished_at"]) if report["finished_at"] else "not yet"),
