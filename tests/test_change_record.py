@@ -161,8 +161,9 @@ def report(record: dict[str, Any], fmt: str, run_id: str | None = None) -> str:
 
 
 def visible(path: Path) -> tuple[str, dict[str, str], list[str]]:
-    """What Chromium shows of a file: the body's innerText, each section's (by id), and every URL it
-    fetched; a page that made elements of its data (a script, an image) fails here."""
+    """What Chromium shows of a file: the body's innerText, each section's (by id; `evidence` with
+    its folds opened, as a reader clicking each would), and every URL it fetched; a page that made
+    elements of its data (a script, an image) fails here."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: `make test` installs Debian's chromium package"
@@ -177,7 +178,12 @@ def visible(path: Path) -> tuple[str, dict[str, str], list[str]]:
                         if page.query_selector(f"#{i}")}
             made = [e.evaluate("e => e.outerHTML") for e in page.query_selector_all("script, img, b, iframe")]
             assert made == [] and page.title().startswith("nicflow run "), (made, page.title())
-            return page.inner_text("body"), sections, fetched
+            body = page.inner_text("body")
+            if page.query_selector("#evidence"):
+                for summary in page.query_selector_all("#evidence summary"):
+                    summary.click()
+                sections["evidence"] = page.inner_text("#evidence")
+            return body, sections, fetched
         finally:
             browser.close()
 
@@ -205,6 +211,10 @@ def test_the_html_report_shows_the_change_record_in_a_browser(record) -> None:
         assert step in lines, step  # written out on the page, not only in tooltips
     assert lines.index("sriov-device-plugin") < lines.index("detect-nic") < lines.index("uncordon")
     assert "0 s" in sections["timeline"]
+    folded = [line for line in text.splitlines() if line.startswith("node-002 (succeeded): ")]
+    assert folded and "reload-driver" not in text.split("\nEvidence\n", 1)[1].split("\nSteps per node\n")[0]
+    assert "identical to node-001's" in sections["evidence"]  # shown once, for the first node
+    assert "reload-driver" in sections["evidence"]
 
 
 def test_md_and_json_carry_the_same_record(record) -> None:

@@ -132,7 +132,7 @@ def _proofs(report: dict[str, Any]) -> str:
 def _evidence(report: dict[str, Any]) -> str:
     if not report["evidence"]:
         return ""
-    parts = ["<h2>Evidence</h2><p>Per node, what each step judged by; a text shown for an earlier node "
+    parts = ["<section id='evidence'><h2>Evidence</h2><p>Per node, what each step judged by; a text shown for an earlier node "
              "is not repeated.</p>"]
     for node in report["evidence"]:
         items = []
@@ -144,7 +144,7 @@ def _evidence(report: dict[str, Any]) -> str:
         shown = sum(1 for i in node["items"] if "text" in i)
         parts.append(f"<details><summary>{escape(node['node'])} ({escape(node['state'])}): "
                      f"{len(node['items'])} step(s), {shown} shown here</summary>{''.join(items)}</details>")
-    return "".join(parts)
+    return "".join(parts) + "</section>"
 
 
 def _steps(report: dict[str, Any]) -> str:
