@@ -205,7 +205,7 @@ def watch(run_id: str) -> None:
 
 @cli.command()
 def report(
-    run_id: Annotated[str, typer.Argument(help="The run's id (`nicflow runs` lists them).")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run's id (`nicflow runs` lists them).")],
     fmt: Annotated[str, typer.Option("--format", help="md, json or html (one self-contained file).")] = "md",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
 ) -> None:

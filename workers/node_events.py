@@ -59,22 +59,23 @@ class NodeEventsReporter:
         if not events:
             return
         surface = self.cluster_of(fleet)
+        for event in self._counted(self._claimed(run_id, events)):
+            surface.record_event(event)
+
+    def _claimed(self, run_id: str, events: list[NodeEvent]) -> list[NodeEvent]:
+        """The events no other delivery of this node's end has taken (one round trip)."""
+        pipe = self.store.redis.pipeline(transaction=False)
         for event in events:
-            if self._claim(run_id, event):
-                surface.record_event(self._counted(event))
+            pipe.set(f"nicflow:{{{run_id}}}:node-event:{event.node}:{event.reason}", "1", nx=True, ex=CLAIM_TTL)
+        return [event for event, won in zip(events, pipe.execute()) if won]
 
-    def _claim(self, run_id: str, event: NodeEvent) -> bool:
-        key = f"nicflow:{{{run_id}}}:node-event:{event.node}:{event.reason}"
-        return bool(self.store.redis.set(key, "1", nx=True, ex=CLAIM_TTL))
-
-    def _counted(self, event: NodeEvent) -> NodeEvent:
-        """The event with its occurrence count; a repeat keeps the first occurrence's time."""
-        key = f"nicflow:node-event:{event.key}"
-        pipe = self.store.redis.pipeline()
-        pipe.incr(key)
-        pipe.setnx(f"{key}:first", event.first)
-        pipe.get(f"{key}:first")
-        pipe.expire(key, EVENT_TTL)
-        pipe.expire(f"{key}:first", EVENT_TTL)
-        count, _, first, *_ = pipe.execute()
-        return replace(event, count=int(count), first=float(first))
+    def _counted(self, events: list[NodeEvent]) -> list[NodeEvent]:
+        """Each event with its occurrence count; a repeat keeps the first occurrence's time."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        for event in events:
+            key = f"nicflow:node-event:{event.key}"
+            pipe.incr(key).setnx(f"{key}:first", event.first).get(f"{key}:first")
+            pipe.expire(key, EVENT_TTL).expire(f"{key}:first", EVENT_TTL)
+        answers = pipe.execute()
+        return [replace(event, count=int(answers[5 * i]), first=float(answers[5 * i + 2]))
+                for i, event in enumerate(events)]

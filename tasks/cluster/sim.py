@@ -277,21 +277,23 @@ class SimulatedCluster:
                 node["spec"]["unschedulable"] = unschedulable
 
     def record_event(self, event: NodeEvent) -> None:
-        """Events in `_cluster/events.json` by name: created at count 1, a repeat patched (as the
-        API server stores them; no --event-ttl expiry here)."""
+        """Events in `_cluster/events.jsonl`, one line per create or repeat (appended: a rollout of
+        thousands of nodes never rewrites them); `events()` folds a repeat into its Event, as the
+        API server's patch does. No --event-ttl expiry here."""
         check_name(event.node, "node name")
         self.record("event", name=event.name, node=event.node, reason=event.reason, count=event.count)
-        path = self.dir / "events.json"
-        with self._locked():
-            events = json.loads(path.read_text()) if path.exists() else {}
-            live = events.get(event.name)
-            events[event.name] = merge(live, event_repeat(event)) if live else event_manifest(event, instance="sim")
-            self._write(path, events)
+        line = event_repeat(event) if event.count > 1 else event_manifest(event, instance="sim")
+        with self._locked(), open(self.dir / "events.jsonl", "a") as handle:
+            handle.write(json.dumps({"name": event.name, "body": line}) + "\n")
 
     def events(self) -> list[Manifest]:
-        """The stored Events in the order they were first created."""
-        path = self.dir / "events.json"
-        return list(json.loads(path.read_text()).values()) if path.exists() else []
+        """The stored Events in the order they were first created, repeats folded in."""
+        path = self.dir / "events.jsonl"
+        found: dict[str, Manifest] = {}
+        for entry in (json.loads(x) for x in path.read_text().splitlines()) if path.exists() else []:
+            live = found.get(entry["name"])
+            found[entry["name"]] = merge(live, entry["body"]) if live else entry["body"]
+        return list(found.values())
 
     def set_node_ready(self, name: str, ready: bool) -> None:
         """The kubelet posting Ready again, or going silent (then the node lifecycle controller sets
