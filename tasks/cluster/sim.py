@@ -279,12 +279,13 @@ class SimulatedCluster:
     def record_event(self, event: NodeEvent) -> None:
         """Events in `_cluster/events.jsonl`, one line per create or repeat (appended: a rollout of
         thousands of nodes never rewrites them); `events()` folds a repeat into its Event, as the
-        API server's patch does. No --event-ttl expiry here."""
+        API server's patch does, and a repeat of an Event it never had is created, as KubeCluster
+        does after a 404. No --event-ttl expiry here."""
         check_name(event.node, "node name")
         self.record("event", name=event.name, node=event.node, reason=event.reason, count=event.count)
-        line = event_repeat(event) if event.count > 1 else event_manifest(event, instance="sim")
         with self._locked(), open(self.dir / "events.jsonl", "a") as handle:
-            handle.write(json.dumps({"name": event.name, "body": line}) + "\n")
+            handle.write(json.dumps({"name": event.name, "repeat": event_repeat(event),
+                                     "create": event_manifest(event, instance="sim")}) + "\n")
 
     def events(self) -> list[Manifest]:
         """The stored Events in the order they were first created, repeats folded in."""
@@ -292,7 +293,7 @@ class SimulatedCluster:
         found: dict[str, Manifest] = {}
         for entry in (json.loads(x) for x in path.read_text().splitlines()) if path.exists() else []:
             live = found.get(entry["name"])
-            found[entry["name"]] = merge(live, entry["body"]) if live else entry["body"]
+            found[entry["name"]] = merge(live, entry["repeat"]) if live else entry["create"]
         return list(found.values())
 
     def set_node_ready(self, name: str, ready: bool) -> None:
