@@ -223,22 +223,28 @@ def watch(run_id: str) -> None:
 
 @cli.command()
 def report(
-    run_id: str,
-    fmt: Annotated[str, typer.Option("--format", help="md, json or html")] = "md",
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run's id (`nicflow runs` lists them).")],
+    fmt: Annotated[str, typer.Option("--format", help="md, json or html (one self-contained file).")] = "md",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
 ) -> None:
-    """A run's report: per node each step's outcome, attempts and duration; evidence; failures; timeline."""
+    """A run's change record: who started it, its pipeline, parameters and waves; per node its state,
+    duration, attempts and changes (failed nodes first); failures and what to do; timeline; evidence."""
     from workers.reports import render
     from workflows.report import build_report
 
     if fmt not in ("md", "json", "html"):
         raise RunError(f"--format {fmt!r}: expected md, json or html")
+    if output is not None and not output.parent.is_dir():  # checked before anything is read or written
+        raise RunError(f"--output {str(output)!r}: directory {str(output.parent)!r} does not exist")
     text = render(build_report(make_engine(), _run_id(run_id)), fmt)
     if output is None:
         sys.stdout.write(text)
-    else:
+        return
+    try:
         output.write_text(text)
-        console.print(f"report written to {output}")
+    except OSError as exc:
+        raise RunError(f"--output {str(output)!r}: cannot write: {exc.strerror or exc}") from None
+    print(f"report written to {output}")
 
 
 @cli.command()

@@ -23,6 +23,7 @@ from workflows.presence import AgentPresence
 from workflows.store import CheckpointStore
 from workers.celery_app import use_broker
 from workers.dispatcher import CeleryDispatcher
+from workers.node_events import NodeEventsReporter
 from workers.redisconn import NoRedisConfigured, redis_client  # noqa: F401 - re-exported
 from workers.settings import get_settings
 
@@ -114,8 +115,10 @@ def make_engine(url: str | None = None, *, served: ServedNodes | None = None) ->
         registry=default_registry(),
         dispatcher=CeleryDispatcher(),
         surfaces=surfaces,
-        # node state label/annotations on the Node (issue 4); nodes of runs the store lost are adopted
-        reporter=NodeStateReporter(surfaces.cluster, known_runs=store.existing_runs),
+        # node state label/annotations on the Node (issue 4); nodes of runs the store lost are adopted;
+        # then the node's Events (issue 14)
+        reporter=NodeEventsReporter(NodeStateReporter(surfaces.cluster, known_runs=store.existing_runs), store,
+                                    surfaces.cluster),
         heartbeat_ttl=get_settings().heartbeat_ttl,
         eager_node_steps=True,
         availability=ClusterAvailability(surfaces.cluster),
