@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+# the HTML report's tests read it in headless Chromium: Debian's package, installed when missing
+CHROMIUM = /usr/bin/chromium
 
 .PHONY: demo test bench lint captures clean
 
@@ -17,8 +19,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/nicflow demo --nodes $(or $(NODES),50) $(if $(KEEP),--keep)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+$(CHROMIUM):
+	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
 
 bench: $(STAMP)
 	$(BIN)/nicflow bench --nodes $(or $(NODES),500)

@@ -1,6 +1,6 @@
 """A local stand-in of the Kubernetes API, for the real client to talk to over HTTP.
 
-It serves the endpoints nicflow uses - nodes, pods, pods/eviction, configmaps,
+It serves the endpoints nicflow uses - nodes, pods, pods/eviction, events, configmaps,
 serviceaccounts, daemonsets, deployments, CRDs, RBAC, NetworkAttachmentDefinitions
 - with server-side apply (PATCH `application/apply-patch+yaml`, creating
 missing objects), strategic-merge and merge patches, label and field
@@ -235,13 +235,23 @@ class KubeStandIn:
             return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
         if method == "PATCH":
             return self._patch(path, query, content_type, body)
+        if method == "POST" and re.fullmatch(r"/api/v1/namespaces/[^/]+/events", path):
+            return self._create(path, body)
         return 405, status_body(405, f"{method} {path} is not served by the stand-in")
+
+    def _create(self, path: str, body: Any) -> tuple[int, Any]:
+        """POST of a new object (Events): 409 AlreadyExists when its name is taken."""
+        name = body["metadata"]["name"]
+        if f"{path}/{name}" in self.objects:
+            return 409, status_body(409, f'{path.rsplit("/", 1)[-1]} "{name}" already exists')
+        self.objects[f"{path}/{name}"] = copy.deepcopy(body)
+        return 201, body
 
     def _list(self, path: str, query: dict[str, str]) -> list[dict[str, Any]] | None:
         if path == "/api/v1/pods":
             pattern = re.compile(r"^/api/v1/namespaces/[^/]+/pods/[^/]+$")
-        elif re.fullmatch(r"/api/v1/namespaces/[^/]+/pods|/api/v1/nodes|/apis/apps/v1/namespaces/[^/]+/daemonsets",
-                          path):
+        elif re.fullmatch(r"/api/v1/namespaces/[^/]+/(pods|events)|/api/v1/nodes"
+                          r"|/apis/apps/v1/namespaces/[^/]+/daemonsets", path):
             pattern = re.compile("^" + re.escape(path) + "/[^/]+$")
         else:
             return None

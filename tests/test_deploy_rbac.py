@@ -27,7 +27,7 @@ import yaml
 from tasks.cluster import kube as kube_module
 from tasks.cluster.kube import KINDS, KubeCluster
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.cluster.surface import AGENT_LABELS, ExecResult
+from tasks.cluster.surface import AGENT_LABELS, ExecResult, NodeEvent
 from tasks.registry import default_registry
 from tests.kube_standin import KubeStandIn, Request, node, pod, running
 from tests.kube_support import run
@@ -185,6 +185,7 @@ SCENARIO: list[tuple[str, dict[str, Any], str | None, dict[str, Any]]] = [
      {"network": "default/default", "vf_pci_addresses": PROBE_VFS, "vf_representors": PROBE_PORTS}),
     ("uncordon", {}, "node-1", {}),
     ("restore-ovs-ovn-strategy", {}, None, {}),
+    ("restore-device-plugin-config", {}, None, {}),  # corigine-rollback's
 ]
 
 
@@ -203,12 +204,14 @@ def recorded() -> Iterator[KubeStandIn]:
         api.hooks.append(cluster_reacts)
         kube = KubeCluster(api.api_client(), pod_exec=RecordingExec(api), request_timeout=5)
         reporter = NodeStateReporter(lambda fleet: kube)
-        for _ in range(2):
+        for repeat in range(2):
             for step_type, params, node_name, facts in SCENARIO:
                 result = run(step_type, kube, params, node=node_name, facts=facts, run_id=RUN)
                 assert result.status in ("ok", "changed"), (step_type, result)
             for state in ("running", "failed", "succeeded"):
                 reporter.node_state("real", RUN, "node-2", state, "create-vfs: failed" if state == "failed" else None)
+            # the node's Events (workers.node_events): the first run creates one, the second repeats it
+            kube.record_event(NodeEvent(node="node-1", reason="Cordoned", message="cordoned", count=repeat + 1))
         yield api
 
 
@@ -275,6 +278,7 @@ def test_the_recording_covers_reads_writes_evictions_exec_and_deletes(recorded):
     needed = derived(recorded.requests)
     for grant in [Grant("", "nodes", "patch"), Grant("", "pods/eviction", "create"), Grant("", "pods/exec", "create"),
                   Grant("", "pods", "delete"), Grant("apps", "daemonsets", "create"),
+                  Grant("", "events", "create"), Grant("", "events", "patch"),
                   Grant("rbac.authorization.k8s.io", "clusterroles", "create", "multus"),
                   Grant("k8s.cni.cncf.io", "network-attachment-definitions", "patch")]:
         assert grant in needed, grant
@@ -341,6 +345,8 @@ KNOWN_METHODS: dict[str, set[Grant]] = {
     "delete_namespaced_pod": {Grant("", "pods", "delete")},
     "create_namespaced_pod_eviction": {Grant("", "pods/eviction", "create")},
     "connect_get_namespaced_pod_exec": {Grant("", "pods/exec", "get"), Grant("", "pods/exec", "create")},
+    "create_namespaced_event": {Grant("", "events", "create")},
+    "patch_namespaced_event": {Grant("", "events", "patch")},
 }
 """Typed client methods kube.py names literally, and what the API server authorizes for each."""
 

@@ -501,11 +501,11 @@ def test_set_rollout_number_replaces_the_file_value() -> None:
         ("rollout.max_unavailable=150%", "--set rollout.max_unavailable=150%: 150% is more than 100%"),
         ("rollout.batches=1,101%", "--set rollout.batches=1,101%: 101% is more than 100%"),
         ("rollout.max_failures=-1", "--set rollout.max_failures=-1: must be at least 0"),
-        ("rollout.window=2", "--set rollout.window=2: unknown rollout key 'window' (rollout keys: batches, canary, "
+        ("rollout.window=2", "--set rollout.window=2: unknown rollout key 'window' (rollout keys: analysis, batches, canary, "
                              "conflict_timeout, max_failures, max_unavailable, no_agent, node_timeout, not_ready, "
                              "on_conflict, pause, spread_by)"),
         ("rollout.maxunavailable=2", "--set rollout.maxunavailable=2: unknown rollout key 'maxunavailable'; "
-                                     "did you mean max_unavailable? (rollout keys: batches,"),
+                                     "did you mean max_unavailable? (rollout keys: analysis, batches,"),
     ],
 )
 def test_set_bad_rollout_values_are_refused(pair: str, fragment: str) -> None:

@@ -163,6 +163,24 @@ def plan(
     raise typer.Exit(plan_exit(status, summarize(status)))
 
 
+@cli.command()
+def verify(
+    pipeline: Annotated[str, typer.Argument(help="Bundled pipeline name or YAML file.")],
+    fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
+    set_: Sets = [],  # noqa: B006
+    as_json: Annotated[bool, typer.Option("--json", help="The verdicts as JSON.")] = False,
+) -> None:
+    """Per node `converged` or `drifted` (with what differs), read-only; exit 1 when any node drifted
+    or could not be verified."""
+    from workers.progress import watch as watch_live
+    from workers.verify_view import verify_fleet
+
+    result = verify_fleet(make_engine(), pipeline, set_, fleet=fleet, sim_root=sim_root or get_settings().sim_root,
+                          nodes=nodes, selector=selector, watch=lambda get: watch_live(get, err))
+    print(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines()))  # never wrapped
+    raise typer.Exit(0 if result.clean else 1)
+
+
 @cli.command("check-flows")
 def check_flows(
     source: Annotated[str, typer.Argument(help="A file with `ovs-appctl dpctl/dump-flows -m type=offloaded` output, or - for stdin.")],
@@ -235,22 +253,28 @@ def watch(run_id: RunArg) -> None:
 
 @cli.command()
 def report(
-    run_id: RunArg,
-    fmt: Annotated[str, typer.Option("--format", help="md, json or html")] = "md",
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run's id (`nicflow runs` lists them).")],
+    fmt: Annotated[str, typer.Option("--format", help="md, json or html (one self-contained file).")] = "md",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
 ) -> None:
-    """A run's report: per node each step's outcome, attempts and duration; evidence; failures; timeline."""
+    """A run's change record: who started it, its pipeline, parameters and waves; per node its state,
+    duration, attempts and changes (failed nodes first); failures and what to do; timeline; evidence."""
     from workers.reports import render
     from workflows.report import build_report
 
     if fmt not in ("md", "json", "html"):
         raise RunError(f"--format {fmt!r}: expected md, json or html")
+    if output is not None and not output.parent.is_dir():  # checked before anything is read or written
+        raise RunError(f"--output {str(output)!r}: directory {str(output.parent)!r} does not exist")
     text = render(build_report(make_engine(), _run_id(run_id)), fmt)
     if output is None:
         sys.stdout.write(text)
-    else:
+        return
+    try:
         output.write_text(text)
-        console.print(f"report written to {output}")
+    except OSError as exc:
+        raise RunError(f"--output {str(output)!r}: cannot write: {exc.strerror or exc}") from None
+    print(f"report written to {output}")
 
 
 @cli.command()

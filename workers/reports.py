@@ -1,25 +1,34 @@
-"""Run reports as Markdown, JSON or one self-contained HTML file (inline SVG timeline)."""
+"""Run reports as Markdown, JSON or one self-contained HTML file (`workers.report_html`).
+
+The three carry the same content, from `workflows.report.build_report`: the texts they
+share (the header's facts, the summary, what changed, the failure hint) are made here once.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from html import escape
 from typing import Any
 
-from workflows.status import outcome_note
-
-COLORS = {"ok": "#9ca3af", "changed": "#16a34a", "failed": "#dc2626", "running": "#2563eb",
-          "queued": "#93c5fd", "retrying": "#f59e0b"}
+from workers.plan_view import change_text
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z" if ts else "-"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(report, indent=1)
+        return json.dumps({**report, "summary": summary_text(report)}, indent=1)
     if fmt == "md":
         return to_markdown(report)
     if fmt == "html":
@@ -27,42 +36,92 @@ def render(report: dict[str, Any], fmt: str) -> str:
     raise ValueError(f"--format {fmt!r}: expected md, json or html")
 
 
-def to_markdown(report: dict[str, Any]) -> str:
-    counts = report["counts"]
-    lines = [
-        f"# nicflow run {report['run']}: {report['status']}",
-        "",
-        f"Pipeline `{report['pipeline']}`{' (dry run)' if report['dry_run'] else ''}; "
-        f"started {_when(report['created_at'])}, finished {_when(report['finished_at'])}.",
-        f"{counts['succeeded']} of {counts['total']} nodes succeeded, {counts['failed']} failed, "
-        f"{counts['not_admitted']} not admitted.",
+def to_html(report: dict[str, Any]) -> str:
+    from workers.report_html import to_html as html  # it imports the texts below
+
+    return html(report)
+
+
+# --- the texts every format shows ------------------------------------------------------------
+
+def facts(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The change record's header: (label, value) in reading order."""
+    started = report["started_at"] or report["created_at"]
+    rows = [
+        ("Run", report["run"] + (" (dry run)" if report["dry_run"] else "")),
+        ("Status", report["status"] + (f" ({report['outcome']})" if report["outcome"] else "")),
+        ("Started by", f"{report['started_by'] or 'unknown'} on {report['started_on'] or 'an unknown host'}"),
+        ("Started", when(started)),
+        ("Ended", when(report["finished_at"]) if report["finished_at"] else "not yet"),
+        ("Duration", duration(report["finished_at"] - started) if report["finished_at"] and started else "-"),
+        ("Pipeline", f"{report['pipeline']} ({report['pipeline_version']}), nicflow {report['nicflow_version']}"),
+        ("Fleet", report["fleet"] or "-"),
+        ("Parameters", _pairs(report["parameters"]) or "none"),
+        ("Set for this run", _pairs(report["overrides"]) or "nothing (the pipeline's defaults)"),
+        ("Rollout", _pairs({k: v for k, v in report["rollout"].items() if v not in (None, [], "")})),
+        ("Waves", waves_text(report["waves"])),
     ]
-    if report["status"] == "partial":
-        lines += ["", f"**Partial:** {outcome_note('partial')}."]
+    if report["parent"]:
+        rows.append(("Retry of", report["parent"]))
     if report["error"]:
-        lines += ["", f"**Run error:** {report['error']}"]
-    if report["failures"]:
-        lines += ["", "## Failures", "", "| node | error |", "|---|---|"]
-        lines += [f"| {f['node']} | {f['error']} |" for f in report["failures"]]
-    steps = report["steps"]
-    lines += ["", "## Nodes", "", "| node | state | " + " | ".join(steps) + " |",
-              "|---|---|" + "---|" * len(steps)]
-    for node in report["nodes"]:
-        cells = [_cell(node["steps"].get(s)) for s in steps]
-        lines.append(f"| {node['node']} | {node['state']} | " + " | ".join(cells) + " |")
-    proofs = offload_proofs(report)
-    if proofs:
-        lines += ["", "## Offload proof", "", "| node | proof |", "|---|---|"]
-        lines += [f"| {node} | {text} |" for node, text in proofs]
-    evidence = _offload_evidence(report)
-    if evidence:
-        lines += ["", "## Offload evidence", ""]
-        for node, text in evidence:
-            lines += [f"### {node}", "", "```", text.strip(), "```", ""]
-    return "\n".join(lines) + "\n"
+        rows.append(("Run error", report["error"]))
+    return rows
 
 
-def _cell(step: dict[str, Any] | None) -> str:
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_plain(v)}" for k, v in values.items())
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def waves_text(waves: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{w['wave']}: {w['kind']} of {w['nodes']} node(s), {w['window']} at once" for w in waves) or "-"
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    counts = report["counts"]
+    text = (f"{counts['succeeded']} of {counts['total']} nodes succeeded, {counts['failed']} failed, "
+            f"{counts['not_admitted']} not admitted")
+    if counts.get("skipped"):
+        text += f", {counts['skipped']} skipped"
+    changed = sum(1 for n in report["nodes"] if n["changed"])
+    retried = sum(1 for n in report["nodes"] if n["retried"])
+    return (text + f"; {changed} node(s) changed, {len(report['nodes']) - changed} left as they were; "
+            f"{retried} node(s) needed a retried step.")
+
+
+def changed_text(node: dict[str, Any]) -> str:
+    if not node["changed"]:
+        return "nothing"
+    count = sum(len(node["steps"][s].get("changes") or []) for s in node["changed"])
+    return f"{', '.join(node['changed'])} ({count} change{'s' if count != 1 else ''})"
+
+
+def change_lines(node: dict[str, Any]) -> list[str]:
+    return [f"{step_id}: {change_text(c)}" for step_id in node["changed"]
+            for c in node["steps"][step_id].get("changes") or []]
+
+
+def attempts_text(node: dict[str, Any]) -> str:
+    retried = f" ({', '.join(node['retried'])} retried)" if node["retried"] else ""
+    return f"{node['attempts']}{retried}"
+
+
+def failed_where(failure: dict[str, Any]) -> str:
+    return failure["node"] if failure["scope"] == "node" else "(cluster)"
+
+
+def cordon_text(failure: dict[str, Any]) -> str:
+    if failure["scope"] == "cluster":
+        return "-"
+    if failure["cordoned"] is None:
+        return "unknown (the cluster could not be asked)"
+    return "left cordoned" if failure["cordoned"] else "not cordoned"
+
+
+def step_cell(step: dict[str, Any] | None) -> str:
     if step is None:
         return "-"
     extra = f" x{step['attempts']}" if step["attempts"] > 1 else ""
@@ -87,62 +146,91 @@ def offload_proofs(report: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def _offload_evidence(report: dict[str, Any]) -> list[tuple[str, str]]:
-    found = []
-    for node in report["nodes"]:
-        for step_id, step in node["steps"].items():
-            if "offload" in step_id and step.get("evidence"):
-                found.append((node["node"], step["evidence"]))
-    return found
+# --- Markdown --------------------------------------------------------------------------------
+
+def _md(text: Any) -> str:
+    """A table cell: one line, pipes escaped (GitHub's tables split on them)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def to_html(report: dict[str, Any]) -> str:
-    body = [f"<h1>nicflow run {escape(report['run'])}: {escape(report['status'])}</h1>",
-            f"<p>Pipeline <code>{escape(report['pipeline'])}</code>. "
-            f"{report['counts']['succeeded']} of {report['counts']['total']} nodes succeeded, "
-            f"{report['counts']['failed']} failed.</p>"]
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# nicflow run {report['run']}: {report['status']}", ""]
+    lines += [f"- **{label}:** {_md(value)}" for label, value in facts(report)]
+    lines += ["", "## Summary", "", summary_text(report)]
     if report["status"] == "partial":
-        body.append(f"<p><strong>Partial:</strong> {escape(outcome_note('partial'))}.</p>")
-    if report["failures"]:
-        rows = "".join(f"<tr><td>{escape(f['node'])}</td><td>{escape(str(f['error']))}</td></tr>"
-                       for f in report["failures"])
-        body.append(f"<h2>Failures</h2><table><tr><th>node</th><th>error</th></tr>{rows}</table>")
-    body.append("<h2>Timeline</h2>" + timeline_svg(report))
-    legend = " ".join(f'<span style="color:{c}">&#9632; {s}</span>' for s, c in COLORS.items())
-    body.append(f"<p>{legend}</p>")
+        lines += ["", f"**Partial:** {report['outcome']}."]
+    lines += _md_failures(report) + _md_analysis(report) + _md_nodes(report) + _md_steps(report) + _md_timeline(report)
     proofs = offload_proofs(report)
     if proofs:
-        rows = "".join(f"<tr><td>{escape(node)}</td><td>{escape(text)}</td></tr>" for node, text in proofs)
-        body.append(f"<h2>Offload proof</h2><table><tr><th>node</th><th>proof</th></tr>{rows}</table>")
-    for node, text in _offload_evidence(report):
-        body.append(f"<h3>Offload evidence: {escape(node)}</h3><pre>{escape(text)}</pre>")
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ddd;padding:4px 8px}pre{background:#f6f6f6;padding:8px;overflow:auto}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>nicflow {escape(report['run'])}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+        lines += ["", "## Offload proof", "", "| node | proof |", "|---|---|"]
+        lines += [f"| {node} | {_md(text)} |" for node, text in proofs]
+    lines += _md_evidence(report)
+    return "\n".join(lines) + "\n"
 
 
-def timeline_svg(report: dict[str, Any], *, width: int = 900, row: int = 16) -> str:
-    """One row per node, one bar per step attempt span, coloured by outcome."""
-    spans = [(n["node"], sid, s) for n in report["nodes"] for sid, s in n["steps"].items()
-             if s.get("started_at") and s.get("finished_at")]
-    if not spans:
-        return "<p>No step ran.</p>"
-    start = min(s["started_at"] for _, _, s in spans)
-    end = max(s["finished_at"] for _, _, s in spans)
-    scale = (width - 160) / max(end - start, 1e-6)
-    names = [n["node"] for n in report["nodes"]]
-    index = {name: i for i, name in enumerate(names)}
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{row * len(names) + 24}">']
-    for name, i in index.items():
-        parts.append(f'<text x="0" y="{i * row + 12}" font-size="11">{escape(name)}</text>')
-    for name, step_id, step in spans:
-        x = 160 + (step["started_at"] - start) * scale
-        w = max((step["finished_at"] - step["started_at"]) * scale, 1.0)
-        color = COLORS.get(step["status"], "#000")
-        parts.append(f'<rect x="{x:.1f}" y="{index[name] * row + 2}" width="{w:.1f}" height="{row - 4}" '
-                     f'fill="{color}"><title>{escape(name)} {escape(step_id)}: {escape(step["status"])} '
-                     f'{step["seconds"]}s</title></rect>')
-    parts.append(f'<text x="160" y="{row * len(names) + 18}" font-size="11">0s</text>'
-                 f'<text x="{width - 60}" y="{row * len(names) + 18}" font-size="11">{end - start:.1f}s</text>')
-    return "".join(parts) + "</svg>"
+def _md_failures(report: dict[str, Any]) -> list[str]:
+    if not report["failures"]:
+        return []
+    lines = ["", "## Failures", "", "| node | error | failed step | attempts | cordon |", "|---|---|---|---|---|"]
+    lines += [f"| {_md(failed_where(f))} | {_md(f['error'])} | {_md(f['step'] or '-')} | {f['attempts']} | "
+              f"{cordon_text(f)} |" for f in report["failures"]]
+    return lines + ["", f"**What to do:** {report['hint']}."]
+
+
+def _md_analysis(report: dict[str, Any]) -> list[str]:
+    if not report.get("analysis"):
+        return []
+    lines = ["", "## Analysis between waves", "", "| after wave | verdict | reason |", "|---|---|---|"]
+    return lines + [f"| {v['wave']} | {'passed' if v['passed'] else 'failed'} | {_md(v['reason'] or '-')} |"
+                    for v in report["analysis"]]
+
+
+def _md_nodes(report: dict[str, Any]) -> list[str]:
+    lines = ["", "## Nodes", "", "Failed nodes first.", "",
+             "| node | state | duration | attempts | what changed |", "|---|---|---|---|---|"]
+    lines += [f"| {_md(n['node'])} | {n['state']} | {duration(n['seconds'])} | {_md(attempts_text(n))} | "
+              f"{_md(changed_text(n))} |" for n in report["nodes"]]
+    return lines
+
+
+def _md_steps(report: dict[str, Any]) -> list[str]:
+    steps = report["steps"]
+    lines = ["", "## Steps per node", "", "| node | state | " + " | ".join(steps) + " |",
+             "|---|---|" + "---|" * len(steps)]
+    cluster = report["cluster"]
+    if cluster:
+        lines.append("| (cluster) | - | " + " | ".join(step_cell(cluster.get(s)) for s in steps) + " |")
+    for node in report["nodes"]:
+        lines.append(f"| {_md(node['node'])} | {node['state']} | "
+                     + " | ".join(step_cell(node["steps"].get(s)) for s in steps) + " |")
+    return lines
+
+
+def _md_timeline(report: dict[str, Any]) -> list[str]:
+    timeline = report["timeline"]
+    if timeline["start"] is None:
+        return ["", "## Timeline", "", "No step ran."]
+    lines = ["", "## Timeline", "", f"From {when(timeline['start'])}; seconds since then.", "",
+             "| step | nodes | from | to | outcomes |", "|---|---|---|---|---|"]
+    for row in timeline["steps"]:
+        spans = row["spans"]
+        outcomes: dict[str, int] = {}
+        for span in spans:
+            outcomes[span["status"]] = outcomes.get(span["status"], 0) + 1
+        lines.append(f"| {row['step']} | {len(spans)} | {min(s['start'] for s in spans) - timeline['start']:.1f} | "
+                     f"{max(s['end'] for s in spans) - timeline['start']:.1f} | "
+                     + ", ".join(f"{n} {status}" for status, n in outcomes.items()) + " |")
+    return lines
+
+
+def _md_evidence(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for node in report["evidence"]:
+        lines += ["", f"### Evidence: {node['node']} ({node['state']})", ""]
+        for item in node["items"]:
+            if "same_as" in item:
+                lines += [f"- {item['step']}: identical to {item['same_as']}'s", ""]
+            else:
+                fence = "````" if "```" in item["text"] else "```"
+                lines += [f"- {item['step']}:", "", fence, item["text"].strip(), fence, ""]
+    return (["", "## Evidence"] + lines) if lines else []

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tasks.cluster.analysis import ClusterWaveChecks
 from tasks.cluster.availability import ClusterAvailability
 from tasks.cluster.reporter import NodeStateReporter
 from tasks.cluster.sim import SimulatedCluster
@@ -22,6 +23,7 @@ from workflows.presence import AgentPresence
 from workflows.store import CheckpointStore
 from workers.celery_app import use_broker
 from workers.dispatcher import CeleryDispatcher
+from workers.node_events import NodeEventsReporter
 from workers.redisconn import NoRedisConfigured, redis_client  # noqa: F401 - re-exported
 from workers.settings import get_settings
 
@@ -114,12 +116,15 @@ def make_engine(url: str | None = None, *, served: ServedNodes | None = None, fa
         registry=default_registry(),
         dispatcher=CeleryDispatcher(),
         surfaces=surfaces,
-        # node state label/annotations on the Node (issue 4); nodes of runs the store lost are adopted
-        reporter=NodeStateReporter(surfaces.cluster, known_runs=store.existing_runs),
+        # node state label/annotations on the Node (issue 4); nodes of runs the store lost are adopted;
+        # then the node's Events (issue 14)
+        reporter=NodeEventsReporter(NodeStateReporter(surfaces.cluster, known_runs=store.existing_runs), store,
+                                    surfaces.cluster),
         heartbeat_ttl=get_settings().heartbeat_ttl,
         eager_node_steps=True,
         availability=ClusterAvailability(surfaces.cluster),
         presence=AgentPresence(redis),
+        analysis=ClusterWaveChecks(surfaces.cluster),  # judged on controllers, between waves
     )
 
 

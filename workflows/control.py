@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,10 +65,13 @@ def start_run(
     visibility_timeout: float | None = None,
     parent: str | None = None,
     labels: dict[str, dict[str, str]] | None = None,
+    started_by: str | None = None,
 ) -> RunRecord:
     """Write the run and hand it to the controller. Everything is checked before anything is written.
 
-    `labels` (node -> labels) lets the rollout spread nodes across a topology label.
+    `labels` (node -> labels) lets the rollout spread nodes across a topology label. `started_by`:
+    who asked (a chat user); by default the user running this process. The run's first event
+    keeps it with this host's name, for the report's change record.
     """
     check_start(pipeline, nodes, visibility_timeout=visibility_timeout)
     now = time.time()
@@ -92,9 +98,17 @@ def start_run(
     if not dry_run:
         _reserve_at_start(engine, record.id, nodes, on_conflict=rollout.on_conflict)
     engine.store.create_run(record, nodes)
-    engine.store.emit(record.id, "run-created", pipeline=record.pipeline, total=len(nodes), dry_run=dry_run)
+    engine.store.emit(record.id, "run-created", pipeline=record.pipeline, total=len(nodes), dry_run=dry_run,
+                      started_by=started_by or _process_user(), host=socket.gethostname())
     engine.dispatcher.advance(record.id)
     return record
+
+
+def _process_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a uid with no passwd entry and no LOGNAME (a bare container)
+        return f"uid {os.getuid()}"
 
 
 def _reserve_at_start(engine: Engine, run_id: str, nodes: list[str], *, on_conflict: str) -> None:
@@ -187,6 +201,7 @@ def continue_run(engine: Engine, run_id: str) -> RunRecord:
     _reserve_at_start(engine, run_id, engine.store.nodes(run_id)[run.cursor:],
                       on_conflict=engine.pipeline(run).spec.rollout.on_conflict)
     engine.store.reactivate(run_id)  # before the transition: a continued run is never left unwatched
+    engine.analysis.forget(run)  # an analysis that aborted it is judged again before the next wave
     if not engine.store.transition(run_id, "running", allowed=("aborted",)):
         raise RunError(f"run {run_id} is no longer aborted (now {engine.store.run(run_id).status})")
     engine.store.emit(run_id, "run-continued", pending=run.total - run.cursor)

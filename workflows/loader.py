@@ -255,11 +255,18 @@ def _apply_rollout_overrides(spec: PipelineSpec, overrides: dict[str, Any]) -> t
         return spec, []
     keys = sorted(RolloutSpec.model_fields)
     unknown = [Problem(("--set", "rollout", f), f"unknown rollout key {f!r}{_did_you_mean(f, keys)} "
-                       f"(rollout keys: {', '.join(keys)})", v) for f, v in fields.items() if f not in keys]
+                       f"(rollout keys: {', '.join(keys)})", v)
+               for f, v in fields.items() if f.split(".")[0] not in keys]
     if unknown:
         return spec, unknown
+    merged = spec.rollout.model_dump()
+    for key, value in fields.items():
+        if key.startswith("analysis."):  # rollout.analysis.on_failure=abort: one field of the block
+            merged["analysis"] = {**(merged.get("analysis") or {}), key.removeprefix("analysis."): value}
+        else:
+            merged[key] = value
     try:
-        rollout = RolloutSpec.model_validate({**spec.rollout.model_dump(), **fields})
+        rollout = RolloutSpec.model_validate(merged)
     except ValidationError as exc:
         return spec, _problems(exc, prefix=("--set", "rollout"))
     return spec.model_copy(update={"rollout": rollout}), []
@@ -340,7 +347,8 @@ def _format(problems: list[Problem], source: str, root: yaml.Node | None) -> str
 def _override_error(problems: list[Problem]) -> OverrideError:
     """A `--set` problem names the flag as it was typed, not a line of the pipeline file."""
     first = problems[0]
-    key = ".".join(str(part) for part in first.loc[1:3 if first.loc[1] == "rollout" else 2])
+    parts = first.loc[1:] if first.loc[1] == "rollout" else first.loc[1:2]
+    key = ".".join(str(part) for part in parts if not isinstance(part, int))  # not a list index
     message = f"--set {shlex.quote(f'{key}={_typed(first.value)}')}: {first.message}"
     if len(problems) > 1:
         message += f" [and {len(problems) - 1} more problem(s)]"

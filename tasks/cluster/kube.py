@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -29,8 +30,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tasks.cluster.installer import run_script
 from tasks.cluster.surface import (
-    DNS1123_LABEL, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeView, PatchValue, PodView,
-    check_labels, check_name, selector_string,
+    DNS1123_LABEL, EVENT_NAMESPACE, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeEvent,
+    NodeView, PatchValue, PodView, check_labels, check_name, event_manifest, event_repeat, selector_string,
 )
 from workflows.errors import PermanentError, TransientError
 
@@ -336,6 +337,26 @@ class KubeCluster:
             raise api_error(exc, verb="create", resource="pods/exec", target=target) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransientError(f"exec in pod {target} failed: {exc}") from None
+
+    # events
+    def record_event(self, event: NodeEvent) -> None:
+        check_name(event.node, "node name")
+        target = f"{EVENT_NAMESPACE}/{event.name}"
+        if event.count > 1:
+            try:
+                self._call("patch", "events", target, self.core.patch_namespaced_event, event.name, EVENT_NAMESPACE,
+                           event_repeat(event), _content_type=STRATEGIC)
+                return
+            except NotFound:
+                pass  # expired (kube-apiserver --event-ttl, 1h by default): created anew below
+        try:
+            # the typed create sends no Content-Type of its own (as for evictions above)
+            self._call("create", "events", target, self.core.create_namespaced_event, EVENT_NAMESPACE,
+                       event_manifest(event, instance=socket.gethostname()),
+                       _headers={"Content-Type": "application/json"})
+        except Conflict:  # already there: the count was lost with a reset store; still a repeat
+            self._call("patch", "events", target, self.core.patch_namespaced_event, event.name, EVENT_NAMESPACE,
+                       event_repeat(event), _content_type=STRATEGIC)
 
     def run_installer(self, script: bytes, env: Mapping[str, str], *, timeout: float) -> ExecResult:
         return run_script(script, env, timeout=timeout, kubeconfig=self.kubeconfig)

@@ -33,8 +33,8 @@ from tasks.cluster import sim_controllers as ctl
 from tasks.cluster import sim_seed
 from tasks.cluster.converge import differences
 from tasks.cluster.surface import (
-    DNS1123_LABEL, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeView, PatchValue, PodView,
-    check_labels, check_name,
+    DNS1123_LABEL, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeEvent, NodeView,
+    PatchValue, PodView, check_labels, check_name, event_manifest, event_repeat,
 )
 from workflows.errors import PermanentError
 
@@ -157,6 +157,15 @@ class SimulatedCluster:
             world["pdbs"][f"{namespace}/{name}"] = {"namespace": namespace, "name": name, "selector": selector,
                                                    "min_available": min_available}
 
+    def set_container_waiting(self, namespace: str, name: str, reason: str) -> None:
+        """Test set-up, not an API call: the pod's container waits, as the kubelet reports a container
+        it keeps restarting (`CrashLoopBackOff`)."""
+        with self._world(write=True) as world:
+            pod = world["pods"][f"{namespace}/{name}"]
+            statuses = pod["status"].get("containerStatuses") or [{"name": "main"}]
+            pod["status"]["containerStatuses"] = [{**c, "ready": False, "state": {"waiting": {"reason": reason}}}
+                                                  for c in statuses]
+
     @staticmethod
     def _create(world: ctl.World, manifest: Manifest, manager: str) -> Manifest:
         obj = copy.deepcopy(manifest)
@@ -275,6 +284,26 @@ class SimulatedCluster:
             node["metadata"]["annotations"] = merge(node["metadata"].get("annotations") or {}, dict(annotations or {}))
             if unschedulable is not None:
                 node["spec"]["unschedulable"] = unschedulable
+
+    def record_event(self, event: NodeEvent) -> None:
+        """Events in `_cluster/events.jsonl`, one line per create or repeat (appended: a rollout of
+        thousands of nodes never rewrites them); `events()` folds a repeat into its Event, as the
+        API server's patch does, and a repeat of an Event it never had is created, as KubeCluster
+        does after a 404. No --event-ttl expiry here."""
+        check_name(event.node, "node name")
+        self.record("event", name=event.name, node=event.node, reason=event.reason, count=event.count)
+        with self._locked(), open(self.dir / "events.jsonl", "a") as handle:
+            handle.write(json.dumps({"name": event.name, "repeat": event_repeat(event),
+                                     "create": event_manifest(event, instance="sim")}) + "\n")
+
+    def events(self) -> list[Manifest]:
+        """The stored Events in the order they were first created, repeats folded in."""
+        path = self.dir / "events.jsonl"
+        found: dict[str, Manifest] = {}
+        for entry in (json.loads(x) for x in path.read_text().splitlines()) if path.exists() else []:
+            live = found.get(entry["name"])
+            found[entry["name"]] = merge(live, entry["repeat"]) if live else entry["create"]
+        return list(found.values())
 
     def set_node_ready(self, name: str, ready: bool) -> None:
         """The kubelet posting Ready again, or going silent (then the node lifecycle controller sets

@@ -14,10 +14,12 @@ naming the verb and resource, an eviction refused by a PodDisruptionBudget is
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator
 
@@ -128,6 +130,10 @@ class PodView:
     ready: bool
     ip: str | None
     deleting: bool
+    waiting: tuple[str, ...] = ()
+    """Reasons its containers wait with (`CrashLoopBackOff`: the kubelet's back-off after a container
+    keeps exiting, kubernetes pkg/kubelet/container/sync_result.go ErrCrashLoopBackOff), from
+    status.containerStatuses[].state.waiting.reason, init containers included."""
 
     @property
     def ref(self) -> str:
@@ -159,6 +165,9 @@ class PodView:
             ready=conditions.get("Ready") == "True",
             ip=status.get("podIP"),
             deleting=bool(meta.get("deletionTimestamp")),
+            waiting=tuple(str(c["state"]["waiting"].get("reason") or "")
+                          for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+                          if isinstance((c.get("state") or {}).get("waiting"), dict)),
         )
 
 
@@ -217,6 +226,70 @@ class ExecResult:
 PatchValue = str | None
 """A label or annotation value; None removes the key."""
 
+EVENT_NAMESPACE = "default"
+"""Events about a cluster-scoped object live in `default`: client-go's recorder puts them there
+when the object has no namespace (k8s.io/client-go tools/record/event.go, makeEvent)."""
+EVENT_RUN_ANNOTATION = "nicflow.io/run-id"
+REASON_LIMIT, MESSAGE_LIMIT = 128, 1024
+"""k8s.io/kubernetes pkg/apis/core/validation/events.go: reason at most 128 characters; a note
+(message) at most 1 kB (NoteLengthLimit) for events.k8s.io, kept for core v1 too."""
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """A Kubernetes Event about a Node, as `kubectl describe node` and `kubectl get events` show it.
+
+    Core v1 (the API kubectl describe searches, k8s.io/kubectl pkg/describe/describe.go): the
+    involvedObject is the Node with uid = the node's name, which is how NodeDescriber looks node
+    events up (`ref.UID = types.UID(ref.Name)`) and what the kubelet's node events carry. A repeat
+    (same node, reason and message) is one Event whose count and lastTimestamp grow, as client-go's
+    EventCorrelator aggregates them (tools/record/events_cache.go)."""
+
+    node: str
+    reason: str
+    """CamelCase, machine-readable (Cordoned, DriverReloaded, RolloutFailed)."""
+    message: str
+    type: Literal["Normal", "Warning"] = "Normal"
+    action: str = ""
+    """What nicflow did (Cordon, Drain, ReloadDriver): core v1 `action`."""
+    first: float = 0.0
+    last: float = 0.0
+    count: int = 1
+    run_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """What makes two events one repeated event: node, reason and message."""
+        return hashlib.sha256(f"{self.node}\0{self.reason}\0{self.message}".encode()).hexdigest()[:16]
+
+    @property
+    def name(self) -> str:
+        return f"{self.node[:200]}.nicflow-{self.key}"
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts or time.time()))
+
+
+def event_manifest(event: NodeEvent, *, instance: str) -> Manifest:
+    """The core v1 Event a first occurrence creates (k8s.io/api core/v1 types.go, Event)."""
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": event.name, "namespace": EVENT_NAMESPACE,
+                     "annotations": {EVENT_RUN_ANNOTATION: event.run_id}},
+        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": event.node, "uid": event.node},
+        "reason": event.reason[:REASON_LIMIT], "message": event.message[:MESSAGE_LIMIT], "type": event.type,
+        "action": event.action, "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER, "reportingInstance": instance,
+        "firstTimestamp": _rfc3339(event.first), "lastTimestamp": _rfc3339(event.last), "count": event.count,
+    }
+
+
+def event_repeat(event: NodeEvent) -> Manifest:
+    """The patch of a repeat: count and lastTimestamp, as events_cache.go's eventObserve sends."""
+    return {"count": event.count, "lastTimestamp": _rfc3339(event.last),
+            "metadata": {"annotations": {EVENT_RUN_ANNOTATION: event.run_id}}}
+
 
 class ClusterSurface(Protocol):
     """What cluster steps, node lifecycle steps and the node reporter use."""
@@ -260,4 +333,9 @@ class ClusterSurface(Protocol):
     def get_config_map(self, namespace: str, name: str) -> dict[str, str] | None: ...
 
     def apply_config_map(self, namespace: str, name: str, data: dict[str, str]) -> None: ...
+
+    def record_event(self, event: NodeEvent) -> None:
+        """Create the Event (count 1), or patch the count and lastTimestamp of the one a first
+        occurrence created (a repeat); a repeat whose Event expired (the API server's --event-ttl)
+        is created anew."""
 

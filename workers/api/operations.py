@@ -81,6 +81,7 @@ class RunOperations:
             self.engine, prepared.pipeline, prepared.nodes, fleet=prepared.fleet,
             dry_run=prepared.request.dry_run, overrides=prepared.request.overrides(),
             visibility_timeout=self.settings.visibility_timeout, labels=node_labels(prepared.fleet, prepared.nodes),
+            started_by=f"{principal.key} via the api",
         )
         self.audit.accepted("rollout", principal, run_id=record.id, pipeline=record.pipeline)
         return record
