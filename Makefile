@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/nicflow demo --nodes $(or $(NODES),50)
+	$(BIN)/nicflow demo --nodes $(or $(NODES),50) $(if $(KEEP),--keep)
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -35,9 +35,9 @@ def run_fleet(url: str, workdir: Path, *, nodes: int, pipeline: str, sets: list[
     env = {"NICFLOW_WATCHDOG_INTERVAL": "5"}
     workers = [
         spawn_worker("controller", ["controller", "--concurrency", "32"], redis_url=url,
-                     log_dir=workdir / "logs", env=env),
+                     log_dir=workdir / "logs", env=env, tied=True),
         spawn_worker("agent", ["agent", *fleet, "--concurrency", str(concurrency)], redis_url=url,
-                     log_dir=workdir / "logs", env=env),
+                     log_dir=workdir / "logs", env=env, tied=True),
     ]
     with running_workers(workers):
         engine = make_engine(url)

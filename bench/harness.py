@@ -13,6 +13,8 @@ from pathlib import Path
 
 from redis import Redis
 
+from workers.processes import tied_to_parent
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -31,7 +33,8 @@ def redis_server(directory: Path) -> Iterator[str]:
     directory.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(directory)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=tied_to_parent())  # noqa: PLW1509 - dies with the bench, however it ends
     url = f"redis://127.0.0.1:{port}/0"
     try:
         for _ in range(200):
@@ -61,7 +64,7 @@ def spawn_plain_worker(url: str, queues: list[str], concurrency: int, log: Path)
             "--without-heartbeat", "-l", "INFO", "-n", f"plain-{free_port()}@bench"]
     out = open(log, "wb")
     return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**_env(), **env},
-                            cwd=Path(__file__).resolve().parent.parent)
+                            cwd=Path(__file__).resolve().parent.parent, preexec_fn=tied_to_parent())  # noqa: PLW1509
 
 
 def _env() -> dict[str, str]:

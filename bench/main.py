@@ -13,6 +13,22 @@ from rich.table import Table
 from bench.makespan import measure_makespan
 from bench.overhead import measure_overhead
 from bench.scale import measure_scale
+from workers.processes import Stopped, stop_on_signals
+
+
+def bench_main(*, nodes: int, scale_nodes: int, makespan_nodes: int, window: int, pipeline: str,
+               as_json: bool, console: Console, err: Console) -> int:
+    """`nicflow bench`: SIGINT or SIGTERM (`timeout`) stops it; every `finally` stops the workers and
+    the Redis it started, so nothing is left running."""
+    with stop_on_signals():
+        try:
+            run_benchmarks(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
+                           pipeline=pipeline, as_json=as_json, console=console)
+        except Stopped as exc:
+            err.print(f"nicflow bench: stopped by {exc.name}: its workers and its Redis are stopped",
+                      markup=False, highlight=False)
+            return exc.exit_code
+    return 0
 
 
 def run_benchmarks(*, nodes: int, scale_nodes: int, makespan_nodes: int, window: int, pipeline: str,

@@ -18,14 +18,14 @@ from workflows.errors import PermanentError, PipelineError
 from workflows.loader import load_file
 
 BAD_OVERRIDES = [
-    ({"numvfs": -1}, "--set.numvfs: must be at least 0 (got -1)"),
-    ({"numvfs": "4; reboot"}, "--set.numvfs: must be of type int (got '4; reboot')"),
-    ({"app": "bpf"}, "--set.app: must be one of ['flower', 'flower-next', 'nic'] (got 'bpf')"),
-    ({"pci_address": "04:00.0"}, "--set.pci_address: must match"),
-    ({"pci_address": "0000:04:00.0 -o /etc/passwd"}, "(got '0000:04:00.0 -o /etc/passwd')"),
-    ({"interface": "../../etc"}, "--set.interface: must match"),
-    ({"interface": "enp4s0np0-too-long"}, "(got 'enp4s0np0-too-long')"),
-    ({"min_offloaded_flows": 0}, "--set.min_offloaded_flows: must be at least 1 (got 0)"),
+    ({"numvfs": -1}, "--set numvfs=-1: must be at least 0"),
+    ({"numvfs": "4; reboot"}, "--set 'numvfs=4; reboot': must be of type int"),
+    ({"app": "bpf"}, "--set app=bpf: must be one of ['flower', 'flower-next', 'nic']"),
+    ({"pci_address": "04:00.0"}, "--set pci_address=04:00.0: must match"),
+    ({"pci_address": "0000:04:00.0 -o /etc/passwd"}, "--set 'pci_address=0000:04:00.0 -o /etc/passwd': must match"),
+    ({"interface": "../../etc"}, "--set interface=../../etc: must match"),
+    ({"interface": "enp4s0np0-too-long"}, "--set interface=enp4s0np0-too-long: must match"),
+    ({"min_offloaded_flows": 0}, "--set min_offloaded_flows=0: must be at least 1"),
 ]
 
 

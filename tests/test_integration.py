@@ -107,7 +107,7 @@ def test_bad_requests_start_nothing(stack):
     cases = [
         (["--nodes", "node-001,../etc"], "not a valid Kubernetes node name"),
         (["--nodes", "node-999"], "unknown node(s): node-999"),
-        (["--set", "message=$(reboot)"], "--set.message: must match"),
+        (["--set", "message=$(reboot)"], "--set 'message=$(reboot)': must match"),
         (["--set", "nosuch=1"], "unknown parameter"),
         (["--selector", "zone;rm"], "--selector term"),
     ]

@@ -110,6 +110,8 @@ def test_runs_orphans_lists_them_against_the_store(redis, redis_server, engine, 
 
 
 def test_runs_options_of_orphans_alone_are_refused(redis_server):
-    result = nicflow(redis_server.url, "runs", "--json")
-    assert result.returncode == 2
-    assert "--json, --fleet and --sim-root go with --orphans" in result.stderr
+    # `runs --json` lists the runs (tests/test_cli_output.py); the fleet options only go with --orphans
+    for extra in (["--fleet", "sim:5"], ["--sim-root", "/nonexistent"]):
+        result = nicflow(redis_server.url, "runs", *extra)
+        assert result.returncode == 2
+        assert result.stderr.strip() == "nicflow: error: --fleet and --sim-root go with --orphans"

@@ -210,3 +210,39 @@ def test_watchdog_fails_a_node_past_its_deadline(redis, fleet):
     assert status["nodes"]["node-000"]["state"] == "failed"
     assert status["nodes"]["node-000"]["error"] == "node timed out after 30s in step first"
     assert status["status"] == "failed"
+
+
+def test_retry_takes_the_skipped_nodes_the_failed_ones_or_both(redis, fleet):
+    """`nicflow retry RUN --skipped` (issue 14, item 11): the NotReady nodes `not_ready: skip` passed over."""
+    from tasks.cluster.availability import ClusterAvailability
+    from tasks.cluster.sim import SimulatedCluster
+    from tests.test_engine import ApiSideStep, EchoStep, FlakyStep
+    from workers.runtime import FleetSurfaces, ServedNodes
+    from workflows.engine import Engine
+    from workflows.leases import NodeLeases
+    from workflows.registry import StepRegistry
+    from workflows.store import CheckpointStore
+    from tasks.generic import GENERIC_STEPS
+    from workflows.dispatch import InlineDispatcher
+
+    # make_engine's, with the cluster's view of NotReady nodes (as workers.runtime wires it)
+    surfaces = FleetSurfaces(ServedNodes(every_node=True))
+    dispatcher = InlineDispatcher()
+    engine = Engine(store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60),
+                    registry=StepRegistry([*GENERIC_STEPS, FlakyStep, EchoStep, ApiSideStep]), dispatcher=dispatcher,
+                    surfaces=surfaces, availability=ClusterAvailability(surfaces.cluster))
+    dispatcher.handler = engine
+    SimulatedCluster(fleet).set_node_ready("node-003", False)
+    open_host(fleet, "node-004").set_state("flaky", -1)
+    record = start(engine, fleet, {"max_failures": 3, "not_ready": "skip"})
+    engine.dispatcher.drain()
+    states = {n: s["state"] for n, s in run_status(engine, record.id)["nodes"].items()}
+    assert (states["node-003"], states["node-004"]) == ("skipped", "failed")
+    SimulatedCluster(fleet).set_node_ready("node-003", True)
+    skipped = retry_failed(engine, record.id, states=("skipped",))
+    engine.dispatcher.drain()  # it holds node-003 until it ends
+    assert engine.store.nodes(skipped.id) == ["node-003"]
+    assert run_status(engine, skipped.id)["status"] == "succeeded"
+    both = retry_failed(engine, record.id, states=("failed", "skipped"))
+    assert sorted(engine.store.nodes(both.id)) == ["node-003", "node-004"]
+    assert skipped.parent == both.parent == record.id

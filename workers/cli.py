@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
+from workers.cli_options import ConcurrencyOpt, FaultsOpt, JsonOpt, ProfileOpt, RunArg
 from workers.redisconn import NoRedisConfigured
 from workers.settings import get_settings
 from workflows.errors import PipelineError, RunError
@@ -33,10 +36,15 @@ if TYPE_CHECKING:
 def make_engine() -> Engine:
     from workers.runtime import make_engine as build
 
-    return build()
+    return build(fail_fast=True)  # a command fails at once on an unreachable Redis; workers wait
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.")
+# rich_markup_mode=None: typer's plain help, which shows a flag as a flag (its rich panels print
+# `--dry-run <bool>`, as if it took a value) and draws no boxes into a pipe.
+cli = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.\n\n"
+                       "REDIS_URL selects the Redis server every command and worker uses "
+                       "(redis://host:6379/0, rediss:// for TLS, redis+socket:///path); "
+                       "`nicflow demo` starts an embedded one when it is unset.")
 PIPED_WIDTH = 100_000
 # Piped or redirected output never wraps: one record, one line, whatever the checkout's path or the
 # terminal's width (a terminal keeps its own width for tables).
@@ -48,6 +56,21 @@ FleetOpt = Annotated[Optional[str], typer.Option("--fleet", help="sim:N for a si
 SimRoot = Annotated[Optional[Path], typer.Option("--sim-root", help="Directory of the simulated fleet.")]
 NodesOpt = Annotated[Optional[str], typer.Option("--nodes", help="Comma-separated node names.")]
 SelectorOpt = Annotated[Optional[str], typer.Option("--selector", help="Node labels, k=v[,k=v].")]
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"nicflow {version('nicflow')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet."""
 
 
 OUTCOME_EXIT = {"succeeded": 0, "partial": 2, "failed": 1, "aborted": 1}
@@ -68,7 +91,12 @@ def _errors_exit(code: int) -> Iterator[None]:
 
 def _error_message(exc: Exception) -> str:
     if isinstance(exc, RedisError):
-        return f"nicflow: cannot reach Redis at REDIS_URL: {exc}"
+        from workers.redisconn import shown_url, unreachable_reason
+
+        where = shown_url(get_settings().redis_url or "REDIS_URL")
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+            return f"nicflow: cannot reach Redis at {where}: {unreachable_reason(exc)} (set REDIS_URL)"
+        return f"nicflow: Redis at {where}: {exc}"
     return f"nicflow: error: {exc}"
 
 
@@ -95,6 +123,8 @@ def run(
     set_: Sets = [],  # noqa: B006 - typer reads the default
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Observe and plan only.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Watch until the run ends.")] = False,
+    profile: ProfileOpt = [],  # noqa: B006 - typer reads the default
+    faults: FaultsOpt = [],  # noqa: B006
 ) -> None:
     """Start a run; prints its id. With --wait, exits with the run's outcome (0, 2 partial, 1)."""
     from workers.progress import watch as watch_live
@@ -104,7 +134,7 @@ def run(
     with _errors_exit(ERROR_EXIT):
         loaded = load_pipeline(pipeline, set_)
         fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
-                                             nodes=nodes, selector=selector)
+                                             nodes=nodes, selector=selector, profiles=profile, faults=faults)
         engine = make_engine()
         record = start_run(engine, loaded, chosen, fleet=fleet_name, dry_run=dry_run, overrides=_sets(set_),
                            visibility_timeout=get_settings().visibility_timeout,
@@ -174,7 +204,7 @@ def check_flows(
 
 
 @cli.command()
-def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(run_id: RunArg, as_json: JsonOpt = False) -> None:
     """A run's state, per node and step; exits with the outcome of a finished run (0, 2 partial, 1)."""
     from workers.redisconn import redis_client
     from workflows.status import status_of
@@ -182,7 +212,7 @@ def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
 
     # Only the store: `status --json` is polled by scripts and must start fast.
     with _errors_exit(ERROR_EXIT):
-        report = status_of(CheckpointStore(redis_client()), _run_id(run_id))
+        report = status_of(CheckpointStore(redis_client(fail_fast=True)), _run_id(run_id))
     if as_json:
         print(json.dumps(report))
     else:
@@ -211,7 +241,7 @@ def _print_outcome(report: dict) -> None:
 
 
 @cli.command()
-def watch(run_id: str) -> None:
+def watch(run_id: RunArg) -> None:
     """Live progress until the run ends; exits with its outcome (0, 2 partial, 1)."""
     from workers.progress import watch as watch_live
     from workflows.control import run_status
@@ -249,7 +279,7 @@ def report(
 
 @cli.command()
 def resume(
-    run_id: str,
+    run_id: RunArg,
     continue_: Annotated[bool, typer.Option("--continue", help=(
         "For an aborted run: take it back to running; it admits the nodes it never admitted."))] = False,
 ) -> None:
@@ -273,7 +303,7 @@ def resume(
 
 
 @cli.command()
-def approve(run_id: str) -> None:
+def approve(run_id: RunArg) -> None:
     """Let a paused run go on to its next wave."""
     from workflows.control import approve_run
 
@@ -282,16 +312,25 @@ def approve(run_id: str) -> None:
 
 
 @cli.command()
-def retry(run_id: str, failed: Annotated[bool, typer.Option("--failed", help="Only the failed nodes.")] = True) -> None:
-    """Start a new run over the failed nodes of RUN, linked to it; prints the new run's id."""
+def retry(
+    run_id: RunArg,
+    failed: Annotated[bool, typer.Option("--failed", help="Retry the nodes that failed.")] = False,
+    skipped: Annotated[bool, typer.Option("--skipped", help=(
+        "Retry the nodes skipped as NotReady (rollout.not_ready: skip)."))] = False,
+) -> None:
+    """Start a new run, linked to RUN, over its failed and/or skipped nodes; prints the new run's id."""
     from workflows.control import retry_failed
 
-    record = retry_failed(make_engine(), _run_id(run_id), visibility_timeout=get_settings().visibility_timeout)
+    states = tuple(state for state, chosen in (("failed", failed), ("skipped", skipped)) if chosen)
+    if not states:
+        raise RunError("retry: choose the nodes to retry: --failed, --skipped, or both")
+    record = retry_failed(make_engine(), _run_id(run_id), visibility_timeout=get_settings().visibility_timeout,
+                          states=states)
     print(record.id)
 
 
 @cli.command()
-def abort(run_id: str) -> None:
+def abort(run_id: RunArg) -> None:
     """Stop admitting nodes; steps already running finish cleanly."""
     from workflows.control import abort_run
 
@@ -318,10 +357,11 @@ def abort_lines(result: AbortResult) -> list[str]:
 
 @cli.command()
 def runs(
-    limit: int = 20,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many runs, newest first.")] = 20,
     orphans: Annotated[bool, typer.Option("--orphans", help="Nodes left by runs this store no longer holds.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="With --orphans: JSON.")] = False,
-    fleet: FleetOpt = None, sim_root: SimRoot = None,
+    as_json: JsonOpt = False,
+    fleet: Annotated[Optional[str], typer.Option("--fleet", help="With --orphans: sim:N, the fleet to look at.")] = None,
+    sim_root: Annotated[Optional[Path], typer.Option("--sim-root", help="With --orphans: the fleet's directory.")] = None,
 ) -> None:
     """Recent runs, newest first; with --orphans, the nodes runs lost with a reset store left behind."""
     if orphans:
@@ -329,18 +369,22 @@ def runs(
 
         print(orphans_report(fleet=fleet, sim_root=sim_root or get_settings().sim_root, as_json=as_json))
         return
-    if as_json or fleet or sim_root:
-        raise RunError("--json, --fleet and --sim-root go with --orphans")
-    from workers.runs_view import run_lines
+    if fleet or sim_root:
+        raise RunError("--fleet and --sim-root go with --orphans")
+    from workers.runs_view import run_lines, runs_json
 
-    for line in run_lines(make_engine().store, limit):
+    store = make_engine().store
+    if as_json:
+        print(runs_json(store, limit))
+        return
+    for line in run_lines(store, limit):
         print(line)  # plain print: one run a line, never wrapped
 
 
 @cli.command("nodes")
 def nodes_cmd(
     fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Each node's nicflow state, the run that last touched it, its last error, its cordon and by whom."""
     from workers.nodes_view import node_rows, nodes_json, nodes_text
@@ -351,7 +395,7 @@ def nodes_cmd(
 
 @cli.command()
 def logs(
-    run_id: str,
+    run_id: RunArg,
     node: Annotated[Optional[str], typer.Option("--node", help="Only this node's story.")] = None,
     step: Annotated[Optional[str], typer.Option("--step", help="Only this step.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Go on until the run ends.")] = False,
@@ -361,7 +405,7 @@ def logs(
     from workers.redisconn import redis_client
     from workflows.store import CheckpointStore
 
-    store = CheckpointStore(redis_client())
+    store = CheckpointStore(redis_client(fail_fast=True))
     run_id = _run_id(run_id)
     store.run(run_id)  # an unknown run is an error before anything is printed
     tell(store, run_id, check_filter(store, run_id, node=node, step=step), follow=follow,
@@ -370,12 +414,14 @@ def logs(
 
 @cli.command()
 def controller(
-    concurrency: Annotated[Optional[int], typer.Option()] = None,
+    concurrency: ConcurrencyOpt = None,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Run a controller worker (queues nicflow.control and nicflow.cluster) and its watchdog."""
+    from workers.redisconn import redis_url
     from workers.worker import run_controller
 
+    redis_url()  # no REDIS_URL: refuse before anything starts (Celery alone would try amqp://localhost)
     run_controller(concurrency=concurrency or get_settings().controller_concurrency, metrics_port=metrics_port)
 
 
@@ -383,7 +429,7 @@ def controller(
 def agent(
     node: Annotated[Optional[str], typer.Option("--node", envvar="NODE_NAME", help="This node's name.")] = None,
     fleet: FleetOpt = None, sim_root: SimRoot = None,
-    concurrency: Annotated[Optional[int], typer.Option()] = None,
+    concurrency: ConcurrencyOpt = None,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Run an agent: one node's queue, or every node of a simulated fleet (--fleet sim:N)."""
@@ -392,6 +438,9 @@ def agent(
     from workers.targets import parse_nodes
     from workers.worker import run_agent
 
+    from workers.redisconn import redis_url
+
+    redis_url()  # as `controller`: no REDIS_URL, no agent (Celery alone would try amqp://localhost)
     if (node is None) == (fleet is None):
         raise RunError("give exactly one of --node NAME or --fleet sim:N")
     if fleet is not None:
@@ -404,19 +453,26 @@ def agent(
 
 @cli.command()
 def demo(
-    nodes: Annotated[int, typer.Option(min=1, max=5000)] = 50,
-    pipeline: str = "corigine-offload",
+    nodes: Annotated[int, typer.Option(min=1, max=5000, help="Simulated nodes.")] = 50,
+    pipeline: Annotated[str, typer.Option(help="Bundled pipeline name or YAML file.")] = "corigine-offload",
     selector: Annotated[Optional[str], typer.Option(
         help="Select nodes by one label (key=value); default: NFD's pci-19ee or pci-1da8 label.")] = None,
     latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds per simulated command.")] = 0.005,
+    profile: ProfileOpt = [],  # noqa: B006
+    faults: FaultsOpt = [],  # noqa: B006
+    keep: Annotated[bool, typer.Option("--keep", help=(
+        "Keep the work directory (fleet, worker logs, embedded Redis) and print where it is."))] = False,
 ) -> None:
-    """Roll out over a simulated fleet on an embedded Redis, twice, with live progress."""
+    """Roll out over a simulated fleet on an embedded Redis, twice, with live progress. Its work
+    directory is removed at the end (--keep keeps it); Ctrl-C or SIGTERM stops every process it
+    started and says what it stopped. --profile and --faults rehearse failures."""
     from workers.targets import pipeline_path
-    from workers.demo import run_demo
+    from workers.demo import demo_main
 
     if not pipeline_path(pipeline).exists():
         raise PipelineError(f"pipeline {pipeline!r} not found")
-    raise typer.Exit(run_demo(nodes=nodes, pipeline=pipeline, selector=selector, latency=latency, console=console))
+    raise typer.Exit(demo_main(nodes=nodes, pipeline=pipeline, selector=selector, latency=latency, console=console,
+                               keep=keep, profiles=profile, faults=faults))
 
 
 @cli.command()
@@ -424,18 +480,18 @@ def bench(
     nodes: Annotated[int, typer.Option(min=0, max=5000, help="Engine overhead fleet (0: skip).")] = 500,
     scale_nodes: Annotated[int, typer.Option(min=0, max=10000, help="Scale fleet (0: skip).")] = 0,
     makespan_nodes: Annotated[int, typer.Option(min=0, max=5000, help="Makespan fleet (0: skip).")] = 0,
-    window: Annotated[int, typer.Option(min=1, max=500)] = 20,
-    pipeline: str = "corigine-offload",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    window: Annotated[int, typer.Option(min=1, max=500, help="The makespan run's max_unavailable.")] = 20,
+    pipeline: Annotated[str, typer.Option(help="Bundled pipeline name or YAML file.")] = "corigine-offload",
+    as_json: JsonOpt = False,
 ) -> None:
     """Measure the engine on real workers and a real Redis: overhead against plain Celery,
     memory and status latency at scale, rollout makespan against the ideal."""
     from workers.targets import pipeline_path
-    from bench.main import run_benchmarks
+    from bench.main import bench_main
 
     pipeline_path(pipeline)
-    run_benchmarks(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
-                   pipeline=pipeline, as_json=as_json, console=console)
+    raise typer.Exit(bench_main(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
+                                pipeline=pipeline, as_json=as_json, console=console, err=err))
 
 
 # --- api: the HTTP service (workers/api) --------------------------------------------------------

@@ -8,11 +8,14 @@ converged fleet is left untouched.
 
 from __future__ import annotations
 
+import shutil
+import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +23,14 @@ from rich.console import Console
 
 from tasks.cluster.sim import SimulatedCluster
 from tasks.cluster.steps_verify import PROBE_PREFIX
+from tasks.host.sim_fleetspec import apply_faults
 from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.host.sim_profiles import PROFILES
-from workers.processes import embedded_redis, running_workers, spawn_worker
+from workers.processes import Stopped, WorkerProcess, embedded_redis, running_workers, spawn_worker, stop_on_signals
 from workers.progress import failed_nodes, summary, watch
 from workers.runtime import make_engine
 from workers.settings import get_settings
-from workers.targets import load_pipeline
+from workers.targets import load_pipeline, sim_options
 from workflows.control import run_status, start_run
 
 
@@ -51,14 +55,61 @@ def _selected(labels: dict[str, str], selector: str | None) -> bool:
     return any(labels.get(key) == "true" for key in AGILIO_LABELS)
 
 
+@dataclass
+class DemoProgress:
+    """What the demo has started, so that an interrupted demo can say what it stopped."""
+
+    stage: str = "creating the simulated fleet"
+    workers: list[WorkerProcess] = field(default_factory=list)
+    redis: Path | None = None
+    """The embedded Redis's directory, once it runs."""
+
+    def stopped(self) -> str:
+        parts = [f"the {w.name} (pid {w.proc.pid})" for w in self.workers]
+        if self.redis is not None:
+            parts.append("the embedded Redis")
+        left = [w.name for w in self.workers if w.proc.poll() is None]
+        done = f"stopped {', '.join(parts)}" if parts else "nothing was running yet"
+        return f"interrupted while {self.stage}; {done}" + (
+            f"; still running: {', '.join(left)}" if left else "; nothing is left running")
+
+
 @contextmanager
-def _redis_url(workdir: Path) -> Iterator[str]:
+def _redis_url(workdir: Path, progress: DemoProgress) -> Iterator[str]:
     configured = get_settings().redis_url
     if configured:
         yield configured
     else:
         with embedded_redis(workdir / "redis") as url:
+            progress.redis = workdir / "redis"
             yield url
+
+
+def demo_main(*, nodes: int, pipeline: str, selector: str | None, latency: float, console: Console,
+              keep: bool = False, profiles: Sequence[str] = (), faults: Sequence[str] = ()) -> int:
+    """`nicflow demo`: the demo in a work directory of its own, removed at the end unless `keep`;
+    SIGINT (Ctrl-C) or SIGTERM stops every process it started and says so."""
+    chosen, injected = sim_options(nodes, profiles=profiles, faults=faults)  # refused before anything is made
+    workdir = Path(tempfile.mkdtemp(prefix="nicflow-demo-"))
+    progress = DemoProgress()
+    with stop_on_signals():
+        try:
+            return run_demo(nodes=nodes, pipeline=pipeline, selector=selector, latency=latency, console=console,
+                            workdir=workdir, profiles={**demo_profiles(nodes), **chosen}, faults=injected,
+                            progress=progress)
+        except Stopped as exc:
+            for worker in progress.workers:  # one stopped between its start and running_workers' own cleanup
+                worker.stop(timeout=5)
+            key = " (Ctrl-C)" if exc.signum == signal.SIGINT else ""
+            console.print(f"nicflow demo: stopped by {exc.name}{key}: {progress.stopped()}", markup=False,
+                          highlight=False)
+            return exc.exit_code
+        finally:
+            if keep:
+                console.print(f"work dir kept: {workdir} (fleet, logs, embedded Redis)", markup=False, highlight=False)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+                console.print(f"work dir {workdir} removed (--keep keeps it)", markup=False, highlight=False)
 
 
 def side_effects(sim_root: Path, nodes: list[str]) -> Counter[str]:
@@ -82,10 +133,13 @@ def cluster_writes(sim_root: Path) -> tuple[Counter[str], Counter[str]]:
 
 
 def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float, console: Console,
-             workdir: Path | None = None) -> int:
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="nicflow-demo-"))
+             workdir: Path, profiles: dict[str, str] | None = None, faults: dict[str, dict[str, Any]] | None = None,
+             progress: DemoProgress | None = None) -> int:
+    progress = progress or DemoProgress()
     sim_root = workdir / "fleet"
-    fleet = create_fleet(sim_root, nodes, command_latency=latency, profiles=demo_profiles(nodes))
+    fleet = create_fleet(sim_root, nodes, command_latency=latency,
+                         profiles=demo_profiles(nodes) if profiles is None else profiles)
+    apply_faults(sim_root, faults or {})
     # The simulated cluster runs Kube-OVN as install.sh leaves it, the OVN load balancer on;
     # the demo's fleet has nothing that needs it, which is what allow_disable_ovn_lb says.
     overrides: dict[str, Any] = {"allow_disable_ovn_lb": True} if pipeline == "corigine-offload" else {}
@@ -93,23 +147,25 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
     chosen = [n for n, spec in fleet.nodes.items() if _selected(spec.labels, selector)]
     console.print(f"[bold]nicflow demo[/]: {pipeline} over {len(chosen)} of {nodes} simulated nodes "
                   f"(selector {selector or ' or '.join(f'{k}=true' for k in AGILIO_LABELS)}), work dir {workdir}")
-    with _redis_url(workdir) as url:
+    progress.stage = "starting the workers"
+    with _redis_url(workdir, progress) as url:
         fleet_arg = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
-        workers = [
-            spawn_worker("controller", ["controller"], redis_url=url, log_dir=workdir / "logs"),
-            spawn_worker("agent", ["agent", *fleet_arg, "--concurrency", "16"], redis_url=url,
-                         log_dir=workdir / "logs"),
-        ]
+        workers = progress.workers
+        workers.append(spawn_worker("controller", ["controller"], redis_url=url, log_dir=workdir / "logs", tied=True))
+        workers.append(spawn_worker("agent", ["agent", *fleet_arg, "--concurrency", "16"], redis_url=url,
+                                    log_dir=workdir / "logs", tied=True))
         started = time.time()
         with running_workers(workers):
             console.print(f"workers ready in {time.time() - started:.1f}s (logs in {workdir / 'logs'})")
             engine = make_engine(url)
             results: list[dict[str, Any]] = []
             for label in ("first run: converge the fleet", "second run: the fleet is converged"):
+                progress.stage = f"the {label.split(':')[0]} was starting"
                 console.print(f"[bold]── {label} ──[/]")
                 before, api_before = side_effects(sim_root, chosen), cluster_writes(sim_root)
                 t0 = time.time()
                 record = start_run(engine, loaded, chosen, fleet=f"sim:{sim_root}", overrides=overrides)
+                progress.stage = f"the {label.split(':')[0]} (run {record.id}) was running"
                 status = watch(lambda: run_status(engine, record.id), console, timeout=600)
                 after = side_effects(sim_root, chosen)
                 delta = dict(after - before) or "none"

@@ -82,7 +82,7 @@ def orphans_report(*, fleet: str | None, sim_root: Path, as_json: bool) -> str:
     if fleet is not None:
         root, _ = sim_fleet(fleet, sim_root, create=False)
         fleet_name = f"sim:{root.resolve()}"
-    store = CheckpointStore(redis_client())
+    store = CheckpointStore(redis_client(fail_fast=True))
     try:
         nodes = FleetSurfaces().cluster(fleet_name).list_nodes()
     except StepError as exc:

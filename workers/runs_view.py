@@ -1,8 +1,11 @@
-"""`nicflow runs`: the recent runs, newest first, one line each."""
+"""`nicflow runs`: the recent runs, newest first, one line each (or JSON)."""
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime, timezone
+from typing import Any
 
 from workflows.records import RunRecord
 from workflows.store import CheckpointStore
@@ -18,3 +21,25 @@ def run_line(record: RunRecord) -> str:
 
 def run_lines(store: CheckpointStore, limit: int) -> list[str]:
     return [run_line(store.run(run_id)) for run_id in store.run_ids(limit)]
+
+
+def run_entry(record: RunRecord) -> dict[str, Any]:
+    """What a line shows, typed: times in UTC (RFC 3339), a plan marked as one."""
+    return {
+        "id": record.id,
+        "pipeline": record.pipeline,
+        "status": record.status,
+        "plan": record.dry_run,
+        "created_at": datetime.fromtimestamp(record.created_at, timezone.utc).isoformat(),
+        "updated_at": datetime.fromtimestamp(record.updated_at, timezone.utc).isoformat(),
+        "nodes": record.total,
+        "succeeded": record.succeeded,
+        "failed": record.failed,
+        "skipped": record.skipped,
+        "fleet": record.fleet,
+        "parent": record.parent,
+    }
+
+
+def runs_json(store: CheckpointStore, limit: int) -> str:
+    return json.dumps({"runs": [run_entry(store.run(run_id)) for run_id in store.run_ids(limit)]})

@@ -101,11 +101,12 @@ def serve_nodes(nodes: Iterable[str]) -> None:
     process_engine.cache_clear()
 
 
-def make_engine(url: str | None = None, *, served: ServedNodes | None = None) -> Engine:
+def make_engine(url: str | None = None, *, served: ServedNodes | None = None, fail_fast: bool = False) -> Engine:
     """An engine on the Redis at `url` (default REDIS_URL), dispatching through Celery on the same
-    server. `served`: whose hosts it may touch (default: this process's, none unless an agent)."""
+    server. `served`: whose hosts it may touch (default: this process's, none unless an agent).
+    `fail_fast`: a CLI command's client, one attempt under short timeouts (`redis_client`)."""
     url = url or get_settings().redis_url
-    redis = redis_client(url)
+    redis = redis_client(url, fail_fast=fail_fast)
     use_broker(url)  # type: ignore[arg-type]  # redis_client refused a missing url already
     surfaces = FleetSurfaces(served if served is not None else _process_served)
     store = CheckpointStore(redis)

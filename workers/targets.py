@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tasks.host.simfleet import create_fleet, load_fleet, select_nodes
+from tasks.host.sim_fleetspec import FleetSpecError, apply_faults, parse_faults, parse_profiles
+from tasks.host.simfleet import create_fleet, load_fleet, node_names, select_nodes
 from tasks.registry import default_registry
 from workflows.errors import PipelineError, RunError, StepError
 from workflows.loader import Pipeline, load_file
@@ -76,12 +78,17 @@ def parse_nodes(nodes: str) -> list[str]:
         raise RunError(f"--nodes: {exc}") from None
 
 
-def sim_fleet(spec: str, sim_root: Path, *, create: bool = True) -> tuple[Path, int]:
-    """`sim:N` at `sim_root`: reuse the fleet there (a second run sees its converged state) or create it."""
+def fleet_size(spec: str) -> int:
     match = SIM_FLEET.fullmatch(spec)
     if not match:
         raise RunError(f"--fleet {spec!r}: expected sim:N with N between 1 and 99999")
-    count = int(match.group(1))
+    return int(match.group(1))
+
+
+def sim_fleet(spec: str, sim_root: Path, *, create: bool = True, profiles: Sequence[str] = ()) -> tuple[Path, int]:
+    """`sim:N` at `sim_root`: reuse the fleet there (a second run sees its converged state) or create
+    it, with `profiles` (`--profile`)."""
+    count = fleet_size(spec)
     if (sim_root / "fleet.json").exists():
         existing = len(load_fleet(sim_root).nodes)
         if existing != count:
@@ -89,11 +96,24 @@ def sim_fleet(spec: str, sim_root: Path, *, create: bool = True) -> tuple[Path, 
                 f"--fleet sim:{count}: the simulated fleet at {sim_root} has {existing} nodes; "
                 "use that size or another --sim-root"
             )
+        if profiles:
+            raise RunError(f"--profile: the simulated fleet at {sim_root} exists already; a profile is given "
+                           "when a fleet is created (use another --sim-root)")
     elif create:
-        create_fleet(sim_root, count)
+        create_fleet(sim_root, count, profiles=sim_options(count, profiles=profiles, faults=())[0])
     else:
         raise RunError(f"no simulated fleet at {sim_root}")
     return sim_root, count
+
+
+def sim_options(count: int, *, profiles: Sequence[str], faults: Sequence[str]
+                ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """`--profile` and `--faults` for a fleet of `count` nodes, checked; an error names the value."""
+    names = node_names(count)
+    try:
+        return parse_profiles(list(profiles), names), parse_faults(list(faults), names)
+    except FleetSpecError as exc:
+        raise RunError(str(exc)) from None
 
 
 def real_nodes(*, nodes: str | None, selector: str | None) -> list[str]:
@@ -114,14 +134,18 @@ def real_nodes(*, nodes: str | None, selector: str | None) -> list[str]:
 
 
 def resolve_targets(
-    *, fleet: str | None, sim_root: Path, nodes: str | None, selector: str | None
+    *, fleet: str | None, sim_root: Path, nodes: str | None, selector: str | None,
+    profiles: Sequence[str] = (), faults: Sequence[str] = (),
 ) -> tuple[str, list[str]]:
     """The run's fleet string and its nodes, in admission order."""
     if nodes and selector:
         raise RunError("give either --nodes or --selector, not both")
     if fleet is None:
+        if profiles or faults:
+            raise RunError("--profile and --faults go with a simulated fleet (--fleet sim:N)")
         return "real", real_nodes(nodes=nodes, selector=selector)
-    root, _ = sim_fleet(fleet, sim_root)
+    _, injected = sim_options(fleet_size(fleet), profiles=profiles, faults=faults)  # checked before any write
+    root, _ = sim_fleet(fleet, sim_root, profiles=profiles)
     loaded = load_fleet(root)
     try:
         chosen = select_nodes(
@@ -131,6 +155,7 @@ def resolve_targets(
         )
     except ValueError as exc:
         raise RunError(f"--nodes: {exc}") from None
+    apply_faults(root, injected)  # into a new fleet or an existing one: rehearse a failure on a converged fleet
     return f"sim:{root.resolve()}", chosen
 
 

@@ -222,15 +222,18 @@ def approve_run(engine: Engine, run_id: str) -> RunRecord:
     return engine.store.run(run_id)
 
 
-def retry_failed(engine: Engine, run_id: str, *, visibility_timeout: float | None = None) -> RunRecord:
-    """A new run, linked to `run_id`, over only its failed nodes, with the same pipeline and parameters."""
+def retry_failed(engine: Engine, run_id: str, *, visibility_timeout: float | None = None,
+                 states: tuple[str, ...] = ("failed",)) -> RunRecord:
+    """A new run, linked to `run_id`, over only its nodes in `states` (failed, and or skipped: the
+    NotReady nodes `rollout.not_ready: skip` passed over), with the same pipeline and parameters."""
     run = engine.store.run(run_id)
+    which = " or ".join(states)
     if not run.terminal:
-        raise RunError(f"run {run_id} is still {run.status}; retry its failed nodes once it has ended")
+        raise RunError(f"run {run_id} is still {run.status}; retry its {which} nodes once it has ended")
     nodes = engine.store.nodes(run_id)
-    failed = [p.node for p in engine.store.progress_many(run_id, nodes) if p.state == "failed"]
+    failed = [p.node for p in engine.store.progress_many(run_id, nodes) if p.state in states]
     if not failed:
-        raise RunError(f"run {run_id} has no failed node to retry")
+        raise RunError(f"run {run_id} has no {which} node to retry")
     return start_run(engine, engine.pipeline(run), failed, fleet=run.fleet, dry_run=run.dry_run,
                      overrides=run.overrides, visibility_timeout=visibility_timeout, parent=run_id)
 

@@ -64,5 +64,17 @@ class PipelineError(Exception):
     """A pipeline file or a run request is invalid. The message names where and what."""
 
 
+class OverrideError(PipelineError):
+    """An override (`--set key=value`, a request's parameter) is invalid: the message names the
+    flag as typed; `key` (`numvfs`, `rollout.max_unavailable`), `problem` and `value` let another
+    surface (the API) name it in its own terms."""
+
+    def __init__(self, message: str, *, key: str, problem: str, value: object) -> None:
+        super().__init__(message)
+        self.key = key
+        self.problem = problem
+        self.value = value
+
+
 class RunError(Exception):
     """A run operation cannot proceed (unknown run, wrong state)."""

@@ -6,7 +6,10 @@ the line taken from the YAML node the field came from.
 
 from __future__ import annotations
 
+import difflib
 import re
+import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from workflows.errors import PipelineError
+from workflows.errors import OverrideError, PipelineError
 from workflows.registry import StepRegistry
 from workflows.spec import ParamSpec, PipelineSpec, RolloutSpec, StepSpec
 from workflows.step import StepParams
@@ -75,18 +78,18 @@ def build(
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise PipelineError(_format(_problems(exc), source, root)) from None
+        raise _error(_problems(exc), source, root) from None
     spec, problems = _check_steps(spec, registry)
     if problems:
-        raise PipelineError(_format(problems, source, root))
+        raise _error(problems, source, root)
     params, problems = _resolve_params(spec, overrides or {})
     if not problems:
         spec, problems = _apply_rollout_overrides(spec, overrides or {})
     if problems:
-        raise PipelineError(_format(problems, source, root))
+        raise _error(problems, source, root)
     step_params, problems = _validate_step_params(spec, registry, params)
     if problems:
-        raise PipelineError(_format(problems, source, root))
+        raise _error(problems, source, root)
     return Pipeline(spec=spec, params=params, step_params=step_params)
 
 
@@ -229,7 +232,9 @@ def _resolve_params(spec: PipelineSpec, overrides: dict[str, Any]) -> tuple[dict
     for key in overrides:
         if not key.startswith("rollout.") and key not in spec.parameters:
             known = ", ".join(sorted(spec.parameters)) or "none"
-            problems.append(Problem(("--set", key), f"unknown parameter (known: {known}, rollout.*)", overrides[key]))
+            problems.append(Problem(("--set", key), f"unknown parameter {key!r} of pipeline {spec.name}"
+                                    f"{_did_you_mean(key, spec.parameters)} (known: {known}, rollout.*)",
+                                    overrides[key]))
     for name, pspec in spec.parameters.items():
         from_cli = name in overrides
         value = overrides[name] if from_cli else pspec.default
@@ -248,6 +253,12 @@ def _apply_rollout_overrides(spec: PipelineSpec, overrides: dict[str, Any]) -> t
     fields = {k.removeprefix("rollout."): v for k, v in overrides.items() if k.startswith("rollout.")}
     if not fields:
         return spec, []
+    keys = sorted(RolloutSpec.model_fields)
+    unknown = [Problem(("--set", "rollout", f), f"unknown rollout key {f!r}{_did_you_mean(f, keys)} "
+                       f"(rollout keys: {', '.join(keys)})", v)
+               for f, v in fields.items() if f.split(".")[0] not in keys]
+    if unknown:
+        return spec, unknown
     merged = spec.rollout.model_dump()
     for key, value in fields.items():
         if key.startswith("analysis."):  # rollout.analysis.on_failure=abort: one field of the block
@@ -311,6 +322,17 @@ def _problems(exc: ValidationError, prefix: Loc = ()) -> list[Problem]:
     return problems
 
 
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _error(problems: list[Problem], source: str, root: yaml.Node | None) -> PipelineError:
+    if problems[0].loc[0] == "--set":
+        return _override_error(problems)
+    return PipelineError(_format(problems, source, root))
+
+
 def _format(problems: list[Problem], source: str, root: yaml.Node | None) -> str:
     first = problems[0]
     line = _line_of(root, first.loc)
@@ -320,6 +342,26 @@ def _format(problems: list[Problem], source: str, root: yaml.Node | None) -> str
     if len(problems) > 1:
         message += f" [and {len(problems) - 1} more problem(s)]"
     return message
+
+
+def _override_error(problems: list[Problem]) -> OverrideError:
+    """A `--set` problem names the flag as it was typed, not a line of the pipeline file."""
+    first = problems[0]
+    parts = first.loc[1:] if first.loc[1] == "rollout" else first.loc[1:2]
+    key = ".".join(str(part) for part in parts if not isinstance(part, int))  # not a list index
+    message = f"--set {shlex.quote(f'{key}={_typed(first.value)}')}: {first.message}"
+    if len(problems) > 1:
+        message += f" [and {len(problems) - 1} more problem(s)]"
+    return OverrideError(message, key=key, problem=first.message, value=first.value)
+
+
+def _typed(value: Any) -> str:
+    """A value as it was typed: the YAML scalar `--set` read, back to text."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _field_name(loc: Loc) -> str:

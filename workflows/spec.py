@@ -92,6 +92,8 @@ def _count(value: Any, *, minimum: int) -> int | str:
         return value
     if isinstance(value, str) and value.isdigit():
         return _count(int(value), minimum=minimum)
+    if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit() and int(value[:-1]) > 100:
+        raise ValueError(f"{value} is more than 100%: a percentage of the run's nodes is at most 100%")
     raise ValueError("must be a whole number or a percentage like '20%'")
 
 

@@ -71,6 +71,7 @@ def with_faults(
             return CommandResult(argv, 1, "", message.rstrip("\n") + "\n")
         return handler(host, argv, timeout)
 
+    run.fault_name = name  # type: ignore[attr-defined]  # `fail` and `absent` apply to it (sim_fleetspec)
     return run
 
 

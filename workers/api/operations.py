@@ -21,7 +21,7 @@ from workers.api.settings import ApiSettings
 from workers.targets import PIPELINE_DIR, node_labels, resolve_targets
 from workflows.control import abort_run, approve_run, resume_run, resume_summary, run_status, start_run
 from workflows.engine import Engine
-from workflows.errors import PipelineError, RunError
+from workflows.errors import OverrideError, PipelineError, RunError
 from workflows.loader import Pipeline, load_file
 from workflows.records import RunRecord
 
@@ -56,6 +56,8 @@ class RunOperations:
                                 f"(bundled: {', '.join(bundled_pipelines())})")
         try:
             pipeline = load_file(path, self.engine.registry, overrides=request.overrides())
+        except OverrideError as exc:
+            raise ApiError(422, _request_field(exc)) from None
         except PipelineError as exc:
             raise ApiError(422, _request_terms(str(exc), path, request.pipeline)) from None
         if request.nodes is not None and len(set(request.nodes)) != len(request.nodes):
@@ -148,9 +150,15 @@ def _no_run(run_id: str) -> ApiError:
 
 
 def _request_terms(message: str, path: Path, pipeline: str) -> str:
-    """The loader speaks of files and `--set`; a request names the pipeline and its fields."""
-    return (message.replace(str(path), f"pipeline {pipeline}")
-            .replace("--set.rollout.", "").replace("--set.", "params."))
+    """The loader speaks of files; a request names the pipeline."""
+    return message.replace(str(path), f"pipeline {pipeline}")
+
+
+def _request_field(exc: OverrideError) -> str:
+    """The loader speaks of `--set key=value`; a request names its field (`params.message`,
+    `max_unavailable`) and the value it sent."""
+    field = exc.key.removeprefix("rollout.") if exc.key.startswith("rollout.") else f"params.{exc.key}"
+    return f"{field}: {exc.problem} (got {exc.value!r})"
 
 
 def target_labels(fleet: str, nodes: list[str]) -> list[dict[str, str]] | None:
