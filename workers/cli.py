@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -48,6 +48,9 @@ FleetOpt = Annotated[Optional[str], typer.Option("--fleet", help="sim:N for a si
 SimRoot = Annotated[Optional[Path], typer.Option("--sim-root", help="Directory of the simulated fleet.")]
 NodesOpt = Annotated[Optional[str], typer.Option("--nodes", help="Comma-separated node names.")]
 SelectorOpt = Annotated[Optional[str], typer.Option("--selector", help="Node labels, k=v[,k=v].")]
+RecapOpt = Annotated[str, typer.Option("--recap", help=(
+    "The closing recap: short (every node of a run of up to 20, else the failed, retried, skipped and "
+    "unfinished ones and a total line) or all (every node)."))]
 
 
 OUTCOME_EXIT = {"succeeded": 0, "partial": 2, "failed": 1, "aborted": 1}
@@ -95,12 +98,14 @@ def run(
     set_: Sets = [],  # noqa: B006 - typer reads the default
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Observe and plan only.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Watch until the run ends.")] = False,
+    recap: RecapOpt = "short",
 ) -> None:
     """Start a run; prints its id. With --wait, exits with the run's outcome (0, 2 partial, 1)."""
     from workers.progress import watch as watch_live
     from workers.targets import load_pipeline, node_labels, resolve_targets
     from workflows.control import run_status, start_run
 
+    _check_recap(recap)
     with _errors_exit(ERROR_EXIT):
         loaded = load_pipeline(pipeline, set_)
         fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
@@ -111,7 +116,9 @@ def run(
                            labels=node_labels(fleet_name, chosen))
         print(record.id)
         if wait:
-            _finish(watch_live(lambda: run_status(engine, record.id), err))
+            cordoned = _cordoned_by(engine, record.id)
+            _finish(watch_live(lambda: run_status(engine, record.id), err, cordoned=cordoned),
+                    recap=recap, cordoned=cordoned)
 
 
 @cli.command()
@@ -156,32 +163,46 @@ def check_flows(
 
 
 @cli.command()
-def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """A run's state, per node and step; exits with the outcome of a finished run (0, 2 partial, 1)."""
+def status(
+    run_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="The status as JSON (with --state and --node, "
+                                          "only those nodes).")] = False,
+    state: Annotated[Optional[str], typer.Option("--state", help=(
+        "Only the nodes in this state: pending, running, succeeded, failed or skipped."))] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="Only this node.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help=(
+        "wide: the step's status and the node's ok, changed, retried counts and seconds too."))] = None,
+) -> None:
+    """A run's state, per step and per node; exits with the outcome of a finished run (0, 2 partial, 1)."""
     from workers.redisconn import redis_client
+    from workers.status_view import check_output, check_state, select
     from workflows.status import status_of
     from workflows.store import CheckpointStore
 
+    check_state(state), check_output(output)  # bad input: exit 2 before Redis is asked
     # Only the store: `status --json` is polled by scripts and must start fast.
     with _errors_exit(ERROR_EXIT):
         report = status_of(CheckpointStore(redis_client()), _run_id(run_id))
+    chosen = select(report, state=state, node=node)
     if as_json:
-        print(json.dumps(report))
+        print(json.dumps(chosen))
     else:
-        _print_status(report)
+        _print_status(report, chosen, wide=output == "wide", narrowed=state is not None or node is not None)
     raise typer.Exit(OUTCOME_EXIT.get(report["status"], 0))
 
 
-def _print_status(report: dict) -> None:
-    from workers.progress import failed_nodes, summary
+def _print_status(report: dict, chosen: dict, *, wide: bool, narrowed: bool) -> None:
+    from workers.progress import summary
+    from workers.status_view import node_table
 
-    console.print(summary(report))
+    if not narrowed:
+        console.print(summary(report))
+    for line in node_table(chosen, wide=wide):
+        print(line)  # plain print: one node a line, never wrapped
     counts = report["counts"]
     console.print(f"{report['status']}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
                   f"{counts['running']} running, {counts['pending']} pending of {counts['total']}")
     _print_outcome(report)
-    for name, error in failed_nodes(report):
-        console.print(f"[red]failed[/] {name}: {error}")
 
 
 def _print_outcome(report: dict) -> None:
@@ -193,14 +214,42 @@ def _print_outcome(report: dict) -> None:
 
 
 @cli.command()
-def watch(run_id: str) -> None:
-    """Live progress until the run ends; exits with its outcome (0, 2 partial, 1)."""
+def watch(run_id: str, recap: RecapOpt = "short") -> None:
+    """Live progress until the run ends, then a recap per node; exits with its outcome (0, 2 partial, 1)."""
     from workers.progress import watch as watch_live
     from workflows.control import run_status
 
+    _check_recap(recap)
     with _errors_exit(ERROR_EXIT):
         engine = make_engine()
-        _finish(watch_live(lambda: run_status(engine, _run_id(run_id)), console))
+        run_id = _run_id(run_id)
+        cordoned = _cordoned_by(engine, run_id)
+        _finish(watch_live(lambda: run_status(engine, run_id), console, cordoned=cordoned),
+                recap=recap, cordoned=cordoned)
+
+
+def _check_recap(recap: str) -> None:
+    from workers.recap import RECAP_MODES
+
+    if recap not in RECAP_MODES:
+        raise RunError(f"--recap {recap!r}: expected {' or '.join(RECAP_MODES)}")
+
+
+def _cordoned_by(engine: Engine, run_id: str) -> Callable[[list[str]], Optional[list[str]]]:
+    """Which failed nodes this run left cordoned, asked of the cluster (the Node's cordon and
+    nicflow's cordoned-by annotation); None when the cluster cannot be asked."""
+    from workflows.errors import StepError
+
+    def ask(nodes: list[str]) -> Optional[list[str]]:
+        run = engine.store.run(run_id)
+        if engine.reporter is None or run.dry_run:
+            return None
+        try:
+            return engine.reporter.cordoned_by(run.fleet, run.id, nodes)
+        except StepError:
+            return None
+
+    return ask
 
 
 @cli.command()
@@ -446,14 +495,21 @@ def _sets(pairs: list[str]) -> dict:
     return parse_sets(pairs)
 
 
-def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = OUTCOME_EXIT) -> None:
+def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = OUTCOME_EXIT,
+            recap: str = "short", cordoned: Optional[Callable[[list[str]], Optional[list[str]]]] = None) -> None:
+    from workers.hints import next_steps
     from workers.progress import failed_nodes, summary
+    from workers.recap import recap_lines
 
     if show_summary:
         console.print(summary(status))
         _print_outcome(status)
-    for name, error in failed_nodes(status):
-        console.print(f"[red]failed[/] {name}: {error}")
+    for line in recap_lines(status, recap):  # type: ignore[arg-type]  # checked by _check_recap
+        console.print(line)
+    failed = [name for name, _ in failed_nodes(status)]
+    held = cordoned(failed) if cordoned is not None and failed else None
+    for line in next_steps(status, held):
+        console.print(line, markup=False, highlight=False, style="red" if line.startswith("failed ") else None)
     # a watch that gave up before the end (its timeout) has no outcome: that is an error
     code = codes.get(status["status"], ERROR_EXIT)
     if code:
