@@ -156,11 +156,10 @@ def summary(status: dict[str, Any]) -> Table:
     table = Table(title=f"run {status['run']} {status['status']}", show_lines=False)
     for column in ("step", "ok", "changed", "failed", "retried"):
         table.add_column(column)
-    retried: Counter[str] = Counter()
-    for node in status["nodes"].values():
+    retried: Counter[str] = Counter()  # attempts made again, as the recap counts them
+    for node in [*status["nodes"].values(), {"steps": status["cluster"]}]:
         for step_id, step in node["steps"].items():
-            if step["attempts"] > 1:
-                retried[step_id] += 1
+            retried[step_id] += max(step["attempts"] - 1, 0)
     for step_id, c in step_counts(status).items():
         table.add_row(step_id, str(c["ok"]), str(c["changed"]), str(c["failed"]), str(retried[step_id]))
     return table
