@@ -73,6 +73,8 @@ def test_run_wait_ends_with_a_recap_per_node_and_what_to_do(failed_run) -> None:
     line = next(line for line in out.splitlines() if line.startswith(f"failed {FAILING}: "))
     assert "reload-driver" in line and line.endswith("; left cordoned by this run"), line
     assert f"retry the failed node(s) with `nicflow retry {run_id} --failed`" in out
+    assert "failed cluster step restore-ovs-ovn-strategy: kept DaemonSet kube-system/ovs-ovn OnDelete: " \
+           "node(s) node-001 still run an older ovs-ovn template" in out
     assert "\x1b[" not in out  # piped: no colours, no cursor moves
 
 
@@ -151,21 +153,24 @@ def test_watch_in_a_terminal_shows_the_run_and_the_recap_in_colour(stack, failed
 
 
 def test_a_paused_run_says_how_to_approve_and_its_eta_stops(stack, tmp_path: Path) -> None:
-    root = stack.fleet("paused", 3)
-    stack.agent(root, 3)
-    run_id = stack.run("hello-fleet", root, 3, "--set", "rollout.canary=1", "--set", "rollout.pause=after_canary",
+    root = stack.fleet("paused", len(NODES) + SPARE)
+    stack.agent(root, len(NODES) + SPARE)
+    run_id = stack.run("corigine-offload", root, len(NODES) + SPARE, *FAST_CORIGINE_RUN, "--nodes", ",".join(NODES),
+                       "--set", "rollout.canary=1", "--set", "rollout.pause=after_canary",
                        "--set", "rollout.max_unavailable=2")
     stack.wait_for(run_id, statuses=("paused",))
     terminal = Terminal(["watch", run_id], redis_url=stack.url)
     try:
-        terminal.expect(f"paused after wave 1/2 (the canary, 1 node(s)): approve with `nicflow approve {run_id}`")
+        terminal.expect("wave 1/2 (the canary, 1 node(s))")
+        terminal.expect(f"paused after wave 1/2: approve with `nicflow approve {run_id}`")
         terminal.expect("eta stopped while paused")
         assert stack.nicflow("approve", run_id).returncode == 0
+        terminal.expect("wave 2/2, canary done")
+        terminal.expect("running now: node-00")  # the nodes of the second wave, and the step each runs
         assert terminal.finish() == 0
     finally:
         terminal.close()
-    assert "wave 2/2, canary done" in terminal.text
-    assert set(recap_rows(terminal.text)) == {"(cluster)", "node-000", "node-001", "node-002"}
+    assert set(recap_rows(terminal.text)) == {"(cluster)", *NODES}
 
 
 def test_a_node_no_agent_consumes_is_named_with_how_long(tmp_path: Path) -> None:
@@ -188,5 +193,31 @@ def test_a_node_no_agent_consumes_is_named_with_how_long(tmp_path: Path) -> None
         line = next(line for line in terminal.text.splitlines() if "no agent consuming node-001 for " in line)
         assert re.search(r"no agent consuming node-001 for \d+ s \(queue nicflow\.node\.node-001\)", line), line
         assert recap_rows(terminal.text)["node-001"][2] == 0
+    finally:
+        stack.close()
+
+
+def test_a_step_left_queued_by_a_dead_agent_is_named_not_estimated(tmp_path: Path) -> None:
+    """The agent is killed inside reload-driver: the watchdog queues the step again, and nobody
+    consumes it until an agent is back. The watch says so, and the run ends once one is."""
+    stack = Stack(tmp_path)
+    try:
+        stack.controller()
+        root = stack.fleet("dead-agent", 1 + SPARE)
+        agent = stack.agent(root, 1 + SPARE)
+        run_id = stack.run("corigine-offload", root, 1 + SPARE, *FAST_CORIGINE_RUN, "--nodes", "node-000")
+        stack.wait_event(run_id, "step-started", step="reload-driver")
+        stack.kill(agent)
+        terminal = Terminal(["watch", run_id], redis_url=stack.url)
+        try:
+            terminal.expect("no agent consuming node-000 for ")
+            status = stack.status(run_id)
+            assert status["nodes"]["node-000"]["agent"] is False, status["nodes"]["node-000"]
+            assert any(s["status"] == "queued" for s in status["nodes"]["node-000"]["steps"].values())
+            stack.agent(root, 1 + SPARE)
+            assert terminal.finish() == 0
+        finally:
+            terminal.close()
+        assert recap_rows(terminal.text)["node-000"][2] == 0
     finally:
         stack.close()

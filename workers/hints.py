@@ -34,11 +34,9 @@ def duration(seconds: float) -> str:
 
 
 def wave_text(status: dict[str, Any]) -> str:
-    """"wave 2/5, canary done"; "wave 1/5 (the canary)"; paused: "paused after wave 1/5"."""
+    """"wave 2/5, canary done"; "wave 1/5 (the canary, 1 node(s))"."""
     wave = status["wave"]
     text = f"wave {wave['current']}/{wave['of']}"
-    if status["status"] == "paused":
-        text = f"paused after {text}"
     if wave["canary"]:
         text += ", canary done" if wave["current"] > 1 else f" (the canary, {wave['canary']} node(s))"
     return text
@@ -82,18 +80,20 @@ def unconsumed(status: dict[str, Any], now: float) -> list[str]:
     return lines
 
 
-def failure_lines(status: dict[str, Any], cordoned: Iterable[str] | None) -> list[str]:
-    """Each failed node: its error (which names the step), and whether this run left it cordoned (None: the
-    cluster was not asked or did not answer); then how to retry them."""
+def failure_lines(status: dict[str, Any], cordoned: Iterable[str] | None, *, nodes: bool = True) -> list[str]:
+    """Each failed cluster step with its error; each failed node (unless `nodes` is false: a table
+    shows them) with its error, which names the step, and whether this run left it cordoned
+    (`cordoned` None: the cluster was not asked or did not answer); then how to retry them."""
+    lines = [f"failed cluster step {sid}: {' '.join(str(s.get('error') or 'failed').split())}"
+             for sid, s in status["cluster"].items() if s["status"] == "failed"]
     failed = sorted((name, node) for name, node in status["nodes"].items() if node["state"] == "failed")
     if not failed:
-        return []
+        return lines
     held = set(cordoned) if cordoned is not None else None
-    lines = []
-    for name, node in failed[:MAX_LISTED]:
+    for name, node in failed[:MAX_LISTED] if nodes else []:
         cordon = "" if held is None else "; left cordoned by this run" if name in held else "; not cordoned"
         lines.append(f"failed {name}: {' '.join(str(node.get('error') or 'failed').split())}{cordon}")
-    if len(failed) > MAX_LISTED:
+    if nodes and len(failed) > MAX_LISTED:
         lines.append(f"... and {len(failed) - MAX_LISTED} more failed node(s): `nicflow status {status['run']} "
                      "--state failed` lists them")
     retry = f"`nicflow retry {status['run']} --failed`"
@@ -102,12 +102,14 @@ def failure_lines(status: dict[str, Any], cordoned: Iterable[str] | None) -> lis
     return lines
 
 
-def next_steps(status: dict[str, Any], cordoned: Iterable[str] | None, now: float | None = None) -> list[str]:
-    """Every line of what to do now, most urgent first."""
+def next_steps(status: dict[str, Any], cordoned: Iterable[str] | None, now: float | None = None, *,
+               nodes: bool = True) -> list[str]:
+    """Every line of what to do now, most urgent first; `nodes`: see `failure_lines`."""
     now = now if now is not None else time.time()
     lines = []
     if status["status"] == "paused":
-        lines.append(f"{wave_text(status)}: approve with `nicflow approve {status['run']}`")
+        wave = status["wave"]
+        lines.append(f"paused after wave {wave['current']}/{wave['of']}: approve with `nicflow approve {status['run']}`")
     lines += unconsumed(status, now)
-    lines += failure_lines(status, cordoned)
+    lines += failure_lines(status, cordoned, nodes=nodes)
     return lines

@@ -72,8 +72,8 @@ def render(status: dict[str, Any], started: float, *, now: float | None = None, 
         (f"run {status['run']}  ", "bold"), (f"{status['pipeline']}  ", ""),
         (status["status"], STATUS_STYLE.get(status["status"], "")),
         ("  (dry run)" if status["dry_run"] else "", "yellow"),
-        f"  elapsed {elapsed(status, now)}  {wave_text(status)}  {budget_text(status)}",
     )
+    where = Text(f"elapsed {elapsed(status, now)}  ·  {wave_text(status)}  ·  {budget_text(status)}")
     bar = Table.grid(padding=(0, 1))
     bar.add_row(ProgressBar(total=max(counts["total"], 1), completed=done, width=40),
                 Text(f"{done}/{counts['total']} nodes  eta {_eta(status, started, now=now, paused_for=paused_for)}"))
@@ -86,7 +86,7 @@ def render(status: dict[str, Any], started: float, *, now: float | None = None, 
     for step_id, c in step_counts(status).items():
         steps.add_row(step_id, str(c["queued"] + c["running"]), str(c["ok"]), str(c["changed"]),
                       str(c["retrying"]), Text(str(c["failed"]), "red" if c["failed"] else ""))
-    parts: list[Any] = [head, bar, states, steps]
+    parts: list[Any] = [head, where, bar, states, steps]
     running = running_now(status)
     if running:
         listed = ", ".join(f"{name} {step}" for name, step in running[:8])
@@ -110,7 +110,7 @@ def render(status: dict[str, Any], started: float, *, now: float | None = None, 
             table.add_row("...", f"{len(failures) - 10} more")
         parts.append(table)
     # what the operator can do: approve, a node nobody consumes, the retry (the table has the failures)
-    parts += [Text(line, "bold") for line in next_steps(status, cordoned, now) if not line.startswith("failed ")]
+    parts += [Text(line, "bold") for line in next_steps(status, cordoned, now, nodes=False)]
     return Panel(Group(*parts), title="nicflow", expand=False)
 
 
