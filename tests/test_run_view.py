@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,3 +222,22 @@ def test_a_step_left_queued_by_a_dead_agent_is_named_not_estimated(tmp_path: Pat
         assert recap_rows(terminal.text)["node-000"][2] == 0
     finally:
         stack.close()
+
+
+def test_a_big_run_recaps_the_nodes_to_look_at_and_all_on_request(stack) -> None:
+    """25 nodes, past the 20 a short recap lists: the failed node, the cluster, a total line."""
+    count = 25
+    root = stack.fleet("many", count)
+    shutil.rmtree(open_host(root, "node-017").local("/etc"))  # its marker step fails for good
+    stack.agent(root, count)
+    ran = stack.nicflow("run", "hello-fleet", "--fleet", f"sim:{count}", "--sim-root", str(root),
+                        "--set", "rollout.max_failures=1", "--set", "rollout.max_unavailable=5", "--wait")
+    assert ran.returncode == 2, (ran.stdout, ran.stderr)  # partial
+    run_id = ran.stdout.split()[0]
+    rows = recap_rows(ran.stdout)
+    assert set(rows) == {"(cluster)", "node-017"} and rows["node-017"][2] == 1, ran.stdout
+    assert "... 24 more node(s) succeeded without a retry; `--recap all` lists every node" in ran.stdout
+    assert "total: 25 node(s): 24 changed, 0 unchanged, 1 failed; 0 attempt(s) retried" in ran.stdout
+    every = stack.nicflow("watch", run_id, "--recap", "all")
+    assert every.returncode == 2
+    assert len(recap_rows(every.stdout)) == count + 1 and "more node(s)" not in every.stdout

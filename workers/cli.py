@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -24,6 +24,7 @@ from workflows.errors import PipelineError, RunError
 from workflows.records import check_run_id
 
 if TYPE_CHECKING:
+    from workers.hints import Cordoned
     from workflows.control import AbortResult
     from workflows.engine import Engine
 
@@ -101,11 +102,13 @@ def run(
     recap: RecapOpt = "short",
 ) -> None:
     """Start a run; prints its id. With --wait, exits with the run's outcome (0, 2 partial, 1)."""
+    from workers.hints import cordon_asker
     from workers.progress import watch as watch_live
+    from workers.recap import check_recap
     from workers.targets import load_pipeline, node_labels, resolve_targets
     from workflows.control import run_status, start_run
 
-    _check_recap(recap)
+    check_recap(recap)
     with _errors_exit(ERROR_EXIT):
         loaded = load_pipeline(pipeline, set_)
         fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
@@ -116,7 +119,7 @@ def run(
                            labels=node_labels(fleet_name, chosen))
         print(record.id)
         if wait:
-            cordoned = _cordoned_by(engine, record.id)
+            cordoned = cordon_asker(engine, record.id)
             _finish(watch_live(lambda: run_status(engine, record.id), err, cordoned=cordoned),
                     recap=recap, cordoned=cordoned)
 
@@ -179,7 +182,8 @@ def status(
     from workflows.status import status_of
     from workflows.store import CheckpointStore
 
-    check_state(state), check_output(output)  # bad input: exit 2 before Redis is asked
+    check_state(state)  # bad input: exit 2 before Redis is asked
+    check_output(output)
     # Only the store: `status --json` is polled by scripts and must start fast.
     with _errors_exit(ERROR_EXIT):
         report = status_of(CheckpointStore(redis_client()), _run_id(run_id))
@@ -216,40 +220,18 @@ def _print_outcome(report: dict) -> None:
 @cli.command()
 def watch(run_id: str, recap: RecapOpt = "short") -> None:
     """Live progress until the run ends, then a recap per node; exits with its outcome (0, 2 partial, 1)."""
+    from workers.hints import cordon_asker
     from workers.progress import watch as watch_live
+    from workers.recap import check_recap
     from workflows.control import run_status
 
-    _check_recap(recap)
+    check_recap(recap)
     with _errors_exit(ERROR_EXIT):
         engine = make_engine()
         run_id = _run_id(run_id)
-        cordoned = _cordoned_by(engine, run_id)
+        cordoned = cordon_asker(engine, run_id)
         _finish(watch_live(lambda: run_status(engine, run_id), console, cordoned=cordoned),
                 recap=recap, cordoned=cordoned)
-
-
-def _check_recap(recap: str) -> None:
-    from workers.recap import RECAP_MODES
-
-    if recap not in RECAP_MODES:
-        raise RunError(f"--recap {recap!r}: expected {' or '.join(RECAP_MODES)}")
-
-
-def _cordoned_by(engine: Engine, run_id: str) -> Callable[[list[str]], Optional[list[str]]]:
-    """Which failed nodes this run left cordoned, asked of the cluster (the Node's cordon and
-    nicflow's cordoned-by annotation); None when the cluster cannot be asked."""
-    from workflows.errors import StepError
-
-    def ask(nodes: list[str]) -> Optional[list[str]]:
-        run = engine.store.run(run_id)
-        if engine.reporter is None or run.dry_run:
-            return None
-        try:
-            return engine.reporter.cordoned_by(run.fleet, run.id, nodes)
-        except StepError:
-            return None
-
-    return ask
 
 
 @cli.command()
@@ -496,7 +478,7 @@ def _sets(pairs: list[str]) -> dict:
 
 
 def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = OUTCOME_EXIT,
-            recap: str = "short", cordoned: Optional[Callable[[list[str]], Optional[list[str]]]] = None) -> None:
+            recap: str = "short", cordoned: Optional[Cordoned] = None) -> None:
     from workers.hints import next_steps
     from workers.progress import failed_nodes, summary
     from workers.recap import recap_lines
@@ -504,7 +486,7 @@ def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = 
     if show_summary:
         console.print(summary(status))
         _print_outcome(status)
-    for line in recap_lines(status, recap):  # type: ignore[arg-type]  # checked by _check_recap
+    for line in recap_lines(status, recap):
         console.print(line)
     failed = [name for name, _ in failed_nodes(status)]
     held = cordoned(failed) if cordoned is not None and failed else None

@@ -11,14 +11,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+from workflows.admission import NO_AGENT
+from workflows.errors import StepError
 from workflows.records import TERMINAL_RUN
 
+if TYPE_CHECKING:
+    from workflows.engine import Engine
+
+Cordoned = Callable[[list[str]], "list[str] | None"]
+"""Which of the given failed nodes the run left cordoned, asked of the cluster; None: unknown."""
+
 MAX_LISTED = 10
-NO_AGENT = "no agent for "
-"""How workflows.admission words a node no agent serves."""
 
 
 def duration(seconds: float) -> str:
@@ -113,3 +119,19 @@ def next_steps(status: dict[str, Any], cordoned: Iterable[str] | None, now: floa
     lines += unconsumed(status, now)
     lines += failure_lines(status, cordoned, nodes=nodes)
     return lines
+
+
+def cordon_asker(engine: Engine, run_id: str) -> Cordoned:
+    """Asks the cluster which failed nodes this run left cordoned (the Node's cordon and nicflow's
+    cordoned-by annotation, tasks/cluster/reporter.py); None when it cannot be asked."""
+
+    def ask(nodes: list[str]) -> list[str] | None:
+        run = engine.store.run(run_id)
+        if engine.reporter is None or run.dry_run:
+            return None
+        try:
+            return engine.reporter.cordoned_by(run.fleet, run.id, nodes)
+        except StepError:
+            return None
+
+    return ask

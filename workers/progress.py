@@ -14,13 +14,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from workers.hints import budget_text, elapsed, next_steps, running_now, wave_text
+from workers.hints import Cordoned, budget_text, elapsed, next_steps, running_now, wave_text
 from workers.recap import real_change
 from workflows.order import ordered
 from workflows.records import TERMINAL_RUN
-
-Cordoned = Callable[[list[str]], "list[str] | None"]
-"""Which of the given failed nodes this run left cordoned, asked of the cluster; None: unknown."""
 
 STATUS_STYLE = {"succeeded": "green", "partial": "dark_orange", "failed": "red", "aborted": "yellow",
                 "running": "cyan", "paused": "magenta"}
@@ -55,7 +52,8 @@ def _eta(status: dict[str, Any], started: float, *, now: float, paused_for: floa
         return "stopped while paused"  # nothing moves until the approval
     if not done or status["status"] in TERMINAL_RUN:
         return "-"
-    if counts["running"] and len(waiting_nodes(status)) >= counts["running"]:
+    stalled = len(waiting_nodes(status)) + sum(1 for n in status["nodes"].values() if n.get("agent") is False)
+    if counts["running"] and stalled >= counts["running"]:
         return "none while every running node waits"  # an ETA would only keep growing
     remaining = counts["total"] - done
     return f"{max(now - started - paused_for, 0.0) / done * remaining:.0f}s"
@@ -91,27 +89,37 @@ def render(status: dict[str, Any], started: float, *, now: float | None = None, 
     if running:
         listed = ", ".join(f"{name} {step}" for name, step in running[:8])
         parts.append(Text(f"running now: {listed}" + (f" and {len(running) - 8} more" if len(running) > 8 else "")))
-    waiting = waiting_nodes(status)
-    if waiting:
-        table = Table("waiting node", "why", box=None, pad_edge=False)
-        for name, why in waiting[:10]:
-            table.add_row(name, Text(why, "yellow"))
-        if len(waiting) > 10:
-            table.add_row("...", f"{len(waiting) - 10} more")
-        parts.append(table)
-    failures = failed_nodes(status)
-    if failures:
-        held = set(cordoned) if cordoned is not None else None
-        table = Table("failed node", "error", *(["cordon"] if held is not None else []), box=None, pad_edge=False)
-        for name, error in failures[:10]:
-            cordon = [] if held is None else ["left cordoned by this run" if name in held else "not cordoned"]
-            table.add_row(name, error, *cordon)
-        if len(failures) > 10:
-            table.add_row("...", f"{len(failures) - 10} more")
-        parts.append(table)
+    parts += _waiting_table(status) + _failed_table(status, cordoned)
     # what the operator can do: approve, a node nobody consumes, the retry (the table has the failures)
     parts += [Text(line, "bold") for line in next_steps(status, cordoned, now, nodes=False)]
     return Panel(Group(*parts), title="nicflow", expand=False)
+
+
+def _waiting_table(status: dict[str, Any]) -> list[Table]:
+    waiting = waiting_nodes(status)
+    if not waiting:
+        return []
+    table = Table("waiting node", "why", box=None, pad_edge=False)
+    for name, why in waiting[:10]:
+        table.add_row(name, Text(why, "yellow"))
+    if len(waiting) > 10:
+        table.add_row("...", f"{len(waiting) - 10} more")
+    return [table]
+
+
+def _failed_table(status: dict[str, Any], cordoned: list[str] | None) -> list[Table]:
+    """Failed nodes, their errors, and their cordon when the cluster was asked."""
+    failures = failed_nodes(status)
+    if not failures:
+        return []
+    held = set(cordoned) if cordoned is not None else None
+    table = Table("failed node", "error", *(["cordon"] if held is not None else []), box=None, pad_edge=False)
+    for name, error in failures[:10]:
+        cordon = [] if held is None else ["left cordoned by this run" if name in held else "not cordoned"]
+        table.add_row(name, error, *cordon)
+    if len(failures) > 10:
+        table.add_row("...", f"{len(failures) - 10} more")
+    return [table]
 
 
 class _Frames:

@@ -18,11 +18,12 @@ every node.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from rich.text import Text
 
-RecapMode = Literal["short", "all"]
+from workflows.errors import RunError
+
 RECAP_MODES: tuple[str, ...] = ("short", "all")
 LIST_ALL_UP_TO = 20
 """Runs of up to this many nodes list every node in the short recap too."""
@@ -94,7 +95,13 @@ def total_line(rows: list[Tally]) -> str:
     return f"total: {len(nodes)} node(s): {', '.join(parts)}; {retried} attempt(s) retried"
 
 
-def recap_lines(status: dict[str, Any], mode: RecapMode = "short") -> list[Text]:
+def check_recap(mode: str) -> str:
+    if mode not in RECAP_MODES:
+        raise RunError(f"--recap {mode!r}: expected {' or '.join(RECAP_MODES)}")
+    return mode
+
+
+def recap_lines(status: dict[str, Any], mode: str = "short") -> list[Text]:
     """The banner, a line per node (all of them, or those to look at), the total, what retried means."""
     title = f"RECAP run {status['run']} "
     lines = [Text(title + "*" * max(BANNER_WIDTH - len(title), 3))]
