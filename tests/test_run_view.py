@@ -159,7 +159,7 @@ def test_a_paused_run_says_how_to_approve_and_its_eta_stops(stack, tmp_path: Pat
     run_id = stack.run("corigine-offload", root, len(NODES) + SPARE, *FAST_CORIGINE_RUN, "--nodes", ",".join(NODES),
                        "--set", "rollout.canary=1", "--set", "rollout.pause=after_canary",
                        "--set", "rollout.max_unavailable=2")
-    stack.wait_for(run_id, statuses=("paused",))
+    stack.wait_for(run_id, statuses=("paused",), timeout=240)
     terminal = Terminal(["watch", run_id], redis_url=stack.url)
     try:
         terminal.expect("wave 1/2 (the canary, 1 node(s))")
@@ -168,7 +168,7 @@ def test_a_paused_run_says_how_to_approve_and_its_eta_stops(stack, tmp_path: Pat
         assert stack.nicflow("approve", run_id).returncode == 0
         terminal.expect("wave 2/2, canary done")
         terminal.expect("running now: node-00")  # the nodes of the second wave, and the step each runs
-        assert terminal.finish() == 0
+        assert terminal.finish(timeout=240) == 0
     finally:
         terminal.close()
     assert set(recap_rows(terminal.text)) == {"(cluster)", *NODES}
@@ -207,7 +207,7 @@ def test_a_step_left_queued_by_a_dead_agent_is_named_not_estimated(tmp_path: Pat
         root = stack.fleet("dead-agent", 1 + SPARE)
         agent = stack.agent(root, 1 + SPARE)
         run_id = stack.run("corigine-offload", root, 1 + SPARE, *FAST_CORIGINE_RUN, "--nodes", "node-000")
-        stack.wait_event(run_id, "step-started", step="reload-driver")
+        stack.wait_event(run_id, "step-started", step="reload-driver", timeout=180)
         stack.kill(agent)
         terminal = Terminal(["watch", run_id], redis_url=stack.url)
         try:
@@ -216,7 +216,7 @@ def test_a_step_left_queued_by_a_dead_agent_is_named_not_estimated(tmp_path: Pat
             assert status["nodes"]["node-000"]["agent"] is False, status["nodes"]["node-000"]
             assert any(s["status"] == "queued" for s in status["nodes"]["node-000"]["steps"].values())
             stack.agent(root, 1 + SPARE)
-            assert terminal.finish() == 0
+            assert terminal.finish(timeout=240) == 0
         finally:
             terminal.close()
         assert recap_rows(terminal.text)["node-000"][2] == 0
