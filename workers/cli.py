@@ -27,6 +27,7 @@ from workflows.errors import PipelineError, RunError
 from workflows.records import check_run_id
 
 if TYPE_CHECKING:
+    from workers.hints import Cordoned
     from workflows.control import AbortResult
     from workflows.engine import Engine
 
@@ -56,6 +57,9 @@ FleetOpt = Annotated[Optional[str], typer.Option("--fleet", help="sim:N for a si
 SimRoot = Annotated[Optional[Path], typer.Option("--sim-root", help="Directory of the simulated fleet.")]
 NodesOpt = Annotated[Optional[str], typer.Option("--nodes", help="Comma-separated node names.")]
 SelectorOpt = Annotated[Optional[str], typer.Option("--selector", help="Node labels, k=v[,k=v].")]
+RecapOpt = Annotated[str, typer.Option("--recap", help=(
+    "The closing recap: short (every node of a run of up to 20, else the failed, retried, skipped and "
+    "unfinished ones and a total line) or all (every node)."))]
 
 
 
@@ -125,12 +129,16 @@ def run(
     wait: Annotated[bool, typer.Option("--wait", help="Watch until the run ends.")] = False,
     profile: ProfileOpt = [],  # noqa: B006 - typer reads the default
     faults: FaultsOpt = [],  # noqa: B006
+    recap: RecapOpt = "short",
 ) -> None:
     """Start a run; prints its id. With --wait, exits with the run's outcome (0, 2 partial, 1)."""
+    from workers.hints import cordon_asker
     from workers.progress import watch as watch_live
+    from workers.recap import check_recap
     from workers.targets import load_pipeline, node_labels, resolve_targets
     from workflows.control import run_status, start_run
 
+    check_recap(recap)
     with _errors_exit(ERROR_EXIT):
         loaded = load_pipeline(pipeline, set_)
         fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
@@ -141,7 +149,9 @@ def run(
                            labels=node_labels(fleet_name, chosen))
         print(record.id)
         if wait:
-            _finish(watch_live(lambda: run_status(engine, record.id), err))
+            cordoned = cordon_asker(engine, record.id)
+            _finish(watch_live(lambda: run_status(engine, record.id), err, cordoned=cordoned),
+                    recap=recap, cordoned=cordoned)
 
 
 @cli.command()
@@ -204,32 +214,47 @@ def check_flows(
 
 
 @cli.command()
-def status(run_id: RunArg, as_json: JsonOpt = False) -> None:
-    """A run's state, per node and step; exits with the outcome of a finished run (0, 2 partial, 1)."""
+def status(
+    run_id: RunArg,
+    as_json: Annotated[bool, typer.Option("--json", help="The status as JSON (with --state and --node, "
+                                          "only those nodes).")] = False,
+    state: Annotated[Optional[str], typer.Option("--state", help=(
+        "Only the nodes in this state: pending, running, succeeded, failed or skipped."))] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="Only this node.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help=(
+        "wide: the step's status and the node's ok, changed, retried counts and seconds too."))] = None,
+) -> None:
+    """A run's state, per step and per node; exits with the outcome of a finished run (0, 2 partial, 1)."""
     from workers.redisconn import redis_client
+    from workers.status_view import check_output, check_state, select
     from workflows.status import status_of
     from workflows.store import CheckpointStore
 
+    check_state(state)  # bad input: exit 2 before Redis is asked
+    check_output(output)
     # Only the store: `status --json` is polled by scripts and must start fast.
     with _errors_exit(ERROR_EXIT):
         report = status_of(CheckpointStore(redis_client(fail_fast=True)), _run_id(run_id))
+    chosen = select(report, state=state, node=node)
     if as_json:
-        print(json.dumps(report))
+        print(json.dumps(chosen))
     else:
-        _print_status(report)
+        _print_status(report, chosen, wide=output == "wide", narrowed=state is not None or node is not None)
     raise typer.Exit(OUTCOME_EXIT.get(report["status"], 0))
 
 
-def _print_status(report: dict) -> None:
-    from workers.progress import failed_nodes, summary
+def _print_status(report: dict, chosen: dict, *, wide: bool, narrowed: bool) -> None:
+    from workers.progress import summary
+    from workers.status_view import node_table
 
-    console.print(summary(report))
+    if not narrowed:
+        console.print(summary(report))
+    for line in node_table(chosen, wide=wide):
+        print(line)  # plain print: one node a line, never wrapped
     counts = report["counts"]
     console.print(f"{report['status']}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
                   f"{counts['running']} running, {counts['pending']} pending of {counts['total']}")
     _print_outcome(report)
-    for name, error in failed_nodes(report):
-        console.print(f"[red]failed[/] {name}: {error}")
 
 
 def _print_outcome(report: dict) -> None:
@@ -241,14 +266,20 @@ def _print_outcome(report: dict) -> None:
 
 
 @cli.command()
-def watch(run_id: RunArg) -> None:
-    """Live progress until the run ends; exits with its outcome (0, 2 partial, 1)."""
+def watch(run_id: RunArg, recap: RecapOpt = "short") -> None:
+    """Live progress until the run ends, then a recap per node; exits with its outcome (0, 2 partial, 1)."""
+    from workers.hints import cordon_asker
     from workers.progress import watch as watch_live
+    from workers.recap import check_recap
     from workflows.control import run_status
 
+    check_recap(recap)
     with _errors_exit(ERROR_EXIT):
         engine = make_engine()
-        _finish(watch_live(lambda: run_status(engine, _run_id(run_id)), console))
+        run_id = _run_id(run_id)
+        cordoned = cordon_asker(engine, run_id)
+        _finish(watch_live(lambda: run_status(engine, run_id), console, cordoned=cordoned),
+                recap=recap, cordoned=cordoned)
 
 
 @cli.command()
@@ -526,14 +557,21 @@ def _sets(pairs: list[str]) -> dict:
     return parse_sets(pairs)
 
 
-def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = OUTCOME_EXIT) -> None:
+def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = OUTCOME_EXIT,
+            recap: str = "short", cordoned: Optional[Cordoned] = None) -> None:
+    from workers.hints import next_steps
     from workers.progress import failed_nodes, summary
+    from workers.recap import recap_lines
 
     if show_summary:
         console.print(summary(status))
         _print_outcome(status)
-    for name, error in failed_nodes(status):
-        console.print(f"[red]failed[/] {name}: {error}")
+    for line in recap_lines(status, recap):
+        console.print(line)
+    failed = [name for name, _ in failed_nodes(status)]
+    held = cordoned(failed) if cordoned is not None and failed else None
+    for line in next_steps(status, held):
+        console.print(line, markup=False, highlight=False, style="red" if line.startswith("failed ") else None)
     # a watch that gave up before the end (its timeout) has no outcome: that is an error
     code = codes.get(status["status"], ERROR_EXIT)
     if code:

@@ -28,10 +28,12 @@ from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.host.sim_profiles import PROFILES
 from workers.processes import Stopped, WorkerProcess, embedded_redis, running_workers, spawn_worker, stop_on_signals
 from workers.progress import failed_nodes, summary, watch
+from workers.recap import recap_lines
 from workers.runtime import make_engine
 from workers.settings import get_settings
 from workers.targets import load_pipeline, sim_options
 from workflows.control import run_status, start_run
+from workflows.status import outcome_note
 
 
 # The fleet cases the demo shows, on the first nodes; the rest are plain cards.
@@ -132,6 +134,39 @@ def cluster_writes(sim_root: Path) -> tuple[Counter[str], Counter[str]]:
             Counter(op["op"] for op in writes if is_probe_write(op)))
 
 
+# What each kind of entry in a simulated host's or the simulated API's ops.log is, in words
+# (the kinds tasks/host/sim*.py and tasks/cluster/sim*.py record); an unknown kind is named as is.
+OP_WORDS = {
+    "write": "file write(s)", "symlink": "symlink(s)", "chmod": "mode change(s)", "modprobe": "modprobe run(s)",
+    "rmmod": "rmmod run(s)", "dracut": "initramfs rebuild(s) with dracut",
+    "update-initramfs": "initramfs rebuild(s) with update-initramfs", "ethtool": "ethtool setting(s)",
+    "ovs-vsctl": "ovs-vsctl setting(s)", "install": "package install(s)", "crash": "crash(es)",
+    "patch-node": "Node patch(es) (labels, annotations, cordons)", "apply": "server-side apply(s)",
+    "delete-pod": "pod deletion(s)", "evict": "eviction(s)", "patch": "patch(es) of other objects",
+    "exec": "exec(s) in pods",
+}
+
+
+def counted(counts: Counter[str]) -> str:
+    """`21 file write(s), 5 modprobe run(s)`: the most frequent first, as a person would list them."""
+    return ", ".join(f"{n} {OP_WORDS.get(op, op)}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def closing_lines(status: dict[str, Any], *, seconds: float, hosts: Counter[str], api: Counter[str],
+                  probes: Counter[str]) -> list[str]:
+    """A run of the demo in a few sentences, after its recap (which counts the nodes): its outcome,
+    what changed on the hosts and in the cluster, and the probe pods verify-offload makes and
+    removes on every run."""
+    lines = [f"{status['status']} in {seconds:.1f}s ({outcome_note(status['status'])})"]
+    lines.append(f"on the hosts: {counted(hosts)}" if hosts else "on the hosts: nothing was touched")
+    lines.append(f"writes to the Kubernetes API: {counted(api)}" if api else "writes to the Kubernetes API: none")
+    created, deleted = probes.get("apply", 0), probes.get("delete-pod", 0)
+    if created or deleted:
+        lines.append(f"the traffic probe created {created} pod(s) and deleted {deleted}, as on every run: "
+                     "verify-offload proves offload with live traffic, then removes its pods")
+    return lines
+
+
 def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float, console: Console,
              workdir: Path, profiles: dict[str, str] | None = None, faults: dict[str, dict[str, Any]] | None = None,
              progress: DemoProgress | None = None) -> int:
@@ -167,17 +202,16 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
                 record = start_run(engine, loaded, chosen, fleet=f"sim:{sim_root}", overrides=overrides)
                 progress.stage = f"the {label.split(':')[0]} (run {record.id}) was running"
                 status = watch(lambda: run_status(engine, record.id), console, timeout=600)
-                after = side_effects(sim_root, chosen)
-                delta = dict(after - before) or "none"
                 api_after = cluster_writes(sim_root)
-                api_delta = dict(api_after[0] - api_before[0]) or "none"
-                probes = dict(api_after[1] - api_before[1]) or "none"
                 console.print(summary(status))
+                for line in recap_lines(status):
+                    console.print(line)
                 for name, error in failed_nodes(status):
                     console.print(f"[red]failed[/] {name}: {error}")
-                console.print(f"{status['status']} in {time.time() - t0:.1f}s; side effects on hosts: {delta}; "
-                              f"writes to the Kubernetes API: {api_delta}; and the traffic probe's pods, created "
-                              f"and deleted: {probes}")
+                for line in closing_lines(status, seconds=time.time() - t0,
+                                          hosts=side_effects(sim_root, chosen) - before,
+                                          api=api_after[0] - api_before[0], probes=api_after[1] - api_before[1]):
+                    console.print(line, markup=False, highlight=False)
                 results.append(status)
     ok = all(r["status"] == "succeeded" for r in results)
     console.print(f"[bold]{'demo completed' if ok else 'demo finished with failures'}[/] in "

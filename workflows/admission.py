@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nicflow.admission")
 
+NO_AGENT = "no agent for "
+"""How a node no agent serves is shown while it waits (the watch finds such nodes by it)."""
+
+
+def no_agent_reason(node: str) -> str:
+    return f"{NO_AGENT}{node}: nothing consumes queue nicflow.node.{node}"
+
 
 class AdmissionGate:
     def __init__(self, engine: Engine, *, availability: NodeAvailability | None,
@@ -76,7 +83,7 @@ class AdmissionGate:
             engine.finish_node(run.id, node, "skipped", f"{reason}; skipped (rollout.not_ready: skip)")
             return True
         if reason is None and self._agentless(run, node):
-            reason = f"no agent for {node}: nothing consumes queue nicflow.node.{node}"
+            reason = no_agent_reason(node)
             if rollout.no_agent == "fail":
                 engine.finish_node(run.id, node, "failed", reason)
                 return True

@@ -32,7 +32,7 @@ class AgentPresence:
         """A stopping agent takes its nodes back, unless another agent has announced them since."""
         for node in nodes:
             raw = self.redis.hget(AGENTS_KEY, node)
-            if raw is not None and _decode(raw)[1] == identity:
+            if raw is not None and decode_presence(raw)[1] == identity:
                 self.redis.hdel(AGENTS_KEY, node)
 
     def agent_of(self, node: str, *, now: float | None = None) -> str | None:
@@ -40,11 +40,12 @@ class AgentPresence:
         raw = self.redis.hget(AGENTS_KEY, node)
         if raw is None:
             return None
-        expires, identity = _decode(raw)
+        expires, identity = decode_presence(raw)
         return identity if expires > (now or time.time()) else None
 
 
-def _decode(raw: bytes | str) -> tuple[float, str]:
+def decode_presence(raw: bytes | str) -> tuple[float, str]:
+    """A field of `nicflow:agents`: (expires-at, agent identity); an unreadable time is expired."""
     text = raw.decode() if isinstance(raw, bytes) else raw
     expires, _, identity = text.partition(" ")
     try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from workflows.analysis import verdicts
 from workflows.order import ordered, step_order
+from workflows.presence import AGENTS_KEY, decode_presence
 from workflows.store import STEP_FIELD, CheckpointStore
 
 
@@ -42,6 +44,7 @@ def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
         "updated_at": run.updated_at,
         "wave": {"current": run.wave + 1, "of": len(run.waves), "window": run.window,
                  "canary": run.canary},
+        "budget": run.budget,
         **({"error": run.error} if run.error else {}),
         **({"analysis": judged} if judged else {}),
         "counts": {
@@ -55,16 +58,29 @@ def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
         },
         "order": order,
         "cluster": _steps(cluster, order),
-        "nodes": {
+        "nodes": _with_agents(store, {
             node: {
                 "state": raw.get("state", "pending"),
                 **({"error": raw["error"]} if raw.get("error") else {}),
                 **({"waiting": raw["blocked"]} if raw.get("blocked") else {}),
+                **({"admitted_at": float(raw["admitted_at"])} if raw.get("admitted_at") else {}),
                 "steps": _steps(raw, order),
             }
             for node, raw in zip(nodes, raws)
-        },
+        }),
     }
+
+
+def _with_agents(store: CheckpointStore, nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A running node with a queued step says whether a live agent announces it (`agent`): a queued
+    step nobody consumes is shown as such, not as a growing ETA. One read, for those nodes only."""
+    queued = [name for name, node in nodes.items()
+              if node["state"] == "running" and any(s["status"] == "queued" for s in node["steps"].values())]
+    if queued:
+        now = time.time()
+        for name, raw in zip(queued, store.redis.hmget(AGENTS_KEY, queued)):
+            nodes[name]["agent"] = raw is not None and decode_presence(raw)[0] > now
+    return nodes
 
 
 def _steps(raw: dict[str, str], order: list[str]) -> dict[str, dict[str, Any]]:
@@ -84,6 +100,8 @@ def _step_summary(cp: dict[str, Any]) -> dict[str, Any]:
         summary["changes"] = cp["changes"]
     if cp.get("unknown_after"):
         summary["after"] = cp["unknown_after"]
+    if cp["status"] == "queued" and cp.get("queued_at"):
+        summary["queued_at"] = cp["queued_at"]
     if cp.get("started_at") and cp.get("finished_at"):
         summary["seconds"] = round(cp["finished_at"] - cp["started_at"], 3)
     return summary

@@ -36,10 +36,18 @@ class Change:
     after: Any = None
     temporary: bool = False
     """Made and undone by the step itself (probe pods): nothing stays, so a plan does not count it."""
+    bookkeeping: bool = False
+    """nicflow's own progress mark (the `nicflow.io/state` label): shown and logged, but not a change
+    of the node's configuration, so a recap does not count the step as changed for it alone."""
 
     def as_dict(self) -> dict[str, Any]:
-        change = {"action": self.action, "target": self.target, "before": self.before, "after": self.after}
-        return {**change, "temporary": True} if self.temporary else change
+        change: dict[str, Any] = {"action": self.action, "target": self.target, "before": self.before,
+                                  "after": self.after}
+        if self.temporary:
+            change["temporary"] = True
+        if self.bookkeeping:
+            change["bookkeeping"] = True
+        return change
 
 
 class LeaseGuard(Protocol):

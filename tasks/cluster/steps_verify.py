@@ -185,7 +185,7 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
         changes = []
         shown = state.node.labels.get(STATE_LABEL)
         if shown not in ("done", "verifying"):  # a node this run configures; a converged one stays untouched
-            changes.append(Change("label", f"node/{state.node.name}", shown, "verifying"))
+            changes.append(Change("label", f"node/{state.node.name}", shown, "verifying", bookkeeping=True))
         if params.traffic_probe:
             changes.append(Change("probe", f"node/{state.node.name}", None, "two VF pods ping each other",
                                   temporary=True))
