@@ -9,6 +9,7 @@ the same flow on real worker processes.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from urllib.parse import urlencode
 
@@ -57,10 +58,12 @@ def click(env: Env, action: str, run_id: str, *, user: str = SRE, **payload_extr
 
 
 def test_rollout_is_acknowledged_at_once_then_followed_in_one_thread_message(env: Env):
-    env.standin.delays["chat.postMessage"] = 2.0  # a slow Slack must not delay the acknowledgement
-    began = time.monotonic()
+    # a slow Slack must not delay the acknowledgement: Slack answers no message until the ack is in
+    slack_answers = env.standin.holds["chat.postMessage"] = threading.Event()
     ack = env.command("rollout hello-fleet max_unavailable=2 message=rolled-from-slack", user=PROD)
-    assert time.monotonic() - began < 1.5
+    assert env.standin.of("chat.postMessage") == [], "acknowledged after Slack answered"
+    env.standin.wait_for(lambda s: "chat.postMessage" in s.arrived)  # the thread message waits on Slack
+    slack_answers.set()
     assert ack.status_code == 200, ack.text
     assert ack.json()["response_type"] == "in_channel"
     assert f"<@{PROD}> asked for a rollout of *hello-fleet* on 3 node(s)" in ack.json()["text"]
