@@ -40,7 +40,7 @@ lint: $(STAMP)
 lock:
 	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==$(UV_VERSION); }
 	$(UV_COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK)
-	$(UV_COMPILE) $(if $(UPGRADE),--upgrade) --extra test -o $(LOCK_TEST)
+	$(UV_COMPILE) $(if $(UPGRADE),--upgrade) --extra test --constraint $(LOCK) -o $(LOCK_TEST)
 
 # Re-capture the real ovs-appctl dump-flows fixtures (tests/fixtures/ovs/); as root.
 # Not a prerequisite of test: the captures are committed.
