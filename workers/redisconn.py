@@ -28,7 +28,15 @@ class NoRedisConfigured(RuntimeError):
     pass
 
 
-def _retrying() -> dict[str, Any]:
+QUICK_TIMEOUT = 2.0
+"""Seconds an impatient client (a metrics scrape) waits on Redis before it reports it away."""
+
+
+def _retrying(patient: bool) -> dict[str, Any]:
+    if not patient:
+        # a scrape must answer within Prometheus' timeout, saying Redis is away, not hang on it
+        return {"retry": Retry(ExponentialBackoff(), retries=0), "socket_timeout": QUICK_TIMEOUT,
+                "socket_connect_timeout": QUICK_TIMEOUT}
     # Redis may restart (AOF keeps the data) or fail over under a run: ride it out instead of
     # failing steps. 40 retries capped at 2 s outlast a sentinel failover (down-after plus election).
     return {
@@ -42,21 +50,22 @@ def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def redis_client(url: str | None = None) -> Redis:
-    """A client of `url`, else of the configured Redis: the sentinels' primary, or REDIS_URL."""
+def redis_client(url: str | None = None, *, patient: bool = True) -> Redis:
+    """A client of `url`, else of the configured Redis: the sentinels' primary, or REDIS_URL.
+    `patient=False`: no retries and short timeouts (for a metrics scrape)."""
     settings = get_settings()
     if url is None and settings.redis_sentinels:
-        return sentinel_client(settings)
+        return sentinel_client(settings, patient=patient)
     url = url or settings.redis_url
     if not url:
         raise NoRedisConfigured(
             "REDIS_URL is not set: point it at a Redis server (redis://host:6379/0), or set "
             "NICFLOW_REDIS_SENTINELS and NICFLOW_REDIS_MASTER, or use `nicflow demo`, which starts an embedded one"
         )
-    return Redis.from_url(redis_py_url(url), **_retrying())
+    return Redis.from_url(redis_py_url(url), **_retrying(patient))
 
 
-def sentinel_client(settings: Settings) -> Redis:
+def sentinel_client(settings: Settings, *, patient: bool = True) -> Redis:
     """The primary the sentinels name, re-discovered on every reconnection (redis-py 8.1,
     redis/sentinel.py: SentinelManagedConnection.connect asks SentinelConnectionPool for the
     master's address; a READONLY reply from a demoted primary is turned into a ConnectionError)."""
@@ -68,7 +77,7 @@ def sentinel_client(settings: Settings) -> Redis:
         password=_secret(settings.redis_password),
         db=settings.redis_db,
     )
-    return sentinel.master_for(settings.redis_master, **_retrying())
+    return sentinel.master_for(settings.redis_master, **_retrying(patient))
 
 
 def _host(host: str) -> str:
