@@ -125,7 +125,8 @@ def api_selector(key: str) -> bool:
 
 @pytest.mark.parametrize(("key", "valid"), LABEL_KEYS, ids=lambda v: repr(v)[:20])
 def test_every_entry_point_takes_the_same_label_keys(key: str, valid: bool) -> None:
-    seen = {"pipeline spread_by": spread_by(key), "cli --selector": cli_selector(key), "api selector": api_selector(key)}
+    seen = {"pipeline spread_by": spread_by(key), "cli --selector": cli_selector(key),
+            "api selector": api_selector(key)}
     assert seen == dict.fromkeys(seen, valid), (key, seen)
 
 

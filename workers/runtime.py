@@ -101,8 +101,9 @@ def serve_nodes(nodes: Iterable[str]) -> None:
 
 
 def make_engine(url: str | None = None, *, served: ServedNodes | None = None) -> Engine:
-    """An engine on the Redis at `url` (default REDIS_URL, or the sentinels' primary), dispatching through Celery on the same
-    server. `served`: whose hosts it may touch (default: this process's, none unless an agent)."""
+    """An engine on the Redis at `url` (default REDIS_URL, or the sentinels' primary), dispatching
+    through Celery on the same server. `served`: whose hosts it may touch (default: this
+    process's, none unless an agent)."""
     redis = redis_client(url)
     use_broker(broker_url(url))
     surfaces = FleetSurfaces(served if served is not None else _process_served)
