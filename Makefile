@@ -14,9 +14,10 @@ UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --quiet --universal \
 
 .PHONY: demo test bench lint lock captures clean
 
-# Exactly the locked versions, hash-checked; then nicflow itself, without dependencies.
+# Exactly the locked versions, hash-checked, in a fresh environment (nothing left over from
+# an older lock); then nicflow itself, without dependencies.
 $(STAMP): pyproject.toml $(LOCK_TEST)
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK_TEST)
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
