@@ -22,6 +22,7 @@ from tests.test_api_app import (  # noqa: F401 - fixtures
 )
 from workers.api import create_app
 from workers.api.audit import Audit
+from workers.api.deliveries import Deliveries
 from workflows.records import RunRecord
 from workflows.store import CheckpointStore
 
@@ -112,6 +113,12 @@ def test_retried_or_repeated_deliveries_start_one_run(env: Env):
     first = env.command("rollout hello-fleet nodes=node-001", trigger="13345224609.738474920.8088930838")
     assert first.status_code == 200
     run_id = started_run(env)
+    # the first delivery records its run just after starting it; Slack's retry comes seconds later
+    settled = Deliveries(env.redis, ttl=60)
+    deadline = time.monotonic() + 30
+    while settled.claim("slack", "13345224609.738474920.8088930838").outcome != run_id:
+        assert time.monotonic() < deadline, "the first delivery never recorded its run"
+        time.sleep(0.02)
     # Slack retries seconds later: a new timestamp, a new signature, the same trigger_id
     retry = env.command("rollout hello-fleet nodes=node-001", trigger="13345224609.738474920.8088930838",
                         timestamp=int(time.time()) + 3, headers={"X-Slack-Retry-Num": "1"})
