@@ -20,14 +20,19 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# The dependencies exactly as locked (hash-checked; `make lock` writes the lock), built
+# into wheels first, so this layer is cached until the lock changes; then nicflow itself.
+COPY requirements/lock.txt requirements/lock.txt
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements/lock.txt
 COPY pyproject.toml README.md ./
 COPY workflows/ workflows/
 COPY tasks/ tasks/
 COPY workers/ workers/
 COPY bench/ bench/
-RUN pip wheel --wheel-dir /wheels . \
+RUN pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/nicflow \
- && /opt/nicflow/bin/pip install --no-index --find-links /wheels nicflow \
+ && /opt/nicflow/bin/pip install --no-index --no-deps /wheels/*.whl \
+ && /opt/nicflow/bin/pip check \
  && /opt/nicflow/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -33,7 +33,10 @@ class Call:
 class SlackStandIn:
     def __init__(self) -> None:
         self.calls: list[Call] = []
-        self.delays: dict[str, float] = {}
+        self.holds: dict[str, threading.Event] = {}
+        """Methods answered only once their event is set: Slack being slow, without a clock."""
+        self.arrived: list[str] = []
+        """Methods whose request came in, answered or still held."""
         self.errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self._ts = 1_700_000_000
@@ -64,7 +67,10 @@ class SlackStandIn:
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
-            self.delays.clear()
+            for hold in self.holds.values():
+                hold.set()
+            self.holds.clear()
+            self.arrived.clear()
             self.errors.clear()
 
     def of(self, method: str) -> list[Call]:
@@ -111,7 +117,11 @@ class SlackStandIn:
                 else:
                     self.send_error(404)
                     return
-                time.sleep(standin.delays.get(method, 0.0))
+                with standin._lock:
+                    standin.arrived.append(method)
+                    hold = standin.holds.get(method)
+                if hold is not None:
+                    hold.wait(60)  # then answered as usual: a test that waited for it sees the call
                 standin._record(Call(self.path, method, body, token, time.time()))
                 if method == "response_url":
                     self._send(200, b"ok", "text/plain")

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tasks.cluster.surface import AGENT_LABELS
+from tests.crd_schema import is_crd_kind, validate_crd_object
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -194,6 +195,9 @@ def find(objects: Any, kind: str, name: str) -> Obj:
 
 
 def validate(obj: Obj) -> None:
+    if is_crd_kind(obj):  # the Prometheus Operator's kinds: against their CRDs' schemas
+        validate_crd_object(obj)
+        return
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:

@@ -20,8 +20,9 @@ from rich.console import Console
 from tasks.cluster.sim import SimulatedCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
-from tests.stack import FAST, FAST_CORIGINE_RUN, Stack, op_counts
+from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
 from workers.progress import render
+from workflows.presence import AGENTS_KEY, AgentPresence
 
 PIPELINE = "corigine-offload"
 FAST_RUN = FAST_CORIGINE_RUN
@@ -56,7 +57,11 @@ def without_agents(stack: Stack) -> None:
     fleets and would announce it here too. Stop them, and let their word expire."""
     for worker in [w for w in stack.workers if w.name.startswith("agent") and w.proc.poll() is None]:
         stack.kill(worker)
-    time.sleep(float(FAST["NICFLOW_AGENT_PRESENCE_TTL"]) + 0.5)
+    presence = AgentPresence(stack.engine.store.redis)
+    deadline = time.monotonic() + 60  # bounds a hang only: the wait is for the words to expire
+    while any(presence.agent_of(node.decode()) for node in presence.redis.hkeys(AGENTS_KEY)):
+        assert time.monotonic() < deadline, "an agent's word outlived its TTL"
+        time.sleep(0.05)
 
 
 class UnavailabilitySampler:

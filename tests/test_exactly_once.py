@@ -310,7 +310,8 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
         assert stack.engine.heartbeats.alive(run_id, NODE, "drain", running.epoch), repetition
         killed_at = time.time()
         kill_all(stack)
-        time.sleep(float(ENV["NICFLOW_HEARTBEAT_TTL"]) + 0.5)  # every heartbeat has died
+        wait_until("the killed drain's heartbeat died",
+                   lambda: not stack.engine.heartbeats.alive(run_id, NODE, "drain", running.epoch))
         agent(stack, root)
         controller(stack)  # its watchdog gives the dead drain a new token
         wait_until("a step running again", lambda: live_step(stack, run_id))

@@ -84,7 +84,8 @@ def test_redis_restart_mid_run_moves_no_checkpoint_backwards(stack):
     run_id = stack.run(PIPELINE, root, 6 + SPARE, *FAST_RUN, *only(6), "--set", "rollout.max_unavailable=2")
     stack.wait_event(run_id, "node-finished")
     before = {n.node: n.steps for n in stack.engine.store.progress_many(run_id, nodes_of(6))}
-    time.sleep(1.1)  # let appendfsync everysec write what the snapshot above saw
+    # No wait for appendfsync everysec: stop() is SIGTERM, and a Redis shutting down on it
+    # fsyncs the AOF before it exits (redis-doc topics/signals.md, "Handling of SIGTERM").
     # Restart while a step runs, so the agent holds an unacknowledged message: restarting
     # between steps never reached the code that restores them (issue 12, item 3).
     wait_unacked_on(stack.url, "agent")

@@ -13,8 +13,6 @@ from workflows.leases import LeaseResult, NodeLeases
 RUN_A = "20240101-000000-aaaaaa"
 RUN_B = "20240101-000000-bbbbbb"
 RUN_C = "20240101-000000-cccccc"
-TINY_TTL = 0.05
-PAST_TINY_TTL = 0.1
 
 
 @pytest.fixture
@@ -22,15 +20,16 @@ def leases(redis: Redis) -> NodeLeases:
     return NodeLeases(redis, ttl_seconds=60)
 
 
-@pytest.fixture
-def short(redis: Redis) -> NodeLeases:
-    return NodeLeases(redis, ttl_seconds=TINY_TTL)
-
-
 def expire(redis: Redis, node: str) -> None:
-    """Wait out a tiny TTL, then check that Redis really dropped the lease."""
-    time.sleep(PAST_TINY_TTL)
-    assert redis.exists(f"nicflow:{{node:{node}}}:lease") == 0
+    """Let Redis expire the lease now (its TTL cut to 1 ms), and wait until it has really
+    dropped it. The leases keep a 60 s TTL, so no assertion after this races an expiry;
+    the deadline only bounds a hang."""
+    key = f"nicflow:{{node:{node}}}:lease"
+    redis.pexpire(key, 1)
+    deadline = time.monotonic() + 30
+    while redis.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert redis.exists(key) == 0, "the lease outlived its TTL"
 
 
 def test_a_node_cannot_be_taken_by_two_runs(leases: NodeLeases) -> None:
@@ -56,11 +55,11 @@ def test_the_same_run_reacquiring_keeps_its_fence(leases: NodeLeases, redis: Red
     assert redis.get("nicflow:{node:node-1}:fence") == b"1", "no new fence for the same holder"
 
 
-def test_reacquiring_refreshes_the_ttl(short: NodeLeases, redis: Redis) -> None:
-    lease = short.acquire("node-1", RUN_A)
-    redis.pexpire("nicflow:{node:node-1}:lease", 1)  # about to expire
-    assert short.acquire("node-1", RUN_A) == lease
-    assert redis.pttl("nicflow:{node:node-1}:lease") > 1
+def test_reacquiring_refreshes_the_ttl(leases: NodeLeases, redis: Redis) -> None:
+    lease = leases.acquire("node-1", RUN_A)
+    redis.pexpire("nicflow:{node:node-1}:lease", 5_000)  # cut leases, far from expiring under the test
+    assert leases.acquire("node-1", RUN_A) == lease
+    assert redis.pttl("nicflow:{node:node-1}:lease") > 5_000
 
 
 def test_fence_strictly_increases_across_acquisitions(leases: NodeLeases) -> None:
@@ -75,10 +74,10 @@ def test_fence_strictly_increases_across_acquisitions(leases: NodeLeases) -> Non
     assert fences[0] >= 1
 
 
-def test_fence_increases_after_expiry_too(short: NodeLeases, redis: Redis) -> None:
-    first = short.acquire("node-1", RUN_A)
+def test_fence_increases_after_expiry_too(leases: NodeLeases, redis: Redis) -> None:
+    first = leases.acquire("node-1", RUN_A)
     expire(redis, "node-1")
-    second = short.acquire("node-1", RUN_B)
+    second = leases.acquire("node-1", RUN_B)
     assert second.granted and second.fence > first.fence
 
 
@@ -95,36 +94,36 @@ def test_renew_with_a_wrong_fence_or_run_fails(leases: NodeLeases) -> None:
     assert leases.holder("node-1") == RUN_A
 
 
-def test_renew_fails_after_another_run_took_the_node(short: NodeLeases, redis: Redis) -> None:
-    mine = short.acquire("node-1", RUN_A)
+def test_renew_fails_after_another_run_took_the_node(leases: NodeLeases, redis: Redis) -> None:
+    mine = leases.acquire("node-1", RUN_A)
     expire(redis, "node-1")
-    theirs = short.acquire("node-1", RUN_B)
+    theirs = leases.acquire("node-1", RUN_B)
     assert theirs.granted
-    assert short.renew("node-1", RUN_A, mine.fence) is False
-    assert short.holder("node-1") == RUN_B
-    assert short.renew("node-1", RUN_B, theirs.fence) is True
+    assert leases.renew("node-1", RUN_A, mine.fence) is False
+    assert leases.holder("node-1") == RUN_B
+    assert leases.renew("node-1", RUN_B, theirs.fence) is True
 
 
-def test_renew_reclaims_an_expired_lease_when_nobody_took_the_node(short: NodeLeases, redis: Redis) -> None:
-    mine = short.acquire("node-1", RUN_A)
+def test_renew_reclaims_an_expired_lease_when_nobody_took_the_node(leases: NodeLeases, redis: Redis) -> None:
+    mine = leases.acquire("node-1", RUN_A)
     expire(redis, "node-1")
-    assert short.holder("node-1") is None
-    assert short.renew("node-1", RUN_A, mine.fence) is True
-    assert short.holder("node-1") == RUN_A
+    assert leases.holder("node-1") is None
+    assert leases.renew("node-1", RUN_A, mine.fence) is True
+    assert leases.holder("node-1") == RUN_A
     assert redis.pttl("nicflow:{node:node-1}:lease") > 0, "the reclaimed lease has a TTL again"
     # and the reclaimed lease is the same one: re-acquiring keeps the fence
-    assert short.acquire("node-1", RUN_A).fence == mine.fence
+    assert leases.acquire("node-1", RUN_A).fence == mine.fence
 
 
-def test_renew_does_not_reclaim_after_someone_took_and_released_the_node(short: NodeLeases, redis: Redis) -> None:
-    mine = short.acquire("node-1", RUN_A)
+def test_renew_does_not_reclaim_after_someone_took_and_released_the_node(leases: NodeLeases, redis: Redis) -> None:
+    mine = leases.acquire("node-1", RUN_A)
     expire(redis, "node-1")
-    theirs = short.acquire("node-1", RUN_B)
-    assert short.release("node-1", RUN_B, theirs.fence)
-    assert short.holder("node-1") is None
+    theirs = leases.acquire("node-1", RUN_B)
+    assert leases.release("node-1", RUN_B, theirs.fence)
+    assert leases.holder("node-1") is None
     # the node is free again, but the fence moved on: the old holder must not come back
-    assert short.renew("node-1", RUN_A, mine.fence) is False
-    assert short.holder("node-1") is None
+    assert leases.renew("node-1", RUN_A, mine.fence) is False
+    assert leases.holder("node-1") is None
 
 
 def test_renew_does_not_reclaim_a_released_lease_under_a_stale_fence(leases: NodeLeases) -> None:
@@ -151,13 +150,13 @@ def test_release_of_a_free_node_does_nothing(leases: NodeLeases) -> None:
     assert leases.holder("node-9") is None
 
 
-def test_late_release_by_the_old_holder_leaves_the_new_lease(short: NodeLeases, redis: Redis) -> None:
-    mine = short.acquire("node-1", RUN_A)
+def test_late_release_by_the_old_holder_leaves_the_new_lease(leases: NodeLeases, redis: Redis) -> None:
+    mine = leases.acquire("node-1", RUN_A)
     expire(redis, "node-1")
-    theirs = short.acquire("node-1", RUN_B)
-    assert short.release("node-1", RUN_A, mine.fence) is False
-    assert short.holder("node-1") == RUN_B
-    assert short.renew("node-1", RUN_B, theirs.fence) is True
+    theirs = leases.acquire("node-1", RUN_B)
+    assert leases.release("node-1", RUN_A, mine.fence) is False
+    assert leases.holder("node-1") == RUN_B
+    assert leases.renew("node-1", RUN_B, theirs.fence) is True
 
 
 def test_concurrent_acquisitions_grant_one_run(redis: Redis) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from workers.redisconn import broker_url, sentinel_transport_options
 from workers.settings import get_settings
 
 CONTROL_QUEUE = "nicflow.control"
@@ -20,11 +21,14 @@ def node_queue(node: str) -> str:
     return NODE_QUEUE_PREFIX + node
 
 
-def make_app(broker_url: str | None = None) -> Celery:
+def make_app(url: str | None = None) -> Celery:
+    """The app on the broker at `url`, else on the configured Redis (REDIS_URL, or the sentinels'
+    primary). Redis Cluster is not a broker kombu's Redis transport supports (its keys span
+    hash slots; celery/celery#2852 and celery/kombu#526, open)."""
     settings = get_settings()
     app = Celery(
         "nicflow",
-        broker=broker_url or settings.redis_url,
+        broker=broker_url(url) if (url or settings.redis_url or settings.redis_sentinels) else None,
         include=["workers.bindings"],
     )
     app.conf.update(
@@ -35,7 +39,8 @@ def make_app(broker_url: str | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout,
+                                  **sentinel_transport_options(settings)},
         broker_connection_retry_on_startup=True,
         task_default_queue=CONTROL_QUEUE,
         task_routes={

@@ -532,6 +532,8 @@ def bench(
 def api(
     host: Annotated[Optional[str], typer.Option(help="Listen address (default NICFLOW_API_HOST, 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default NICFLOW_API_PORT, 8080).")] = None,
+    metrics_port: Annotated[int, typer.Option(min=0, max=65535,
+                                              help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Serve chat commands (Slack, Mattermost), webhooks and REST; OpenAPI at /openapi.json."""
     from pydantic import ValidationError
@@ -540,7 +542,7 @@ def api(
     from workers.api.server import serve
 
     try:
-        serve(host=host, port=port)
+        serve(host=host, port=port, metrics_port=metrics_port)
     except ConfigError as exc:
         raise RunError(str(exc)) from None
     except ValidationError as exc:

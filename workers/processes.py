@@ -150,18 +150,29 @@ class WorkerProcess:
             self.proc.wait(10)
 
 
-def spawn_worker(name: str, args: Sequence[str], *, redis_url: str, log_dir: Path,
+REDIS_CHOICE = ("REDIS_URL", "NICFLOW_REDIS_URL", "NICFLOW_REDIS_SENTINELS", "NICFLOW_REDIS_MASTER")
+"""The variables that pick the Redis (workers.settings): a child gets the parent's choice only."""
+
+
+def child_env(redis_url: str | None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without its choice of Redis, then `env`, then `redis_url`."""
+    inherited = {k: v for k, v in os.environ.items() if k not in REDIS_CHOICE}
+    chosen = {"REDIS_URL": redis_url} if redis_url is not None else {}
+    return {**inherited, **(env or {}), **chosen, "PYTHONUNBUFFERED": "1"}
+
+
+def spawn_worker(name: str, args: Sequence[str], *, redis_url: str | None, log_dir: Path,
                  env: dict[str, str] | None = None, tied: bool = False) -> WorkerProcess:
-    """`nicflow <args>` as a child process, its output in `<log_dir>/<name>.log`. In a session of
-    its own, so a Ctrl-C at the terminal reaches only the command, which stops it in order;
-    `tied`: it dies with this process (`tied_to_parent`)."""
+    """`nicflow <args>` as a child process, its output in `<log_dir>/<name>.log`, on the Redis at
+    `redis_url`; None: on the sentinels `env` names (NICFLOW_REDIS_SENTINELS, NICFLOW_REDIS_MASTER).
+    In a session of its own, so a Ctrl-C at the terminal reaches only the command, which stops it
+    in order; `tied`: it dies with this process (`tied_to_parent`)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
-    child_env = {**os.environ, **(env or {}), "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", *args],
-            stdout=out, stderr=subprocess.STDOUT, env=child_env, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, env=child_env(redis_url, env), start_new_session=True,
             preexec_fn=tied_to_parent() if tied else None,  # noqa: PLW1509 - spawned from the main thread
         )
     return WorkerProcess(name, proc, log)

@@ -24,7 +24,7 @@ from workflows.store import CheckpointStore
 from workers.celery_app import use_broker
 from workers.dispatcher import CeleryDispatcher
 from workers.node_events import NodeEventsReporter
-from workers.redisconn import NoRedisConfigured, redis_client  # noqa: F401 - re-exported
+from workers.redisconn import NoRedisConfigured, broker_url, redis_client  # noqa: F401 - re-exported
 from workers.settings import get_settings
 
 
@@ -102,12 +102,12 @@ def serve_nodes(nodes: Iterable[str]) -> None:
 
 
 def make_engine(url: str | None = None, *, served: ServedNodes | None = None, fail_fast: bool = False) -> Engine:
-    """An engine on the Redis at `url` (default REDIS_URL), dispatching through Celery on the same
-    server. `served`: whose hosts it may touch (default: this process's, none unless an agent).
-    `fail_fast`: a CLI command's client, one attempt under short timeouts (`redis_client`)."""
-    url = url or get_settings().redis_url
+    """An engine on the Redis at `url` (default REDIS_URL, or the sentinels' primary), dispatching
+    through Celery on the same server. `served`: whose hosts it may touch (default: this
+    process's, none unless an agent). `fail_fast`: a CLI command's client, one attempt under
+    short timeouts (`redis_client`)."""
     redis = redis_client(url, fail_fast=fail_fast)
-    use_broker(url)  # type: ignore[arg-type]  # redis_client refused a missing url already
+    use_broker(broker_url(url))
     surfaces = FleetSurfaces(served if served is not None else _process_served)
     store = CheckpointStore(redis)
     return Engine(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SENTINEL_ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+                              r":(?P<port>[0-9]{1,5})$")
+"""`host:port` of a sentinel: a DNS name or IPv4 address, or a bracketed IPv6 address."""
 
 
 class Settings(BaseSettings):
@@ -15,6 +20,17 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "NICFLOW_REDIS_URL"))
     """Broker and store. Unset: `nicflow demo` starts an embedded Redis."""
+    redis_sentinels: tuple[tuple[str, int], ...] | None = None
+    """`host:port,host:port` of Redis Sentinels: broker and store go to the primary they name
+    (instead of REDIS_URL, which must then be unset), and follow it when they fail it over."""
+    redis_master: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    """The name the sentinels monitor the primary under (`sentinel monitor <name> ...`)."""
+    redis_password: SecretStr | None = None
+    """Password of the primary and its replicas (`requirepass`), with sentinels."""
+    redis_sentinel_password: SecretStr | None = None
+    """Password of the sentinels themselves (their `requirepass`), if they have one."""
+    redis_db: int = Field(0, ge=0, le=15)
+    """Database number on the primary, with sentinels."""
     visibility_timeout: int = Field(7200, ge=60, le=7 * 86400)
     """Seconds before Redis redelivers an unacknowledged step; must exceed every step timeout."""
     lease_ttl: float = Field(300.0, ge=1, le=86400)
@@ -35,6 +51,29 @@ class Settings(BaseSettings):
     controller_concurrency: int = Field(32, ge=1, le=256)
     """Threads of a controller. Node lifecycle steps (drain, device plugin restart, the
     offload check) wait on the API from these threads: size it to the rollout window."""
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinel_addresses(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        addresses = []
+        for item in value.split(","):
+            match = SENTINEL_ADDRESS.match(item.strip())
+            if not match or not 1 <= int(match["port"]) <= 65535:
+                raise ValueError(f"{item.strip()!r} is not host:port (NICFLOW_REDIS_SENTINELS=host:port,host:port)")
+            addresses.append((match["host"].strip("[]"), int(match["port"])))
+        return tuple(addresses)
+
+    @model_validator(mode="after")
+    def _one_redis(self) -> Settings:
+        if self.redis_sentinels and self.redis_url:
+            raise ValueError("REDIS_URL and NICFLOW_REDIS_SENTINELS are both set: set one (sentinels find the "
+                             "primary themselves)")
+        if bool(self.redis_sentinels) != bool(self.redis_master):
+            raise ValueError("NICFLOW_REDIS_SENTINELS and NICFLOW_REDIS_MASTER go together: "
+                             f"sentinels={self.redis_sentinels!r}, master={self.redis_master!r}")
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -15,10 +15,9 @@ from tasks.registry import default_registry
 from workflows.errors import PipelineError, RunError, StepError
 from workflows.loader import Pipeline, load_file
 from workflows.records import check_node_name
+from workflows.rules import is_label_key, is_label_value
 
 PIPELINE_DIR = Path(__file__).resolve().parent.parent / "workflows" / "pipelines"
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 SIM_FLEET = re.compile(r"^sim:([1-9][0-9]{0,4})$")
 
 
@@ -64,7 +63,7 @@ def parse_selector(selector: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     for term in selector.split(","):
         key, sep, value = term.partition("=")
-        if not sep or not LABEL_KEY.fullmatch(key) or not LABEL_VALUE.fullmatch(value):
+        if not sep or not is_label_key(key) or not is_label_value(value):
             raise RunError(f"--selector term {term!r} is not of the form label-key=label-value")
         labels[key] = value
     return labels

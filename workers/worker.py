@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from workers.celery_app import CLUSTER_QUEUE, CONTROL_QUEUE, app, node_queue
 from workers.observability import configure_logging, serve_metrics
+from workers.redisconn import redis_client
 from workers.runtime import process_engine, serve_nodes
 from workers.settings import get_settings
 from workflows.presence import AgentPresence
@@ -35,8 +36,9 @@ def _worker_argv(name: str, queues: Sequence[str], concurrency: int, loglevel: s
 
 def _observe(metrics_port: int, loglevel: str, *, queue_depths: bool) -> None:
     configure_logging(loglevel)
-    # queue depths are read from Redis at each scrape: the controllers report them, not every agent
-    serve_metrics(metrics_port, process_engine().store.redis if queue_depths else None)
+    # queue depths are read from Redis at each scrape: the controllers report them, not every agent;
+    # with a client that gives up at once, so a scrape with Redis away answers without them
+    serve_metrics(metrics_port, redis_client(patient=False) if queue_depths else None)
 
 
 def run_controller(*, concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:

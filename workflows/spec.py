@@ -11,9 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from workflows.rules import check_count, check_label_key
+
 STEP_ID = r"^[a-z][a-z0-9-]{0,62}$"
 PARAM_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
-PERCENT = re.compile(r"^(100|[1-9]?[0-9])%$")
 RUN_NODES_FACT = "run_nodes"
 """The fact an end step finds the run's nodes under (every node the run targeted)."""
 
@@ -78,25 +79,6 @@ class ParamSpec(_Strict):
         return value
 
 
-def _count(value: Any, *, minimum: int) -> int | str:
-    """A node count: a whole number, or a percentage string like "20%"."""
-    if isinstance(value, bool):
-        raise ValueError("must be a whole number or a percentage like '20%'")
-    if isinstance(value, int):
-        if value < minimum:
-            raise ValueError(f"must be at least {minimum}")
-        return value
-    if isinstance(value, str) and PERCENT.fullmatch(value):
-        if minimum and value == "0%":
-            raise ValueError("must be more than 0%")
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return _count(int(value), minimum=minimum)
-    if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit() and int(value[:-1]) > 100:
-        raise ValueError(f"{value} is more than 100%: a percentage of the run's nodes is at most 100%")
-    raise ValueError("must be a whole number or a percentage like '20%'")
-
-
 class PrometheusCheck(_Strict):
     """A Prometheus query judged after a wave: every sample it returns within [min, max]."""
 
@@ -137,7 +119,7 @@ class AnalysisSpec(_Strict):
     @field_validator("sample", mode="before")
     @classmethod
     def _sample(cls, value: Any) -> int | str:
-        return _count(value, minimum=1)
+        return check_count(value, minimum=1)
 
     @model_validator(mode="after")
     def _queries_need_a_server(self) -> AnalysisSpec:
@@ -162,7 +144,7 @@ class RolloutSpec(_Strict):
     """Failed nodes tolerated over the run; beyond it no node is admitted and the run fails."""
     pause: Literal["none", "after_canary", "after_each_batch"] = "none"
     """Wait in `paused` for `nicflow approve` at these points."""
-    spread_by: str | None = Field(None, pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9._-]{1,63}$")
+    spread_by: str | None = None
     """Order nodes round-robin across this label's values (a zone), so a batch never takes out
     one zone; without it, nodes go by name."""
     on_conflict: Literal["fail", "wait"] = "fail"
@@ -180,12 +162,12 @@ class RolloutSpec(_Strict):
     @field_validator("max_unavailable", mode="before")
     @classmethod
     def _window(cls, value: Any) -> int | str:
-        return _count(value, minimum=1)
+        return check_count(value, minimum=1)
 
     @field_validator("max_failures", mode="before")
     @classmethod
     def _budget(cls, value: Any) -> int | str:
-        return _count(value, minimum=0)
+        return check_count(value, minimum=0)
 
     @field_validator("batches", mode="before")
     @classmethod
@@ -198,7 +180,12 @@ class RolloutSpec(_Strict):
             value = [value]  # --set rollout.batches=3: batches of 3
         if not isinstance(value, list) or not value:
             raise ValueError("must be a non-empty list of sizes like [1, 5, '20%']")
-        return [_count(v, minimum=1) for v in value]
+        return [check_count(v, minimum=1) for v in value]
+
+    @field_validator("spread_by")
+    @classmethod
+    def _label_key(cls, value: str | None) -> str | None:
+        return None if value is None else check_label_key(value)
 
 
 class StepSpec(_Strict):

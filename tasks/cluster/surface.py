@@ -24,25 +24,22 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import AfterValidator
 
 from workflows.errors import PermanentError, TransientError
+from workflows.rules import DNS1123_LABEL, DNS1123_SUBDOMAIN, is_label_key, is_label_value  # noqa: F401 - re-exported
 
 Manifest = dict[str, Any]
 FIELD_MANAGER = "nicflow"
 AGENT_LABELS = {"app.kubernetes.io/name": "nicflow-agent"}
 """nicflow's own agent pods: never evicted by a drain."""
 
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-"""Namespaces, pod and container names' usual form (RFC 1123 label)."""
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
-"""Object names (ConfigMap, DaemonSet, Node, ...)."""
-LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+# Namespaces, pod and container names are DNS-1123 labels; object names (ConfigMap, DaemonSet,
+# Node, ...) DNS-1123 subdomains: the rules of workflows.rules, re-exported for the steps.
 EXTENDED_RESOURCE = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9_.-]{1,63}$"
 """An extended resource a device plugin registers (corigine.com/agilio_sriov)."""
 
 
 def _valid_labels(value: dict[str, str]) -> dict[str, str]:
     for key, val in value.items():
-        if not re.fullmatch(LABEL_KEY, key) or not re.fullmatch(LABEL_VALUE, val):
+        if not is_label_key(key) or not is_label_value(val):
             raise ValueError(f"{key}={val!r} is not a valid label")
     return value
 
@@ -80,7 +77,7 @@ def check_each(values: list[str], pattern: str, what: str) -> list[str]:
 
 def check_labels(labels: Mapping[str, Any], what: str) -> dict[str, str]:
     for key, value in labels.items():
-        if not re.fullmatch(LABEL_KEY, key) or not isinstance(value, str) or not re.fullmatch(LABEL_VALUE, value):
+        if not is_label_key(key) or not isinstance(value, str) or not is_label_value(value):
             raise PermanentError(f"{what}: {key}={value!r} is not a valid label")
     return dict(labels)
 

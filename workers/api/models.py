@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from workers.api.validation import Count, LabelKey, LabelValue, NodeName, ParamName, ParamValue, PipelineName
+from workers.api.validation import BudgetCount, LabelKey, LabelValue, NodeName, ParamName, ParamValue, PipelineName, WindowCount
 from workflows.records import RunRecord
 
 Action = Literal["rollout", "approve", "abort", "resume", "status"]
@@ -47,8 +47,8 @@ class RunRequest(BaseModel):
     """Node labels that must all match."""
     canary: Annotated[int, Field(ge=1, le=10_000)] | None = None
     """Nodes done first, before the rest (and the pause, when the pipeline pauses after the canary)."""
-    max_unavailable: Count | None = None
-    max_failures: Count | None = None
+    max_unavailable: WindowCount | None = None
+    max_failures: BudgetCount | None = None
     pause: Literal["none", "after_canary", "after_each_batch"] | None = None
     """Wait for an approval after the canary, or after each batch."""
     dry_run: bool = False
@@ -59,10 +59,6 @@ class RunRequest(BaseModel):
     def _one_target_form(self) -> RunRequest:
         if self.nodes is not None and self.selector is not None:
             raise ValueError("give either nodes or selector, not both")
-        if isinstance(self.max_unavailable, int) and self.max_unavailable < 1:
-            raise ValueError(f"max_unavailable: must be at least 1 (got {self.max_unavailable})")
-        if isinstance(self.max_failures, int) and self.max_failures < 0:
-            raise ValueError(f"max_failures: must be at least 0 (got {self.max_failures})")
         return self
 
     @property

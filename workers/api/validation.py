@@ -16,16 +16,13 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
 
+from workflows import rules
 from workflows.records import check_node_name, check_run_id
 
 SHELL_METACHARACTERS = frozenset(";&|$`<>(){}[]*?!~#^'\"\n\r\t")
 PATH_SEPARATORS = frozenset("/\\")
 PIPELINE_NAME = r"^[a-z][a-z0-9-]{0,62}$"
 PARAM_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-PERCENT = re.compile(r"^(100|[1-9][0-9]?)%$")
-MAX_COUNT = 100_000
 
 
 def describe_char(char: str) -> str:
@@ -62,27 +59,27 @@ def check_label_key(value: str) -> str:
     reason = unsafe_reason(value.replace("/", "", 1))  # one prefix separator is part of the syntax
     if reason is not None:
         raise ValueError(f"{value!r} {reason}")
-    if not LABEL_KEY.fullmatch(value):
-        raise ValueError(f"{value!r} is not a label key (prefix/name, DNS-1123 and up to 63 characters)")
-    return value
+    return rules.check_label_key(value)
 
 
 def check_label_value(value: str) -> str:
-    check_text(value)
-    if not LABEL_VALUE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a label value (up to 63 of A-Z a-z 0-9 - _ .)")
-    return value
+    return rules.check_label_value(check_text(value))
 
 
-def check_count(value: Any) -> int | str:
-    """A node count: a whole number, or a percentage like '20%'."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= MAX_COUNT:
-            raise ValueError(f"{value} is not between 0 and {MAX_COUNT}")
-        return value
-    if isinstance(value, str) and PERCENT.fullmatch(value):
-        return value
-    raise ValueError(f"{value!r} is neither a whole number nor a percentage like '20%'")
+def _count(value: Any, *, minimum: int) -> int | str:
+    """workflows.rules' count, its message ending in the value as a pipeline file's does."""
+    try:
+        return rules.check_count(value, minimum=minimum)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (got {value!r})") from None
+
+
+def _window(value: Any) -> int | str:
+    return _count(value, minimum=1)
+
+
+def _budget(value: Any) -> int | str:
+    return _count(value, minimum=0)
 
 
 def check_param_value(value: Any) -> bool | int | float | str:
@@ -113,8 +110,12 @@ ParamValue = Annotated[
     WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 256}, {"type": "number"},
                               {"type": "boolean"}]}),
 ]
-Count = Annotated[
-    Any, PlainValidator(check_count),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
-                              {"type": "string", "pattern": PERCENT.pattern}]}),
-]
+def _count_schema(minimum: int) -> WithJsonSchema:
+    return WithJsonSchema({"anyOf": [{"type": "integer", "minimum": minimum, "maximum": rules.MAX_COUNT},
+                                     {"type": "string", "pattern": rules.PERCENT}]})
+
+
+WindowCount = Annotated[Any, PlainValidator(_window), _count_schema(1)]
+"""Nodes at once (max_unavailable): at least 1, or a percentage above 0%."""
+BudgetCount = Annotated[Any, PlainValidator(_budget), _count_schema(0)]
+"""Failed nodes tolerated (max_failures): 0 and "0%" included."""
