@@ -89,7 +89,7 @@ def test_workers_refuse_without_redis_url(tmp_path: Path, args: list[str]) -> No
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "nicflow: error: REDIS_URL is not set: point it at a Redis server (redis://host:6379/0), "
-        "or use `nicflow demo`, which starts an embedded one"]
+        "or set NICFLOW_REDIS_SENTINELS and NICFLOW_REDIS_MASTER, or use `nicflow demo`, which starts an embedded one"]
     assert not (tmp_path / "sim").exists(), "nothing is created before the refusal"
 
 
