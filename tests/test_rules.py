@@ -81,7 +81,7 @@ def test_the_entry_points_say_the_same_thing_about_a_bad_count() -> None:
     with pytest.raises(ValidationError) as from_api:
         RunRequest.model_validate({"pipeline": "hello-fleet", "max_unavailable": "101%"})
     assert str(from_cli.value) == "--set rollout.max_unavailable=0%: must be more than 0%"
-    assert "must be a whole number or a percentage like '20%' (got '101%')" in str(from_api.value)
+    assert "101% is more than 100%: a percentage of the run's nodes is at most 100% (got '101%')" in str(from_api.value)
 
 
 LABEL_KEYS: list[tuple[str, bool]] = [
