@@ -24,7 +24,7 @@ from workflows.control import start_run
 from workflows.errors import LeaseLost
 from workflows.executor import NodeLeaseGuard
 from workflows.loader import load_text
-from workflows.runner import run_step
+from workflows.runner import run_inline
 from workflows.step import StepContext
 from workflows.storeid import StoreReset, StoreWatch, refuses_work, watch_of
 
@@ -143,7 +143,7 @@ def test_a_drain_held_by_a_disruption_budget_stops_at_the_attempt_after_its_leas
     ctx = StepContext(run_id="20261201-000000-abcdef", node="node-000", surface=cluster, guard=guard)
     params = CordonDrainParams(drain_timeout=5, eviction_backoff=0.01, eviction_backoff_max=0.01, poll_interval=0.01)
     with pytest.raises(LeaseLost):
-        run_step(CordonDrain(), ctx, params, timeout=60)
+        run_inline(CordonDrain(), ctx, params, timeout=60)
     assert len([op for op in cluster.ops() if op["op"] == "evict"]) == 2
 
 

@@ -41,6 +41,14 @@ def waiting_nodes(status: dict[str, Any]) -> list[tuple[str, str]]:
     return [(name, node["waiting"]) for name, node in status["nodes"].items() if node.get("waiting")]
 
 
+def waiting_steps(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """Steps waiting for the cluster, as "drain: waiting for 3 pods to terminate", by node."""
+    found = [("cluster", f"{step_id}: {step['waiting']}") for step_id, step in status["cluster"].items()
+             if step.get("waiting")]
+    return found + [(name, f"{step_id}: {step['waiting']}") for name, node in status["nodes"].items()
+                    for step_id, step in node["steps"].items() if step.get("waiting")]
+
+
 def _eta(status: dict[str, Any], started: float) -> str:
     counts = status["counts"]
     done = counts["succeeded"] + counts["failed"]
@@ -70,7 +78,7 @@ def render(status: dict[str, Any], started: float) -> Panel:
     )
     steps = Table("step", "queued/running", "ok", "changed", "retrying", "failed", box=None, pad_edge=False)
     for step_id, c in step_counts(status).items():
-        steps.add_row(step_id, str(c["queued"] + c["running"]), str(c["ok"]), str(c["changed"]),
+        steps.add_row(step_id, str(c["queued"] + c["running"] + c["waiting"]), str(c["ok"]), str(c["changed"]),
                       str(c["retrying"]), Text(str(c["failed"]), "red" if c["failed"] else ""))
     parts: list[Any] = [head, bar, states, steps]
     waiting = waiting_nodes(status)
@@ -80,6 +88,14 @@ def render(status: dict[str, Any], started: float) -> Panel:
             table.add_row(name, Text(why, "yellow"))
         if len(waiting) > 10:
             table.add_row("...", f"{len(waiting) - 10} more")
+        parts.append(table)
+    steps_waiting = waiting_steps(status)
+    if steps_waiting:
+        table = Table("node", "step waiting", box=None, pad_edge=False)
+        for name, why in steps_waiting[:10]:
+            table.add_row(name, Text(why, "cyan"))
+        if len(steps_waiting) > 10:
+            table.add_row("...", f"{len(steps_waiting) - 10} more")
         parts.append(table)
     failures = failed_nodes(status)
     if failures:

@@ -119,6 +119,7 @@ def make_engine(url: str | None = None, *, served: ServedNodes | None = None) ->
         eager_node_steps=True,
         availability=ClusterAvailability(surfaces.cluster),
         presence=AgentPresence(redis),
+        wake_resend_after=get_settings().wake_resend_after,
     )
 
 

@@ -86,7 +86,8 @@ def lost_reason(engine: Engine, run_id: str, owner: str | None, step_id: str, ch
     Running with a dead heartbeat: its worker died (`lease-expired`). Queued for longer
     than `lost_after`, or retrying `lost_after` past its retry time: its message was lost
     (`queue-lost`). A running step with a live heartbeat, or a message that may still be
-    in its queue, is left alone: sending it again would run it twice at once."""
+    in its queue, is left alone: sending it again would run it twice at once. A waiting step
+    is never lost: its wake-up is in Redis (workflows.wakeups), served by every controller."""
     if checkpoint.status == "running":
         return None if engine.heartbeats.alive(run_id, owner, step_id, checkpoint.epoch) else "lease-expired"
     if checkpoint.status == "queued" and now - (checkpoint.queued_at or now) > lost_after:
