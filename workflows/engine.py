@@ -162,8 +162,9 @@ class Engine:
             self.store.emit(run_id, "wave-started", wave=run.wave + 2, nodes=end - run.wave_end)
 
     def release_run(self, run_id: str) -> None:
-        """A terminal run gives back the nodes it reserved and never reached."""
+        """A terminal run gives back the nodes it reserved and never reached, and drops its wake-ups."""
         self.reservations.release(run_id, self.gate.pool(run_id))
+        self.wakeups.forget_run(run_id)
 
     def _fail_run(self, run_id: str, error: str) -> None:
         self.store.update_run(run_id, error=error)

@@ -100,7 +100,9 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
         if not store.claim(run_id, node, step_id, started, token=token, event=event):
             _drop_duplicate(run_id, node, step_id, store.checkpoint(run_id, node, step_id))
             return
-        log.info("step started")
+        if woken:
+            engine.wakeups.claimed(run_id, node, step_id)
+        log.info("step woken" if woken else "step started")
         if holds_lease is False:
             _on_error(engine, run_id, node, spec, started, _lease_lost(engine, node))
             return

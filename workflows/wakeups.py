@@ -15,8 +15,10 @@ set is in Redis, persisted with the checkpoints (AOF), written in the same scrip
 waiting checkpoint, one member per step: a duplicate delivery of a waiting step can
 never start a second chain of wake-ups, and a controller killed at any point loses none.
 Serving a wake-up moves its score `resend_after` ahead before the task is sent; the
-member leaves the set when a serve finds the step no longer waiting. A controller
-killed between the two is covered: the wake-up comes due again and is sent once more.
+member leaves the set when its delivery claims the step (or a serve finds the step no
+longer waiting). A controller killed between serving and sending is covered: the
+wake-up comes due again and is sent once more. A claimed look whose worker dies is the
+watchdog's, as any running step (its heartbeat stops).
 
 All keys of a run share its hash tag (see workflows.store), so the scripts stay valid
 on Redis Cluster.
@@ -121,6 +123,15 @@ class Wakeups:
                            _member(owner, step_id), waiting.wake_at]
         args += [x for k, v in self.store.event_body(event).items() for x in (k, v)]
         return bool(self._wait(keys=keys, args=args))
+
+    def claimed(self, run_id: str, owner: str | None, step_id: str) -> None:
+        """The step's wake-up was delivered and claimed: it leaves the set (a next wait adds it again).
+        Only the claim's holder writes the step's next wait, after this, so nothing newer is removed."""
+        self.store.redis.zrem(wake_key(run_id), _member(owner, step_id))
+
+    def forget_run(self, run_id: str) -> None:
+        """A finished run's wake-ups (steps it left waiting: timed out, aborted) are dropped."""
+        self.store.redis.delete(wake_key(run_id))
 
     def due(self, run_id: str, now: float, *, limit: int = 1000) -> list[tuple[str | None, str, str]]:
         """The run's waiting steps due by `now` (owner, step, token), each served once per
