@@ -132,22 +132,25 @@ class CordonDrain(Step[CordonDrainParams, DrainState]):
         self._round(ctx, params, [f for f in params.when_any if ctx.facts.get(f)])
 
     def _round(self, ctx: StepContext, params: CordonDrainParams, because: list[str]) -> None:
-        """Evict what runs on the node; done once nothing is left, else look again later.
-        Listed again each round, as kubectl drain does: a pod scheduled here just before
-        the cordon (an eviction elsewhere rescheduled it) must be evicted too."""
+        """Done once nothing is left to evict or terminating; else evict and look again later
+        (as kubectl drain waits for the evicted pods to be deleted). Listed again each round,
+        as kubectl drain does: a pod scheduled here just before the cordon (an eviction
+        elsewhere rescheduled it) must be evicted too."""
         node = node_of(ctx)
         current = drain_state(ctx.surface, node, True, because)
-        blocked = None
-        for pod in current.evictable:
-            blocked = self._evict(ctx, pod) or blocked
-        if current.evictable:
-            current = drain_state(ctx.surface, node, True, because)
         if not current.evictable and not current.terminating:
             mark_node(ctx.surface, node_of(ctx), "configuring", ctx.run_id)
             return
+        blocked = None
+        for pod in current.evictable:  # an evicted pod terminates over its grace period: listed next round
+            blocked = self._evict(ctx, pod) or blocked
+        if ctx.wait is not None and ctx.wait.expired(time.time()):  # the look at the deadline: the last one
+            current = drain_state(ctx.surface, node, True, because)
+            if not current.evictable and not current.terminating:
+                mark_node(ctx.surface, node_of(ctx), "configuring", ctx.run_id)
+                return
+            raise self._timed_out(node.name, current, params, blocked)
         failure = self._timed_out(node.name, current, params, blocked)
-        if ctx.wait is not None and ctx.wait.expired(time.time()):
-            raise failure  # the look at the deadline: its evictions were the last ones
         looks = ctx.wait.looks if ctx.wait is not None else 0
         delay = min(params.eviction_backoff * 2 ** looks, params.eviction_backoff_max) if blocked \
             else params.poll_interval
