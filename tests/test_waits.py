@@ -234,3 +234,18 @@ def test_a_served_wake_up_nobody_claims_is_served_again_after_resend_after(redis
     assert engine.wakeups.due(record.id, now + 4.9) == []  # sent: not again before resend_after
     again = engine.wakeups.due(record.id, now + 5.1)
     assert ("node-002", "gate", cp.token) in again and len(again) == len(NODES)
+
+
+def test_the_watchdog_renews_the_lease_of_a_node_whose_step_waits(redis, fleet):
+    """No heartbeat beats for a waiting step; the node stays this run's all the same."""
+    from workflows.watchdog import watchdog_tick
+
+    engine = make_engine(redis)
+    record = start(engine, fleet, looks=-1)
+    engine.dispatcher.drain(limit=1 + len(NODES))
+    lease = "nicflow:{node:node-000}:lease"
+    assert engine.store.checkpoint(record.id, "node-000", "gate").status == "waiting"
+    redis.pexpire(lease, 200)  # about to lapse
+    watchdog_tick(engine, lost_after=30)
+    assert redis.pttl(lease) > 50_000, redis.pttl(lease)  # renewed to the lease's 60 s
+    assert engine.leases.holder("node-000") == record.id
