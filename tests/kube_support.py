@@ -1,5 +1,6 @@
 """Helpers for the cluster step tests: one step through `run_step` (observe, plan,
-apply, verify) on a cluster surface, the way the engine runs it."""
+apply, verify) on a cluster surface, looking again through its waits in this thread
+(`run_inline`) where the engine would release the worker and wake the step."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from tasks.cluster.surface import ExecResult
 from tasks.registry import default_registry
-from workflows.runner import run_step
+from workflows.runner import run_inline
 from workflows.step import StepContext, StepResult
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "ovs" / "corigine-dump-flows-m-type-offloaded.stdout"
@@ -25,7 +26,7 @@ def run(step_type: str, surface: Any, params: dict[str, Any] | None = None, *, n
     if "poll_interval" in cls.params_model.model_fields:
         values = {**FAST, **values}
     ctx = StepContext(run_id=run_id, node=node, surface=surface, facts=dict(facts or {}), dry_run=dry_run)
-    return run_step(cls(), ctx, cls.params_model(**values), timeout=60)
+    return run_inline(cls(), ctx, cls.params_model(**values), timeout=60)
 
 
 def offloaded_dump() -> str:

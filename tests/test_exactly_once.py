@@ -33,6 +33,7 @@ from tests.helpers import PIPELINES
 from tests.stack import Stack
 from workers.processes import WorkerProcess
 from workflows.records import Checkpoint
+from workflows.wakeups import wake_key
 
 PIPELINE = "corigine-offload"
 NODE = "node-000"
@@ -143,10 +144,15 @@ def assert_no_step_finished_twice(stack: Stack, run_id: str) -> None:
 
 
 def dropped_copies(stack: Stack, run_id: str, step: str) -> int:
-    """Log lines of workers that dropped a copy of this step's delivery as a duplicate."""
-    needle = f"duplicate delivery of {run_id}/{step} on {NODE} dropped"
+    """Log lines of workers that dropped a copy of this step's delivery as a duplicate; for a step
+    that waits for the cluster, also as stale: a copy that comes once the attempt waits under its
+    next token (workflows.wakeups) is one."""
+    needles = [f"duplicate delivery of {run_id}/{step} on {NODE} dropped"]
+    if step in WAITS:
+        needles.append(f"stale delivery of {run_id}/{step} on {NODE} dropped")
     logs = (stack.base / "logs").glob("*.log")
-    return sum(line.count(needle) for path in logs for line in path.read_text(errors="replace").splitlines())
+    return sum(line.count(needle) for path in logs for line in path.read_text(errors="replace").splitlines()
+               for needle in needles)
 
 
 # ---------------------------------------------------------------- waiting
@@ -185,6 +191,8 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "create-vfs": lambda o: o["op"] == "write" and o["path"] == NUMVFS,
 }
 ON_CONTROLLER = {"drain"}
+WAITS = {"drain"}
+"""Steps that give their worker back while they wait for the cluster (the drain, once it evicted)."""
 
 
 def send_copies(stack: Stack, run_id: str, step: str, token: str) -> None:
@@ -207,10 +215,22 @@ def inside_apply(stack: Stack, root: Path, run_id: str, step: str) -> Checkpoint
 def copies_while_running(stack: Stack, root: Path, run_id: str, step: str) -> Checkpoint:
     running = inside_apply(stack, root, run_id, step)
     send_copies(stack, run_id, step, running.token)
-    # all copies were sent inside the attempt: it is still running, under the same claim
     after = checkpoint(stack, run_id, step)
+    if step in WAITS and after is not None and after.status == "waiting":
+        assert_waiting_in(stack, run_id, step, running, after)
+        return running
+    # all copies were sent inside the attempt: it is still running, under the same claim
     assert after == running and stack.engine.heartbeats.alive(run_id, NODE, step, running.epoch), (running, after)
     return running
+
+
+def assert_waiting_in(stack: Stack, run_id: str, step: str, running: Checkpoint, now: Checkpoint) -> None:
+    """The attempt made its changes and gave its worker back: the same attempt, waiting for the
+    cluster since it ran, under its one wake-up in Redis (workflows.wakeups)."""
+    assert (now.attempt, now.status) == (running.attempt, "waiting"), (running, now)
+    assert now.wait_since is not None and now.wait_since >= (running.started_at or 0), (running, now)
+    members = stack.engine.store.redis.zrange(wake_key(run_id), 0, -1)
+    assert [m.decode() for m in members] == [f"{NODE}|{step}"], members
 
 
 def copies_while_queued(stack: Stack, run_id: str, step: str, workers: dict[str, WorkerProcess]) -> Checkpoint:
@@ -305,9 +325,14 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
         run_id = stack.run(PIPELINE, root, NODES, *RUN_ARGS, "--nodes", NODE)
         running = inside_apply(stack, root, run_id, "drain")
         time.sleep(rng.uniform(0.0, 0.15))
-        # the kill lands inside the drain: still running under its claim, its worker beating
-        assert checkpoint(stack, run_id, "drain") == running, repetition
-        assert stack.engine.heartbeats.alive(run_id, NODE, "drain", running.epoch), repetition
+        # the kill lands inside the drain: still running under its claim, its worker beating; or,
+        # once it evicted, waiting for the pods to go, its worker given back
+        now = checkpoint(stack, run_id, "drain")
+        held = now == running
+        if held:
+            assert stack.engine.heartbeats.alive(run_id, NODE, "drain", running.epoch), repetition
+        else:
+            assert_waiting_in(stack, run_id, "drain", running, now)
         killed_at = time.time()
         kill_all(stack)
         wait_until("the killed drain's heartbeat died",
@@ -322,9 +347,11 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
         assert status["status"] == "succeeded", (repetition, status)
         drains = [e for e in events(stack, run_id) if e["kind"] == "step-finished" and e["step"] == "drain"]
         assert len(drains) == 1 and float(drains[0]["ts"]) > killed_at, (repetition, drains)
-        # the killed drain was started again, once; no step a live worker ran was taken from it
+        # the killed drain was started again, once (a waiting one was woken from Redis instead); no
+        # step a live worker ran was taken from it
         started = Counter(e["step"] for e in events(stack, run_id) if e["kind"] == "step-started" and e.get("node"))
-        assert started.pop("drain") == 2 and set(started.values()) == {1}, (repetition, started, resumed.stdout)
+        assert started.pop("drain") == (2 if held else 1) and set(started.values()) == {1}, \
+            (repetition, held, started, resumed.stdout)
         assert_no_step_finished_twice(stack, run_id)
         assert_exactly_once(root, cut=in_flight(root, killed_at))
 

@@ -70,6 +70,10 @@ def _what(event: dict[str, str]) -> str | None:
             return f"attempt {attempt} planned: would change after {event['after']}"
         return f"attempt {attempt} {event.get('status')}" + (
             f", {event['changes']} change(s)" if event.get("changes", "0") != "0" else "")
+    if kind == "step-waiting":
+        return f"attempt {attempt} waiting: {event.get('reason', '')}; look again in {event.get('wake_in')}s"
+    if kind == "step-woken":
+        return f"attempt {attempt} woken (look {event.get('look')})"
     if kind == "step-retry":
         return f"attempt {attempt} failed{error}; retry in {event.get('delay')}s"
     if kind == "step-failed":

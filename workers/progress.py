@@ -45,6 +45,14 @@ def waiting_nodes(status: dict[str, Any]) -> list[tuple[str, str]]:
     return [(name, node["waiting"]) for name, node in status["nodes"].items() if node.get("waiting")]
 
 
+def waiting_steps(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """Steps waiting for the cluster, as "drain: waiting for 3 pods to terminate", by node."""
+    found = [("cluster", f"{step_id}: {step['waiting']}") for step_id, step in status["cluster"].items()
+             if step.get("waiting")]
+    return found + [(name, f"{step_id}: {step['waiting']}") for name, node in status["nodes"].items()
+                    for step_id, step in node["steps"].items() if step.get("waiting")]
+
+
 def _eta(status: dict[str, Any], started: float, *, now: float, paused_for: float) -> str:
     """From the pace since the watch started, the time spent paused left out."""
     counts = status["counts"]
@@ -83,7 +91,7 @@ def render(status: dict[str, Any], started: float, *, now: float | None = None, 
     )
     steps = Table("step", "queued/running", "ok", "changed", "retrying", "failed", box=None, pad_edge=False)
     for step_id, c in step_counts(status).items():
-        steps.add_row(step_id, str(c["queued"] + c["running"]), str(c["ok"]), str(c["changed"]),
+        steps.add_row(step_id, str(c["queued"] + c["running"] + c["waiting"]), str(c["ok"]), str(c["changed"]),
                       str(c["retrying"]), Text(str(c["failed"]), "red" if c["failed"] else ""))
     parts: list[Any] = [head, where, bar, states, steps]
     if failed_note(status):
@@ -92,7 +100,7 @@ def render(status: dict[str, Any], started: float, *, now: float | None = None, 
     if running:
         listed = ", ".join(f"{name} {step}" for name, step in running[:8])
         parts.append(Text(f"running now: {listed}" + (f" and {len(running) - 8} more" if len(running) > 8 else "")))
-    parts += _waiting_table(status) + _failed_table(status, cordoned)
+    parts += _waiting_table(status) + _steps_waiting_table(status) + _failed_table(status, cordoned)
     # what the operator can do: approve, a node nobody consumes, the retry (the table has the failures)
     parts += [Text(line, "bold") for line in next_steps(status, cordoned, now, nodes=False)]
     return Panel(Group(*parts), title="nicflow", expand=False)
@@ -107,6 +115,18 @@ def _waiting_table(status: dict[str, Any]) -> list[Table]:
         table.add_row(name, Text(why, "yellow"))
     if len(waiting) > 10:
         table.add_row("...", f"{len(waiting) - 10} more")
+    return [table]
+
+
+def _steps_waiting_table(status: dict[str, Any]) -> list[Any]:
+    steps_waiting = waiting_steps(status)
+    if not steps_waiting:
+        return []
+    table = Table("node", "step waiting", box=None, pad_edge=False)
+    for name, why in steps_waiting[:10]:
+        table.add_row(name, Text(why, "cyan"))
+    if len(steps_waiting) > 10:
+        table.add_row("...", f"{len(steps_waiting) - 10} more")
     return [table]
 
 

@@ -125,6 +125,7 @@ def make_engine(url: str | None = None, *, served: ServedNodes | None = None, fa
         availability=ClusterAvailability(surfaces.cluster),
         presence=AgentPresence(redis),
         analysis=ClusterWaveChecks(surfaces.cluster),  # judged on controllers, between waves
+        wake_resend_after=get_settings().wake_resend_after,
     )
 
 

@@ -45,12 +45,16 @@ class Settings(BaseSettings):
     """Seconds between two watchdog passes on each controller."""
     lost_after: float = Field(600.0, ge=1, le=86400)
     """Seconds a step may sit queued before the watchdog sends it again."""
+    wake_interval: float = Field(0.2, ge=0.01, le=60)
+    """Seconds between two passes of a controller over the wake-ups of waiting steps (workflows.wakeups)."""
+    wake_resend_after: float = Field(30.0, ge=0.5, le=3600)
+    """Seconds before a wake-up sent but not yet claimed (its controller killed, its queue long) is sent again."""
     agent_presence_ttl: float = Field(15.0, ge=0.5, le=3600)
     """Seconds an agent's word that it serves a node lasts; it repeats it every third of that."""
     agent_concurrency: int = Field(8, ge=1, le=256)
     controller_concurrency: int = Field(32, ge=1, le=256)
-    """Threads of a controller. Node lifecycle steps (drain, device plugin restart, the
-    offload check) wait on the API from these threads: size it to the rollout window."""
+    """Threads of a controller. A thread is busy only while a step talks to the API: a step
+    waiting for the cluster (a drain's pods, a rollout) holds none (workflows.wakeups)."""
 
     @field_validator("redis_sentinels", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ def _observe(metrics_port: int, loglevel: str, *, queue_depths: bool) -> None:
 def run_controller(*, concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:
     _observe(metrics_port, loglevel, queue_depths=True)
     threading.Thread(target=_watchdog_loop, name="watchdog", daemon=True).start()
+    threading.Thread(target=_wake_loop, name="wakeups", daemon=True).start()
     app.worker_main(_worker_argv("controller", [CONTROL_QUEUE, CLUSTER_QUEUE], concurrency, loglevel))
 
 
@@ -57,6 +58,17 @@ def _watchdog_loop() -> None:
                 log.info("watchdog: %s", dict(actions))
         except Exception:  # Redis away, a bad record: log it and try again next tick
             log.exception("watchdog pass failed")
+
+
+def _wake_loop() -> None:
+    """Send the waiting steps that are due (workflows.wakeups); every controller serves them."""
+    settings = get_settings()
+    while True:
+        time.sleep(settings.wake_interval)
+        try:
+            process_engine().wake_due()
+        except Exception as exc:  # Redis away: the wake-ups stay in Redis, served on a later pass
+            log.warning("wake-up pass failed: %s: %s", type(exc).__name__, exc)
 
 
 def run_agent(*, nodes: Sequence[str], concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:

@@ -241,7 +241,7 @@ def retry_failed(engine: Engine, run_id: str, *, visibility_timeout: float | Non
 def resume_run(engine: Engine, run_id: str, *, lost_after: float, now: float | None = None) -> dict[str, int]:
     """Re-dispatch, under a new token, only the steps nobody works on any more: queued or
     retrying past `lost_after` (the message lost), running with a dead heartbeat (the worker
-    died). A step a live worker runs, or whose message may still be queued, is left alone
+    died). A step waiting for the cluster is left alone: its wake-up is kept in Redis. A step a live worker runs, or whose message may still be queued, is left alone
     and counted: a second dispatch of it would run it twice at once. Finished steps are
     never touched. The new token makes any copy of the old delivery stale.
     """
@@ -259,8 +259,8 @@ def resume_run(engine: Engine, run_id: str, *, lost_after: float, now: float | N
             if checkpoint.terminal:
                 continue
             reason = lost_reason(engine, run_id, owner, step_id, checkpoint, lost_after=lost_after, now=now)
-            if reason is None:
-                counts[checkpoint.status] += 1
+            if reason is None:  # a step waiting for the cluster is counted apart (`waiting`), when there is one
+                counts[checkpoint.status] = counts.get(checkpoint.status, 0) + 1
             elif engine.redispatch(run_id, owner, step_id, checkpoint):
                 engine.store.emit(run_id, "step-redispatched", node=owner, step=step_id, reason=reason)
                 counts["redispatched"] += 1
@@ -280,6 +280,8 @@ def resume_summary(counts: dict[str, int]) -> str:
         parts.append(f"{counts['queued']} queued and not yet lost left alone")
     if counts["retrying"]:
         parts.append(f"{counts['retrying']} waiting to retry left alone")
+    if counts.get("waiting"):
+        parts.append(f"{counts['waiting']} waiting for the cluster left alone (their wake-ups are in Redis)")
     return "; ".join(parts)
 
 

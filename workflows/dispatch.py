@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ class InlineDispatcher:
     """Queues calls and runs them in order when `drain` is called.
 
     Delays are recorded, not slept, so retry policies can be checked without
-    waiting; `handler` is set to the engine once it exists.
+    waiting; `handler` is set to the engine once it exists. Steps waiting for the
+    cluster do wait: once the queue is empty, `drain` sleeps until the next wake-up
+    and serves it, as a controller would.
     """
 
     handler: Any = None
@@ -67,10 +70,20 @@ class InlineDispatcher:
 
     def drain(self, limit: int = 1_000_000, before_each: Callable[[str, tuple[Any, ...]], None] | None = None) -> int:
         done = 0
-        while self.queue and done < limit:
+        while done < limit and (self.queue or self._wake()):
             name, args = self.queue.popleft()
             if before_each:
                 before_each(name, args)
             getattr(self.handler, name)(*args)
             done += 1
         return done
+
+    def _wake(self) -> bool:
+        """Sleep until the next waiting step is due and send it; False when no step waits."""
+        while not self.queue:
+            due = self.handler.next_wake() if hasattr(self.handler, "next_wake") else None
+            if due is None:
+                return False
+            time.sleep(max(due - time.time(), 0.0))
+            self.handler.wake_due()
+        return True

@@ -36,6 +36,7 @@ from workflows.reservations import NodeReservations
 from workflows.rollout import Wave, pauses_after
 from workflows.spec import StepSpec
 from workflows.store import CLUSTER, CheckpointStore
+from workflows.wakeups import Wakeups
 
 
 class Engine:
@@ -53,11 +54,13 @@ class Engine:
         availability: NodeAvailability | None = None,
         presence: AgentPresence | None = None,
         analysis: WaveChecks | None = None,
+        wake_resend_after: float = 30.0,
     ) -> None:
         """`availability`: the cluster's view of unavailable nodes, for the disruption bound (none:
         only this run's own nodes count). `presence`: which nodes a live agent serves; given, a node
         no agent serves is not started (in-process engines play the agent themselves). `analysis`:
-        the checks of a rollout's `analysis` between waves (none: a run with one is not gated)."""
+        the checks of a rollout's `analysis` between waves (none: a run with one is not gated).
+        `wake_resend_after`: seconds before a served wake-up nobody claimed is sent again."""
         self.store = store
         self.leases = leases
         self.registry = registry
@@ -65,6 +68,7 @@ class Engine:
         self.surfaces = surfaces
         self.reporter = reporter
         self.heartbeats = Heartbeats(store.redis, ttl_seconds=heartbeat_ttl)
+        self.wakeups = Wakeups(store, resend_after=wake_resend_after)
         self.eager_node_steps = eager_node_steps
         self.reservations = NodeReservations(store.redis)
         self.gate = AdmissionGate(self, availability=availability, presence=presence)
@@ -164,8 +168,9 @@ class Engine:
             self.store.emit(run_id, "wave-started", wave=run.wave + 2, nodes=end - run.wave_end)
 
     def release_run(self, run_id: str) -> None:
-        """A terminal run gives back the nodes it reserved and never reached."""
+        """A terminal run gives back the nodes it reserved and never reached, and drops its wake-ups."""
         self.reservations.release(run_id, self.gate.pool(run_id))
+        self.wakeups.forget_run(run_id)
 
     def _fail_run(self, run_id: str, error: str) -> None:
         self.store.update_run(run_id, error=error)
@@ -247,7 +252,7 @@ class Engine:
         if failure is None and run.status == "aborted":
             failure = "run aborted before this node finished"
         if failure is not None:
-            if not any(cp.status in ("queued", "running", "retrying") for cp in progress.steps.values()):
+            if not any(cp.status in ("queued", "running", "waiting", "retrying") for cp in progress.steps.values()):
                 self.finish_node(run_id, node, "failed", failure)
             return
         node_steps = pipeline.spec.node_steps
@@ -322,6 +327,14 @@ class Engine:
         for node in self.store.admitted_nodes(run_id, run.cursor):
             self.advance_node(run_id, node)
         self.advance_run(run_id)
+
+    # waiting steps (workflows.wakeups)
+    def wake_due(self, now: float | None = None) -> int:
+        """Send the waiting steps whose wake-up is due; the controllers call it every few tenths of a second."""
+        return self.wakeups.serve(self.send, time.time() if now is None else now)
+
+    def next_wake(self) -> float | None:
+        return self.wakeups.next_due()
 
     # dispatch
     @staticmethod

@@ -47,6 +47,31 @@ class NotYetKnown(TransientError):
         self.after = after
 
 
+class NotYet(StepError):
+    """Not done yet: look again in `delay` seconds, under the same attempt (kopf's
+    `TemporaryError(delay=)`, controller-runtime's `RequeueAfter`).
+
+    Raised by a step's `apply` or `poll` once its side effects are made and only waiting
+    is left (pods to terminate, a rollout). The engine releases the worker and wakes the
+    step later (`workflows.wakeups`); it is no failure and no retry. The wait's deadline
+    is the time the attempt first waited plus `timeout`, kept in the checkpoint, so a
+    restart never resets it; a look past it fails the attempt with `expired`, the error
+    the step's timeout raised when it waited in-thread."""
+
+    kind = "waiting"
+
+    def __init__(self, reason: str, *, delay: float, timeout: float, expired: StepError) -> None:
+        super().__init__(reason, evidence=expired.evidence)
+        if not delay > 0 or not timeout > 0:
+            raise ValueError(f"NotYet({reason!r}): delay {delay!r} and timeout {timeout!r} must be > 0")
+        self.reason = reason
+        self.delay = delay
+        self.timeout = timeout
+        self.expired = expired
+        self.changes: list = []
+        """The changes the attempt made before it waited (set by `workflows.runner`)."""
+
+
 class PermanentError(StepError):
     """Will not succeed by retrying (no card, bad parameter, missing firmware)."""
 

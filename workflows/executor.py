@@ -10,6 +10,10 @@ finds the attempt claimed and is dropped, even when the claim's holder died:
 taking a dead holder's step over is the watchdog's, under a new token. A
 redelivery of an attempt that already ended only re-advances the node, in
 case the process died between the checkpoint and the dispatch.
+
+A step that waits for the cluster (`NotYet`) gives its worker back: the attempt
+is stored `waiting` under a fresh token with its wake-up (workflows.wakeups), and
+the delivery a wake-up sends claims it again, under the same attempt number.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from redis.exceptions import RedisError
 
 from workflows import metrics
 from workflows.backoff import delay_for, should_retry
-from workflows.errors import LeaseLost, StepError, TransientError
+from workflows.errors import LeaseLost, NotYet, StepError, TransientError
 from workflows.leases import NodeLeases
 from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
-from workflows.runner import NodeLock, run_step
+from workflows.runner import NodeLock, next_look, run_step
 from workflows.spec import RUN_NODES_FACT, StepSpec
-from workflows.step import StepContext, StepResult
+from workflows.step import StepContext, StepResult, WaitState
 from workflows.storeid import check_store_kept, refuses_work
 
 if TYPE_CHECKING:
@@ -77,7 +81,8 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
         return
     run = store.run(run_id)
     spec = engine.pipeline(run).spec.step(step_id)
-    if run.status == "aborted" and spec.phase != "end":  # end steps are what an aborted run still runs
+    # end steps are what an aborted run still runs; a waiting step finishes as a running one does
+    if run.status == "aborted" and spec.phase != "end" and checkpoint.wait_since is None:
         _write_final(engine, run_id, node, step_id, checkpoint, status="failed",
                      error="run aborted before this step started")
         return
@@ -87,13 +92,17 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
     with structlog.contextvars.bound_contextvars(run_id=run_id, node=node, step=step_id,
                                                  attempt=checkpoint.attempt), \
             engine.heartbeats.beating(run_id, node, step_id, claim, also=renew) as holds_lease:
-        started = checkpoint.model_copy(update={"status": "running", "started_at": time.time(),
-                                                "claim": claim, "claimed_by": _worker()})
-        event = {"kind": "step-started", "node": node, "step": step_id, "attempt": checkpoint.attempt}
+        woken = checkpoint.status == "waiting"  # a woken attempt keeps the time it first started
+        started = checkpoint.model_copy(update={"status": "running", "claim": claim, "claimed_by": _worker(),
+                                                "started_at": checkpoint.started_at if woken else time.time()})
+        event = {"kind": "step-woken" if woken else "step-started", "node": node, "step": step_id,
+                 "attempt": checkpoint.attempt, "look": checkpoint.looks if woken else None}
         if not store.claim(run_id, node, step_id, started, token=token, event=event):
             _drop_duplicate(run_id, node, step_id, store.checkpoint(run_id, node, step_id))
             return
-        log.info("step started")
+        if woken:
+            engine.wakeups.claimed(run_id, node, step_id)
+        log.info("step woken" if woken else "step started")
         if holds_lease is False:
             _on_error(engine, run_id, node, spec, started, _lease_lost(engine, node))
             return
@@ -122,6 +131,8 @@ def _attempt(engine: Engine, run: RunRecord, progress: NodeProgress, spec: StepS
     run_id, step_id = run.id, spec.id
     try:
         result = _converge(engine, run, node, progress, spec)
+    except NotYet as waiting:
+        _on_wait(engine, run_id, node, spec, started, waiting)
     except StepError as exc:
         _on_error(engine, run_id, node, spec, started, exc)
     except RedisError:
@@ -157,13 +168,21 @@ def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodePr
         if not on_cluster:
             hold = partial(_hold_node, ctx_surface, run.id, spec.id)
         guard = NodeLeaseGuard(engine.leases, node, run.id, progress.fence)
-    ctx = StepContext(run_id=run.id, node=node, surface=ctx_surface, facts=facts, dry_run=run.dry_run)
+    ctx = StepContext(run_id=run.id, node=node, surface=ctx_surface, facts=facts, dry_run=run.dry_run,
+                      wait=wait_of(progress.steps.get(spec.id)))
     if run.dry_run:
         ctx.planned = _planned(engine, run, [cluster] if node is None else [cluster, progress])
     if guard is not None:
         ctx.guard = guard
     step = engine.registry.create(spec.type)
     return run_step(step, ctx, pipeline.params_of(spec.id), timeout=spec.timeout, hold=hold)
+
+
+def wait_of(checkpoint: Checkpoint | None) -> WaitState | None:
+    """The wait a woken (or redispatched, or resumed) attempt is in: its deadline is never reset."""
+    if checkpoint is None or checkpoint.wait_since is None or checkpoint.wait_deadline is None:
+        return None
+    return WaitState(checkpoint.wait_since, checkpoint.wait_deadline, checkpoint.looks, tuple(checkpoint.changes))
 
 
 def _hold_node(host: Any, run_id: str, step_id: str, wait: float) -> AbstractContextManager[object]:
@@ -188,18 +207,22 @@ def _facts(progress: NodeProgress, order: list[str]) -> dict:
 
 
 def _on_success(engine: Engine, run_id: str, node: str | None, step_id: str, started: Checkpoint, result: StepResult) -> None:
+    waited = started.wait_since is not None  # its changes were made before it waited: they are kept
     final = started.model_copy(update={
-        "status": result.status,
+        "status": "changed" if waited else result.status,
         "finished_at": time.time(),
         "outputs": result.outputs,
-        "changes": [_compact(c.as_dict()) for c in result.changes],
+        "changes": started.changes + [_compact(c.as_dict()) for c in result.changes] if waited
+        else [_compact(c.as_dict()) for c in result.changes],
+        "wait_reason": None,
+        "wake_at": None,
         "evidence": result.evidence[-EVIDENCE_LIMIT:],
         "error": None,
         "error_kind": None,
         "unknown_after": result.unknown_after,
     })
-    event = {"kind": "step-finished", "node": node, "step": step_id, "status": result.status,
-             "attempt": started.attempt, "changes": len(result.changes), "after": result.unknown_after}
+    event = {"kind": "step-finished", "node": node, "step": step_id, "status": final.status,
+             "attempt": started.attempt, "changes": len(final.changes), "after": result.unknown_after}
     if engine.store.write_checkpoint(run_id, node, step_id, final, expect=started.epoch, event=event):
         _after_step(engine, run_id, node)
     else:
@@ -214,6 +237,29 @@ def _compact(change: dict) -> dict:
         if isinstance(value, str) and len(value) > CHANGE_VALUE_LIMIT:
             change[side] = f"{value[:CHANGE_VALUE_LIMIT // 2]}... ({len(value)} characters)"
     return change
+
+
+def _on_wait(engine: Engine, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint,
+             waiting: NotYet) -> None:
+    """Give the worker back: the attempt waits under a fresh token, its wake-up in Redis; past
+    the wait's deadline it fails as the step's timeout does."""
+    now = time.time()
+    looked = next_look(wait_of(started), waiting, now)
+    if looked is None:
+        _on_error(engine, run_id, node, spec, started, waiting.expired)
+        return
+    wait, wake_at = looked
+    stored = started.model_copy(update={
+        "status": "waiting", "token": new_token(), "claim": None, "claimed_by": None,
+        "changes": started.changes + [_compact(c.as_dict()) for c in waiting.changes],
+        "evidence": waiting.evidence[-EVIDENCE_LIMIT:], "wait_reason": waiting.reason,
+        "wait_since": wait.since, "wait_deadline": wait.deadline, "wake_at": wake_at, "looks": wait.looks,
+    })
+    event = {"kind": "step-waiting", "node": node, "step": spec.id, "attempt": started.attempt,
+             "reason": waiting.reason, "look": wait.looks, "wake_in": round(wake_at - now, 3)}
+    log.info("step waiting", extra={"reason": waiting.reason, "wake_in": round(wake_at - now, 3)})
+    if not engine.wakeups.wait(run_id, node, spec.id, stored, expect=started.epoch, event=event):
+        _superseded(started)
 
 
 def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint, error: StepError) -> None:

@@ -14,7 +14,9 @@ RunStatus = Literal["pending", "running", "paused", "succeeded", "partial", "fai
 within the rollout's failure budget. `failed`: over the budget, a canary or cluster step failed.
 `aborted`: stopped by hand."""
 NodeState = Literal["pending", "running", "succeeded", "failed", "skipped"]
-StepStatus = Literal["queued", "running", "retrying", "ok", "changed", "failed"]
+StepStatus = Literal["queued", "running", "waiting", "retrying", "ok", "changed", "failed"]
+"""`waiting`: the attempt made its changes and waits for the cluster (a drain's pods to go); no
+worker holds it, a wake-up (workflows.wakeups) brings it back under the same attempt."""
 
 TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "partial", "failed", "aborted"})
 DONE_STEP: frozenset[str] = frozenset({"ok", "changed"})
@@ -69,6 +71,16 @@ class Checkpoint(BaseModel):
     epoch. Only that delivery's writes compare equal to it; any other copy of the message is dropped."""
     claimed_by: str | None = None
     """The worker process holding the claim (host and pid), for the log line of a dropped copy."""
+    wait_reason: str | None = None
+    """While the attempt waits: what for ("3 pods to terminate")."""
+    wait_since: float | None = None
+    """When this attempt first waited; kept by every wake-up, redispatch and resume."""
+    wait_deadline: float | None = None
+    """`wait_since` + the step's timeout: a look past it fails the attempt as its timeout does."""
+    wake_at: float | None = None
+    """When the waiting attempt is looked at again."""
+    looks: int = 0
+    """How many times the waiting attempt was woken (a backoff may grow with it)."""
 
     @property
     def epoch(self) -> str:

@@ -98,6 +98,9 @@ def _step_summary(cp: dict[str, Any]) -> dict[str, Any]:
         summary["error"] = cp["error"]
     if cp.get("changes"):
         summary["changes"] = cp["changes"]
+    if cp["status"] == "waiting" and cp.get("wait_reason"):
+        summary["waiting"] = cp["wait_reason"]
+        summary["wait_deadline"] = cp.get("wait_deadline")
     if cp.get("unknown_after"):
         summary["after"] = cp["unknown_after"]
     if cp["status"] == "queued" and cp.get("queued_at"):

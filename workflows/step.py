@@ -61,6 +61,23 @@ class _NoGuard:
         return None
 
 
+@dataclass(frozen=True)
+class WaitState:
+    """A waiting attempt looked at again (see `workflows.errors.NotYet`), from its checkpoint."""
+
+    since: float
+    """When the attempt first waited."""
+    deadline: float
+    """`since` + the step's timeout; the engine fails a look past it with the step's own timeout error."""
+    looks: int = 0
+    """How many times the attempt has waited so far (a backoff may grow with it)."""
+    changes: tuple[dict[str, Any], ...] = ()
+    """The changes the attempt made before it waited (`Change.as_dict`, long values shortened)."""
+
+    def expired(self, now: float) -> bool:
+        return now >= self.deadline
+
+
 @dataclass
 class StepContext:
     """What a step sees of the world for one execution."""
@@ -74,6 +91,8 @@ class StepContext:
     planned: dict[str, str] = field(default_factory=dict)
     """Dry run: step type -> id of the earlier steps of this run (the cluster's and this
     node's) that planned changes; a `NotYetKnown` naming one of them is no failure."""
+    wait: WaitState | None = None
+    """Set when a waiting attempt is woken: the engine calls `poll`, then `verify`, not `apply` again."""
 
 
 ParamsT = TypeVar("ParamsT", bound=StepParams)
@@ -108,6 +127,11 @@ class Step(ABC, Generic[ParamsT, StateT]):
     @abstractmethod
     def apply(self, ctx: StepContext, params: ParamsT, state: StateT, changes: list[Change]) -> None:
         """Make the planned changes."""
+
+    def poll(self, ctx: StepContext, params: ParamsT) -> None:
+        """A woken attempt's look: return once what `apply` waited for holds, raise `NotYet`
+        while it does not. Only a step whose `apply` raises `NotYet` overrides it."""
+        return None
 
     def verify(self, ctx: StepContext, params: ParamsT) -> StateT:
         state = self.observe(ctx, params)

@@ -55,12 +55,12 @@ return 1
 
 # KEYS[1] progress hash, KEYS[2] event stream; ARGV: step field, the delivery's token, claim id,
 # running checkpoint json, then the event's field/value pairs. Moves the attempt to the claim's
-# epoch only while it is still queued or retrying under that token: of two copies of one
-# delivery exactly one wins, and the loser finds the winner's epoch stored.
+# epoch only while it is still queued, retrying or waiting (workflows.wakeups) under that token:
+# of two copies of one delivery exactly one wins, and the loser finds the winner's epoch stored.
 _CLAIM = """
 if redis.call('HGET', KEYS[1], ARGV[1] .. '@token') ~= ARGV[2] then return 0 end
 local status = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1])).status
-if status ~= 'queued' and status ~= 'retrying' then return 0 end
+if status ~= 'queued' and status ~= 'retrying' and status ~= 'waiting' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
 if #ARGV > 4 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 5))
@@ -168,6 +168,14 @@ class CheckpointStore:
 
     def _events_key(self, run_id: str) -> str:
         return f"{run_prefix(run_id)}:events"
+
+    def events_key(self, run_id: str) -> str:
+        return self._events_key(run_id)
+
+    @staticmethod
+    def event_body(fields: dict[str, Any]) -> dict[str, str]:
+        """An event as the stream stores it (for scripts that write one with a checkpoint)."""
+        return _event_body(fields)
 
     # runs
     def create_run(self, record: RunRecord, nodes: list[str]) -> None:
@@ -329,7 +337,7 @@ class CheckpointStore:
         event: dict[str, Any] | None = None,
     ) -> bool:
         """Claim the attempt delivered under `token`: store `running` (which carries a fresh
-        claim id) only if the step is still queued or retrying under `token`. True for exactly
+        claim id) only if the step is still queued, retrying or waiting under `token`. True for exactly
         one caller per token; every later write of the attempt compares on the claim id."""
         if not running.claim:
             raise ValueError(f"claim of {step_id}: the running checkpoint carries no claim id")

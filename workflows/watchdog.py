@@ -6,8 +6,9 @@ longer than `lost_after` (its message lost) likewise; a node waiting for
 another run's lease tries again, or fails past `conflict_timeout`; a node
 past the rollout's `node_timeout` fails with a timeout error; and the run and
 its nodes are advanced, in case a controller died between a checkpoint and
-the dispatch that should have followed it. Any number of controllers may run
-it: every change is a compare-and-set.
+the dispatch that should have followed it. The lease of a node whose step
+waits for the cluster (workflows.wakeups) is renewed here: no heartbeat does.
+Any number of controllers may run it: every change is a compare-and-set.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def _check_run(engine: Engine, run: RunRecord, *, lost_after: float, now: float)
                 # it took the node's lease
                 actions[engine.retry_blocked(run, owner, progress)] += 1
                 continue
+            if any(cp.status == "waiting" for cp in progress.steps.values()):
+                # no heartbeat renews the lease of a node whose step waits for the cluster: this does
+                engine.leases.renew(owner, run.id, progress.fence)
             # a successor lost between a step's checkpoint and its dispatch is dispatched now
             engine.advance_node(run.id, owner)
         actions += _check_steps(engine, run.id, owner, progress, lost_after=lost_after, now=now)
@@ -86,7 +90,8 @@ def lost_reason(engine: Engine, run_id: str, owner: str | None, step_id: str, ch
     Running with a dead heartbeat: its worker died (`lease-expired`). Queued for longer
     than `lost_after`, or retrying `lost_after` past its retry time: its message was lost
     (`queue-lost`). A running step with a live heartbeat, or a message that may still be
-    in its queue, is left alone: sending it again would run it twice at once."""
+    in its queue, is left alone: sending it again would run it twice at once. A waiting step
+    is never lost: its wake-up is in Redis (workflows.wakeups), served by every controller."""
     if checkpoint.status == "running":
         return None if engine.heartbeats.alive(run_id, owner, step_id, checkpoint.epoch) else "lease-expired"
     if checkpoint.status == "queued" and now - (checkpoint.queued_at or now) > lost_after:

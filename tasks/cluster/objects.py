@@ -1,7 +1,8 @@
 """The shape shared by cluster steps that own a set of objects (device plugin,
 Multus, NetworkAttachmentDefinition): observe the live objects, plan a
 server-side apply for each one whose declared fields differ, apply, then wait
-until the DaemonSets are rolled out and the CRDs established.
+until the DaemonSets are rolled out and the CRDs established: looked at again
+every `poll_interval` by the engine (`NotYet`), no controller thread held.
 
 A converged cluster costs GET requests only: nothing is applied when every
 field the step declares already holds its value.
@@ -19,8 +20,7 @@ from pydantic import Field
 
 from tasks.cluster.converge import Difference, differences, summary
 from tasks.cluster.surface import ClusterSurface, Manifest, Rollout, crd_established
-from tasks.corigine.wait import wait_until
-from workflows.errors import StepTimeout
+from workflows.errors import NotYet, StepTimeout
 from workflows.step import Change, Step, StepContext, StepParams
 
 IMAGE = (r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
@@ -118,12 +118,16 @@ class ApplyObjectsStep(Step[P, ObjectsState]):
         for obj in state.objects:
             if not obj.converged:
                 ctx.surface.apply(obj.desired, force=params.force)
-        last, done = wait_until(lambda: self.observe(ctx, params), lambda s: s.converged,
-                                timeout=params.rollout_timeout, interval=params.poll_interval)
-        if not done:
-            pending = [w for w in last.waiting] + [f"{ref(o.desired)} differs" for o in last.objects if not o.converged]
-            raise StepTimeout(f"not rolled out within {params.rollout_timeout:g}s: {'; '.join(pending)}",
+        self.poll(ctx, params)
+
+    def poll(self, ctx: StepContext, params: P) -> None:
+        last = self.observe(ctx, params)
+        if last.converged:
+            return
+        pending = [w for w in last.waiting] + [f"{ref(o.desired)} differs" for o in last.objects if not o.converged]
+        timeout = StepTimeout(f"not rolled out within {params.rollout_timeout:g}s: {'; '.join(pending)}",
                               evidence=self.evidence(last))
+        raise NotYet("; ".join(pending), delay=params.poll_interval, timeout=params.rollout_timeout, expired=timeout)
 
     def evidence(self, state: ObjectsState) -> str:
         lines = []

@@ -34,8 +34,7 @@ from tasks.cluster.sriovdp_adopt import CONFIG_HASH, Plugin, config_patch
 from tasks.cluster.steps_drain import FACT_NAME, node_of
 from tasks.cluster.steps_sriovdp import config_hash
 from tasks.cluster.surface import DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, NodeView, PodView
-from tasks.corigine.wait import wait_until
-from workflows.errors import NotYetKnown, PermanentError, StepTimeout, TransientError
+from workflows.errors import NotYet, NotYetKnown, PermanentError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
 DEFAULT_NAMESPACE = "kube-system"
@@ -187,15 +186,22 @@ class RestartDevicePlugin(Step[RestartDpParams, AllocatableState]):
             _write_config(ctx.surface, target.plugin, state.config, state.new_config)
         for pod in state.plugin_pods:
             ctx.surface.delete_pod(pod.namespace, pod.name)
-        last, done = wait_until(lambda: self.observe(ctx, params), lambda s: s.converged or s.new_config is not None,
-                                timeout=params.timeout, interval=params.poll_interval)
+        self.poll(ctx, params)
+
+    def poll(self, ctx: StepContext, params: RestartDpParams) -> None:
+        """The restarted plugin pods registered the node's VFs: allocatable is as expected."""
+        last = self.observe(ctx, params)
         if last.new_config is not None:
-            raise TransientError(f"the SR-IOV device plugin's ConfigMap changed while node {state.node.name} "
+            raise TransientError(f"the SR-IOV device plugin's ConfigMap changed while node {last.node.name} "
                                  "widened it: another writer raced this one", evidence=self.evidence(last))
-        if not done:
-            raise StepTimeout(f"node {state.node.name} allocatable {target.resource} is {last.allocatable}, not "
-                              f"{state.expected}, {params.timeout:g}s after restarting its device plugin pod",
+        if last.converged:
+            return
+        resource = target_of(ctx, params).resource
+        timeout = StepTimeout(f"node {last.node.name} allocatable {resource} is {last.allocatable}, not "
+                              f"{last.expected}, {params.timeout:g}s after restarting its device plugin pod",
                               evidence=self.evidence(last))
+        raise NotYet(f"allocatable {resource} is {last.allocatable}, waiting for {last.expected}",
+                     delay=params.poll_interval, timeout=params.timeout, expired=timeout)
 
     def outputs(self, state: AllocatableState, params: RestartDpParams) -> dict[str, Any]:
         return {"allocatable_vfs": state.allocatable}

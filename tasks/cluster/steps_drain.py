@@ -9,7 +9,9 @@ cordons (in the same patch it writes `nicflow.io/cordoned-by`, so a node an
 operator had cordoned is told apart and stays cordoned at the end), then
 evicts through the Eviction API, which honours PodDisruptionBudgets: a 429 is
 retried with backoff until `drain_timeout`, then the step fails naming the
-pod that blocked. DaemonSet pods (they would come back at once), mirror pods,
+pod that blocked. Between two rounds the step holds no controller thread: it
+says when to look again (`NotYet`) and the engine wakes it, the drain's
+deadline kept from its first wait. DaemonSet pods (they would come back at once), mirror pods,
 finished pods and nicflow's own agent are never evicted. Pods no controller
 would recreate are refused unless `evict_unmanaged`.
 
@@ -23,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, cordoned_by_nicflow, mark_node
 from tasks.cluster.surface import AGENT_LABELS, ClusterSurface, EvictionBlocked, NodeView, PodView, check_each, check_name
-from workflows.errors import PermanentError, StepTimeout, TransientError
+from workflows.errors import NotYet, PermanentError, StepError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
 FACT_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
@@ -120,45 +121,65 @@ class CordonDrain(Step[CordonDrainParams, DrainState]):
         return changes
 
     def apply(self, ctx: StepContext, params: CordonDrainParams, state: DrainState, changes: list[Change]) -> None:
-        surface, deadline = ctx.surface, time.monotonic() + params.drain_timeout
+        surface = ctx.surface
         if not state.node.unschedulable:
             mark_node(surface, state.node, "cordoned", ctx.run_id, unschedulable=True,
                       annotations={CORDONED_BY: ctx.run_id, ON_FAILURE: params.on_failure})
         mark_node(surface, node_of(ctx), "draining", ctx.run_id)
-        # Listed again each round, as kubectl drain does: a pod scheduled here just before
-        # the cordon (an eviction elsewhere rescheduled it) must be evicted too.
-        while True:
-            current = drain_state(surface, state.node, True, state.because)
+        self._round(ctx, params, state.because)
+
+    def poll(self, ctx: StepContext, params: CordonDrainParams) -> None:
+        self._round(ctx, params, [f for f in params.when_any if ctx.facts.get(f)])
+
+    def _round(self, ctx: StepContext, params: CordonDrainParams, because: list[str]) -> None:
+        """Done once nothing is left to evict or terminating; else evict and look again later
+        (as kubectl drain waits for the evicted pods to be deleted). Listed again each round,
+        as kubectl drain does: a pod scheduled here just before the cordon (an eviction
+        elsewhere rescheduled it) must be evicted too."""
+        node = node_of(ctx)
+        current = drain_state(ctx.surface, node, True, because)
+        if not current.evictable and not current.terminating:
+            mark_node(ctx.surface, node_of(ctx), "configuring", ctx.run_id)
+            return
+        blocked = None
+        for pod in current.evictable:  # an evicted pod terminates over its grace period: listed next round
+            blocked = self._evict(ctx, pod) or blocked
+        if ctx.wait is not None and ctx.wait.expired(time.time()):  # the look at the deadline: the last one
+            current = drain_state(ctx.surface, node, True, because)
             if not current.evictable and not current.terminating:
-                break
-            if time.monotonic() > deadline:
-                left = ", ".join(p.ref for p in current.evictable + current.terminating)
-                raise StepTimeout(f"node {state.node.name} not drained within {params.drain_timeout:g}s: "
-                                  f"still running {left}")
-            for pod in current.evictable:
-                self._evict(ctx, pod, params, deadline, state.node.name)
-            time.sleep(params.poll_interval)
-        mark_node(surface, node_of(ctx), "configuring", ctx.run_id)
+                mark_node(ctx.surface, node_of(ctx), "configuring", ctx.run_id)
+                return
+            raise self._timed_out(node.name, current, params, blocked)
+        failure = self._timed_out(node.name, current, params, blocked)
+        looks = ctx.wait.looks if ctx.wait is not None else 0
+        delay = min(params.eviction_backoff * 2 ** looks, params.eviction_backoff_max) if blocked \
+            else params.poll_interval
+        left = len(current.evictable) + len(current.terminating)
+        reason = f"pod {blocked.pod} held by a PodDisruptionBudget (429), {left} pod(s) left" if blocked \
+            else f"waiting for {left} pod(s) to terminate"
+        raise NotYet(reason, delay=delay, timeout=params.drain_timeout, expired=failure)
 
     @staticmethod
-    def _evict(ctx: StepContext, pod: PodView, params: CordonDrainParams, deadline: float, node: str) -> None:
-        def attempt() -> None:
-            # checked before every attempt: a PodDisruptionBudget can hold a drain for minutes,
-            # during which the node's lease (or the whole store) may be lost
-            ctx.guard.check()
-            ctx.surface.evict(pod.namespace, pod.name)
+    def _timed_out(node: str, current: DrainState, params: CordonDrainParams,
+                   blocked: EvictionBlocked | None) -> StepError:
+        """The error of a drain past `drain_timeout`: the pod a budget held, else the pods still there."""
+        if blocked is not None:
+            return TransientError(f"drain of node {node} gave up after {params.drain_timeout:g}s: "
+                                  f"{blocked.message}; pod {blocked.pod} blocked it")
+        left = ", ".join(p.ref for p in current.evictable + current.terminating)
+        return StepTimeout(f"node {node} not drained within {params.drain_timeout:g}s: still running {left}")
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(EvictionBlocked),
-            stop=stop_after_delay(max(deadline - time.monotonic(), 0.0)),
-            wait=wait_exponential(multiplier=params.eviction_backoff, max=params.eviction_backoff_max),
-            reraise=True,
-        )
+    @staticmethod
+    def _evict(ctx: StepContext, pod: PodView) -> EvictionBlocked | None:
+        """One eviction; the PodDisruptionBudget's refusal (429) is returned, to retry next round."""
+        # checked before every eviction: a PodDisruptionBudget can hold a drain for minutes,
+        # during which the node's lease (or the whole store) may be lost
+        ctx.guard.check()
         try:
-            retrying(attempt)
+            ctx.surface.evict(pod.namespace, pod.name)
         except EvictionBlocked as exc:
-            raise TransientError(f"drain of node {node} gave up after {params.drain_timeout:g}s: {exc.message}; "
-                                 f"pod {exc.pod} blocked it") from None
+            return exc
+        return None
 
     def outputs(self, state: DrainState, params: CordonDrainParams) -> dict[str, Any]:
         return {"already_cordoned": state.already_cordoned, "cordoned_by_nicflow": cordoned_by_nicflow(state.node),

@@ -39,8 +39,7 @@ from tasks.cluster.steps_ovsovn import (
     DURING_RUN, on_delete_patch, outdated_ovs_pods, recorded_strategy, strategy_of,
 )
 from tasks.cluster.surface import DNS1123_LABEL, Manifest, PodView, Rollout
-from tasks.corigine.wait import wait_until
-from workflows.errors import PermanentError, StepTimeout, TransientError
+from workflows.errors import NotYet, PermanentError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
 _IFACE_TERM = r"[A-Za-z0-9_.:*+?^|()\[\]-]{1,255}\$?"
@@ -212,7 +211,7 @@ class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
             self._install(ctx, params)
         else:
             self._patch(ctx, params, state, changes)
-        self._wait(ctx, params)
+        self.poll(ctx, params)
 
     def _install(self, ctx: StepContext, params: KubeOvnParams) -> None:
         script, source = fetch_script(url=params.install_url, file=params.install_file, timeout=params.download_timeout)
@@ -239,15 +238,16 @@ class KubeOvn(Step[KubeOvnParams, KubeOvnState]):
             body = template_patch([flag_patch(state.objects[CNI[1]] or {}, CNI[2], "--iface", params.iface)])
             surface.patch("apps/v1", CNI[0], CNI[1], ns, body)
 
-    def _wait(self, ctx: StepContext, params: KubeOvnParams) -> None:
-        """The rollouts the DaemonSet and Deployment controllers do; ovs-ovn's, OnDelete, is per node."""
-        last, done = wait_until(lambda: self.observe(ctx, params),
-                                lambda s: s.installed and all(r.done for r in s.rollouts if not r.on_delete),
-                                timeout=params.rollout_timeout, interval=params.poll_interval)
-        if not done:
-            pending = "; ".join(r.describe() for r in last.rollouts if not r.done and not r.on_delete) \
-                or "Kube-OVN objects missing"
-            raise StepTimeout(f"Kube-OVN not rolled out within {params.rollout_timeout:g}s: {pending}")
+    def poll(self, ctx: StepContext, params: KubeOvnParams) -> None:
+        """The rollouts the DaemonSet and Deployment controllers do; ovs-ovn's, OnDelete, is per node.
+        Looked at again every `poll_interval` by the engine, no controller thread held."""
+        last = self.observe(ctx, params)
+        if last.installed and all(r.done for r in last.rollouts if not r.on_delete):
+            return
+        pending = "; ".join(r.describe() for r in last.rollouts if not r.done and not r.on_delete) \
+            or "Kube-OVN objects missing"
+        timeout = StepTimeout(f"Kube-OVN not rolled out within {params.rollout_timeout:g}s: {pending}")
+        raise NotYet(pending, delay=params.poll_interval, timeout=params.rollout_timeout, expired=timeout)
 
     def outputs(self, state: KubeOvnState, params: KubeOvnParams) -> dict[str, Any]:
         original = state.ovs_original or state.ovs_strategy

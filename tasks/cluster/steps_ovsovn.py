@@ -43,8 +43,7 @@ from pydantic import Field
 
 from tasks.cluster.steps_drain import FACT_NAME, node_of
 from tasks.cluster.surface import DNS1123_LABEL, DNS1123_SUBDOMAIN, ClusterSurface, Manifest, PodView
-from tasks.corigine.wait import wait_until
-from workflows.errors import PermanentError, StepTimeout, TransientError
+from workflows.errors import NotYet, PermanentError, StepTimeout, TransientError
 from workflows.spec import RUN_NODES_FACT
 from workflows.step import Change, Step, StepContext, StepParams
 
@@ -212,14 +211,24 @@ class RestartOvsOvn(Step[RestartOvsOvnParams, OvsOvnNodeState]):
         assert state.pod is not None  # plan() made sure
         ctx.guard.check()
         ctx.surface.delete_pod(state.pod.namespace, state.pod.name)
-        old = state.pod.name
-        last, done = wait_until(lambda: self.observe(ctx, params),
-                                lambda s: s.pod is not None and s.pod.name != old and s.pod.ready and not s.outdated,
-                                timeout=params.timeout, interval=params.poll_interval)
-        if not done:
-            raise StepTimeout(f"ovs-ovn on node {state.node} did not come back Ready on template generation "
-                              f"{state.generation} within {params.timeout:g}s after deleting {state.pod.ref}",
+        self._back(ctx, params, deleted=state.pod.ref)
+
+    def poll(self, ctx: StepContext, params: RestartOvsOvnParams) -> None:
+        made = ctx.wait.changes if ctx.wait is not None else ()
+        deleted = next((str(c["target"]).removeprefix("pod/") for c in made if c.get("action") == "restart"), "")
+        self._back(ctx, params, deleted=deleted)
+
+    def _back(self, ctx: StepContext, params: RestartOvsOvnParams, *, deleted: str) -> None:
+        """The node's ovs-ovn pod is a new one, Ready, on the DaemonSet's template; looked at
+        again every `poll_interval` by the engine, no controller thread held."""
+        last = self.observe(ctx, params)
+        if last.pod is not None and last.pod.ref != deleted and last.pod.ready and not last.outdated:
+            return
+        timeout = StepTimeout(f"ovs-ovn on node {last.node} did not come back Ready on template generation "
+                              f"{last.generation} within {params.timeout:g}s after deleting {deleted}",
                               evidence=last.describe() + "\n")
+        raise NotYet(f"ovs-ovn on node {last.node} to come back Ready after deleting {deleted}",
+                     delay=params.poll_interval, timeout=params.timeout, expired=timeout)
 
     def outputs(self, state: OvsOvnNodeState, params: RestartOvsOvnParams) -> dict[str, Any]:
         return {"ovs_ovn_pod": state.pod.name if state.pod else None}

@@ -18,7 +18,8 @@ Interface external_ids:iface-id=...` in the ovs-ovn pod; only when that finds
 none does the step take the representor create-vfs listed for the probe's VF
 (Multus's network-status annotation names the VF), and it says so. At least
 `min_offloaded_flows` must carry `offloaded:yes, dp:tc`. Both pods are
-deleted whatever the outcome. Not proven is transient: the retry policy gives
+deleted whatever the outcome. While they start the step holds no controller
+thread: it says when to look again (`NotYet`) and the engine wakes it. Not proven is transient: the retry policy gives
 the datapath time.
 
 With `traffic_probe: false` (clusters that forbid probe pods) the step proves
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +46,7 @@ from tasks.cluster.steps_multus import NAD_GROUP, RESOURCE_ANNOTATION
 from tasks.cluster.surface import DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, Manifest, NodeView, PodView
 from tasks.corigine.flows import FlowReport, parse_flows
 from tasks.corigine.names import IFNAME, check_pci
-from tasks.corigine.wait import wait_until
-from workflows.errors import PermanentError, TransientError
+from workflows.errors import NotYet, PermanentError, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
 DUMP = ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"]
@@ -120,6 +121,16 @@ class Probe:
     @property
     def ports(self) -> list[str]:
         return [port for side in self.sides for port in side.ports]
+
+
+@dataclass(frozen=True)
+class ProbeSetup:
+    """Where the probe pods go: their network, the VF resource they request, Kube-OVN's provider."""
+
+    network: str
+    resource: str
+    provider: str | None
+    names: list[str]
 
 
 @dataclass(frozen=True)
@@ -214,28 +225,43 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
         if any(c.action == "label" for c in changes):
             mark_node(ctx.surface, state.node, "verifying", ctx.run_id)
         if params.traffic_probe:
-            self._probed = self._probe(ctx, params, state)
+            if state.pod is None:  # no ovs-ovn pod to dump the flows in: no probe pod is started
+                raise TransientError(f"no running ovs-ovn pod on node {state.node.name} ({params.namespace}, "
+                                     f"labels {params.selector})")
+            setup = self._setup(ctx, params, state.node.name)
+            for name in setup.names:
+                ctx.surface.apply(self._probe_pod(params, state.node.name, name, setup.network, setup.resource))
+            self._probed = self._probe(ctx, params, state.node, setup)
+
+    def poll(self, ctx: StepContext, params: VerifyClusterParams) -> None:
+        node = node_of(ctx)
+        self._probed = self._probe(ctx, params, node, self._setup(ctx, params, node.name))
 
     def verify(self, ctx: StepContext, params: VerifyClusterParams) -> VerifyClusterState:
         state = self._probed or self.observe(ctx, params)
         self.judge(state, params)
         return state
 
-    def _probe(self, ctx: StepContext, params: VerifyClusterParams, state: VerifyClusterState) -> VerifyClusterState:
-        surface, node, ovs = ctx.surface, state.node, state.pod
-        if ovs is None:  # no ovs-ovn pod to dump the flows in: no probe pod is started
-            raise TransientError(f"no running ovs-ovn pod on node {node.name} ({params.namespace}, "
-                                 f"labels {params.selector})")
+    @staticmethod
+    def _setup(ctx: StepContext, params: VerifyClusterParams, node: str) -> ProbeSetup:
         network = params.network or str(ctx.facts.get("network") or "default/default")
-        nad = network_attachment(surface, network)
-        resource, provider = nad_resource(nad, network, params.resource), nad_provider(nad, network)
-        suffix = hashlib.sha256(f"{ctx.run_id}/{node.name}".encode()).hexdigest()[:10]
-        names = [f"{PROBE_PREFIX}{suffix}-{side}" for side in "ab"]
+        nad = network_attachment(ctx.surface, network)
+        suffix = hashlib.sha256(f"{ctx.run_id}/{node}".encode()).hexdigest()[:10]
+        return ProbeSetup(network, nad_resource(nad, network, params.resource), nad_provider(nad, network),
+                          [f"{PROBE_PREFIX}{suffix}-{side}" for side in "ab"])
+
+    def _probe(self, ctx: StepContext, params: VerifyClusterParams, node: NodeView,
+               setup: ProbeSetup) -> VerifyClusterState:
+        """Once both probe pods run: their ports, the ping, the dump while its flows are there;
+        the pods are deleted after, whatever the outcome. Not running yet: look again later."""
+        surface, names = ctx.surface, setup.names
         try:
-            for name in names:
-                surface.apply(self._probe_pod(params, node.name, name, network, resource))
-            pods = self._wait_running(surface, params, node.name, names)
-            sides = [self._port_of(ctx, params, ovs, name, _probe_vf(pod, network), provider)
+            ovs = ovs_pod(surface, params, node.name)
+            if ovs is None:
+                raise TransientError(f"no running ovs-ovn pod on node {node.name} ({params.namespace}, "
+                                     f"labels {params.selector})")
+            pods = self._running_pods(ctx, params, node.name, names)
+            sides = [self._port_of(ctx, params, ovs, name, _probe_vf(pod, setup.network), setup.provider)
                      for name, pod in zip(names, pods, strict=True)]
             target = str(pods[1]["status"]["podIP"])
             argv = ["ping", "-c", str(params.ping_count), "-W", "2", target]
@@ -244,15 +270,24 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
                      f"{ping.stdout}{ping.stderr}")
             probe = Probe(sides, shown)
             if ping.returncode != 0:
-                raise TransientError(f"probe pods on node {node.name} cannot reach each other over {network}",
+                raise TransientError(f"probe pods on node {node.name} cannot reach each other over {setup.network}",
                                      evidence=shown)
             dump = surface.exec(ovs.namespace, ovs.name, params.container, DUMP,
                                 timeout=params.exec_timeout)  # while the probe's flows are in the datapath
-            return VerifyClusterState(node, ovs, dump.returncode, dump.stdout, dump.stderr,
-                                      parse_flows(probe_flows(dump.stdout, probe.ports)), probe)
-        finally:
-            for name in names:
-                surface.delete_pod(params.probe_namespace, name)
+            finished = VerifyClusterState(node, ovs, dump.returncode, dump.stdout, dump.stderr,
+                                          parse_flows(probe_flows(dump.stdout, probe.ports)), probe)
+        except NotYet:
+            raise  # the pods stay: the next look finds them running
+        except BaseException:
+            self._delete(ctx, params, names)
+            raise
+        self._delete(ctx, params, names)
+        return finished
+
+    @staticmethod
+    def _delete(ctx: StepContext, params: VerifyClusterParams, names: list[str]) -> None:
+        for name in names:
+            ctx.surface.delete_pod(params.probe_namespace, name)
 
     @staticmethod
     def _port_of(ctx: StepContext, params: VerifyClusterParams, ovs: PodView, name: str, vf: str,
@@ -282,23 +317,25 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
         return ProbePort(pod, vf, (port,), f"{why}: port {port} is VF {vf}'s representor in create-vfs's facts\n")
 
     @staticmethod
-    def _wait_running(surface: ClusterSurface, params: VerifyClusterParams, node: str,
-                      names: list[str]) -> list[Manifest]:
-        last, settled = wait_until(lambda: [surface.get("v1", "Pod", n, params.probe_namespace) for n in names],
-                                   lambda found: all(_running(p) for p in found) or any(_failed(p) for p in found),
-                                   timeout=params.probe_timeout, interval=params.poll_interval)
-        failed = [(n, p) for n, p in zip(names, last, strict=True) if _failed(p)]
+    def _running_pods(ctx: StepContext, params: VerifyClusterParams, node: str, names: list[str]) -> list[Manifest]:
+        """Both probe pods, once they run; `NotYet` before, until `probe_timeout` from the first look."""
+        found = [ctx.surface.get("v1", "Pod", n, params.probe_namespace) for n in names]
+        failed = [(n, p) for n, p in zip(names, found, strict=True) if _failed(p)]
         if failed:
             name, pod = failed[0]
             status = (pod or {}).get("status") or {}
             raise TransientError(f"probe pod {params.probe_namespace}/{name} on node {node} failed: "
                                  f"{status.get('reason', 'Failed')}: {status.get('message', '')}")
-        if not settled:
-            phases = ", ".join(f"{n}: {((p or {}).get('status') or {}).get('phase', 'absent')}"
-                               for n, p in zip(names, last, strict=True))
-            raise TransientError(f"probe pods on node {node} did not run within {params.probe_timeout:g}s "
+        if all(_running(p) for p in found):
+            return [p for p in found if p is not None]
+        phases = ", ".join(f"{n}: {((p or {}).get('status') or {}).get('phase', 'absent')}"
+                           for n, p in zip(names, found, strict=True))
+        timeout = TransientError(f"probe pods on node {node} did not run within {params.probe_timeout:g}s "
                                  f"({phases}); does the node have a free VF?")
-        return [p for p in last if p is not None]
+        if ctx.wait is not None and ctx.wait.expired(time.time()):
+            raise timeout  # the last look: the pods are deleted on the way out
+        raise NotYet(f"probe pods on node {node} to run ({phases})", delay=params.poll_interval,
+                     timeout=params.probe_timeout, expired=timeout)
 
     def _probe_pod(self, params: VerifyClusterParams, node: str, name: str, network: str, resource: str) -> Manifest:
         vf = {resource: "1"}
