@@ -106,7 +106,7 @@ def make_engine(url: str | None = None, *, served: ServedNodes | None = None) ->
     redis = redis_client(url)
     use_broker(url)  # type: ignore[arg-type]  # redis_client refused a missing url already
     surfaces = FleetSurfaces(served if served is not None else _process_served)
-    store = CheckpointStore(redis)
+    store = CheckpointStore(redis, evidence_ttl=get_settings().evidence_ttl)
     return Engine(
         store=store,
         leases=NodeLeases(redis, ttl_seconds=get_settings().lease_ttl),

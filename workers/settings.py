@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     """Seconds a step may sit queued before the watchdog sends it again."""
     agent_presence_ttl: float = Field(15.0, ge=0.5, le=3600)
     """Seconds an agent's word that it serves a node lasts; it repeats it every third of that."""
+    evidence_ttl: int = Field(7 * 86400, ge=60, le=366 * 86400)
+    """Seconds a node's step evidence (the command output each step judged by) is kept after
+    its last write; the checkpoints themselves stay."""
     agent_concurrency: int = Field(8, ge=1, le=256)
     controller_concurrency: int = Field(32, ge=1, le=256)
     """Threads of a controller. Node lifecycle steps (drain, device plugin restart, the
