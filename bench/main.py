@@ -10,13 +10,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.fleetrun import Controllers
 from bench.makespan import measure_makespan
 from bench.overhead import measure_overhead
 from bench.scale import measure_scale
 
 
 def run_benchmarks(*, nodes: int, scale_nodes: int, makespan_nodes: int, window: int, pipeline: str,
-                   as_json: bool, console: Console) -> dict[str, Any]:
+                   as_json: bool, console: Console, controllers: Controllers | None = None,
+                   with_profile: bool = False) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="nicflow-bench-"))
     results: dict[str, Any] = {}
     if nodes:
@@ -25,7 +27,8 @@ def run_benchmarks(*, nodes: int, scale_nodes: int, makespan_nodes: int, window:
         results["scale"] = measure_scale(workdir / "scale", nodes=scale_nodes, pipeline=pipeline)
     if makespan_nodes:
         results["makespan"] = measure_makespan(workdir / "makespan", nodes=makespan_nodes, window=window,
-                                               pipeline=pipeline, latency=0.01, jitter=0.5)
+                                               pipeline=pipeline, latency=0.01, jitter=0.5,
+                                               controllers=controllers, with_profile=with_profile)
     if as_json:
         print(json.dumps(results, indent=1))
     else:

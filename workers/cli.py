@@ -403,15 +403,20 @@ def bench(
     window: Annotated[int, typer.Option(min=1, max=500)] = 20,
     pipeline: str = "corigine-offload",
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    controllers: Annotated[int, typer.Option(min=1, max=8, help="Makespan: controller processes.")] = 1,
+    controller_threads: Annotated[int, typer.Option(min=1, max=256, help="Makespan: threads of each.")] = 32,
+    profile: Annotated[bool, typer.Option("--profile", help="Makespan: where a node's time goes, per step.")] = False,
 ) -> None:
     """Measure the engine on real workers and a real Redis: overhead against plain Celery,
-    memory and status latency at scale, rollout makespan against the ideal."""
+    memory and status latency at scale, rollout makespan against pure work."""
     from workers.targets import pipeline_path
+    from bench.fleetrun import Controllers
     from bench.main import run_benchmarks
 
     pipeline_path(pipeline)
     run_benchmarks(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
-                   pipeline=pipeline, as_json=as_json, console=console)
+                   pipeline=pipeline, as_json=as_json, console=console,
+                   controllers=Controllers(controllers, controller_threads), with_profile=profile)
 
 
 # --- api: the HTTP service (workers/api) --------------------------------------------------------
