@@ -19,11 +19,11 @@ from redis.exceptions import RedisError
 from rich.console import Console
 
 from workers.redisconn import NoRedisConfigured
-from workers.settings import get_settings
 from workflows.errors import PipelineError, RunError
-from workflows.records import check_run_id
+from workflows.ids import check_run_id
 
 if TYPE_CHECKING:
+    from workers.settings import Settings
     from workflows.control import AbortResult
     from workflows.engine import Engine
 
@@ -34,6 +34,14 @@ def make_engine() -> Engine:
     from workers.runtime import make_engine as build
 
     return build()
+
+
+def get_settings() -> Settings:
+    """The settings (pydantic-settings), loaded by the commands that use them: not by `status`."""
+    from workers.settings import get_settings as load
+
+    return load()
+
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet.")
@@ -158,13 +166,13 @@ def check_flows(
 @cli.command()
 def status(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """A run's state, per node and step; exits with the outcome of a finished run (0, 2 partial, 1)."""
-    from workers.redisconn import redis_client
+    from workers.redisconn import env_redis_url, redis_client
     from workflows.status import status_of
     from workflows.store import CheckpointStore
 
-    # Only the store: `status --json` is polled by scripts and must start fast.
+    # Only the store, no settings, no models: `status --json` is polled by scripts and must start fast.
     with _errors_exit(ERROR_EXIT):
-        report = status_of(CheckpointStore(redis_client()), _run_id(run_id))
+        report = status_of(CheckpointStore(redis_client(env_redis_url())), _run_id(run_id))
     if as_json:
         print(json.dumps(report))
     else:

@@ -9,11 +9,13 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.redisconn import REDIS_URL_VARS, redis_py_url  # noqa: F401 - redis_py_url: its old home
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NICFLOW_", extra="ignore")
 
-    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "NICFLOW_REDIS_URL"))
+    redis_url: str | None = Field(None, validation_alias=AliasChoices(*REDIS_URL_VARS))
     """Broker and store. Unset: `nicflow demo` starts an embedded Redis."""
     visibility_timeout: int = Field(7200, ge=60, le=7 * 86400)
     """Seconds before Redis redelivers an unacknowledged step; must exceed every step timeout."""
@@ -44,9 +46,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     return Settings()
 
-
-def redis_py_url(url: str) -> str:
-    """Celery spells a unix socket `redis+socket:///path`; redis-py spells it `unix:///path`."""
-    if url.startswith("redis+socket://"):
-        return "unix://" + url.removeprefix("redis+socket://")
-    return url

@@ -16,12 +16,16 @@ import secrets
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
 from workflows.errors import RunError
-from workflows.records import Checkpoint, NodeProgress, RunRecord
+
+if TYPE_CHECKING:
+    from workflows.records import Checkpoint, NodeProgress, RunRecord
+# The record models (pydantic) load on the first decode, not with the store: `nicflow status`
+# reads raw hashes only and starts faster without them.
 
 RUNS_INDEX = "nicflow:runs"
 CLUSTER = "_cluster"
@@ -253,10 +257,14 @@ class CheckpointStore:
             self.redis.hdel(key, "waiting_for")
 
     def run(self, run_id: str) -> RunRecord:
+        return _decode_record(self.raw_run(run_id))
+
+    def raw_run(self, run_id: str) -> dict[str, str]:
+        """The run's hash as text, undecoded (see `run`)."""
         raw = self.redis.hgetall(self._run_key(run_id))
         if not raw:
             raise RunError(f"no run {run_id!r} in this Redis (see `nicflow runs`)")
-        return _decode_record(raw)
+        return {_s(k): _s(v) for k, v in raw.items()}
 
     def spec(self, run_id: str) -> dict[str, Any]:
         raw = self.redis.get(f"{run_prefix(run_id)}:spec")
@@ -419,8 +427,10 @@ def _encode_record(record: RunRecord) -> dict[str, str | int | float]:
     return {k: _encode_value(k, v) for k, v in record.model_dump(exclude={"spec"}).items()}
 
 
-def _decode_record(raw: dict[bytes, bytes]) -> RunRecord:
-    fields: dict[str, Any] = {_s(k): _s(v) for k, v in raw.items()}
+def _decode_record(raw: dict[str, str]) -> RunRecord:
+    from workflows.records import RunRecord
+
+    fields: dict[str, Any] = dict(raw)
     for key in _RECORD_JSON:
         fields[key] = json.loads(fields.get(key) or "{}")
     fields["dry_run"] = fields.get("dry_run") == "1"
@@ -430,6 +440,8 @@ def _decode_record(raw: dict[bytes, bytes]) -> RunRecord:
 
 
 def _decode_checkpoint(raw: str | bytes, evidence: bytes | None) -> Checkpoint:
+    from workflows.records import Checkpoint
+
     checkpoint = Checkpoint.model_validate_json(raw)
     if evidence:
         checkpoint.evidence = zlib.decompress(evidence).decode()
@@ -437,6 +449,8 @@ def _decode_checkpoint(raw: str | bytes, evidence: bytes | None) -> Checkpoint:
 
 
 def _decode_progress(node: str, raw: dict[str, str], evidence: dict[bytes, bytes]) -> NodeProgress:
+    from workflows.records import NodeProgress
+
     steps = {
         key.removeprefix(STEP_FIELD): _decode_checkpoint(value, evidence.get(key.encode()))
         for key, value in raw.items()
