@@ -22,13 +22,15 @@ def run_benchmarks(*, nodes: int, scale_nodes: int, makespan_nodes: int, window:
     workdir = Path(tempfile.mkdtemp(prefix="nicflow-bench-"))
     results: dict[str, Any] = {}
     if nodes:
-        results["overhead"] = measure_overhead(workdir / "overhead", nodes=nodes, pipeline=pipeline)
+        results["overhead"] = _kept(workdir, "overhead", measure_overhead(
+            workdir / "overhead", nodes=nodes, pipeline=pipeline))
     if scale_nodes:
-        results["scale"] = measure_scale(workdir / "scale", nodes=scale_nodes, pipeline=pipeline)
+        results["scale"] = _kept(workdir, "scale", measure_scale(workdir / "scale", nodes=scale_nodes,
+                                                                 pipeline=pipeline))
     if makespan_nodes:
-        results["makespan"] = measure_makespan(workdir / "makespan", nodes=makespan_nodes, window=window,
-                                               pipeline=pipeline, latency=0.01, jitter=0.5,
-                                               controllers=controllers, with_profile=with_profile)
+        results["makespan"] = _kept(workdir, "makespan", measure_makespan(
+            workdir / "makespan", nodes=makespan_nodes, window=window, pipeline=pipeline, latency=0.01,
+            jitter=0.5, controllers=controllers, with_profile=with_profile))
     if as_json:
         print(json.dumps(results, indent=1))
     else:
@@ -38,3 +40,9 @@ def run_benchmarks(*, nodes: int, scale_nodes: int, makespan_nodes: int, window:
                 table.add_row(key, str(value))
             console.print(table)
     return results
+
+
+def _kept(workdir: Path, name: str, figures: dict[str, Any]) -> dict[str, Any]:
+    """Each benchmark's figures are written as soon as it ends: a later one failing loses nothing."""
+    (workdir / f"{name}.json").write_text(json.dumps(figures, indent=1))
+    return figures
