@@ -25,6 +25,7 @@ def measure_scale(workdir: Path, *, nodes: int, pipeline: str) -> dict[str, Any]
         run = run_fleet(url, workdir / "nicflow", nodes=nodes, pipeline=pipeline,
                         sets=["rollout.max_unavailable=10%", "rollout.max_failures=100%"], concurrency=16)
         used = int(redis.info("memory")["used_memory"]) - before
+        by_kind = _bytes_by_kind(redis, run.record.id)
         started = time.perf_counter()
         run_status(run.engine, run.record.id)
         in_process = time.perf_counter() - started
@@ -35,11 +36,29 @@ def measure_scale(workdir: Path, *, nodes: int, pipeline: str) -> dict[str, Any]
         "run_seconds": round(run.seconds, 2),
         "controller_peak_rss_mb": round(run.controller_peak_rss_mb, 1),
         "redis_bytes_per_node": round(used / nodes),
+        "redis_key_bytes_per_node": {kind: round(size / nodes) for kind, size in by_kind.items()},
         "status_json_seconds_in_process": round(in_process, 3),
         "status_cli_seconds": round(cli, 3),
         "status_cli_cpu_seconds": round(cli_cpu, 3),
         "targets": {"controller_peak_rss_mb": 200, "redis_bytes_per_node": 8192, "status_json_seconds": 0.3},
     }
+
+
+def _bytes_by_kind(redis: Any, run_id: str) -> dict[str, int]:
+    """What the run's keys hold, by kind (MEMORY USAGE, every element counted): progress hashes,
+    evidence hashes, the event stream, the rest of the run's keys, and everything else (the
+    broker's queues and bindings, leases, presence)."""
+    keys = [k.decode() for k in redis.scan_iter(count=10_000)]
+    with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+        sizes = pipe.execute()
+    totals: dict[str, int] = {}
+    for key, size in zip(keys, sizes):
+        kind = ("progress" if ":node:" in key else "evidence" if ":evidence:" in key
+                else "events" if key.endswith(":events") else "run" if run_id in key else "other")
+        totals[kind] = totals.get(kind, 0) + int(size or 0)
+    return totals
 
 
 def _cli_status_seconds(url: str, run_id: str) -> tuple[float, float]:
