@@ -60,6 +60,9 @@ def test_scale_and_overhead_figures(figures: dict) -> None:
     s, o = figures["scale"], figures["overhead"]
     assert (s["nodes"], s["run_status"]) == (NODES, "succeeded")
     assert s["controller_peak_rss_mb"] > 0 and s["redis_bytes_per_node"] > 0 and s["status_cli_seconds"] > 0
+    assert s["status_cli_cpu_seconds"] > 0
+    # every step of corigine-node leaves evidence: its own hash per node, beside the progress hash
+    assert {"progress", "evidence", "events"} <= set(s["redis_key_bytes_per_node"])
     assert (o["nodes"], o["run_status"], o["steps_per_node"]) == (NODES, "succeeded", 7)
     rate = o["nicflow_node_steps_per_second"] / o["plain_chain_node_steps_per_second"]
     assert math.isclose(o["ratio"], rate, rel_tol=0.02)
