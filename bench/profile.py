@@ -12,7 +12,9 @@ the run's events (node started and finished) and the ops logs (bench.work). Per 
   the engine deciding and dispatching the next step.
 
 Only each step's last attempt is in its checkpoint: a retried step's earlier attempts and
-backoff show up in its `gap` and `queue`.
+backoff show up in its `gap` and `queue`. Steps of a node that run side by side (corigine-offload
+restarts the device plugin and ovs-ovn at once) each count their own time, so a node's parts can
+add up to more than its duration.
 """
 
 from __future__ import annotations
