@@ -17,25 +17,40 @@ from workflows.records import RunRecord
 
 
 @dataclass
+class Controllers:
+    """How many controller processes serve the run, and the threads of each."""
+
+    count: int = 1
+    threads: int = 32
+
+
+@dataclass
 class FleetRun:
     engine: Engine
     record: RunRecord
     seconds: float
     node_steps: int
     controller_peak_rss_mb: float
+    """The largest peak resident set of the run's controllers."""
+    sim_root: Path
+    controllers: str
+    """`<processes>x<threads>`."""
 
 
 def run_fleet(url: str, workdir: Path, *, nodes: int, pipeline: str, sets: list[str],
               latency: float = 0.0, jitter: float = 0.0, concurrency: int = 8,
-              timeout: float = 1800) -> FleetRun:
+              controllers: Controllers | None = None, timeout: float = 1800) -> FleetRun:
+    controllers = controllers or Controllers()
     sim_root = workdir / "fleet"
     create_fleet(sim_root, nodes, command_latency=latency, latency_jitter=jitter)
     loaded = load_pipeline(pipeline, sets)
     fleet = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
     env = {"NICFLOW_WATCHDOG_INTERVAL": "5"}
     workers = [
-        spawn_worker("controller", ["controller", "--concurrency", "32"], redis_url=url,
-                     log_dir=workdir / "logs", env=env, tied=True),
+        spawn_worker(f"controller-{i}", ["controller", "--concurrency", str(controllers.threads)], redis_url=url,
+                     log_dir=workdir / "logs", env=env, tied=True)
+        for i in range(controllers.count)
+    ] + [
         spawn_worker("agent", ["agent", *fleet, "--concurrency", str(concurrency)], redis_url=url,
                      log_dir=workdir / "logs", env=env, tied=True),
     ]
@@ -49,6 +64,7 @@ def run_fleet(url: str, workdir: Path, *, nodes: int, pipeline: str, sets: list[
                 raise RuntimeError(f"run {record.id} did not finish within {timeout:g}s")
             time.sleep(0.02)
         seconds = time.perf_counter() - started
-        rss = peak_rss_mb(workers[0].proc.pid)
+        rss = max(peak_rss_mb(w.proc.pid) for w in workers[:controllers.count])
     node_steps = nodes * len(loaded.spec.node_steps) + len(loaded.spec.cluster_steps)
-    return FleetRun(engine, engine.store.run(record.id), seconds, node_steps, rss)
+    return FleetRun(engine, engine.store.run(record.id), seconds, node_steps, rss, sim_root,
+                    f"{controllers.count}x{controllers.threads}")

@@ -5,6 +5,7 @@ run until it ends."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -87,3 +88,17 @@ def test_follow_prints_until_the_run_ends(fleet) -> None:
     told = story(follow.stdout.splitlines())
     assert told[0].startswith("run  run created: pipeline corigine-offload")
     assert told[-1] == "run  run finished: status succeeded, succeeded 2, failed 0"
+
+
+def test_the_report_and_status_read_evidence_from_its_own_key(fleet) -> None:
+    # the evidence lives beside the checkpoints (workflows/store.py): the report still shows it,
+    # status (which shows none) reads checkpoints that no longer carry it
+    stack, _, run_id = fleet
+    shown = stack.nicflow("report", run_id, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    [node] = [n for n in json.loads(shown.stdout)["nodes"] if n["node"] == "node-001"]
+    assert node["steps"]["reload-driver"]["evidence"].splitlines()[0] == "nfp loaded: True"
+    raw = stack.engine.store.raw_progress_many(run_id, ["node-001"])[0]
+    assert raw["step:reload-driver"] and "nfp loaded" not in raw["step:reload-driver"]
+    status = stack.nicflow("status", run_id, "--json")
+    assert json.loads(status.stdout)["nodes"]["node-001"]["steps"]["reload-driver"]["status"] == "changed"

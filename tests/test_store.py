@@ -264,6 +264,79 @@ def test_step_ids_cannot_collide_with_node_fields(store: CheckpointStore, step_i
     assert store.finish_node(run.id, node, "succeeded") is True
 
 
+# ---------------------------------------------------------------- evidence (its own expiring key)
+
+EVIDENCE = "\n".join(f"0000:04:08.{i} driver=nfp_netvf netdevs=enp4s8f{i}" for i in range(8)) * 20
+
+
+def test_evidence_round_trips_beside_the_checkpoint_not_in_it(store: CheckpointStore, redis: Redis) -> None:
+    run = new_run(store)
+    [node] = store.admit(run.id, limit=1)
+    done = checkpoint("changed", token="t1", evidence=EVIDENCE, outputs={"vfs": 8})
+    assert store.write_checkpoint(run.id, node, "create-vfs", done, expect=None)
+    assert store.checkpoint(run.id, node, "create-vfs") == done
+    assert store.progress(run.id, node).steps["create-vfs"].evidence == EVIDENCE
+    assert [p.steps["create-vfs"].evidence for p in store.progress_many(run.id, [node])] == [EVIDENCE]
+    # the progress hash (what the engine and `status` read) holds no evidence; its own key, compressed, does
+    raw = store.raw_progress_many(run.id, [node])[0]["step:create-vfs"]
+    assert "evidence" not in raw and "nfp_netvf" not in raw
+    key = f"nicflow:{{{run.id}}}:evidence:{node}"
+    assert 0 < redis.hstrlen(key, "step:create-vfs") < len(EVIDENCE) / 4
+    assert 0 < redis.ttl(key) <= store.evidence_ttl
+
+
+def test_evidence_of_the_cluster_and_of_a_claim(store: CheckpointStore) -> None:
+    run = new_run(store)
+    queued = checkpoint("retrying", token="t1", attempt=2, error="busy", evidence="pods still running: web-1")
+    assert store.write_checkpoint(run.id, None, "drain", queued, expect=None)
+    running = queued.model_copy(update={"status": "running", "claim": "c1"})
+    assert store.claim(run.id, None, "drain", running, token="t1")
+    assert store.checkpoint(run.id, None, "drain").evidence == "pods still running: web-1"
+    assert store.progress(run.id, None).steps["drain"] == running
+
+
+def test_a_later_write_without_evidence_drops_the_old_evidence(store: CheckpointStore) -> None:
+    # as when the evidence was a field of the checkpoint: each write carries its own, or none
+    run = new_run(store)
+    [node] = store.admit(run.id, limit=1)
+    retry = checkpoint("retrying", token="t1", attempt=2, error="busy", evidence="busy: device or resource busy")
+    assert store.write_checkpoint(run.id, node, "reload", retry, expect=None)
+    done = checkpoint("ok", token="t1", attempt=2)
+    assert store.write_checkpoint(run.id, node, "reload", done, expect="t1")
+    assert store.checkpoint(run.id, node, "reload") == done
+    assert store.progress(run.id, node).steps["reload"].evidence == ""
+
+
+def test_a_lost_compare_and_set_writes_no_evidence(store: CheckpointStore) -> None:
+    run = new_run(store)
+    [node] = store.admit(run.id, limit=1)
+    assert store.write_checkpoint(run.id, node, "reload", checkpoint("queued", token="t1"), expect=None)
+    stale = checkpoint("changed", token="t0", evidence="from a stale holder")
+    assert store.write_checkpoint(run.id, node, "reload", stale, expect="t0") is False
+    assert store.checkpoint(run.id, node, "reload").evidence == ""
+
+
+def test_evidence_expires_and_the_checkpoint_stays(redis: Redis) -> None:
+    store = CheckpointStore(redis, evidence_ttl=1)
+    run = new_run(store)
+    [node] = store.admit(run.id, limit=1)
+    done = checkpoint("changed", token="t1", evidence=EVIDENCE)
+    assert store.write_checkpoint(run.id, node, "create-vfs", done, expect=None)
+    assert store.checkpoint(run.id, node, "create-vfs").evidence == EVIDENCE
+    key = f"nicflow:{{{run.id}}}:evidence:{node}"
+    deadline = time.monotonic() + 30
+    while redis.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not redis.exists(key), "the evidence key never expired"
+    assert store.checkpoint(run.id, node, "create-vfs") == done.model_copy(update={"evidence": ""})
+
+
+@pytest.mark.parametrize("ttl", [0, -5, 1.5, "60"])
+def test_a_bad_evidence_ttl_is_refused_naming_it(redis: Redis, ttl) -> None:
+    with pytest.raises(ValueError, match=f"evidence_ttl {ttl!r}"):
+        CheckpointStore(redis, evidence_ttl=ttl)
+
+
 # ---------------------------------------------------------------- admission
 
 

@@ -22,12 +22,12 @@ from rich.console import Console
 
 from workers.cli_options import ConcurrencyOpt, FaultsOpt, JsonOpt, ProfileOpt, RunArg
 from workers.redisconn import NoRedisConfigured
-from workers.settings import get_settings
 from workflows.errors import PipelineError, RunError
-from workflows.records import check_run_id
+from workflows.ids import check_run_id
 
 if TYPE_CHECKING:
     from workers.hints import Cordoned
+    from workers.settings import Settings
     from workflows.control import AbortResult
     from workflows.engine import Engine
 
@@ -38,6 +38,14 @@ def make_engine() -> Engine:
     from workers.runtime import make_engine as build
 
     return build(fail_fast=True)  # a command fails at once on an unreachable Redis; workers wait
+
+
+def get_settings() -> Settings:
+    """The settings (pydantic-settings), loaded by the commands that use them: not by `status`."""
+    from workers.settings import get_settings as load
+
+    return load()
+
 
 # rich_markup_mode=None: typer's plain help, which shows a flag as a flag (its rich panels print
 # `--dry-run <bool>`, as if it took a value) and draws no boxes into a pipe.
@@ -225,16 +233,16 @@ def status(
         "wide: the step's status and the node's ok, changed, retried counts and seconds too."))] = None,
 ) -> None:
     """A run's state, per step and per node; exits with the outcome of a finished run (0, 2 partial, 1)."""
-    from workers.redisconn import redis_client
+    from workers.redisconn import env_redis_url, redis_client
     from workers.status_view import check_output, check_state, select
     from workflows.status import status_of
     from workflows.store import CheckpointStore
 
     check_state(state)  # bad input: exit 2 before Redis is asked
     check_output(output)
-    # Only the store: `status --json` is polled by scripts and must start fast.
+    # Only the store, no settings, no models: `status --json` is polled by scripts and must start fast.
     with _errors_exit(ERROR_EXIT):
-        report = status_of(CheckpointStore(redis_client(fail_fast=True)), _run_id(run_id))
+        report = status_of(CheckpointStore(redis_client(env_redis_url(), fail_fast=True)), _run_id(run_id))
     chosen = select(report, state=state, node=node)
     if as_json:
         print(json.dumps(chosen))
@@ -514,15 +522,20 @@ def bench(
     window: Annotated[int, typer.Option(min=1, max=500, help="The makespan run's max_unavailable.")] = 20,
     pipeline: Annotated[str, typer.Option(help="Bundled pipeline name or YAML file.")] = "corigine-offload",
     as_json: JsonOpt = False,
+    controllers: Annotated[int, typer.Option(min=1, max=8, help="Makespan: controller processes.")] = 1,
+    controller_threads: Annotated[int, typer.Option(min=1, max=256, help="Makespan: threads of each.")] = 32,
+    profile: Annotated[bool, typer.Option("--profile", help="Makespan: where a node's time goes, per step.")] = False,
 ) -> None:
     """Measure the engine on real workers and a real Redis: overhead against plain Celery,
-    memory and status latency at scale, rollout makespan against the ideal."""
+    memory and status latency at scale, rollout makespan against pure work."""
     from workers.targets import pipeline_path
+    from bench.fleetrun import Controllers
     from bench.main import bench_main
 
     pipeline_path(pipeline)
     raise typer.Exit(bench_main(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
-                                pipeline=pipeline, as_json=as_json, console=console, err=err))
+                                pipeline=pipeline, as_json=as_json, console=console, err=err,
+                                controllers=Controllers(controllers, controller_threads), with_profile=profile))
 
 
 # --- api: the HTTP service (workers/api) --------------------------------------------------------

@@ -8,7 +8,8 @@ failover costs the retries below, not a step.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from redis import Redis
@@ -19,7 +20,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from workers.settings import Settings, get_settings, redis_py_url
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 SENTINEL_SOCKET_TIMEOUT = 2.0
 """Seconds a sentinel has to answer where the primary is, before the next one is asked."""
@@ -31,6 +33,9 @@ at once, not a minute of silent retries."""
 CLI_READ_TIMEOUT = 5.0
 """Seconds a CLI command waits for a reply: a server that accepts but never answers (a hung
 host, a wrong port behind a proxy) ends the command too. Every CLI read is small."""
+
+REDIS_URL_VARS = ("REDIS_URL", "NICFLOW_REDIS_URL")
+"""Where the Redis URL is read from, first found (workers.settings declares the same)."""
 
 
 class NoRedisConfigured(RuntimeError):
@@ -47,6 +52,8 @@ NOT_CONFIGURED = ("REDIS_URL is not set: point it at a Redis server (redis://hos
 def redis_url(url: str | None = None) -> str | None:
     """The URL given, else REDIS_URL; None when the sentinels are configured instead; neither is
     an error naming the variables."""
+    if url is None and not os.environ.get("NICFLOW_REDIS_SENTINELS") and (url := env_redis_url()) is not None:
+        return url  # straight from the environment: no settings to load
     settings = get_settings()
     if url is None and settings.redis_sentinels:
         return None
@@ -54,6 +61,27 @@ def redis_url(url: str | None = None) -> str | None:
     if not url:
         raise NoRedisConfigured(NOT_CONFIGURED)
     return url
+
+
+def get_settings() -> Settings:
+    """The settings, imported when first needed (pydantic-settings costs a quick command such
+    as `status --json` a tenth of a second it does not need when REDIS_URL is set)."""
+    from workers.settings import get_settings as settings
+
+    return settings()
+
+
+def redis_py_url(url: str) -> str:
+    """Celery spells a unix socket `redis+socket:///path`; redis-py spells it `unix:///path`."""
+    if url.startswith("redis+socket://"):
+        return "unix://" + url.removeprefix("redis+socket://")
+    return url
+
+
+def env_redis_url() -> str | None:
+    """The URL straight from the environment, for quick commands that load no settings; None:
+    ask the settings."""
+    return next((os.environ[name] for name in REDIS_URL_VARS if os.environ.get(name)), None)
 
 
 def _retrying(*, patient: bool, fail_fast: bool) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def make_engine(url: str | None = None, *, served: ServedNodes | None = None, fa
     redis = redis_client(url, fail_fast=fail_fast)
     use_broker(broker_url(url))
     surfaces = FleetSurfaces(served if served is not None else _process_served)
-    store = CheckpointStore(redis)
+    store = CheckpointStore(redis, evidence_ttl=get_settings().evidence_ttl)
     return Engine(
         store=store,
         leases=NodeLeases(redis, ttl_seconds=get_settings().lease_ttl),

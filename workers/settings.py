@@ -14,11 +14,13 @@ SENTINEL_ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-
                               r":(?P<port>[0-9]{1,5})$")
 """`host:port` of a sentinel: a DNS name or IPv4 address, or a bracketed IPv6 address."""
 
+from workers.redisconn import REDIS_URL_VARS, redis_py_url  # noqa: F401 - redis_py_url: its old home
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NICFLOW_", extra="ignore")
 
-    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "NICFLOW_REDIS_URL"))
+    redis_url: str | None = Field(None, validation_alias=AliasChoices(*REDIS_URL_VARS))
     """Broker and store. Unset: `nicflow demo` starts an embedded Redis."""
     redis_sentinels: tuple[tuple[str, int], ...] | None = None
     """`host:port,host:port` of Redis Sentinels: broker and store go to the primary they name
@@ -51,6 +53,9 @@ class Settings(BaseSettings):
     """Seconds before a wake-up sent but not yet claimed (its controller killed, its queue long) is sent again."""
     agent_presence_ttl: float = Field(15.0, ge=0.5, le=3600)
     """Seconds an agent's word that it serves a node lasts; it repeats it every third of that."""
+    evidence_ttl: int = Field(7 * 86400, ge=60, le=366 * 86400)
+    """Seconds a node's step evidence (the command output each step judged by) is kept after
+    its last write; the checkpoints themselves stay."""
     agent_concurrency: int = Field(8, ge=1, le=256)
     controller_concurrency: int = Field(32, ge=1, le=256)
     """Threads of a controller. A thread is busy only while a step talks to the API: a step
@@ -84,9 +89,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     return Settings()
 
-
-def redis_py_url(url: str) -> str:
-    """Celery spells a unix socket `redis+socket:///path`; redis-py spells it `unix:///path`."""
-    if url.startswith("redis+socket://"):
-        return "unix://" + url.removeprefix("redis+socket://")
-    return url

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.ids import RUN_ID, check_run_id  # noqa: F401 - re-exported: their old home
+
 RunStatus = Literal["pending", "running", "paused", "succeeded", "partial", "failed", "aborted"]
 """`succeeded`: every node did (skipped nodes aside, which say why). `partial`: some nodes failed,
 within the rollout's failure budget. `failed`: over the budget, a canary or cluster step failed.
@@ -22,7 +24,6 @@ TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "partial", "failed", "abo
 DONE_STEP: frozenset[str] = frozenset({"ok", "changed"})
 TERMINAL_STEP: frozenset[str] = frozenset({"ok", "changed", "failed"})
 
-RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -32,12 +33,6 @@ def new_run_id() -> str:
 
 def new_token() -> str:
     return secrets.token_hex(8)
-
-
-def check_run_id(value: str) -> str:
-    if not RUN_ID.fullmatch(value):
-        raise ValueError(f"run id {value!r} is not of the form YYYYMMDD-HHMMSS-xxxxxx")
-    return value
 
 
 def check_node_name(value: str) -> str:

@@ -27,7 +27,7 @@ def outcome_note(status: str) -> str:
 
 def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
     """The run, and per node its state and each step's status and attempts (JSON-ready)."""
-    run = store.run(run_id)
+    run = _RunView(store.raw_run(run_id))  # plain fields, no models: the status command never loads pydantic
     order = step_order(store.spec(run_id).get("steps") or [])  # a run stored without its steps lists none
     nodes = store.nodes(run_id)
     # Raw hashes and plain JSON, no models: polled on runs of thousands of nodes.
@@ -81,6 +81,22 @@ def _with_agents(store: CheckpointStore, nodes: dict[str, dict[str, Any]]) -> di
         for name, raw in zip(queued, store.redis.hmget(AGENTS_KEY, queued)):
             nodes[name]["agent"] = raw is not None and decode_presence(raw)[0] > now
     return nodes
+
+
+class _RunView:
+    """The fields of a run's stored hash that status shows, decoded as workflows.store encodes them."""
+
+    def __init__(self, raw: dict[str, str]) -> None:
+        self.id, self.pipeline, self.status = raw["id"], raw["pipeline"], raw["status"]
+        self.dry_run = raw.get("dry_run") == "1"
+        self.parent, self.error = raw.get("parent") or None, raw.get("error") or None
+        self.created_at, self.updated_at = float(raw["created_at"]), float(raw["updated_at"])
+        self.waves = json.loads(raw.get("waves") or "[]")
+        number = {k: int(raw.get(k) or 0) for k in ("wave", "window", "canary", "total", "cursor", "inflight",
+                                                   "succeeded", "failed", "skipped")}
+        self.wave, self.window, self.canary = number["wave"], number["window"], number["canary"]
+        self.total, self.cursor, self.inflight = number["total"], number["cursor"], number["inflight"]
+        self.succeeded, self.failed, self.skipped = number["succeeded"], number["failed"], number["skipped"]
 
 
 def _steps(raw: dict[str, str], order: list[str]) -> dict[str, dict[str, Any]]:

@@ -14,13 +14,18 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
 from workflows.errors import RunError
-from workflows.records import Checkpoint, NodeProgress, RunRecord
+
+if TYPE_CHECKING:
+    from workflows.records import Checkpoint, NodeProgress, RunRecord
+# The record models (pydantic) load on the first decode, not with the store: `nicflow status`
+# reads raw hashes only and starts faster without them.
 
 RUNS_INDEX = "nicflow:runs"
 CLUSTER = "_cluster"
@@ -32,13 +37,31 @@ STORE_ID_KEY = "nicflow:store-id"
 _RECORD_JSON = ("overrides", "waves")
 STEP_FIELD = "step:"
 """Checkpoints live beside a node's own fields (state, error, fence...) under this prefix."""
+EVIDENCE_TTL = 7 * 86400
+"""Seconds a node's evidence outlives its last write (NICFLOW_EVIDENCE_TTL): the command output a
+step judged by is kept, zlib-compressed, in its own expiring hash per node, beside the checkpoint
+that stays; the engine's own reads and `status` never carry it."""
 
-# KEYS[1] progress hash, KEYS[2] event stream; ARGV: step field, expected epoch ('' = none yet),
-# new epoch, checkpoint json, then the event's field/value pairs (none: no event).
+# Shared by the two scripts below: the checkpoint's evidence (ARGV[5], compressed; '' = none) goes
+# to KEYS[3] with the checkpoint, or the field is dropped, as the evidence would be inline.
+_PUT_EVIDENCE = """
+local function put_evidence()
+  if ARGV[5] == '' then
+    redis.call('HDEL', KEYS[3], ARGV[1])
+  else
+    redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+    redis.call('EXPIRE', KEYS[3], ARGV[6])
+  end
+end
+"""
+
+# KEYS[1] progress hash, KEYS[2] event stream, KEYS[3] evidence hash; ARGV: step field, expected
+# epoch ('' = none yet), new epoch, checkpoint json, evidence, its TTL, then the event's
+# field/value pairs (none: no event).
 # The event is written with the checkpoint or not at all. A finished attempt keeps its epoch, so
 # a watchdog or a timeout acting on an older view of it (running, its heartbeat gone while Redis
 # restarted) would pass the epoch check: a finished checkpoint is never replaced.
-_CAS = """
+_CAS = _PUT_EVIDENCE + """
 local cur = redis.call('HGET', KEYS[1], ARGV[1] .. '@token')
 if (cur or '') ~= ARGV[2] then return 0 end
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
@@ -47,23 +70,26 @@ if stored then
   if status == 'ok' or status == 'changed' or status == 'failed' then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
-if #ARGV > 4 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 5))
+put_evidence()
+if #ARGV > 6 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 7))
 end
 return 1
 """
 
-# KEYS[1] progress hash, KEYS[2] event stream; ARGV: step field, the delivery's token, claim id,
-# running checkpoint json, then the event's field/value pairs. Moves the attempt to the claim's
-# epoch only while it is still queued, retrying or waiting (workflows.wakeups) under that token:
-# of two copies of one delivery exactly one wins, and the loser finds the winner's epoch stored.
-_CLAIM = """
+# KEYS[1] progress hash, KEYS[2] event stream, KEYS[3] evidence hash; ARGV: step field, the
+# delivery's token, claim id, running checkpoint json, evidence, its TTL, then the event's
+# field/value pairs. Moves the attempt to the claim's epoch only while it is still queued,
+# retrying or waiting (workflows.wakeups) under that token: of two copies of one delivery
+# exactly one wins, and the loser finds the winner's epoch stored.
+_CLAIM = _PUT_EVIDENCE + """
 if redis.call('HGET', KEYS[1], ARGV[1] .. '@token') ~= ARGV[2] then return 0 end
 local status = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1])).status
 if status ~= 'queued' and status ~= 'retrying' and status ~= 'waiting' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
-if #ARGV > 4 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 5))
+put_evidence()
+if #ARGV > 6 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 7))
 end
 return 1
 """
@@ -143,8 +169,11 @@ def run_prefix(run_id: str) -> str:
 
 
 class CheckpointStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, evidence_ttl: int = EVIDENCE_TTL) -> None:
+        if not isinstance(evidence_ttl, int) or evidence_ttl < 1:
+            raise ValueError(f"evidence_ttl {evidence_ttl!r}: expected a whole number of seconds >= 1")
         self.redis = redis
+        self.evidence_ttl = evidence_ttl
         self._cas = redis.register_script(_CAS)
         self._claim = redis.register_script(_CLAIM)
         self._admit = redis.register_script(_ADMIT)
@@ -176,6 +205,9 @@ class CheckpointStore:
     def event_body(fields: dict[str, Any]) -> dict[str, str]:
         """An event as the stream stores it (for scripts that write one with a checkpoint)."""
         return _event_body(fields)
+
+    def _evidence_key(self, run_id: str, node: str | None) -> str:
+        return f"{run_prefix(run_id)}:evidence:{node or CLUSTER}"
 
     # runs
     def create_run(self, record: RunRecord, nodes: list[str]) -> None:
@@ -233,10 +265,14 @@ class CheckpointStore:
             self.redis.hdel(key, "waiting_for")
 
     def run(self, run_id: str) -> RunRecord:
+        return _decode_record(self.raw_run(run_id))
+
+    def raw_run(self, run_id: str) -> dict[str, str]:
+        """The run's hash as text, undecoded (see `run`)."""
         raw = self.redis.hgetall(self._run_key(run_id))
         if not raw:
             raise RunError(f"no run {run_id!r} in this Redis (see `nicflow runs`)")
-        return _decode_record(raw)
+        return {_s(k): _s(v) for k, v in raw.items()}
 
     def spec(self, run_id: str) -> dict[str, Any]:
         raw = self.redis.get(f"{run_prefix(run_id)}:spec")
@@ -294,8 +330,7 @@ class CheckpointStore:
         self.redis.hset(self._progress_key(run_id, node), "fence", fence)
 
     def progress(self, run_id: str, node: str | None) -> NodeProgress:
-        raw = {_s(k): _s(v) for k, v in self.redis.hgetall(self._progress_key(run_id, node)).items()}
-        return _decode_progress(node or CLUSTER, raw)
+        return self.progress_many(run_id, [node])[0]
 
     def raw_progress_many(self, run_id: str, owners: list[str | None]) -> list[dict[str, str]]:
         """The progress hashes as text, undecoded: for readers of thousands of nodes at once."""
@@ -305,19 +340,36 @@ class CheckpointStore:
             raws = pipe.execute()
         return [{_s(k): _s(v) for k, v in raw.items()} for raw in raws]
 
-    def progress_many(self, run_id: str, nodes: list[str]) -> list[NodeProgress]:
+    def progress_many(self, run_id: str, nodes: Sequence[str | None]) -> list[NodeProgress]:
+        """Each node's progress with its checkpoints' evidence: two hashes a node, one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
             for node in nodes:
                 pipe.hgetall(self._progress_key(run_id, node))
+                pipe.hgetall(self._evidence_key(run_id, node))
             raws = pipe.execute()
         return [
-            _decode_progress(node, {_s(k): _s(v) for k, v in raw.items()}) for node, raw in zip(nodes, raws)
+            _decode_progress(node or CLUSTER, {_s(k): _s(v) for k, v in raw.items()}, evidence)
+            for node, raw, evidence in zip(nodes, raws[::2], raws[1::2])
         ]
 
     # checkpoints
     def checkpoint(self, run_id: str, node: str | None, step_id: str) -> Checkpoint | None:
-        raw = self.redis.hget(self._progress_key(run_id, node), STEP_FIELD + step_id)
-        return Checkpoint.model_validate_json(raw) if raw else None
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self._progress_key(run_id, node), STEP_FIELD + step_id)
+            pipe.hget(self._evidence_key(run_id, node), STEP_FIELD + step_id)
+            raw, evidence = pipe.execute()
+        return _decode_checkpoint(raw, evidence) if raw else None
+
+    def _cas_args(self, step_id: str, expect: str, epoch: str, checkpoint: Checkpoint,
+                  event: dict[str, Any] | None) -> list[str | bytes | int]:
+        """The scripts' ARGV: the checkpoint without its evidence, the evidence compressed apart."""
+        args: list[str | bytes | int] = [
+            STEP_FIELD + step_id, expect, epoch, checkpoint.model_dump_json(exclude_defaults=True, exclude={"evidence"}),
+            zlib.compress(checkpoint.evidence.encode()) if checkpoint.evidence else "", self.evidence_ttl,
+        ]
+        if event:
+            args += [x for k, v in _event_body(event).items() for x in (k, v)]
+        return args
 
     def write_checkpoint(
         self, run_id: str, node: str | None, step_id: str, checkpoint: Checkpoint, *, expect: str | None,
@@ -325,11 +377,8 @@ class CheckpointStore:
     ) -> bool:
         """Compare-and-set: write only if the stored epoch is `expect` (None: no attempt yet).
         `event` ({"kind": ..., ...}) is appended to the run's stream in the same step."""
-        keys = [self._progress_key(run_id, node), self._events_key(run_id)]
-        args = [STEP_FIELD + step_id, expect or "", checkpoint.epoch,
-                checkpoint.model_dump_json(exclude_defaults=True)]
-        if event:
-            args += [x for k, v in _event_body(event).items() for x in (k, v)]
+        keys = [self._progress_key(run_id, node), self._events_key(run_id), self._evidence_key(run_id, node)]
+        args = self._cas_args(step_id, expect or "", checkpoint.epoch, checkpoint, event)
         return bool(self._cas(keys=keys, args=args))
 
     def claim(
@@ -341,10 +390,8 @@ class CheckpointStore:
         one caller per token; every later write of the attempt compares on the claim id."""
         if not running.claim:
             raise ValueError(f"claim of {step_id}: the running checkpoint carries no claim id")
-        keys = [self._progress_key(run_id, node), self._events_key(run_id)]
-        args = [STEP_FIELD + step_id, token, running.claim, running.model_dump_json(exclude_defaults=True)]
-        if event:
-            args += [x for k, v in _event_body(event).items() for x in (k, v)]
+        keys = [self._progress_key(run_id, node), self._events_key(run_id), self._evidence_key(run_id, node)]
+        args = self._cas_args(step_id, token, running.claim, running, event)
         return bool(self._claim(keys=keys, args=args))
 
     # events
@@ -388,8 +435,10 @@ def _encode_record(record: RunRecord) -> dict[str, str | int | float]:
     return {k: _encode_value(k, v) for k, v in record.model_dump(exclude={"spec"}).items()}
 
 
-def _decode_record(raw: dict[bytes, bytes]) -> RunRecord:
-    fields: dict[str, Any] = {_s(k): _s(v) for k, v in raw.items()}
+def _decode_record(raw: dict[str, str]) -> RunRecord:
+    from workflows.records import RunRecord
+
+    fields: dict[str, Any] = dict(raw)
     for key in _RECORD_JSON:
         fields[key] = json.loads(fields.get(key) or "{}")
     fields["dry_run"] = fields.get("dry_run") == "1"
@@ -398,9 +447,20 @@ def _decode_record(raw: dict[bytes, bytes]) -> RunRecord:
     return RunRecord.model_validate(fields)
 
 
-def _decode_progress(node: str, raw: dict[str, str]) -> NodeProgress:
+def _decode_checkpoint(raw: str | bytes, evidence: bytes | None) -> Checkpoint:
+    from workflows.records import Checkpoint
+
+    checkpoint = Checkpoint.model_validate_json(raw)
+    if evidence:
+        checkpoint.evidence = zlib.decompress(evidence).decode()
+    return checkpoint
+
+
+def _decode_progress(node: str, raw: dict[str, str], evidence: dict[bytes, bytes]) -> NodeProgress:
+    from workflows.records import NodeProgress
+
     steps = {
-        key.removeprefix(STEP_FIELD): Checkpoint.model_validate_json(value)
+        key.removeprefix(STEP_FIELD): _decode_checkpoint(value, evidence.get(key.encode()))
         for key, value in raw.items()
         if key.startswith(STEP_FIELD) and not key.endswith("@token")
     }

@@ -119,7 +119,9 @@ class Wakeups:
         if waiting.status != "waiting" or waiting.wake_at is None or waiting.claim:
             raise ValueError(f"wait of {step_id}: a waiting checkpoint needs a wake time and no claim")
         keys = [self.store.progress_key(run_id, owner), self.store.events_key(run_id), wake_key(run_id)]
-        args: list[Any] = [STEP_FIELD + step_id, expect, waiting.token, waiting.model_dump_json(exclude_defaults=True),
+        # the evidence lives in its own expiring hash (workflows.store), written when the step ends
+        args: list[Any] = [STEP_FIELD + step_id, expect, waiting.token,
+                           waiting.model_dump_json(exclude_defaults=True, exclude={"evidence"}),
                            _member(owner, step_id), waiting.wake_at]
         args += [x for k, v in self.store.event_body(event).items() for x in (k, v)]
         return bool(self._wait(keys=keys, args=args))

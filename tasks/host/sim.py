@@ -4,7 +4,10 @@ The file tree under `<node-dir>/fs` stands for the host's `/`. Emulators
 (`tasks/host/sim_*.py`) register the tools they emulate and hooks on the
 files whose writes the kernel intercepts (sysfs attributes). Every side
 effect is appended to `<node-dir>/ops.log` as a JSON line, so tests and the
-fault-injection runs count exactly what a step did to the host.
+fault-injection runs count exactly what a step did to the host. With a command
+latency, each command's simulated time is logged there too, as a line with
+`"write": false` (as the simulated cluster marks its reads): `ops()` leaves those
+out, `latencies()` reads them (the benchmarks' pure work).
 
 Mutations hold an flock on the node directory: an agent serves many nodes
 from several threads, and tests inspect the tree from another process.
@@ -103,6 +106,14 @@ class SimulatedHost:
             handle.write(line + "\n")
 
     def ops(self) -> list[dict[str, Any]]:
+        """Every side effect on the host, in order."""
+        return [op for op in self._log() if op.get("write", True)]
+
+    def latencies(self) -> list[dict[str, Any]]:
+        """The simulated latency each command spent: `{"ts", "op": "command", "tool", "latency"}`."""
+        return [op for op in self._log() if op["op"] == "command" and not op.get("write", True)]
+
+    def _log(self) -> list[dict[str, Any]]:
         path = self.node_dir / "ops.log"
         if not path.exists():
             return []
@@ -189,7 +200,9 @@ class SimulatedHost:
         argv = check_argv(argv)
         if self.command_latency:
             spread = self.latency_jitter * self.command_latency
-            time.sleep(max(0.0, self.command_latency + random.uniform(-spread, spread)))
+            latency = max(0.0, self.command_latency + random.uniform(-spread, spread))
+            time.sleep(latency)
+            self.record("command", tool=argv[0], latency=round(latency, 6), write=False)
         handler = self.tools.get(argv[0])
         if handler is None:
             return CommandResult(argv, 127, "", f"{argv[0]}: command not found")

@@ -1,0 +1,104 @@
+"""`nicflow bench --json` on a tiny fleet: real redis-server, real worker processes, the real
+CLI. The figures' shape and their consistency, never their size (no timed assertions)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.makespan import ideal_makespan
+from bench.work import spent_by_node, work_window
+from tasks.host.simfleet import create_fleet, open_host
+
+NODES = 3
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "bench", "--nodes", str(NODES), "--scale-nodes", str(NODES),
+         "--makespan-nodes", str(NODES), "--window", "2", "--pipeline", "corigine-node", "--profile", "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp)},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_makespan_figures_are_consistent(figures: dict) -> None:
+    m = figures["makespan"]
+    assert (m["nodes"], m["window"], m["pipeline"], m["run_status"]) == (NODES, 2, "corigine-node", "succeeded")
+    assert m["nodes_finished"] == NODES
+    # the bench's commands take 10 ms +-50% each: every node spent some
+    assert m["mean_work_seconds"] > 0
+    assert m["mean_work_seconds"] <= m["mean_node_seconds"]
+    assert 0 < m["ideal_work_makespan_seconds"] <= m["makespan_seconds"]
+    assert math.isclose(m["ratio"], m["makespan_seconds"] / m["ideal_work_makespan_seconds"], rel_tol=0.01)
+    assert math.isclose(m["node_to_work_ratio"], m["mean_node_seconds"] / m["mean_work_seconds"], rel_tol=0.01)
+    assert m["ideal_work_makespan_seconds"] <= m["ideal_node_makespan_seconds"]
+
+
+def test_profile_parts_add_up_to_the_node(figures: dict) -> None:
+    p = figures["makespan"]["profile"]
+    assert p["nodes"] == NODES
+    node = p["mean_node"]
+    parts = sum(node[k] for k in ("gap", "queue", "host_work", "api_work", "other", "finish"))
+    assert math.isclose(parts, node["node"], abs_tol=0.01)  # each part is rounded to 1 ms
+    assert math.isclose(node["host_work"], figures["makespan"]["mean_work_seconds"], abs_tol=0.002)
+    assert set(p["steps"]) == {"preflight", "detect-nic", "select-firmware", "persist-firmware",
+                               "reload-driver", "create-vfs", "verify-offload"}
+    assert all(step["nodes"] == NODES for step in p["steps"].values())
+
+
+def test_scale_and_overhead_figures(figures: dict) -> None:
+    s, o = figures["scale"], figures["overhead"]
+    assert (s["nodes"], s["run_status"]) == (NODES, "succeeded")
+    assert s["controller_peak_rss_mb"] > 0 and s["redis_bytes_per_node"] > 0 and s["status_cli_seconds"] > 0
+    assert s["status_cli_cpu_seconds"] > 0
+    # every step of corigine-node leaves evidence: its own hash per node, beside the progress hash
+    assert {"progress", "evidence", "events"} <= set(s["redis_key_bytes_per_node"])
+    assert (o["nodes"], o["run_status"], o["steps_per_node"]) == (NODES, "succeeded", 7)
+    rate = o["nicflow_node_steps_per_second"] / o["plain_chain_node_steps_per_second"]
+    assert math.isclose(o["ratio"], rate, rel_tol=0.02)
+
+
+def test_list_schedule() -> None:
+    assert ideal_makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0
+    assert ideal_makespan([1.0, 1.0, 1.0], 1) == 3.0
+    assert ideal_makespan([2.0, 2.0, 2.0], 2) == 4.0
+
+
+def test_command_latency_is_logged_apart_from_side_effects(tmp_path: Path) -> None:
+    create_fleet(tmp_path, 1, command_latency=0.002)
+    host = open_host(tmp_path, "node-000")
+    host.run(["lspci", "-nn"])
+    host.write("/etc/nicflow-marker", "x")
+    assert [op["op"] for op in host.ops()] == ["write"]  # side effects only, as before
+    [spent] = host.latencies()
+    assert (spent["tool"], spent["write"]) == ("lspci", False) and spent["latency"] >= 0.001
+
+
+def test_api_latency_is_the_work_of_the_node_a_request_names(tmp_path: Path) -> None:
+    nodes = ["node-001", "node-0011"]
+    (tmp_path / "_cluster").mkdir()
+    lines = [
+        {"ts": 10.0, "op": "patch", "write": True, "kind": "Node", "name": "node-001", "latency": 0.5},
+        {"ts": 11.0, "op": "apply", "write": True, "kind": "Pod", "namespace": "kube-system",
+         "name": "nicflow-probe-node-001-a", "latency": 0.25},
+        {"ts": 12.0, "op": "list", "write": False, "kind": "Pod", "latency": 4.0},  # names no node
+        {"ts": 13.0, "op": "evict", "write": True, "namespace": "web", "name": "web-1", "node": "node-0011",
+         "latency": 1.0},
+        {"ts": 14.0, "op": "delete-pod", "write": True, "namespace": "web", "name": "node-001-web"},
+    ]
+    (tmp_path / "_cluster" / "ops.log").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    spent = spent_by_node(tmp_path, nodes)
+    assert work_window(spent["node-001"], 0, 100) == 0.75
+    assert work_window(spent["node-001"], 10.5, 100) == 0.25
+    assert spent["node-001"].requests(0, 100) == 3
+    assert work_window(spent["node-0011"], 0, 100) == 1.0
