@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from workflows.records import RunRecord
-from workflows.spec import AnalysisSpec, resolve_count
 from workflows.store import run_prefix
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # `status` reads the verdicts and must not load pydantic's models
     from workflows.engine import Engine
+    from workflows.records import RunRecord
+    from workflows.spec import AnalysisSpec
 
 CLAIM_SLACK = 30.0
 """Seconds a claim outlives the longest the checks may take."""
@@ -115,6 +115,8 @@ class AnalysisGate:
         store = self.engine.store
         admitted = store.admitted_nodes(run.id, run.cursor)
         finished = {p.node: _facts(p.steps) for p in store.progress_many(run.id, admitted) if p.state == "succeeded"}
+        from workflows.spec import resolve_count
+
         count = resolve_count(spec.sample, len(finished), at_least=1)
         sample = [n for n in admitted if n in finished][-count:]  # the wave just ended comes last
         if self.checks is None:  # never a silent pass

@@ -93,10 +93,11 @@ class _RunView:
         self.created_at, self.updated_at = float(raw["created_at"]), float(raw["updated_at"])
         self.waves = json.loads(raw.get("waves") or "[]")
         number = {k: int(raw.get(k) or 0) for k in ("wave", "window", "canary", "total", "cursor", "inflight",
-                                                   "succeeded", "failed", "skipped")}
+                                                   "succeeded", "failed", "skipped", "budget")}
         self.wave, self.window, self.canary = number["wave"], number["window"], number["canary"]
         self.total, self.cursor, self.inflight = number["total"], number["cursor"], number["inflight"]
         self.succeeded, self.failed, self.skipped = number["succeeded"], number["failed"], number["skipped"]
+        self.budget = number["budget"]
 
 
 def _steps(raw: dict[str, str], order: list[str]) -> dict[str, dict[str, Any]]:
