@@ -15,7 +15,7 @@ import pytest
 
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.card_facts import chosen_card, node_vfs
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.host import sim_nfp
 from tasks.host.sim_profiles import PROFILES, UBUNTU_2204, Profile, _agilio
 from tasks.host.simfleet import create_fleet, node_names, open_host
@@ -307,7 +307,7 @@ def test_bad_parameters_and_facts_name_the_field_and_the_value(tmp_path, profile
 
 def test_a_plugin_found_by_the_resource_its_config_names_is_preferred(tmp_path, profiles):
     """No upstream labels, another name: its ConfigMap naming corigine.com/agilio_sriov is what finds it."""
-    from tasks.cluster.sim_seed import upstream_device_plugin_manifests
+    from simulators.kube_api.seed import upstream_device_plugin_manifests
 
     sim, (name,) = fleet(tmp_path, "agilio-cx-converged", device_plugin=True)
     intel = config({"resourceName": "intel_sriov_netdevice", "selectors": {"vendors": ["8086"]}})

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
 from tests.stack import FAST, FAST_CORIGINE_RUN, Stack, op_counts

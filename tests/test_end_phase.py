@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.generic import GENERIC_STEPS
 from tasks.host.simfleet import create_fleet
 from workers.runtime import FleetSurfaces, ServedNodes

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
 from tests.helpers import PIPELINES

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
 from tests.test_broker_restart import wait_unacked_on
 from workflows.control import abort_run

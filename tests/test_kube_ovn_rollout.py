@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
-from tasks.cluster.sim_seed import kube_ovn_manifests
+from simulators.file_cluster import SimulatedCluster
+from simulators.kube_api.seed import kube_ovn_manifests
 from tasks.cluster.steps_kubeovn import container, env_value, flag_value
 from tasks.cluster.steps_ovsovn import ORIGINAL_STRATEGY
 from tasks.host.simfleet import create_fleet, node_names, open_host

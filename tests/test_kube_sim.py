@@ -15,7 +15,7 @@ import pytest
 from tasks.cluster.installer import run_script
 from tasks.cluster.nodes import resolve_nodes
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.host.sim import SimulatedHost
 from tasks.host.sim_nfp import netdevs
 from tasks.host.sim_ovs import interfaces

@@ -123,7 +123,7 @@ def test_a_conflict_fails_permanently_unless_force_is_set(api, kube):
 
 def test_an_upstream_device_plugin_is_adopted_through_the_api_and_its_pods_restarted(api, kube):
     """The cluster the Kube-OVN page leaves: sriov-network-device-plugin v3.5.1's k8s-v1.16 manifest."""
-    from tasks.cluster.sim_seed import upstream_device_plugin_manifests
+    from simulators.kube_api.seed import upstream_device_plugin_manifests
 
     api.put(node("node-1", labels=NFD_19EE, allocatable={"corigine.com/agilio_sriov": "0"}))
     for manifest in upstream_device_plugin_manifests():

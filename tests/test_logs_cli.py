@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tests.stack import Stack
 
 NODES = 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tasks.cluster.reporter import CORDONED_BY
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tests.stack import Stack
 
 NODES = 4

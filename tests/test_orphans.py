@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, RUN_ANNOTATION, STATE_LABEL, NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.host.simfleet import create_fleet
 from tests.helpers import PIPELINES
 from workers.orphans import find_orphans

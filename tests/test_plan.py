@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tests.stack import Stack
 from workflows.errors import NotYetKnown
 from workflows.runner import run_step

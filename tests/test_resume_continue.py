@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.host.simfleet import create_fleet, open_host
 from tasks.registry import default_registry
 from tests.helpers import PIPELINES

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.host.simfleet import create_fleet, open_host
 from tests.helpers import PIPELINES
 from tests.stack import Stack, op_counts

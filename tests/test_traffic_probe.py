@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.host.sim_nfp import netdevs, rename_netdev
 from tasks.host.sim_ovs import add_port, current_flows, del_port, interfaces, record_traffic, resolve_vf
 from tasks.host.simfleet import create_fleet, open_host

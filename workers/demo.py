@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.cluster.steps_verify import PROBE_PREFIX
 from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.host.sim_profiles import PROFILES

@@ -10,7 +10,7 @@ from typing import Any
 
 from tasks.cluster.availability import ClusterAvailability
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
+from simulators.file_cluster import SimulatedCluster
 from tasks.cluster.surface import ClusterSurface
 from tasks.host.simfleet import SimFleet, load_fleet, open_host
 from tasks.host.surface import RealHost

@@ -77,6 +77,10 @@ KINDS: dict[tuple[str, str], Kind] = {
 }
 
 
+class Installer(Protocol):
+    def __call__(self, script: bytes, env: Mapping[str, str], *, timeout: float) -> ExecResult: ...
+
+
 class PodExec(Protocol):
     def __call__(self, core: client.CoreV1Api, namespace: str, pod: str, container: str,
                  argv: Sequence[str], timeout: float) -> ExecResult: ...
@@ -141,7 +145,7 @@ class KubeCluster:
 
     def __init__(
         self, api_client: client.ApiClient, *, pod_exec: PodExec = stream_exec, request_timeout: float = 30.0,
-        kubeconfig: str | None = None,
+        kubeconfig: str | None = None, installer: Installer | None = None,
     ) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
@@ -152,6 +156,8 @@ class KubeCluster:
         self.pod_exec = pod_exec
         self.timeout = request_timeout
         self.kubeconfig = kubeconfig
+        self.installer = installer
+        """Runs Kube-OVN's install.sh against this cluster; default: bash with the kubeconfig."""
 
     @classmethod
     def from_environment(cls, *, kubeconfig: str | None = None, context: str | None = None) -> KubeCluster:
@@ -167,6 +173,19 @@ class KubeCluster:
                     "no Kubernetes API configuration: not running in a pod with a service account, and no usable "
                     f"kubeconfig ({exc})") from None
         return cls(client.ApiClient(configuration), kubeconfig=kubeconfig)
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str, *, request_timeout: float = 30.0,
+                        installer: Installer | None = None) -> KubeCluster:
+        """The cluster a kubeconfig file names, whatever the process runs in (a simulated fleet's
+        API, `<sim-root>/_cluster/kubeconfig`)."""
+        configuration = client.Configuration()
+        try:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        except (config.ConfigException, OSError) as exc:
+            raise PermanentError(f"cannot read the kubeconfig {kubeconfig}: {exc}") from None
+        return cls(client.ApiClient(configuration), kubeconfig=kubeconfig, request_timeout=request_timeout,
+                   installer=installer)
 
     # plumbing
     def _call(self, verb: str, resource: str, target: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -338,4 +357,6 @@ class KubeCluster:
             raise TransientError(f"exec in pod {target} failed: {exc}") from None
 
     def run_installer(self, script: bytes, env: Mapping[str, str], *, timeout: float) -> ExecResult:
+        if self.installer is not None:
+            return self.installer(script, env, timeout=timeout)
         return run_script(script, env, timeout=timeout, kubeconfig=self.kubeconfig)

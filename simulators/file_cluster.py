@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.cluster import sim_controllers as ctl
-from tasks.cluster import sim_seed
+from simulators.kube_api import controllers as ctl
+from simulators.kube_api import seed as sim_seed
 from tasks.cluster.converge import differences
 from tasks.cluster.surface import (
     DNS1123_LABEL, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeView, PatchValue, PodView,
@@ -137,7 +137,10 @@ class SimulatedCluster:
         if workloads:
             replicaset, pdb = sim_seed.web_workload(sorted(world["nodes"]))
             world["replicasets"][f"{replicaset['namespace']}/{replicaset['name']}"] = replicaset
-            world["pdbs"][f"{pdb['namespace']}/{pdb['name']}"] = pdb
+            meta, spec = pdb["metadata"], pdb["spec"]
+            world["pdbs"][f"{meta['namespace']}/{meta['name']}"] = {
+                "namespace": meta["namespace"], "name": meta["name"], "selector": spec["selector"]["matchLabels"],
+                "min_available": spec["minAvailable"]}
         ctl.reconcile(world, self.root, booting=True)
         return world
 

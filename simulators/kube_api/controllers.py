@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.cluster import sim_cni as cni
+from simulators.kube_api import cni
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.surface import Manifest
 from tasks.host.sim import SimulatedHost
@@ -76,7 +76,7 @@ def new_pod(world: World, root: Path, *, namespace: str, prefix: str, node: str,
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name or f"{prefix}-{seq:05x}", "namespace": namespace, "labels": dict(labels),
                      "annotations": dict(annotations or {}), "uid": f"sim-{seq}",
-                     "ownerReferences": [{"kind": owner[0], "name": owner[1], "controller": True}] if owner else []},
+                     "ownerReferences": [_owner_ref(world, namespace, owner)] if owner else []},
         "spec": {"nodeName": node, "containers": [_slim(c) for c in containers]},
         "status": {"phase": "Running", "podIP": f"10.16.{seq // 250}.{seq % 250 + 2}",
                    "conditions": [{"type": "Ready", "status": "True"}]},
@@ -84,6 +84,14 @@ def new_pod(world: World, root: Path, *, namespace: str, prefix: str, node: str,
     world["pods"][f"{namespace}/{pod['metadata']['name']}"] = pod
     _started(world, root, pod, booting)
     return pod
+
+
+def _owner_ref(world: World, namespace: str, owner: tuple[str, str]) -> Manifest:
+    """metav1.OwnerReference: apiVersion, kind, name and uid are required (the client checks)."""
+    live = world["objects"].get(f"apps/v1/{owner[0]}/{namespace}/{owner[1]}") or {}
+    uid = (live.get("metadata") or {}).get("uid") or f"sim-{owner[0].lower()}-{namespace}-{owner[1]}"
+    return {"apiVersion": "apps/v1", "kind": owner[0], "name": owner[1], "uid": uid, "controller": True,
+            "blockOwnerDeletion": True}
 
 
 def _slim(container: Manifest) -> Manifest:
