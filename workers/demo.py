@@ -1,7 +1,8 @@
 """`nicflow demo`: a whole rollout over a simulated fleet, on real processes.
 
-An embedded Redis (unless REDIS_URL is set), a controller and an agent
-serving the simulated fleet are started as real worker processes; the
+An embedded Redis (unless REDIS_URL is set), the simulated Kubernetes API
+(`nicflow sim api`), a controller and an agent serving the simulated fleet
+are started as real processes; the
 pipeline runs twice: once to converge the fleet, once to show that a
 converged fleet is left untouched.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from simulators.file_cluster import SimulatedCluster
+from simulators.kube_api.control import running_api, writes
 from tasks.cluster.steps_verify import PROBE_PREFIX
 from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.host.sim_profiles import PROFILES
@@ -76,9 +77,9 @@ def is_probe_write(op: dict[str, Any]) -> bool:
 def cluster_writes(sim_root: Path) -> tuple[Counter[str], Counter[str]]:
     """Every write request the simulated Kubernetes API received, by kind: the probe pods'
     apart from all the others."""
-    writes = SimulatedCluster(sim_root).writes()
-    return (Counter(op["op"] for op in writes if not is_probe_write(op)),
-            Counter(op["op"] for op in writes if is_probe_write(op)))
+    sent = writes(sim_root)
+    return (Counter(op["op"] for op in sent if not is_probe_write(op)),
+            Counter(op["op"] for op in sent if is_probe_write(op)))
 
 
 def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float, console: Console,
@@ -93,7 +94,7 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
     chosen = [n for n, spec in fleet.nodes.items() if _selected(spec.labels, selector)]
     console.print(f"[bold]nicflow demo[/]: {pipeline} over {len(chosen)} of {nodes} simulated nodes "
                   f"(selector {selector or ' or '.join(f'{k}=true' for k in AGILIO_LABELS)}), work dir {workdir}")
-    with _redis_url(workdir) as url:
+    with _redis_url(workdir) as url, running_api(sim_root, log_dir=workdir / "logs"):
         fleet_arg = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
         workers = [
             spawn_worker("controller", ["controller"], redis_url=url, log_dir=workdir / "logs"),

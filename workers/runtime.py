@@ -10,7 +10,6 @@ from typing import Any
 
 from tasks.cluster.availability import ClusterAvailability
 from tasks.cluster.reporter import NodeStateReporter
-from simulators.file_cluster import SimulatedCluster
 from tasks.cluster.surface import ClusterSurface
 from tasks.host.simfleet import SimFleet, load_fleet, open_host
 from tasks.host.surface import RealHost
@@ -57,6 +56,7 @@ class FleetSurfaces:
         self.served = served if served is not None else ServedNodes()
         self._fleets: dict[str, SimFleet] = {}
         self._hosts: dict[tuple[str, str], Any] = {}
+        self._clusters: dict[str, Any] = {}
 
     def _sim_root(self, fleet: str) -> Path | None:
         return Path(fleet.removeprefix("sim:")) if fleet.startswith("sim:") else None
@@ -78,7 +78,25 @@ class FleetSurfaces:
         root = self._sim_root(fleet)
         if root is None:
             return real_cluster()
-        return SimulatedCluster(root)
+        if fleet not in self._clusters:
+            self._clusters[fleet] = sim_cluster(root)
+        return self._clusters[fleet]
+
+
+def sim_cluster(root: Path) -> ClusterSurface:
+    """A simulated fleet's Kubernetes API: the server `nicflow sim api` runs for it, through the
+    official client, from the kubeconfig it wrote. A fleet without one still has the file-backed
+    cluster of earlier releases, which the tests not yet moved to the server use."""
+    from simulators.kube_api.control import installer_for, kubeconfig_path
+
+    config = kubeconfig_path(root)
+    if config.exists():
+        from tasks.cluster.kube import KubeCluster  # the kubernetes client loads only where a cluster is used
+
+        return KubeCluster.from_kubeconfig(str(config), installer=installer_for(root))
+    from simulators.file_cluster import SimulatedCluster
+
+    return SimulatedCluster(root)
 
 
 @lru_cache(maxsize=1)

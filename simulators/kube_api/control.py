@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from simulators.kube_api.server import KUBECONFIG
+from tasks.cluster.surface import ExecResult
 
 
 def kubeconfig_path(sim_root: Path) -> Path:
@@ -55,6 +56,18 @@ def call(url: str, method: str, path: str, body: Any = None, *, timeout: float =
     except urllib.error.HTTPError as exc:
         raise RuntimeError(f"simulated API {method} {path}: {exc.code} {exc.read().decode(errors='replace')}") \
             from None
+
+
+def installer_for(sim_root: Path) -> Callable[..., ExecResult]:
+    """Kube-OVN's install.sh run against the simulated cluster: the server emulates what its
+    `kubectl apply`s do (`Verbs.install`), as no shell or kubectl reaches a simulated API."""
+
+    def install(script: bytes, env: Mapping[str, str], *, timeout: float) -> ExecResult:
+        answer = call(server_url(sim_root), "POST", "/_sim/install", {"env": dict(env), "script_bytes": len(script)},
+                      timeout=timeout)
+        return ExecResult(0, str(answer["stdout"]), "")
+
+    return install
 
 
 @dataclass
@@ -110,7 +123,7 @@ def start_api(sim_root: Path, *, latency: float = 0.0, log_dir: Path | None = No
     sim_root = Path(sim_root)
     config = kubeconfig_path(sim_root)
     config.unlink(missing_ok=True)
-    log = (log_dir or sim_root / "_cluster") / "kube-api.log"
+    log = (log_dir or sim_root / "_cluster") / f"kube-api-{sim_root.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "workers.cli", "sim", "api", "--sim-root", str(sim_root), "--port", "0",
             "--latency", str(latency), *(extra or [])]

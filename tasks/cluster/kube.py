@@ -77,6 +77,11 @@ KINDS: dict[tuple[str, str], Kind] = {
 }
 
 
+POOL_SIZE = 64
+"""Kept-alive connections per client: a controller's threads each hold one (urllib3's default of
+cpu_count * 5 would discard and reopen them)."""
+
+
 class Installer(Protocol):
     def __call__(self, script: bytes, env: Mapping[str, str], *, timeout: float) -> ExecResult: ...
 
@@ -184,6 +189,7 @@ class KubeCluster:
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         except (config.ConfigException, OSError) as exc:
             raise PermanentError(f"cannot read the kubeconfig {kubeconfig}: {exc}") from None
+        configuration.connection_pool_maxsize = POOL_SIZE
         return cls(client.ApiClient(configuration), kubeconfig=kubeconfig, request_timeout=request_timeout,
                    installer=installer)
 
