@@ -1,20 +1,96 @@
 """The simulated Kubernetes API for tests: the server process on a free port, over a fleet,
-and the official client on its kubeconfig."""
+and the official client on its kubeconfig.
+
+`SimCluster` is KubeCluster - the very surface nicflow uses on a real cluster - plus the
+test's own set-up of the cluster, done as ordinary API writes by other clients (a
+PodDisruptionBudget created by `kubectl`, a node status posted by the kubelet) or through the
+server's sim-only controls (seed, faults). `writes()` lists the write requests nicflow sent,
+leaving out the set-up's.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes import client
 
-from simulators.kube_api.control import ApiProcess, running_api
+from simulators.kube_api.control import ApiProcess, installer_for, running_api, start_api
+from simulators.kube_api.seed import NOT_READY, READY, pod_disruption_budget
 from tasks.cluster.kube import KubeCluster
 from tasks.host.simfleet import create_fleet
 
+SETUP_MANAGERS = ("kubectl-create", "kubelet")
+"""Field managers of the tests' set-up writes (not nicflow's)."""
 
-def kube_for(api: ApiProcess, **kwargs: object) -> KubeCluster:
-    return KubeCluster.from_kubeconfig(str(api.kubeconfig), **kwargs)  # type: ignore[arg-type]
+
+class SimCluster(KubeCluster):
+    def __init__(self, api: ApiProcess, *, request_timeout: float = 10.0) -> None:
+        built = KubeCluster.from_kubeconfig(str(api.kubeconfig), request_timeout=request_timeout,
+                                            installer=installer_for(api.sim_root))
+        super().__init__(built.api_client, request_timeout=request_timeout, kubeconfig=built.kubeconfig,
+                         installer=built.installer)
+        self.api = api
+        self.root = api.sim_root
+
+    def ops(self) -> list[dict[str, Any]]:
+        return self.api.ops()
+
+    def writes(self) -> list[dict[str, Any]]:
+        return [op for op in self.api.writes() if (op.get("query") or {}).get("fieldManager") not in SETUP_MANAGERS
+                and not op.get("path", "").startswith("/apis/policy/v1/")]  # nicflow never writes a budget
+
+    def seed(self, **options: Any) -> None:
+        self.api.seed(**options)
+
+    def add_pdb(self, namespace: str, name: str, selector: Mapping[str, str], min_available: int) -> None:
+        """A PodDisruptionBudget, as `kubectl create` makes it, in place of the budgets over the same
+        pods (two budgets over one pod make every eviction of it a 500)."""
+        policy = client.PolicyV1Api(self.api_client)
+        for old in policy.list_namespaced_pod_disruption_budget(namespace).items:
+            if (old.spec.selector.match_labels or {}) == dict(selector):
+                policy.delete_namespaced_pod_disruption_budget(old.metadata.name, namespace)
+        policy.create_namespaced_pod_disruption_budget(
+            namespace, pod_disruption_budget(namespace, name, selector, min_available), field_manager="kubectl-create")
+
+    def set_node_ready(self, name: str, ready: bool) -> None:
+        """The kubelet posting Ready, or the node lifecycle controller marking it Unknown once the
+        kubelet went silent: a patch of the node's status (its conditions merge by type)."""
+        client.CoreV1Api(self.api_client).patch_node_status(
+            name, {"status": {"conditions": [dict(READY if ready else NOT_READY)]}}, field_manager="kubelet")
+
+
+class Servers:
+    """Servers started by a test, stopped when it ends (`sim_servers`)."""
+
+    def __init__(self) -> None:
+        self.started: list[ApiProcess] = []
+
+    def start(self, root: Path) -> SimCluster:
+        api = start_api(root)
+        self.started.append(api)
+        return SimCluster(api)
+
+    def stop_all(self) -> None:
+        while self.started:
+            self.started.pop().stop()
+
+
+SERVERS = Servers()
+
+
+@pytest.fixture
+def sim_servers() -> Iterator[Servers]:
+    try:
+        yield SERVERS
+    finally:
+        SERVERS.stop_all()
+
+
+def kube_for(api: ApiProcess, **kwargs: Any) -> KubeCluster:
+    return KubeCluster.from_kubeconfig(str(api.kubeconfig), **kwargs)
 
 
 @pytest.fixture

@@ -125,7 +125,7 @@ def start_api(sim_root: Path, *, latency: float = 0.0, log_dir: Path | None = No
     config.unlink(missing_ok=True)
     log = (log_dir or sim_root / "_cluster") / f"kube-api-{sim_root.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "workers.cli", "sim", "api", "--sim-root", str(sim_root), "--port", "0",
+    argv = [sys.executable, "-m", "simulators.kube_api", "--sim-root", str(sim_root), "--port", "0",
             "--latency", str(latency), *(extra or [])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,

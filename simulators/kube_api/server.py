@@ -150,7 +150,7 @@ class Handler(BaseHTTPRequestHandler):
                 entry["fault"] = fault.status
                 raise ApiError(fault.status, fault.message)
             if op == "exec":
-                entry.update(pod_exec.describe(query))
+                entry.update(pod=ref.name, **pod_exec.describe(query))
                 status = pod_exec.serve(self, server.store, ref, query)
             elif op == "watch":
                 status = self._watch(ref, query)

@@ -114,6 +114,16 @@ def _message(exc: ApiException) -> str:
         return str(exc.body or exc.reason or "")
 
 
+def _with_causes(exc: ApiException) -> str:
+    """The message and its causes: a refused eviction names the budget only in a cause
+    (pkg/registry/core/pod/storage/eviction.go checkAndDecrement, DisruptionBudget cause)."""
+    try:
+        causes = ((json.loads(exc.body or "{}").get("details") or {}).get("causes") or [])
+    except (ValueError, AttributeError):
+        causes = []
+    return " ".join([_message(exc), *(str(c.get("message")) for c in causes if c.get("message"))]).strip()
+
+
 class NotFound(PermanentError):
     """404 where the object had to exist."""
 
@@ -338,7 +348,7 @@ class KubeCluster:
                                                      _headers={"Content-Type": "application/json"})
         except ApiException as exc:
             if exc.status == 429:
-                raise EvictionBlocked(namespace, name, _message(exc) or "429 Too Many Requests") from None
+                raise EvictionBlocked(namespace, name, _with_causes(exc) or "429 Too Many Requests") from None
             error = api_error(exc, verb="create", resource="pods/eviction", target=target)
             if not isinstance(error, NotFound):  # already gone: evicted
                 raise error from None
