@@ -22,6 +22,7 @@ from simulators.kube_api.seed import NOT_READY, READY, pod_disruption_budget
 from tasks.cluster.kube import KubeCluster
 from tasks.host.simfleet import create_fleet
 
+READS = ("get", "list", "watch")
 SETUP_MANAGERS = ("kubectl-create", "kubelet")
 """Field managers of the tests' set-up writes (not nicflow's)."""
 
@@ -36,7 +37,9 @@ class SimCluster(KubeCluster):
         self.root = api.sim_root
 
     def ops(self) -> list[dict[str, Any]]:
-        return self.api.ops()
+        """The log without its reads (get, list, watch): writes, execs and what the emulated
+        controllers did, in order."""
+        return [op for op in self.api.ops() if op["op"] not in READS]
 
     def writes(self) -> list[dict[str, Any]]:
         return [op for op in self.api.writes() if (op.get("query") or {}).get("fieldManager") not in SETUP_MANAGERS

@@ -126,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
                                 f"{exc}") from None
 
     def _serve(self) -> None:
+        """Every request is logged before it is carried out, so the log has it before its effects
+        (the controllers' lines) and before the client has its answer."""
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -136,7 +138,11 @@ class Handler(BaseHTTPRequestHandler):
                                  "method": self.command, "path": parts.path,
                                  "query": {k: v[0] if len(v) == 1 else v for k, v in query.items()}}
         try:
-            ref = parse(parts.path)
+            try:
+                ref = parse(parts.path)
+            except BadPath:
+                server.log.write(entry)
+                raise ApiError(404, f"the server could not find the requested resource ({parts.path})") from None
             with server.store.lock:
                 kind = ref.kind(server.store.learned) or ref.plural
             watch = (query.get("watch") or [""])[0] in ("true", "1")
@@ -144,37 +150,38 @@ class Handler(BaseHTTPRequestHandler):
             entry.update(op=op, write=write, kind=kind, namespace=ref.namespace, name=ref.name)
             if server.latency:
                 time.sleep(server.latency)
+            try:
+                body = self._body(content_type) if self.command != "GET" else None
+            except ApiError:
+                server.log.write(entry)
+                raise
             fault = server.fault_for(self.command, parts.path)
             if fault is not None:
-                self._body(content_type)
-                entry["fault"] = fault.status
+                server.log.write({**entry, "fault": fault.status})
                 raise ApiError(fault.status, fault.message)
             if op == "exec":
-                entry.update(pod=ref.name, **pod_exec.describe(query))
-                status = pod_exec.serve(self, server.store, ref, query)
+                server.log.write({**entry, "pod": ref.name, **pod_exec.describe(query)})
+                pod_exec.serve(self, server.store, ref, query)
             elif op == "watch":
-                status = self._watch(ref, query)
+                server.log.write(entry)
+                self._watch(ref, query)
             else:
-                status = self._answer(ref, op, query, content_type, entry)
-        except BadPath:
-            status = 404
-            self.send_json(404, ApiError(404, f"the server could not find the requested resource ({parts.path})")
-                           .status())
+                self._answer(ref, op, query, content_type, body, entry)
         except ApiError as exc:
-            status = exc.code
             self.send_json(exc.code, exc.status())
-        entry["status"] = status
-        server.log.write(entry)
         return None
 
-    def _answer(self, ref: Any, op: str, query: dict[str, list[str]], content_type: str,
-                entry: dict[str, Any]) -> int:
+    def _answer(self, ref: Any, op: str, query: dict[str, list[str]], content_type: str, body: Any,
+                entry: dict[str, Any]) -> None:
         verbs, store = self.server.verbs, self.server.store
-        body = self._body(content_type) if self.command != "GET" else None
-        manager = rq.field_manager(query, self.headers.get("User-Agent") or "", content_type) \
-            if self.command in ("POST", "PUT", "PATCH") else ""
-        if entry["write"]:
-            entry.update(content_type=content_type, **rq.details(op, query, body, manager))
+        manager = ""
+        try:
+            if self.command in ("POST", "PUT", "PATCH"):
+                manager = rq.field_manager(query, self.headers.get("User-Agent") or "", content_type)
+        finally:
+            if entry["write"]:
+                entry.update(content_type=content_type, **rq.details(op, query, body, manager))
+            self.server.log.write(entry)
         with store.lock:
             if op == "get":
                 answer, status = store.read(ref), 200
@@ -197,7 +204,6 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(405, f"{self.command} {self.path} is not served")
             data = json.dumps(answer, separators=(",", ":")).encode()
         self.send_json(status, data)
-        return status
 
     def _list(self, ref: Any, query: dict[str, list[str]]) -> dict[str, Any]:
         store = self.server.store

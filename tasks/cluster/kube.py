@@ -96,7 +96,11 @@ def stream_exec(core: client.CoreV1Api, namespace: str, pod: str, container: str
     """`kubectl exec` over the websocket subprotocol of the official client."""
     from kubernetes.stream import stream  # imported here: the websocket stack is only needed for exec
 
-    ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=list(argv),
+    # `stream` swaps the ApiClient's call_api for the websocket one while it runs (kubernetes client
+    # 37 stream/stream.py _websocket_request): on a client other threads share, their requests
+    # would go out as websocket handshakes. Each exec gets a client of its own.
+    private = client.CoreV1Api(client.ApiClient(core.api_client.configuration))
+    ws = stream(private.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=list(argv),
                 stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
     try:
         ws.run_forever(timeout=timeout)
