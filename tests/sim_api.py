@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from simulators.kube_api.control import ApiProcess, installer_for, running_api, start_api
+from simulators.kube_api.control import (
+    ApiProcess, Control, installer_for, kubeconfig_path, ops, running_api, start_api, writes,
+)
 from simulators.kube_api.seed import NOT_READY, READY, pod_disruption_budget
 from tasks.cluster.kube import KubeCluster
 from tasks.host.simfleet import create_fleet
@@ -28,21 +30,26 @@ SETUP_MANAGERS = ("kubectl-create", "kubelet")
 
 
 class SimCluster(KubeCluster):
-    def __init__(self, api: ApiProcess, *, request_timeout: float = 10.0) -> None:
-        built = KubeCluster.from_kubeconfig(str(api.kubeconfig), request_timeout=request_timeout,
-                                            installer=installer_for(api.sim_root))
+    """The cluster surface on the simulated API of the fleet at `root` (its server running)."""
+
+    def __init__(self, root: Path, *, request_timeout: float = 10.0) -> None:
+        built = KubeCluster.from_kubeconfig(str(kubeconfig_path(root)), request_timeout=request_timeout,
+                                            installer=installer_for(root))
         super().__init__(built.api_client, request_timeout=request_timeout, kubeconfig=built.kubeconfig,
                          installer=built.installer)
-        self.api = api
-        self.root = api.sim_root
+        self.root = Path(root)
+
+    @property
+    def api(self) -> Control:
+        return Control(self.root)
 
     def ops(self) -> list[dict[str, Any]]:
         """The log without its reads (get, list, watch): writes, execs and what the emulated
         controllers did, in order."""
-        return [op for op in self.api.ops() if op["op"] not in READS]
+        return [op for op in ops(self.root) if op["op"] not in READS]
 
     def writes(self) -> list[dict[str, Any]]:
-        return [op for op in self.api.writes() if (op.get("query") or {}).get("fieldManager") not in SETUP_MANAGERS
+        return [op for op in writes(self.root) if (op.get("query") or {}).get("fieldManager") not in SETUP_MANAGERS
                 and not op.get("path", "").startswith("/apis/policy/v1/")]  # nicflow never writes a budget
 
     def seed(self, **options: Any) -> None:
@@ -74,7 +81,7 @@ class Servers:
     def start(self, root: Path) -> SimCluster:
         api = start_api(root)
         self.started.append(api)
-        return SimCluster(api)
+        return SimCluster(root)
 
     def stop_all(self) -> None:
         while self.started:

@@ -291,7 +291,7 @@ def test_the_rollout_on_real_worker_processes_over_the_latest_release(tmp_path):
     try:
         stack.controller()
         root = stack.fleet("latest", 4)
-        sim = SimCluster(stack.apis[root])
+        sim = SimCluster(root)
         sim.seed(kube_ovn_version="1.16")
         stack.agent(root, 4)
         sets = ["--set", "allow_disable_ovn_lb=true", "--set", "cluster_poll_interval=0.05",

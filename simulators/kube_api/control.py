@@ -70,13 +70,13 @@ def installer_for(sim_root: Path) -> Callable[..., ExecResult]:
     return install
 
 
-@dataclass
-class ApiProcess:
-    """`nicflow sim api` as a child process."""
+class Control:
+    """The sim-only controls of the server of the fleet at `sim_root`, whoever started it."""
 
     sim_root: Path
-    proc: subprocess.Popen[bytes]
-    log: Path
+
+    def __init__(self, sim_root: Path) -> None:
+        self.sim_root = Path(sim_root)
 
     @property
     def url(self) -> str:
@@ -106,6 +106,15 @@ class ApiProcess:
 
     def writes(self) -> list[dict[str, Any]]:
         return writes(self.sim_root)
+
+
+@dataclass
+class ApiProcess(Control):
+    """`python -m simulators.kube_api` (what `nicflow sim api` runs) as a child process."""
+
+    sim_root: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
 
     def stop(self) -> None:
         if self.proc.poll() is None:
