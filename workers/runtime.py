@@ -85,18 +85,15 @@ class FleetSurfaces:
 
 def sim_cluster(root: Path) -> ClusterSurface:
     """A simulated fleet's Kubernetes API: the server `nicflow sim api` runs for it, through the
-    official client, from the kubeconfig it wrote. A fleet without one still has the file-backed
-    cluster of earlier releases, which the tests not yet moved to the server use."""
+    official client, from the kubeconfig it wrote once listening."""
     from simulators.kube_api.control import installer_for, kubeconfig_path
+    from tasks.cluster.kube import KubeCluster  # the kubernetes client loads only where a cluster is used
 
     config = kubeconfig_path(root)
-    if config.exists():
-        from tasks.cluster.kube import KubeCluster  # the kubernetes client loads only where a cluster is used
-
-        return KubeCluster.from_kubeconfig(str(config), installer=installer_for(root))
-    from simulators.file_cluster import SimulatedCluster
-
-    return SimulatedCluster(root)
+    if not config.exists():
+        raise PermanentError(f"the simulated fleet at {root} has no Kubernetes API: {config} is missing; start "
+                             f"`nicflow sim api --sim-root {root}` first")
+    return KubeCluster.from_kubeconfig(str(config), installer=installer_for(root))
 
 
 @lru_cache(maxsize=1)
