@@ -109,6 +109,8 @@ def test_retried_or_repeated_deliveries_start_one_run(env: Env):
     first = env.command("rollout hello-fleet nodes=node-001", trigger="13345224609.738474920.8088930838")
     assert first.status_code == 200
     run_id = started_run(env)
+    # the delivery is settled with its run just before the run's opening message is posted
+    env.standin.wait_for(lambda s: len(s.of("chat.postMessage")) >= 1)
     # Slack retries seconds later: a new timestamp, a new signature, the same trigger_id
     retry = env.command("rollout hello-fleet nodes=node-001", trigger="13345224609.738474920.8088930838",
                         timestamp=int(time.time()) + 3, headers={"X-Slack-Retry-Num": "1"})
