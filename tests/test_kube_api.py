@@ -165,3 +165,10 @@ def test_the_request_log_counts_writes_and_faults_answer_what_they_are_told(kube
         kube.list_nodes()
     sim_api.clear_faults()
     assert kube.list_nodes()
+
+
+def test_a_daemonset_without_selector_or_template_is_invalid_and_nothing_is_stored(kube, sim_api):
+    bare = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "bare", "namespace": "kube-system"}}
+    with pytest.raises(PermanentError, match=r'422\): DaemonSet.apps "bare" is invalid: spec.selector: Required value'):
+        kube.apply(bare)
+    assert kube.get("apps/v1", "DaemonSet", "bare", "kube-system") is None

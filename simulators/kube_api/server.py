@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -169,6 +170,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._answer(ref, op, query, content_type, body, entry)
         except ApiError as exc:
             self.send_json(exc.code, exc.status())
+        except Exception as exc:  # noqa: BLE001 - a bug of the simulator answers 500, as an apiserver panic would
+            traceback.print_exc()
+            self.send_json(500, ApiError(500, f"simulated API internal error: {exc!r}").status())
         return None
 
     def _answer(self, ref: Any, op: str, query: dict[str, list[str]], content_type: str, body: Any,

@@ -46,6 +46,7 @@ class Verbs:
             raise ApiError(409, f'{ref.plural} "{name}" already exists', details={"name": name, "kind": ref.plural})
         if kind == "Pod":
             return self._create_pod(ref, body, manager)
+        self.validate(kind, name, body)
         obj = s.put(ref, kind, copy.deepcopy(body), None, manager)
         self._react(kind)
         return s.shown(kind, ref.api_version, obj)
@@ -58,6 +59,7 @@ class Verbs:
             raise not_found(ref)
         s.check_version(ref, body, live)
         new = self._scoped(ref, live, copy.deepcopy(body))
+        self.validate(kind, ref.name, new)
         obj = s.put(ref, kind, new, live, manager)
         self._react(kind)
         return s.shown(kind, ref.api_version, obj)
@@ -70,7 +72,7 @@ class Verbs:
         live = table.get(key)
         if live is None and kind == "Pod":
             return self._create_pod(ref, body, manager, apply=True)
-        managed = s.managed.setdefault(key, {})
+        managed = copy.deepcopy(s.managed.get(key, {}))  # taken up only once the apply is valid
         try:
             merged = fields.apply(copy.deepcopy(live) if live else None, body, manager, managed, force=force,
                                   keys=s.keys_for(ref))
@@ -82,6 +84,8 @@ class Verbs:
             raise _bad(exc) from None
         if live is not None and "status" in live:
             merged["status"] = copy.deepcopy(live["status"])
+        self.validate(kind, ref.name, merged)
+        s.managed[key] = managed
         obj = s.store(ref, kind, merged, live)
         self._react(kind)
         return s.shown(kind, ref.api_version, obj)
@@ -109,6 +113,7 @@ class Verbs:
         except fields.BadPatch as exc:
             raise _bad(exc) from None
         new = self._scoped(ref, live, merged)
+        self.validate(kind, ref.name, new)
         if new == live:
             return s.shown(kind, ref.api_version, live)  # a no-op patch writes nothing, as etcd is not touched
         obj = s.put(ref, kind, new, copy.deepcopy(live), manager)
@@ -125,6 +130,16 @@ class Verbs:
         if "status" in live:
             new["status"] = copy.deepcopy(live["status"])
         return new
+
+    @staticmethod
+    def validate(kind: str, name: str, obj: Manifest) -> None:
+        """The fields the controllers need, required as the API server's validation requires them
+        (pkg/apis/apps/validation ValidateDaemonSetSpec, ValidateDeploymentSpec: selector, template)."""
+        if kind in ("DaemonSet", "Deployment"):
+            spec = obj.get("spec") or {}
+            for field in ("selector", "template"):
+                if not spec.get(field):
+                    raise ApiError(422, f'{kind}.apps "{name}" is invalid: spec.{field}: Required value')
 
     def _react(self, kind: str) -> None:
         if kind not in NO_RECONCILE:
