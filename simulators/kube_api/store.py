@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.kube_api import controllers as ctl
+from simulators.kube_api import kubelet
 from simulators.kube_api import fields
 from simulators.kube_api.resources import Ref
 
@@ -176,7 +177,7 @@ class Store:
             raise not_found(ref)
         shown = self.shown(kind, ref.api_version, table[key])
         if kind == "Pod":
-            ctl.stop_pod(self.world, self.root, key)
+            kubelet.stop_pod(self.world, self.root, key)
         else:
             del table[key]
         self.managed.pop(key, None)

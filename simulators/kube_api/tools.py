@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from simulators.kube_api import controllers as ctl
+from simulators.kube_api import kubelet
 from simulators.kube_api.store import ApiError, Store
 from tasks.host.sim_ovs import record_traffic
 from tasks.host.simfleet import open_host
@@ -33,7 +34,7 @@ def run_in_pod(store: Store, namespace: str, pod: str, container: str, argv: Seq
             raise ApiError(400, f"container {container} is not valid for pod {pod}")
         peer = next((p for p in store.world["pods"].values() if p["status"].get("phase") == "Running"
                      and argv and p["status"].get("podIP") == argv[-1]), None)
-        devices = (ctl.pod_devices(store.world, found), ctl.pod_devices(store.world, peer) if peer else {})
+        devices = (kubelet.pod_devices(store.world, found), kubelet.pod_devices(store.world, peer) if peer else {})
         node, owner = found["spec"]["nodeName"], ctl.owner_of(found)
         same_node = peer is not None and peer["spec"]["nodeName"] == node
     if owner == ("DaemonSet", ctl.OVS_DAEMONSET) and argv and argv[0] in OVS_TOOLS:

@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from simulators.kube_api import controllers as ctl
-from simulators.kube_api import fields, seed
+from simulators.kube_api import fields, kubelet, seed
 from simulators.kube_api.resources import KINDS, Ref
 from simulators.kube_api.store import ApiError, Manifest, Store, not_found
 
@@ -207,7 +207,7 @@ class Verbs:
         then admits it (`controllers.admit`)."""
         s = self.store
         meta, spec = body.get("metadata") or {}, body.get("spec") or {}
-        node, why = (spec["nodeName"], "") if spec.get("nodeName") else ctl.schedule(s.world, body)
+        node, why = (spec["nodeName"], "") if spec.get("nodeName") else kubelet.schedule(s.world, body)
         pod = ctl.new_pod(s.world, s.root, namespace=ref.namespace, prefix="", name=ref.name, node=node or "",
                           labels=dict(meta.get("labels") or {}), owner=None,
                           containers=list(spec.get("containers") or []), annotations=meta.get("annotations"))
@@ -218,7 +218,7 @@ class Verbs:
             pod["status"] = {"phase": "Pending", "conditions": [
                 {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}]}
         else:
-            ctl.admit(s.world, s.root, pod)
+            kubelet.admit(s.world, s.root, pod)
         key = f"{ref.namespace}/{ref.name}"
         pod["metadata"]["resourceVersion"] = s.next_rv()
         managed = s.managed.setdefault(key, {})
