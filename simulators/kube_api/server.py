@@ -213,14 +213,16 @@ class Handler(BaseHTTPRequestHandler):
         store = self.server.store
         labels = rq.label_selector((query.get("labelSelector") or [""])[0])
         fields = rq.field_selector((query.get("fieldSelector") or [""])[0])
-        items = store.list(ref, lambda obj: rq.selects(obj, labels, fields))
-        start = int((query.get("continue") or ["0"])[0] or 0)
-        limit = int((query.get("limit") or ["0"])[0] or 0)
-        page = items[start:start + limit] if limit else items[start:]
+        try:
+            start = int((query.get("continue") or ["0"])[0] or 0)
+            limit = int((query.get("limit") or ["0"])[0] or 0)
+        except ValueError:
+            raise ApiError(400, "limit and continue must be integers") from None
+        page, total = store.list(ref, lambda obj: rq.selects(obj, labels, fields), start=start, limit=limit)
         meta: dict[str, Any] = {"resourceVersion": str(store.rv)}
-        if limit and start + limit < len(items):
+        if limit and start + limit < total:
             meta["continue"] = str(start + limit)  # an offset: the list is sorted by key
-            meta["remainingItemCount"] = len(items) - start - limit
+            meta["remainingItemCount"] = total - start - limit
         kind = store.kind_of(ref)
         return {"kind": f"{kind}List", "apiVersion": ref.api_version, "metadata": meta, "items": page}
 

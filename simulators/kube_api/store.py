@@ -66,6 +66,7 @@ class Store:
         self.lock = threading.Condition(threading.RLock())
         self.world: ctl.World = {"objects": {}, "pods": {}, "nodes": {}, "replicasets": {}, "seq": 0}
         self.managed: dict[str, fields.Managed] = {}
+        self._rendered: dict[str, tuple[str, list[Manifest]]] = {}
         self.learned: dict[str, str] = {}
         self.rv = 0
         self.node_events: deque[tuple[int, str, str]] = deque()
@@ -109,8 +110,16 @@ class Store:
             else {"apiVersion": api_version, "kind": kind, **copy.deepcopy(obj)}
         key = self._key(kind, api_version, meta.get("namespace", ""), meta.get("name", ""))
         if self.managed.get(key):
-            out["metadata"]["managedFields"] = fields.managed_fields(self.managed[key], api_version, now())
+            out["metadata"]["managedFields"] = self._managed_fields(key, api_version, meta["resourceVersion"])
         return out
+
+    def _managed_fields(self, key: str, api_version: str, rv: str) -> list[Manifest]:
+        """Rendered once per resourceVersion: ownership changes only with a write, which bumps it."""
+        cached = self._rendered.get(key)
+        if cached is None or cached[0] != rv:
+            cached = (rv, fields.managed_fields(self.managed[key], api_version, now()))
+            self._rendered[key] = cached
+        return copy.deepcopy(cached[1])
 
     def read(self, ref: Ref) -> Manifest:
         kind, key, table = self.locate(ref)
@@ -118,7 +127,9 @@ class Store:
             raise not_found(ref)
         return self.shown(kind, ref.api_version, table[key])
 
-    def list(self, ref: Ref, select: Selector) -> list[Manifest]:
+    def list(self, ref: Ref, select: Selector, *, start: int = 0, limit: int = 0) -> tuple[list[Manifest], int]:
+        """The page [start, start + limit) of the selected objects in key order (all when limit is 0),
+        and how many there are: only the page is copied out."""
         kind = self.kind_of(ref)
         found = []
         for key, obj in sorted(self._table(kind).items()):
@@ -126,10 +137,10 @@ class Store:
                 continue
             if ref.namespace and obj["metadata"].get("namespace") != ref.namespace:
                 continue
-            shown = self.shown(kind, ref.api_version, obj)
-            if select(shown):
-                found.append(shown)
-        return found
+            if select(obj):  # labels, spec and phase are the stored object's own: filter before copying
+                found.append(obj)
+        page = found[start:start + limit] if limit else found[start:]
+        return [self.shown(kind, ref.api_version, obj) for obj in page], len(found)
 
     # writing -----------------------------------------------------------------------------------
     def keys_for(self, ref: Ref) -> dict[str, str]:
