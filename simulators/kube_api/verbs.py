@@ -19,8 +19,12 @@ from simulators.kube_api import fields, kubelet, seed
 from simulators.kube_api.resources import KINDS, Ref
 from simulators.kube_api.store import ApiError, Manifest, Store, not_found
 
-NO_RECONCILE = {"Node", "Event", "Namespace"}
-"""Kinds no emulated controller reads when they change (a cordon only keeps new pods away)."""
+NO_RECONCILE = {"Event", "Namespace", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "ClusterRole",
+                "ClusterRoleBinding", "CustomResourceDefinition", "NetworkAttachmentDefinition"}
+"""Kinds no emulated controller acts on when they change: the device plugin reads its ConfigMap
+and Multus its NetworkAttachmentDefinition only when a pod starts, a budget is read by an
+eviction. A Node change matters when its cordon changes (ReplicaSets place pods on
+schedulable nodes), a Pod's when a controller owns it."""
 DEFAULT_SEED = seed.DEFAULT_KUBE_OVN_ENV
 
 
@@ -48,7 +52,7 @@ class Verbs:
             return self._create_pod(ref, body, manager)
         self.validate(kind, name, body)
         obj = s.put(ref, kind, copy.deepcopy(body), None, manager)
-        self._react(kind)
+        self._react(kind, None, obj)
         return s.shown(kind, ref.api_version, obj)
 
     def replace(self, ref: Ref, body: Manifest, manager: str) -> Manifest:
@@ -60,8 +64,9 @@ class Verbs:
         s.check_version(ref, body, live)
         new = self._scoped(ref, live, copy.deepcopy(body))
         self.validate(kind, ref.name, new)
+        before = copy.deepcopy(live)
         obj = s.put(ref, kind, new, live, manager)
-        self._react(kind)
+        self._react(kind, before, obj)
         return s.shown(kind, ref.api_version, obj)
 
     def apply(self, ref: Ref, body: Manifest, manager: str, *, force: bool) -> Manifest:
@@ -86,8 +91,9 @@ class Verbs:
             merged["status"] = copy.deepcopy(live["status"])
         self.validate(kind, ref.name, merged)
         s.managed[key] = managed
+        before = copy.deepcopy(live) if live else None
         obj = s.store(ref, kind, merged, live)
-        self._react(kind)
+        self._react(kind, before, obj)
         return s.shown(kind, ref.api_version, obj)
 
     def patch(self, ref: Ref, body: Manifest, content_type: str, manager: str) -> Manifest:
@@ -116,8 +122,9 @@ class Verbs:
         self.validate(kind, ref.name, new)
         if new == live:
             return s.shown(kind, ref.api_version, live)  # a no-op patch writes nothing, as etcd is not touched
-        obj = s.put(ref, kind, new, copy.deepcopy(live), manager)
-        self._react(kind)
+        before = copy.deepcopy(live)
+        obj = s.put(ref, kind, new, before, manager)
+        self._react(kind, before, obj)
         return s.shown(kind, ref.api_version, obj)
 
     @staticmethod
@@ -141,16 +148,23 @@ class Verbs:
                 if not spec.get(field):
                     raise ApiError(422, f'{kind}.apps "{name}" is invalid: spec.{field}: Required value')
 
-    def _react(self, kind: str) -> None:
-        if kind not in NO_RECONCILE:
-            self.store.reconcile()
+    def _react(self, kind: str, before: Manifest | None = None, after: Manifest | None = None) -> None:
+        """The controllers reconcile after a write that can concern them (at 1000 nodes a
+        reconcile is some tens of milliseconds: the probe pods' writes skip it)."""
+        if kind in NO_RECONCILE:
+            return
+        if kind == "Node" and _cordon(before) == _cordon(after):
+            return
+        if kind == "Pod" and not ((before or after or {}).get("metadata") or {}).get("ownerReferences"):
+            return
+        self.store.reconcile()
 
     # delete and evict --------------------------------------------------------------------------
     def delete(self, ref: Ref) -> Manifest:
         """Gone at once: a pod's grace period and finalizers are not emulated."""
         kind = self.store.kind_of(ref)
         shown = self.store.remove(ref)
-        self._react(kind)
+        self._react(kind, shown, None)
         return shown
 
     def evict(self, ref: Ref) -> Manifest:
@@ -204,7 +218,7 @@ class Verbs:
     def _create_pod(self, ref: Ref, body: Manifest, manager: str, *, apply: bool = False) -> Manifest:
         """A pod with `spec.nodeName` bypasses the scheduler (a cordon does not stop it); any other
         is scheduled by nodeSelector, cordons (unless tolerated) and free devices; the node's kubelet
-        then admits it (`controllers.admit`)."""
+        then admits it (`kubelet.admit`)."""
         s = self.store
         meta, spec = body.get("metadata") or {}, body.get("spec") or {}
         node, why = (spec["nodeName"], "") if spec.get("nodeName") else kubelet.schedule(s.world, body)
@@ -224,7 +238,6 @@ class Verbs:
         managed = s.managed.setdefault(key, {})
         sent = fields.leaves(body, fields.MERGE_KEYS)
         managed[manager] = {"operation": "Apply" if apply else "Update", "paths": set(sent)}
-        s.reconcile()
         return s.shown("Pod", "v1", s.world["pods"][key])
 
     # sim-only: the starting state and Kube-OVN's installer -------------------------------------
@@ -263,6 +276,10 @@ class Verbs:
             new = fields.strategic_merge(live, manifest) if live else copy.deepcopy(manifest)
             s.put(ref, manifest["kind"], new, copy.deepcopy(live) if live else None, seed.KUBE_OVN_INSTALLER)
         s.reconcile()
+
+
+def _cordon(node: Manifest | None) -> bool | None:
+    return None if node is None else bool((node.get("spec") or {}).get("unschedulable"))
 
 
 def _scaled(value: Any, total: int) -> int:
