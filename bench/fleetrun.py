@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import peak_rss_mb
+from simulators.kube_api.control import running_api
 from tasks.host.simfleet import create_fleet
-from workers.processes import running_workers, spawn_worker
+from workers.processes import WorkerProcess, running_workers, spawn_worker, tied_to_parent
 from workers.runtime import make_engine
 from workers.targets import load_pipeline, parse_sets
 from workflows.control import start_run
 from workflows.engine import Engine
+from workflows.loader import Pipeline
 from workflows.records import RunRecord
 
 
@@ -39,32 +41,39 @@ class FleetRun:
 
 def run_fleet(url: str, workdir: Path, *, nodes: int, pipeline: str, sets: list[str],
               latency: float = 0.0, jitter: float = 0.0, concurrency: int = 8,
-              controllers: Controllers | None = None, timeout: float = 1800) -> FleetRun:
+              controllers: Controllers | None = None, timeout: float = 1800, api_latency: float = 0.0) -> FleetRun:
     controllers = controllers or Controllers()
     sim_root = workdir / "fleet"
     create_fleet(sim_root, nodes, command_latency=latency, latency_jitter=jitter)
     loaded = load_pipeline(pipeline, sets)
     fleet = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
     env = {"NICFLOW_WATCHDOG_INTERVAL": "5"}
-    workers = [
-        spawn_worker(f"controller-{i}", ["controller", "--concurrency", str(controllers.threads)], redis_url=url,
-                     log_dir=workdir / "logs", env=env, tied=True)
-        for i in range(controllers.count)
-    ] + [
-        spawn_worker("agent", ["agent", *fleet, "--concurrency", str(concurrency)], redis_url=url,
-                     log_dir=workdir / "logs", env=env, tied=True),
-    ]
-    with running_workers(workers):
-        engine = make_engine(url)
-        names = sorted(f"node-{i:0{max(3, len(str(nodes - 1)))}d}" for i in range(nodes))
-        started = time.perf_counter()
-        record = start_run(engine, loaded, names, fleet=f"sim:{sim_root}", overrides=parse_sets(sets))
-        while not engine.store.run(record.id).terminal:
-            if time.perf_counter() - started > timeout:
-                raise RuntimeError(f"run {record.id} did not finish within {timeout:g}s")
-            time.sleep(0.02)
-        seconds = time.perf_counter() - started
-        rss = max(peak_rss_mb(w.proc.pid) for w in workers[:controllers.count])
+    with running_api(sim_root, latency=api_latency, log_dir=workdir / "logs", preexec_fn=tied_to_parent()):
+        workers = [
+            spawn_worker(f"controller-{i}", ["controller", "--concurrency", str(controllers.threads)], redis_url=url,
+                         log_dir=workdir / "logs", env=env, tied=True)
+            for i in range(controllers.count)
+        ] + [
+            spawn_worker("agent", ["agent", *fleet, "--concurrency", str(concurrency)], redis_url=url,
+                         log_dir=workdir / "logs", env=env, tied=True),
+        ]
+        with running_workers(workers):
+            return _measure(url, workers, loaded, sim_root, nodes=nodes, sets=sets, timeout=timeout,
+                            controllers=controllers)
+
+
+def _measure(url: str, workers: list[WorkerProcess], loaded: Pipeline, sim_root: Path, *, nodes: int,
+             sets: list[str], timeout: float, controllers: Controllers) -> FleetRun:
+    engine = make_engine(url)
+    names = sorted(f"node-{i:0{max(3, len(str(nodes - 1)))}d}" for i in range(nodes))
+    started = time.perf_counter()
+    record = start_run(engine, loaded, names, fleet=f"sim:{sim_root}", overrides=parse_sets(sets))
+    while not engine.store.run(record.id).terminal:
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"run {record.id} did not finish within {timeout:g}s")
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    rss = max(peak_rss_mb(w.proc.pid) for w in workers[:controllers.count])
     node_steps = nodes * len(loaded.spec.node_steps) + len(loaded.spec.cluster_steps)
     return FleetRun(engine, engine.store.run(record.id), seconds, node_steps, rss, sim_root,
                     f"{controllers.count}x{controllers.threads}")

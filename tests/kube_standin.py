@@ -1,5 +1,9 @@
 """A local stand-in of the Kubernetes API, for the real client to talk to over HTTP.
 
+Kept only for tests/test_kube_lifecycle.py, whose exec answers are scripted (software
+flows, flows of other pods) through KubeCluster's `pod_exec` seam; every other test runs on
+the simulated API server (simulators/kube_api, tests/sim_api.py). To be moved there too.
+
 It serves the endpoints nicflow uses - nodes, pods, pods/eviction, events, configmaps,
 serviceaccounts, daemonsets, deployments, CRDs, RBAC, NetworkAttachmentDefinitions
 - with server-side apply (PATCH `application/apply-patch+yaml`, creating

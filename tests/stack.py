@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulators.kube_api.control import ApiProcess, start_api
+from tasks.cluster.kube import KubeCluster
 from tasks.host.simfleet import create_fleet, open_host
 from tests.conftest import RedisServer
 from workers.cli import OUTCOME_EXIT
@@ -43,6 +45,8 @@ class Stack:
         (base / "redis").mkdir(parents=True, exist_ok=True)
         self.redis.start()
         self.workers: list[WorkerProcess] = []
+        self.apis: dict[Path, ApiProcess] = {}
+        """The simulated Kubernetes API of each fleet, by its root."""
         self._engine: Engine | None = None
         self._count = 0
 
@@ -57,9 +61,15 @@ class Stack:
         return self._engine
 
     def fleet(self, name: str, nodes: int, *, latency: float = 0.01, profiles: dict[str, str] | None = None) -> Path:
+        """A simulated fleet and its Kubernetes API server, started before any worker reaches it."""
         root = self.base / name
         create_fleet(root, nodes, command_latency=latency, profiles=profiles)
+        self.apis[root] = start_api(root, log_dir=self.base / "logs")
         return root
+
+    def cluster(self, root: Path) -> KubeCluster:
+        """The fleet's API through the official client, as the workers reach it."""
+        return KubeCluster.from_kubeconfig(str(self.apis[root].kubeconfig), request_timeout=10)
 
     def start(self, kind: str, *args: str, env: dict[str, str] | None = None) -> WorkerProcess:
         self._count += 1
@@ -118,6 +128,8 @@ class Stack:
     def close(self) -> None:
         for worker in self.workers:
             worker.stop(timeout=5)
+        for api in self.apis.values():
+            api.stop()
         self.redis.stop()
 
 

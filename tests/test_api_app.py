@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 from redis import Redis
 
+from simulators.kube_api.control import running_api
 from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.registry import default_registry
 from tests.slack_standin import SlackStandIn, slack_standin
@@ -232,7 +233,7 @@ def api_env(redis_server, tmp_path_factory, monkeypatch_module) -> Iterator[Env]
     make_fleet(base / "fleet")
     client = Redis.from_url(redis_server.url)
     engine = draining_engine(client)
-    with slack_standin() as standin:
+    with running_api(base / "fleet"), slack_standin() as standin:
         settings = api_settings(base, standin)
         with ApiServer(create_app(settings, engine=engine)) as server:
             yield Env(server.url, client, standin, settings, engine)

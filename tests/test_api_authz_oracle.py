@@ -16,6 +16,7 @@ import httpx
 import pytest
 from redis import Redis
 
+from simulators.kube_api.control import running_api
 from tests.slack_standin import slack_standin
 from tests.test_api_app import (
     NOBODY, PROD, SRE, ApiServer, Env, api_settings, draining_engine, make_fleet,
@@ -53,7 +54,7 @@ def oracle_env(redis_server, tmp_path_factory) -> Iterator[Env]:
     (base / "oracle-authz.json").write_text(json.dumps(ORACLE_AUTHZ))
     client = Redis.from_url(redis_server.url)
     engine = draining_engine(client)
-    with slack_standin() as standin:
+    with running_api(base / "fleet"), slack_standin() as standin:
         settings = api_settings(base, standin, authz_file=base / "oracle-authz.json", hooks_file=None)
         with ApiServer(create_app(settings, engine=engine)) as server:
             yield Env(server.url, client, standin, settings, engine)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from simulators.kube_api.control import running_api
 from tasks.host.simfleet import create_fleet, open_host
 from tests.conftest import RedisServer
 from tests.slack_standin import Call, SlackStandIn, slack_standin
@@ -40,7 +41,7 @@ def stack(tmp_path_factory) -> Iterator[Env]:
     ]
     engine = make_engine(server.url)
     try:
-        with running_workers(workers), slack_standin() as standin:
+        with running_api(sim_root, log_dir=base / "logs"), running_workers(workers), slack_standin() as standin:
             settings = api_settings(base, standin, fleet=f"sim:{NODES}", sim_root=sim_root, hooks_file=None)
             with ApiServer(create_app(settings, engine=engine)) as api:
                 yield Env(api.url, engine.store.redis, standin, settings, engine)

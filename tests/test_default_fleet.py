@@ -11,6 +11,7 @@ from tasks.host.simfleet import create_fleet, open_host
 from tasks.registry import default_registry
 from tests.corigine_support import run_node
 from tests.kube_pipeline import combined
+from tests.sim_api import sim_servers  # noqa: F401 - the fixture
 from tests.test_kube_sim import FAST, converge, engine
 from workflows.loader import build
 
@@ -55,10 +56,11 @@ def test_corigine_node_converges_the_default_fleet(tmp_path: Path) -> None:
             assert len(host.ops()) == marks[name], name  # converged: only read
 
 
-def test_corigine_offload_converges_every_card_of_the_default_fleet(redis, tmp_path: Path) -> None:
+def test_corigine_offload_converges_every_card_of_the_default_fleet(redis, tmp_path: Path, sim_servers) -> None:
     """Ubuntu, Rocky 9, SUSE with .xz firmware, a split /usr, a dual-card node, an NFP3800 and
     Corigine-branded (1da8) cards, drained, reloaded and proven by traffic; the cardless node aside."""
     fleet = create_fleet(tmp_path, 20)
+    sim_servers.start(tmp_path)
     names = [n for n, spec in fleet.nodes.items() if spec.profile != "bare"]
     assert {fleet.nodes[n].profile for n in names} >= {"agilio-cx-corigine", "agilio-cx-nfp3800", "agilio-cx-dual",
                                                         "agilio-cx-suse", "agilio-cx-rocky9", "agilio-cx-split-usr"}

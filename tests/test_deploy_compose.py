@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 SIM = "/var/lib/nicflow/sim"
 AGENTS = ("agent-1", "agent-2", "agent-3")
-NICFLOW = ("fleet", "api", "controller", *AGENTS, "rollout")
+NICFLOW = ("fleet", "kube-api", "api", "controller", *AGENTS, "rollout")
 
 
 @cache
@@ -130,10 +130,15 @@ def free_port() -> int:
 
 
 def local(argv: list[str], sim: Path) -> list[str]:
-    """A compose argv for this machine: the fleet's path, and a free metrics port per process."""
+    """A compose argv for this machine: the fleet's path, a free port per process (metrics, the
+    simulated API's), and this host's name for the API instead of the compose service's."""
     out = [interpolate(a).replace(SIM, str(sim)) for a in argv]
-    if "--metrics-port" in out:
-        out[out.index("--metrics-port") + 1] = str(free_port())
+    for option in ("--metrics-port", "--port"):
+        if option in out:
+            out[out.index(option) + 1] = str(free_port())
+    for option, value in (("--advertise", "127.0.0.1"), ("--host", "127.0.0.1")):
+        if option in out:
+            out[out.index(option) + 1] = value
     return out
 
 
@@ -154,6 +159,10 @@ def test_the_stack_rolls_the_simulated_fleet_out_end_to_end(redis, redis_server,
     api_port = free_port()
     workers = []
     try:
+        kube_api = spawn_worker("kube-api", local(service("kube-api")["command"], sim), redis_url=redis_server.url,
+                                log_dir=logs, env=local_env("kube-api", sim, redis_server.url))
+        workers.append(kube_api)
+        wait_for_kubeconfig(sim / "_cluster" / "kubeconfig", kube_api)
         for name in ("controller", *AGENTS):
             workers.append(spawn_worker(name, local(service(name)["command"], sim), redis_url=redis_server.url,
                                         log_dir=logs, env=local_env(name, sim, redis_server.url)))
@@ -161,7 +170,7 @@ def test_the_stack_rolls_the_simulated_fleet_out_end_to_end(redis, redis_server,
                    "NICFLOW_API_PORT": str(api_port)}
         workers.append(spawn_worker("api", local(service("api")["command"], sim), redis_url=redis_server.url,
                                     log_dir=logs, env=api_env))
-        for worker in workers[:-1]:
+        for worker in workers[1:-1]:
             worker.wait_ready()
         rollout = local(service("rollout")["command"], sim)
         env = {**os.environ, **local_env("rollout", sim, redis_server.url)}
@@ -174,6 +183,15 @@ def test_the_stack_rolls_the_simulated_fleet_out_end_to_end(redis, redis_server,
     finally:
         for worker in workers:
             worker.stop()
+
+
+def wait_for_kubeconfig(path: Path, worker: Any, timeout: float = 30) -> None:
+    """The simulated API writes its kubeconfig once it listens (the compose healthcheck's moment)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline or worker.proc.poll() is not None:
+            raise AssertionError(f"the simulated API did not start; see {worker.log}")
+        time.sleep(0.05)
 
 
 def assert_healthy(url: str, worker: Any, timeout: float = 30) -> None:

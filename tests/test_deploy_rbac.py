@@ -3,8 +3,8 @@
 The permissions are derived from a recorded run, not written down twice: every
 step that acts on the cluster (cluster steps, node lifecycle steps on the
 controller, the node state reporter) runs on the real `kubernetes` client
-against the API stand-in (tests/kube_standin.py), over a fresh cluster and then
-over the converged one; each recorded request becomes the (API group, resource,
+against the simulated API server (simulators/kube_api), over a fresh cluster and
+then over the converged one; each request in its log becomes the (API group, resource,
 verb, name) the API server authorizes. The ClusterRole in deploy/base must grant
 each of them and nothing else. Two guards keep the recording complete: every
 step type that runs against the cluster must be exercised here, and every typed
@@ -27,9 +27,10 @@ import yaml
 from tasks.cluster import kube as kube_module
 from tasks.cluster.kube import KINDS, KubeCluster
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.cluster.surface import AGENT_LABELS, ExecResult, NodeEvent
+from simulators.kube_api.control import ops, running_api
+from tasks.cluster.surface import NodeEvent
+from tasks.host.simfleet import create_fleet
 from tasks.registry import default_registry
-from tests.kube_standin import KubeStandIn, Request, node, pod, running
 from tests.kube_support import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,10 +43,6 @@ NAMED = {"clusterroles", "clusterrolebindings", "customresourcedefinitions"}
 touch Multus's ClusterRole, not every ClusterRole."""
 
 APPLY = "application/apply-patch+yaml"
-KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.35"
-TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
-OFFLOADED = ("ufid:0d7c2a9e-1b7f-4c55-9d1e-3a0c5f6b8e21, recirc_id(0),in_port(pf0vf0),eth_type(0x0800),"
-             "ipv4(frag=no), packets:120, bytes:11760, used:0.410s, offloaded:yes, dp:tc, actions:pf0vf1\n")
 FAST_DRAIN = {"drain_timeout": 5.0, "eviction_backoff": 0.01, "eviction_backoff_max": 0.02, "poll_interval": 0.01}
 
 
@@ -90,83 +87,27 @@ def grants_of(request: Request) -> set[Grant]:
     return {Grant(group, resource, verb, kept) for verb in verbs}
 
 
-class RecordingExec:
-    """KubeCluster's exec seam (the stand-in serves no websocket): records each exec as the
-    request the client's `stream` sends, a GET on pods/exec upgraded to a websocket."""
+class Request(NamedTuple):
+    """One API request, as the simulated API's log has it."""
 
-    def __init__(self, standin: KubeStandIn) -> None:
-        self.standin = standin
+    method: str
+    path: str
+    query: dict[str, Any]
+    content_type: str
+    body: Any
 
-    def __call__(self, core: Any, namespace: str, pod_name: str, container: str, argv: Any,
-                 timeout: float) -> ExecResult:
-        self.standin.requests.append(Request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod_name}/exec",
-                                             {"container": container}, "", None))
-        if list(argv)[:5] == ["ovs-vsctl", "--bare", "--columns=name", "find", "Interface"]:
-            # a probe pod's OVS interface, looked up by the iface-id Kube-OVN gave it (...-a.<ns>.<provider>)
-            return ExecResult(0, f"{PROBE_PORTS['-b.' in argv[-1]]}\n", "")
-        return ExecResult(0, OFFLOADED, "")
+
+def requests_of(root: Path, since: int = 0) -> list[Request]:
+    return [Request(op["method"], op["path"], op.get("query") or {}, op.get("content_type", ""), op.get("body"))
+            for op in ops(root)[since:] if "method" in op]
 
 
 # --- the recorded run ---------------------------------------------------------------------------
 
-def seed(api: KubeStandIn) -> None:
-    """Two nodes with the card, Kube-OVN as its install.sh (v1.12.35) leaves it (HW_OFFLOAD=false,
-    ovs-ovn RollingUpdate with maxSurge 1), the device plugin's pod, a workload, nicflow's own agent."""
-    api.put(node("node-1", allocatable={"corigine.com/agilio_sriov": "0"}))
-    api.put(node("node-2"))
-    ovs_labels = {"app": "ovs", "component": "network", "type": "infra"}
-    ready = {"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 2}
-    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
-             "metadata": {"name": "ovs-ovn", "namespace": "kube-system", "annotations": {TEMPLATE_GENERATION: "1"}},
-             "spec": {"selector": {"matchLabels": {"app": "ovs"}}, "updateStrategy": {
-                          "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                      "template": {"metadata": {"labels": ovs_labels}, "spec": {"containers": [{
-                          "name": "openvswitch", "image": KUBE_OVN_IMAGE,
-                          "env": [{"name": "HW_OFFLOAD", "value": "false"}]}]}}},
-             "status": ready})
-    api.put({"apiVersion": "apps/v1", "kind": "Deployment",
-             "metadata": {"name": "kube-ovn-controller", "namespace": "kube-system"},
-             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "kube-ovn-controller"}},
-                      "template": {"spec": {"containers": [{
-                          "name": "kube-ovn-controller", "image": KUBE_OVN_IMAGE,
-                          "args": ["--default-cidr=10.16.0.0/16", "--enable-lb=true"]}]}}},
-             "status": {"observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1}})
-    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "kube-ovn-cni", "namespace": "kube-system"},
-             "spec": {"selector": {"matchLabels": {"app": "kube-ovn-cni"}}, "template": {"spec": {"containers": [{
-                 "name": "cni-server", "image": KUBE_OVN_IMAGE, "args": ["--iface=eth0"]}]}}},
-             "status": ready})
-    for n, name in enumerate(("node-1", "node-2")):
-        api.put(pod("kube-system", f"ovs-ovn-old{n}", name, owner="DaemonSet",
-                    labels={**ovs_labels, "pod-template-generation": "1"}))
-    api.put(pod("kube-system", "sriovdp-old", "node-1", owner="DaemonSet", labels={"app": "sriovdp"}))
-    api.put(pod("default", "web-1", "node-1"))
-    api.put(pod(NAMESPACE, "nicflow-agent-x", "node-1", owner="DaemonSet", labels=dict(AGENT_LABELS)))
-
-
-def cluster_reacts(api: KubeStandIn, request: Request) -> None:
-    """What the cluster's own controllers do a moment after nicflow's writes."""
-    name = request.path.rsplit("/", 1)[-1]
-    ds = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
-    if request.method == "PATCH" and name == "ovs-ovn" and "template" in (request.body.get("spec") or {}):
-        annotations = ds["metadata"]["annotations"]  # the API server's template generation
-        annotations[TEMPLATE_GENERATION] = str(int(annotations[TEMPLATE_GENERATION]) + 1)
-    elif request.method == "DELETE" and name.startswith("ovs-ovn-old"):
-        node_name = {"ovs-ovn-old0": "node-1", "ovs-ovn-old1": "node-2"}[name]
-        api.put(pod("kube-system", f"ovs-ovn-new-{node_name}", node_name, owner="DaemonSet",
-                    labels={"app": "ovs", "pod-template-generation": ds["metadata"]["annotations"][TEMPLATE_GENERATION]}))
-    elif request.method == "DELETE" and name.startswith("sriovdp-"):
-        api.put(pod("kube-system", "sriovdp-new", "node-1", owner="DaemonSet", labels={"app": "sriovdp"}))
-        api.objects["/api/v1/nodes/node-1"]["status"]["allocatable"]["corigine.com/agilio_sriov"] = "4"
-    elif request.method == "PATCH" and name.startswith("nicflow-probe-") and request.path in api.objects:
-        api.objects[request.path]["status"] = {"phase": "Running", "podIP": "10.16.0.7" if name.endswith("b") else
-                                               "10.16.0.6", "conditions": [{"type": "Ready", "status": "True"}]}
-        vf = PROBE_VFS[name.endswith("b")]  # Multus's network-status, as the probe reads its VF
-        api.objects[request.path]["metadata"].setdefault("annotations", {})["k8s.v1.cni.cncf.io/network-status"] = \
-            json.dumps([{"name": "default/default", "device-info": {"type": "pci", "pci": {"pci-address": vf}}}])
-
-
-PROBE_VFS = ["0000:04:08.0", "0000:04:08.1"]
-PROBE_PORTS = ["pf0vf0", "pf0vf1"]  # the representors OFFLOADED names
+VFS = ["0000:04:08.0", "0000:04:08.1", "0000:04:08.2", "0000:04:08.3"]
+CONVERGED = {"numvfs": 4, "vf_pci_addresses": VFS, "vf_representors": [f"pf0vf{i}" for i in range(4)],
+             "eswitch_mode": "switchdev", "network": "default/default"}
+"""What the node steps report of a converged agilio-cx host (tasks/host/sim_profiles.py)."""
 
 
 SCENARIO: list[tuple[str, dict[str, Any], str | None, dict[str, Any]]] = [
@@ -176,14 +117,13 @@ SCENARIO: list[tuple[str, dict[str, Any], str | None, dict[str, Any]]] = [
     ("multus", {}, None, {}),
     ("network-attachment", {}, None, {}),
     ("kube-ovn", {"iface": "ens1f0np0", "allow_disable_lb": True}, None, {}),
-    ("ovs-ovn-check", {}, "node-1", {}),
-    ("cordon-drain", {**FAST_DRAIN, "when_any": ["firmware_changed"]}, "node-1", {"firmware_changed": True}),
-    ("restart-device-plugin", {}, "node-1", {"numvfs": 4}),
-    ("restart-ovs-ovn", {"poll_interval": 0.01}, "node-1", {"drained": True}),
-    ("restart-ovs-ovn", {"poll_interval": 0.01}, "node-2", {"drained": True}),
-    ("verify-offload-cluster", {"traffic_probe": True}, "node-1",
-     {"network": "default/default", "vf_pci_addresses": PROBE_VFS, "vf_representors": PROBE_PORTS}),
-    ("uncordon", {}, "node-1", {}),
+    ("ovs-ovn-check", {}, "node-000", {}),
+    ("cordon-drain", {**FAST_DRAIN, "when_any": ["firmware_changed"]}, "node-000", {"firmware_changed": True}),
+    ("restart-device-plugin", {}, "node-000", {"numvfs": 4}),
+    ("restart-ovs-ovn", {"poll_interval": 0.01}, "node-000", {"drained": True}),
+    ("restart-ovs-ovn", {"poll_interval": 0.01}, "node-001", {"drained": True}),
+    ("verify-offload-cluster", {"traffic_probe": True}, "node-000", CONVERGED),
+    ("uncordon", {}, "node-000", {}),
     ("restore-ovs-ovn-strategy", {}, None, {}),
     ("restore-device-plugin-config", {}, None, {}),  # corigine-rollback's
 ]
@@ -197,22 +137,24 @@ def cluster_step_types() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def recorded() -> Iterator[KubeStandIn]:
-    """The requests of a rollout over a fresh cluster, then of a second one over the converged cluster."""
-    with running() as api:
-        seed(api)
-        api.hooks.append(cluster_reacts)
-        kube = KubeCluster(api.api_client(), pod_exec=RecordingExec(api), request_timeout=5)
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Request]]:
+    """The requests of a rollout over a fresh cluster (two converged hosts, Kube-OVN as its install.sh
+    of v1.12.35 leaves it, web pods under a budget, nicflow's agent), then of a second one over the
+    converged cluster; exec goes over the client's websocket."""
+    root = tmp_path_factory.mktemp("rbac") / "fleet"
+    create_fleet(root, 2, profiles={"node-000": "agilio-cx-converged", "node-001": "agilio-cx-converged"})
+    with running_api(root) as api:
+        kube = KubeCluster.from_kubeconfig(str(api.kubeconfig), request_timeout=10)
         reporter = NodeStateReporter(lambda fleet: kube)
         for repeat in range(2):
             for step_type, params, node_name, facts in SCENARIO:
                 result = run(step_type, kube, params, node=node_name, facts=facts, run_id=RUN)
                 assert result.status in ("ok", "changed"), (step_type, result)
             for state in ("running", "failed", "succeeded"):
-                reporter.node_state("real", RUN, "node-2", state, "create-vfs: failed" if state == "failed" else None)
+                reporter.node_state("real", RUN, "node-001", state, "create-vfs: failed" if state == "failed" else None)
             # the node's Events (workers.node_events): the first run creates one, the second repeats it
-            kube.record_event(NodeEvent(node="node-1", reason="Cordoned", message="cordoned", count=repeat + 1))
-        yield api
+            kube.record_event(NodeEvent(node="node-000", reason="Cordoned", message="cordoned", count=repeat + 1))
+        yield requests_of(root)
 
 
 def derived(requests: Iterable[Request]) -> set[Grant]:
@@ -267,7 +209,7 @@ def test_every_step_that_acts_on_the_cluster_is_in_the_recorded_rollout():
 
 
 def test_the_controller_cluster_role_grants_exactly_what_the_recording_asks_for(recorded):
-    needed = derived(recorded.requests)
+    needed = derived(recorded)
     granted = expand(cluster_role("nicflow-controller")["rules"])
     assert not any("*" in g for g in granted), "no wildcard in the controller's ClusterRole"
     assert needed - granted == set(), f"the ClusterRole lacks: {describe(needed - granted)}"
@@ -275,7 +217,7 @@ def test_the_controller_cluster_role_grants_exactly_what_the_recording_asks_for(
 
 
 def test_the_recording_covers_reads_writes_evictions_exec_and_deletes(recorded):
-    needed = derived(recorded.requests)
+    needed = derived(recorded)
     for grant in [Grant("", "nodes", "patch"), Grant("", "pods/eviction", "create"), Grant("", "pods/exec", "create"),
                   Grant("", "pods", "delete"), Grant("apps", "daemonsets", "create"),
                   Grant("", "events", "create"), Grant("", "events", "patch"),
@@ -286,7 +228,7 @@ def test_the_recording_covers_reads_writes_evictions_exec_and_deletes(recorded):
 
 def test_the_delegate_role_holds_exactly_the_rules_nicflow_hands_to_the_roles_it_applies(recorded):
     """RBAC escalation prevention: creating a ClusterRole, or binding one, needs its rules held."""
-    applied = [r.body for r in recorded.requests
+    applied = [r.body for r in recorded
                if r.method == "PATCH" and "/clusterroles/" in r.path and r.content_type == APPLY]
     assert applied, "the recording applied no ClusterRole"
     handed = expand([rule for role in applied for rule in role["rules"]])
@@ -301,24 +243,25 @@ def test_the_controller_account_is_bound_to_its_roles_only():
     assert controller["spec"]["template"]["spec"]["serviceAccountName"] == "nicflow-controller"
 
 
-def test_the_api_role_is_what_resolving_a_run_s_nodes_asks_for(monkeypatch):
+def test_the_api_role_is_what_resolving_a_run_s_nodes_asks_for(monkeypatch, tmp_path):
     """A run on a real fleet started from the api resolves its nodes and their labels through the API."""
     import workers.runtime
     from workers.api.operations import target_labels
     from workers.targets import resolve_targets
 
-    with running() as api:
-        api.put(node("node-1", labels={"feature.node.kubernetes.io/pci-19ee.present": "true"}))
-        api.put(node("node-2"))
-        kube = KubeCluster(api.api_client(), request_timeout=5)
+    root = tmp_path / "fleet"
+    create_fleet(root, 2, profiles={"node-000": "agilio-cx", "node-001": "bare"})  # the NFD label on node-000
+    with running_api(root) as api:
+        kube = KubeCluster.from_kubeconfig(str(api.kubeconfig), request_timeout=5)
         monkeypatch.setattr(workers.runtime, "real_cluster", lambda: kube)
         sim_root = Path("/nonexistent")
-        assert resolve_targets(fleet=None, sim_root=sim_root, nodes="node-1,node-2", selector=None) == (
-            "real", ["node-1", "node-2"])
+        since = len(ops(root))
+        assert resolve_targets(fleet=None, sim_root=sim_root, nodes="node-000,node-001", selector=None) == (
+            "real", ["node-000", "node-001"])
         assert resolve_targets(fleet=None, sim_root=sim_root, nodes=None,
-                               selector="feature.node.kubernetes.io/pci-19ee.present=true") == ("real", ["node-1"])
-        assert target_labels("real", ["node-1"])
-        needed = derived(api.requests)
+                               selector="feature.node.kubernetes.io/pci-19ee.present=true") == ("real", ["node-000"])
+        assert target_labels("real", ["node-000"])
+        needed = derived(requests_of(root, since))
     assert needed == expand(cluster_role("nicflow-api")["rules"])
     assert bound_roles("nicflow-api") == {"nicflow-api"}
 
@@ -378,5 +321,5 @@ def static_capabilities() -> set[Grant]:
 
 
 def test_every_recorded_request_is_one_kube_py_can_make(recorded):
-    unnamed = {g._replace(name="") for g in derived(recorded.requests)}
+    unnamed = {g._replace(name="") for g in derived(recorded)}
     assert unnamed <= static_capabilities(), describe(unnamed - static_capabilities())

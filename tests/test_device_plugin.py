@@ -15,14 +15,16 @@ import pytest
 
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.card_facts import chosen_card, node_vfs
-from tasks.cluster.sim import SimulatedCluster
-from tasks.cluster.sim_seed import UPSTREAM_DP_CONFIG
+from simulators.kube_api.seed import UPSTREAM_DP_CONFIG
 from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
 from tasks.host import sim_nfp
 from tasks.host.sim_profiles import PROFILES, UBUNTU_2204, Profile, _agilio
 from tasks.host.simfleet import create_fleet, node_names, open_host
 from tests.kube_support import run
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from workflows.errors import PermanentError
+
+pytestmark = pytest.mark.usefixtures("sim_servers")
 
 RESOURCE = "corigine.com/agilio_sriov"
 PF, PF2 = "0000:04:00.0", "0000:81:00.0"
@@ -126,10 +128,10 @@ def profiles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(PROFILES, "test-corigine-no-nfd", Profile(corigine_only, {}))
 
 
-def fleet(tmp_path: Path, *profile_names: str, device_plugin: bool = False) -> tuple[SimulatedCluster, list[str]]:
+def fleet(tmp_path: Path, *profile_names: str, device_plugin: bool = False) -> tuple[SimCluster, list[str]]:
     names = node_names(len(profile_names))
     create_fleet(tmp_path, len(profile_names), profiles=dict(zip(names, profile_names, strict=True)))
-    sim = SimulatedCluster(tmp_path)
+    sim = SERVERS.start(tmp_path)
     if device_plugin:
         sim.seed(device_plugin=True)
     return sim, names
@@ -139,7 +141,7 @@ def vfs(tmp_path: Path, node: str, pci: str, count: int) -> None:
     open_host(tmp_path, node).write(f"/sys/bus/pci/devices/{pci}/sriov_numvfs", str(count))
 
 
-def allocatable(sim: SimulatedCluster, node: str) -> str | None:
+def allocatable(sim: SimCluster, node: str) -> str | None:
     found = sim.get_node(node)
     return found.allocatable.get(RESOURCE) if found else None
 
@@ -311,7 +313,7 @@ def test_bad_parameters_and_facts_name_the_field_and_the_value(tmp_path, profile
 
 def test_a_plugin_found_by_the_resource_its_config_names_is_preferred(tmp_path, profiles):
     """No upstream labels, another name: its ConfigMap naming corigine.com/agilio_sriov is what finds it."""
-    from tasks.cluster.sim_seed import upstream_device_plugin_manifests
+    from simulators.kube_api.seed import upstream_device_plugin_manifests
 
     sim, (name,) = fleet(tmp_path, "agilio-cx-converged", device_plugin=True)
     intel = config({"resourceName": "intel_sriov_netdevice", "selectors": {"vendors": ["8086"]}})
@@ -336,7 +338,7 @@ class LostUpdate:
     """The simulated cluster, where another node's step overwrites the ConfigMap right after
     this one widened it (both read the old config: a lost update)."""
 
-    def __init__(self, sim: SimulatedCluster) -> None:
+    def __init__(self, sim: SimCluster) -> None:
         self.sim, self.raced = sim, False
 
     def __getattr__(self, name: str) -> Any:

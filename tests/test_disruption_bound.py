@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tasks.cluster.sim import SimulatedCluster
+from tests.sim_api import SimCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
 from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
@@ -68,7 +68,7 @@ class UnavailabilitySampler:
     """Counts the run's nodes the cluster shows cordoned or NotReady, every few milliseconds."""
 
     def __init__(self, root: Path, pool: list[str]) -> None:
-        self.cluster = SimulatedCluster(root)
+        self.cluster = SimCluster(root)
         self.pool = set(pool)
         self.peak = 0
         self.samples = 0
@@ -96,7 +96,7 @@ def peak_from_ops(root: Path, pool: list[str], down_before: set[str]) -> int:
     cluster's ops log (each logged before it applies, so intervals only err on the long side)."""
     down = set(down_before)
     peak = len(down)
-    for op in SimulatedCluster(root).ops():
+    for op in SimCluster(root).ops():
         if op["op"] != "patch-node" or op["name"] not in pool or op.get("unschedulable") is None:
             continue
         if op["unschedulable"]:
@@ -113,7 +113,7 @@ def test_already_unavailable_and_failed_nodes_count_against_max_unavailable(stac
     place left. Never more than 4 unavailable at once (counting only nodes in flight, 6 would be)."""
     pool = names(0, 7)
     root = stack.fleet("bound", len(pool) + SPARE, latency=0.02)
-    cluster = SimulatedCluster(root)
+    cluster = SimCluster(root)
     cluster.patch_node("node-001", unschedulable=True)  # an operator's cordon: no nicflow annotation
     cluster.set_node_ready("node-002", False)
     inject(open_host(root, "node-004"), fail={"modprobe": 100})  # reload-driver fails after the drain
@@ -141,7 +141,7 @@ def test_already_unavailable_and_failed_nodes_count_against_max_unavailable(stac
 def test_a_notready_node_waits_until_ready(stack):
     pool = names(0, 2)
     root = stack.fleet("not-ready", len(pool) + SPARE)
-    cluster = SimulatedCluster(root)
+    cluster = SimCluster(root)
     cluster.set_node_ready("node-001", False)
     stack.agent(root, len(pool) + SPARE)
     run_id = stack.run(PIPELINE, root, len(pool) + SPARE, *FAST_RUN, *nodes_arg(pool),

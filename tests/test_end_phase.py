@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
+from tests.sim_api import sim_servers  # noqa: F401 - the fixture
 from tasks.generic import GENERIC_STEPS
 from tasks.host.simfleet import create_fleet
 from workers.runtime import FleetSurfaces, ServedNodes
@@ -51,15 +51,18 @@ class NodeProbe(Step[ProbeParams, Nothing]):
         raise AssertionError("nothing to apply")
 
 
+PROBES: list[dict[str, Any]] = []
+
+
 class EndProbe(Step[ProbeParams, Nothing]):
-    """A cluster step that records its run in the simulated cluster's ops log, or fails."""
+    """A cluster step that records its run (in `PROBES`: the engine runs in this process), or fails."""
 
     type_name = "end-probe"
     scope = "cluster"
     params_model = ProbeParams
 
     def observe(self, ctx: StepContext, params: ProbeParams) -> Nothing:
-        ctx.surface.record("end-probe", write=False, run=ctx.run_id, nodes=ctx.facts.get("run_nodes"))
+        PROBES.append({"op": "end-probe", "run": ctx.run_id, "nodes": ctx.facts.get("run_nodes")})
         if params.fail:
             raise PermanentError("end probe failed")
         return Nothing()
@@ -103,8 +106,10 @@ def make_engine(redis: Any) -> Engine:
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def fleet(tmp_path, sim_servers):
     create_fleet(tmp_path, len(NODES), profiles=dict.fromkeys(NODES, "bare"))
+    sim_servers.start(tmp_path)
+    PROBES.clear()
     return tmp_path
 
 
@@ -118,7 +123,7 @@ def kinds(engine: Engine, run_id: str) -> list[tuple[str, str, str]]:
 
 
 def end_probes(fleet) -> list[dict[str, Any]]:
-    return [op for op in SimulatedCluster(fleet).ops() if op["op"] == "end-probe"]
+    return list(PROBES)
 
 
 def test_the_end_step_runs_once_after_every_node_and_before_the_run_finishes(redis, fleet):

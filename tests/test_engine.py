@@ -10,6 +10,7 @@ import pytest
 
 from tasks.generic import GENERIC_STEPS
 from tasks.host.simfleet import create_fleet, open_host
+from tests.sim_api import sim_servers  # noqa: F401 - the fixture
 from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import abort_run, check_start, resume_run, resume_summary, run_status, start_run
 from workflows.dispatch import InlineDispatcher
@@ -128,8 +129,9 @@ rollout: {max_unavailable: 2, max_failures: 0}
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def fleet(tmp_path, sim_servers):
     create_fleet(tmp_path, 4, profiles={f"node-00{i}": "bare" for i in range(4)})
+    sim_servers.start(tmp_path)  # the fleet's Kubernetes API (hello-fleet's announce writes a ConfigMap)
     return tmp_path
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.cluster.sim import SimulatedCluster
+from tests.sim_api import SimCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
 from tests.helpers import PIPELINES
@@ -94,7 +94,7 @@ def host_ops(root: Path) -> list[dict[str, Any]]:
 
 
 def cluster_ops(root: Path) -> list[dict[str, Any]]:
-    return SimulatedCluster(root).ops()
+    return SimCluster(root).ops()
 
 
 def side_effects(root: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
+from tests.sim_api import SimCluster
 from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
 from tests.test_broker_restart import wait_unacked_on
 from workflows.control import abort_run
@@ -146,7 +146,7 @@ def test_failure_budget_stops_admission_and_names_each_failure(stack):
         assert "no Agilio card found" in status["nodes"][node]["error"]
         assert f"| {node} | detect-nic: no Agilio card found" in report.stdout
     assert all(op_counts(root, n, "rmmod") == 0 for n in nodes_of(6))
-    assert not [n.name for n in SimulatedCluster(root).list_nodes() if n.unschedulable]
+    assert not [n.name for n in SimCluster(root).list_nodes() if n.unschedulable]
 
 
 def test_pause_after_canary_then_approve_and_abort_mid_batch(stack):
@@ -176,7 +176,7 @@ def test_pause_after_canary_then_approve_and_abort_mid_batch(stack):
     for node in (n for n, v in status["nodes"].items() if v["state"] == "pending"):
         assert open_host_ops(root, node) == []
     # a node nicflow left cordoned says so on the Node: who cordoned it, and that it failed
-    for view in SimulatedCluster(root).list_nodes():
+    for view in SimCluster(root).list_nodes():
         if view.unschedulable:
             assert view.annotations.get("nicflow.io/cordoned-by") == run_id, view
             assert status["nodes"][view.name]["state"] == "failed", view

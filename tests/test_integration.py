@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from simulators.kube_api.control import running_api
 from tasks.host.simfleet import create_fleet, open_host
 from tests.conftest import RedisServer
 from workers.cli import OUTCOME_EXIT
@@ -30,11 +31,11 @@ def stack(tmp_path_factory):
     sim_root = base / "fleet"
     create_fleet(sim_root, NODES, profiles={"node-003": "bare"})
     fleet = ["--fleet", f"sim:{NODES}", "--sim-root", str(sim_root)]
-    workers = [
+    workers = [  # spawned before the API listens: a worker reaches it only once a run needs it
         spawn_worker("controller", ["controller"], redis_url=server.url, log_dir=base / "logs"),
         spawn_worker("agent", ["agent", *fleet, "--concurrency", "8"], redis_url=server.url, log_dir=base / "logs"),
     ]
-    with running_workers(workers):
+    with running_api(sim_root, log_dir=base / "logs"), running_workers(workers):
         yield server.url, sim_root, fleet
     server.stop()
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
-from tasks.cluster.sim_seed import kube_ovn_manifests
+from simulators.kube_api.seed import kube_ovn_manifests
 from tasks.cluster.steps_kubeovn import container, env_value, flag_value
 from tasks.cluster.steps_ovsovn import ORIGINAL_STRATEGY
 from tasks.host.simfleet import create_fleet, node_names, open_host
 from tasks.registry import default_registry
 from tests.kube_support import run
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tests.stack import Stack
 from tasks.cluster.steps_verify import PROBE_PREFIX
 from tests.test_kube_sim import probe_suffix, probe_writes
@@ -30,6 +30,8 @@ from workflows.leases import NodeLeases
 from workflows.loader import load_file
 from workflows.store import CheckpointStore
 
+pytestmark = pytest.mark.usefixtures("sim_servers")
+
 PIPELINE = Path(__file__).resolve().parents[1] / "workflows" / "pipelines" / "corigine-offload.yaml"
 VERSIONS = {"1.12": "v1.12.35", "1.16": "v1.16.2"}
 INSTALL_SH_STRATEGY = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
@@ -39,21 +41,21 @@ FAST = {"reload_wait_timeout": 1.0, "reload_wait_interval": 0.01, "vf_wait_timeo
 
 
 def fleet(tmp_path: Path, version: str,
-          profiles: tuple[str, ...] = PROFILES) -> tuple[Path, SimulatedCluster, list[str]]:
+          profiles: tuple[str, ...] = PROFILES) -> tuple[Path, SimCluster, list[str]]:
     names = node_names(len(profiles))
     create_fleet(tmp_path, len(profiles), profiles=dict(zip(names, profiles, strict=True)))
-    sim = SimulatedCluster(tmp_path)
+    sim = SERVERS.start(tmp_path)
     sim.seed(kube_ovn_version=version)
     return tmp_path, sim, names
 
 
-def ovs_ds(sim: SimulatedCluster) -> dict[str, Any]:
+def ovs_ds(sim: SimCluster) -> dict[str, Any]:
     found = sim.get("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
     assert found is not None
     return found
 
 
-def starts(sim: SimulatedCluster, since: int = 0) -> list[dict[str, Any]]:
+def starts(sim: SimCluster, since: int = 0) -> list[dict[str, Any]]:
     return [op for op in sim.ops()[since:] if op["op"] == "ovs-ovn-start"]
 
 
@@ -185,7 +187,7 @@ def first_started(eng: Engine, run_id: str) -> str:
     return next(e["node"] for _, e in eng.store.events(run_id, count=100_000) if e["kind"] == "node-started")
 
 
-def assert_restarts_inside_drains(sim: SimulatedCluster, nodes: list[str], canary: str, since: int = 0,
+def assert_restarts_inside_drains(sim: SimCluster, nodes: list[str], canary: str, since: int = 0,
                                   outside: tuple[str, ...] = ()) -> None:
     """Every ovs-ovn start (an OVS restart) of a node lies between that node's cordon and its
     uncordon (or the end, for a node left cordoned), in the cluster's ops log; none comes
@@ -289,7 +291,7 @@ def test_the_rollout_on_real_worker_processes_over_the_latest_release(tmp_path):
     try:
         stack.controller()
         root = stack.fleet("latest", 4)
-        sim = SimulatedCluster(root)
+        sim = SimCluster(root)
         sim.seed(kube_ovn_version="1.16")
         stack.agent(root, 4)
         sets = ["--set", "allow_disable_ovn_lb=true", "--set", "cluster_poll_interval=0.05",

@@ -15,7 +15,6 @@ import pytest
 from tasks.cluster.installer import run_script
 from tasks.cluster.nodes import resolve_nodes
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
 from tasks.host.sim import SimulatedHost
 from tasks.host.sim_nfp import netdevs
 from tasks.host.sim_ovs import interfaces
@@ -23,6 +22,7 @@ from tasks.host.simfleet import create_fleet, node_names, open_host
 from tasks.registry import default_registry
 from tests.kube_pipeline import combined, step_of
 from tests.kube_support import run
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import run_status, start_run
 from workflows.dispatch import InlineDispatcher
@@ -34,19 +34,21 @@ from workflows.store import CheckpointStore
 
 DUMP = ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"]
 RESOURCE = "corigine.com/agilio_sriov"
+pytestmark = pytest.mark.usefixtures("sim_servers")
 
 
-def fleet(tmp_path: Path, *profiles: str) -> tuple[Path, SimulatedCluster, list[str]]:
+def fleet(tmp_path: Path, *profiles: str) -> tuple[Path, SimCluster, list[str]]:
+    """A fleet of these profiles and its simulated API server (stopped when the test ends)."""
     names = node_names(len(profiles))
     create_fleet(tmp_path, len(profiles), profiles=dict(zip(names, profiles, strict=True)))
-    return tmp_path, SimulatedCluster(tmp_path), names
+    return tmp_path, SERVERS.start(tmp_path), names
 
 
-def allocatable(sim: SimulatedCluster) -> dict[str, str | None]:
+def allocatable(sim: SimCluster) -> dict[str, str | None]:
     return {n.name: n.allocatable.get(RESOURCE) for n in sim.list_nodes()}
 
 
-def ops(sim: SimulatedCluster, *names: str) -> list[str]:
+def ops(sim: SimCluster, *names: str) -> list[str]:
     return [op["op"] for op in sim.writes() if not names or op["op"] in names]
 
 
@@ -179,7 +181,7 @@ CONVERGED = {"numvfs": 4, "vf_pci_addresses": VFS, "vf_representors": [f"pf0vf{i
 PROBES = {"app.kubernetes.io/name": "nicflow-probe"}
 
 
-def with_vf_network(sim: SimulatedCluster) -> None:
+def with_vf_network(sim: SimCluster) -> None:
     """The cluster steps the probe needs: the device plugin, Multus and the NAD."""
     for step in ("sriov-device-plugin", "multus", "network-attachment"):
         run(step, sim)
@@ -393,22 +395,17 @@ def test_a_drain_blocked_by_a_pdb_fails_the_node_naming_the_pod(redis, tmp_path,
 
 
 def test_real_fleet_targets_resolve_through_the_api(monkeypatch, tmp_path):
-    from tests.kube_standin import node, running
     from workers.targets import resolve_targets
     from workflows.errors import RunError
 
-    from tasks.cluster.kube import KubeCluster
-
-    with running() as api:
-        api.put(node("worker-1", labels={"feature.node.kubernetes.io/pci-19ee.present": "true"}))
-        api.put(node("worker-2"))
-        monkeypatch.setattr("workers.runtime.real_cluster", lambda: KubeCluster(api.api_client()))
-        assert resolve_targets(fleet=None, sim_root=tmp_path, nodes=None,
-                               selector="feature.node.kubernetes.io/pci-19ee.present=true") == ("real", ["worker-1"])
-        assert resolve_targets(fleet=None, sim_root=tmp_path, nodes="worker-2,worker-1", selector=None) == (
-            "real", ["worker-1", "worker-2"])
-        with pytest.raises(RunError, match=r"--nodes: unknown node\(s\): worker-9"):
-            resolve_targets(fleet=None, sim_root=tmp_path, nodes="worker-1,worker-9", selector=None)
-        api.fail("GET", "/api/v1/nodes", 403, "forbidden")
-        with pytest.raises(RunError, match="lacks permission to list nodes"):
-            resolve_targets(fleet=None, sim_root=tmp_path, nodes="worker-1", selector=None)
+    _root, sim, _ = fleet(tmp_path / "cluster", "agilio-cx", "bare")  # node-000 has the NFD label, node-001 not
+    monkeypatch.setattr("workers.runtime.real_cluster", lambda: sim)
+    assert resolve_targets(fleet=None, sim_root=tmp_path, nodes=None,
+                           selector="feature.node.kubernetes.io/pci-19ee.present=true") == ("real", ["node-000"])
+    assert resolve_targets(fleet=None, sim_root=tmp_path, nodes="node-001,node-000", selector=None) == (
+        "real", ["node-000", "node-001"])
+    with pytest.raises(RunError, match=r"--nodes: unknown node\(s\): node-009"):
+        resolve_targets(fleet=None, sim_root=tmp_path, nodes="node-000,node-009", selector=None)
+    sim.api.fail("GET", "/api/v1/nodes", 403, "forbidden")
+    with pytest.raises(RunError, match="lacks permission to list nodes"):
+        resolve_targets(fleet=None, sim_root=tmp_path, nodes="node-000", selector=None)

@@ -1,59 +1,102 @@
-"""The cluster steps on the real kubernetes client, over HTTP against the API stand-in:
-the requests each step sends, and the ones it does not send on a converged cluster."""
+"""The cluster steps on the real kubernetes client, over HTTP against the simulated API server
+(a process of its own): the requests each step sends, read from the server's request log, and
+the ones it does not send on a converged cluster."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes import client
 
+from simulators.kube_api.control import Control, ops, running_api
+from simulators.kube_api.seed import kube_ovn_manifests
 from tasks.cluster.kube import KubeCluster
 from tasks.cluster.sim_seed import UPSTREAM_DP_CONFIG
 from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
 from tasks.cluster.steps_kubeovn import KubeOvnParams
 from tasks.cluster.surface import ApplyConflict
-from tests.kube_standin import KubeStandIn, Request, node, pod, running
+from tasks.host.simfleet import create_fleet, open_host
 from tests.kube_support import run
 from workflows.errors import PermanentError
 
-MANUAL_CONFIG = {"resourceList": [{"resourcePrefix": "corigine.com", "resourceName": "agilio_sriov",
-                                   "selectors": {"vendors": ["19ee"], "devices": ["6003"], "drivers": ["nfp_netvf"]}}]}
 MANUAL_NAD_CONFIG = {"cniVersion": "0.3.1", "name": "kube-ovn", "plugins": [
     {"type": "kube-ovn", "server_socket": "/run/openvswitch/kube-ovn-daemon.sock", "provider": "default.default.ovn"},
     {"type": "portmap", "capabilities": {"portMappings": True}}]}
-KUBE_OVN_IMAGE = "docker.io/kubeovn/kube-ovn:v1.12.35"
 DERIVED_CONFIG = {"resourceList": [{"resourcePrefix": "corigine.com", "resourceName": "agilio_sriov",
                                     "selectors": {"vendors": ["19ee"], "devices": ["3803", "6003"],
                                                   "drivers": ["nfp_netvf"]}}]}
 """The Kube-OVN page's config, with every VF id nfp_netvf binds, for a cluster whose NFD labels show 19ee."""
-NFD_19EE = {"feature.node.kubernetes.io/pci-19ee.present": "true"}
 SRIOVDP_CONFIG = {"name": "sriovdp-config", "namespace": "kube-system"}
-CONTROLLER_ARGS = ["/kube-ovn/start-controller.sh", "--default-cidr=10.16.0.0/16", "--enable-lb=false",
-                   "--enable-np=true"]
+KUBECTL = "kubectl-client-side-apply"
+
+
+class Request:
+    """One request of the server's log."""
+
+    def __init__(self, op: dict[str, Any]) -> None:
+        self.method, self.path = op["method"], op["path"]
+        self.query, self.content_type, self.body = op.get("query") or {}, op.get("content_type", ""), op.get("body")
+
+
+class Api(Control):
+    """The server's controls, and the requests it received since the last `clear`."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.clear()
+
+    def clear(self) -> None:
+        self.start = len(ops(self.sim_root))
+
+    @property
+    def requests(self) -> list[Request]:
+        return [Request(op) for op in ops(self.sim_root)[self.start:] if "method" in op]
+
+    def writes(self) -> list[Request]:
+        return [r for r in self.requests if r.method != "GET"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """node-000 with a converged card (NFD labels it 19ee), node-001 without one."""
+    root = tmp_path_factory.mktemp("steps") / "fleet"
+    create_fleet(root, 2, profiles={"node-000": "agilio-cx-converged", "node-001": "bare"})
+    with running_api(root):
+        yield root
 
 
 @pytest.fixture
-def api() -> Iterator[KubeStandIn]:
-    with running() as standin:
-        yield standin
+def api(server: Path) -> Api:
+    control = Api(server)
+    control.seed(kube_ovn=None, workloads=False)  # a cluster without Kube-OVN; each test seeds its own
+    control.clear()
+    return control
 
 
 @pytest.fixture
-def kube(api: KubeStandIn) -> KubeCluster:
-    return KubeCluster(api.api_client(), request_timeout=5)
+def kube(api: Api) -> KubeCluster:
+    return KubeCluster.from_kubeconfig(str(api.kubeconfig), request_timeout=10)
 
 
-def written(api: KubeStandIn) -> list[tuple[str, str]]:
+def written(api: Api) -> list[tuple[str, str]]:
     return [(r.method, r.path) for r in api.writes()]
+
+
+def kubectl_config_map(kube: KubeCluster, data: dict[str, str]) -> None:
+    """sriovdp-config as `kubectl apply` made it: its data is kubectl's."""
+    client.CoreV1Api(kube.api_client).create_namespaced_config_map(
+        "kube-system", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": dict(SRIOVDP_CONFIG), "data": data},
+        field_manager=KUBECTL)
 
 
 # sriov-device-plugin, multus, network-attachment --------------------------------------------
 
 def test_device_plugin_first_apply_then_a_second_that_changes_nothing(api, kube):
-    api.put(node("node-1", labels=NFD_19EE))
-    api.put(node("node-2"))
     first = run("sriov-device-plugin", kube)
     assert first.status == "changed"
     assert [c.action for c in first.changes] == ["create", "create", "create"]
@@ -99,19 +142,15 @@ def test_device_plugin_parameters_reach_the_config_and_a_change_rolls_the_pods(a
 
 
 def test_a_hand_written_config_with_the_same_content_is_not_rewritten(api, kube):
-    api.put(node("node-1", labels=NFD_19EE))
-    api.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": SRIOVDP_CONFIG,
-             "data": {"config.json": json.dumps(DERIVED_CONFIG, indent=4)}})  # as a kubectl apply left it
+    kubectl_config_map(kube, {"config.json": json.dumps(DERIVED_CONFIG, indent=4)})
+    api.clear()
     run("sriov-device-plugin", kube)
     assert "/api/v1/namespaces/kube-system/configmaps/sriovdp-config" not in [p for _m, p in written(api)]
 
 
 def test_a_conflict_fails_permanently_unless_force_is_set(api, kube):
-    api.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": SRIOVDP_CONFIG,
-             "data": {"config.json": "{\"resourceList\": []}"}})
-    api.fail("PATCH", "/configmaps/sriovdp-config$", 409,
-             'Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using v1: .data.config.json',
-             times=1)
+    kubectl_config_map(kube, {"config.json": "{\"resourceList\": []}"})  # the server's own conflict, no fault
+    api.clear()
     with pytest.raises(ApplyConflict) as raised:
         run("sriov-device-plugin", kube)
     assert "kubectl-client-side-apply" in raised.value.message and "force" in raised.value.message
@@ -125,13 +164,8 @@ def test_a_conflict_fails_permanently_unless_force_is_set(api, kube):
 
 def test_an_upstream_device_plugin_is_adopted_through_the_api_and_its_pods_restarted(api, kube):
     """The cluster the Kube-OVN page leaves: sriov-network-device-plugin v3.5.1's k8s-v1.16 manifest."""
-    from tasks.cluster.sim_seed import upstream_device_plugin_manifests
-
-    api.put(node("node-1", labels=NFD_19EE, allocatable={"corigine.com/agilio_sriov": "0"}))
-    for manifest in upstream_device_plugin_manifests():
-        api.put(manifest)
-    upstream = {"name": "sriov-device-plugin", "tier": "node", "app": "sriovdp"}
-    api.put(pod("kube-system", "kube-sriov-device-plugin-amd64-old", "node-1", owner="DaemonSet", labels=upstream))
+    api.seed(kube_ovn=None, workloads=False, device_plugin=True)
+    api.clear()
     result = run("sriov-device-plugin", kube)
     assert result.changes[0].after == "adopt existing device plugin kube-system/kube-sriov-device-plugin-amd64"
     (patch,) = api.writes()
@@ -146,18 +180,16 @@ def test_an_upstream_device_plugin_is_adopted_through_the_api_and_its_pods_resta
     api.clear()
     assert run("sriov-device-plugin", kube).status == "ok" and api.writes() == []
 
-    def plugin_restarts(standin: KubeStandIn, request: Request) -> None:
-        if request.method == "DELETE" and "/pods/kube-sriov-device-plugin-amd64-" in request.path:
-            standin.put(pod("kube-system", "kube-sriov-device-plugin-amd64-new", "node-1", owner="DaemonSet",
-                            labels=upstream))
-            standin.objects["/api/v1/nodes/node-1"]["status"]["allocatable"]["corigine.com/agilio_sriov"] = "4"
-
-    api.hooks.append(plugin_restarts)
-    facts = {**result.outputs, "numvfs": 4, "pci_address": "0000:04:00.0", "vendor": "19ee", "vf_device": "6003"}
-    restarted = run("restart-device-plugin", kube, node="node-1", facts=facts)
-    assert restarted.outputs == {"allocatable_vfs": 4}
+    (old,) = [p for p in kube.list_pods(namespace="kube-system", node="node-000") if p.labels.get("app") == "sriovdp"]
+    host = open_host(api.sim_root, "node-000")
+    for count in ("0", "8"):  # the node's steps made 8 VFs of its 4 (the kernel's way: through 0)
+        host.write("/sys/bus/pci/devices/0000:04:00.0/sriov_numvfs", count)
+    api.clear()
+    facts = {**result.outputs, "numvfs": 8, "pci_address": "0000:04:00.0", "vendor": "19ee", "vf_device": "6003"}
+    restarted = run("restart-device-plugin", kube, node="node-000", facts=facts)
+    assert restarted.outputs == {"allocatable_vfs": 8}  # the plugin does not rescan: its new pod registered 8
     assert [(r.method, r.path) for r in api.writes()] == [
-        ("DELETE", "/api/v1/namespaces/kube-system/pods/kube-sriov-device-plugin-amd64-old")]
+        ("DELETE", f"/api/v1/namespaces/kube-system/pods/{old.name}")]
     pods_query = next(r.query for r in api.requests if r.path == "/api/v1/namespaces/kube-system/pods")
     assert pods_query["labelSelector"] == "name=sriov-device-plugin"
 
@@ -200,68 +232,29 @@ def test_the_provider_follows_the_attachment_name_and_namespace(api, kube):
 
 OVS_PATH = "/apis/apps/v1/namespaces/kube-system/daemonsets/ovs-ovn"
 INSTALL_SH_STRATEGY = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 
 
-def kube_ovn(api: KubeStandIn, *, hw_offload: str = "false", enable_lb: str = "true", iface: str = "ens1f0np0",
-             nodes: tuple[str, ...] = ("node-1", "node-2")) -> None:
-    """Kube-OVN as its install.sh (v1.12.35, v1.16.2) leaves it: ovs-ovn RollingUpdate with
-    maxSurge 1, maxUnavailable 0; ENABLE_LB=true by default. The API shows the template
-    generation as the apps/v1 annotation deprecated.daemonset.template.generation."""
-    labels = {"app": "ovs", "component": "network", "type": "infra"}
-    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
-             "metadata": {"name": "ovs-ovn", "namespace": "kube-system", "annotations": {TEMPLATE_GENERATION: "1"}},
-             "spec": {"selector": {"matchLabels": {"app": "ovs"}}, "updateStrategy": dict(INSTALL_SH_STRATEGY),
-                      "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
-                          "name": "openvswitch", "image": KUBE_OVN_IMAGE, "command": ["/kube-ovn/start-ovs.sh"],
-                          "env": [{"name": "ENABLE_SSL", "value": "false"}, {"name": "HW_OFFLOAD", "value": hw_offload},
-                                  {"name": "TUNNEL_TYPE", "value": "geneve"}]}]}}},
-             "status": {"observedGeneration": 1, "desiredNumberScheduled": len(nodes),
-                        "updatedNumberScheduled": len(nodes), "numberAvailable": len(nodes)}})
-    api.put({"apiVersion": "apps/v1", "kind": "Deployment",
-             "metadata": {"name": "kube-ovn-controller", "namespace": "kube-system"},
-             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "kube-ovn-controller"}},
-                      "template": {"spec": {"containers": [{
-                          "name": "kube-ovn-controller", "image": KUBE_OVN_IMAGE,
-                          "args": [a.replace("=false", f"={enable_lb}") if a.startswith("--enable-lb") else a
-                                   for a in CONTROLLER_ARGS]}]}}},
-             "status": {"observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1}})
-    api.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
-             "metadata": {"name": "kube-ovn-cni", "namespace": "kube-system"},
-             "spec": {"selector": {"matchLabels": {"app": "kube-ovn-cni"}}, "template": {"spec": {"containers": [{
-                 "name": "cni-server", "image": KUBE_OVN_IMAGE, "command": ["bash", "/kube-ovn/start-cniserver.sh"],
-                 "args": ["--enable-mirror=false", f"--iface={iface}", "--network-type=geneve"]}]}}},
-             "status": {"observedGeneration": 1, "desiredNumberScheduled": len(nodes),
-                        "updatedNumberScheduled": len(nodes), "numberAvailable": len(nodes)}})
-    for n, name in enumerate(nodes):
-        api.put(node(name))
-        api.put(pod("kube-system", f"ovs-ovn-old{n}", name, owner="DaemonSet",
-                    labels={**labels, "pod-template-generation": "1"}))
-    api.hooks.append(template_generation)
+def kube_ovn(api: Api, *, hw_offload: str = "false", enable_lb: str = "true", iface: str = "ens1f0np0") -> None:
+    """Kube-OVN as its install.sh (v1.12.35) leaves it with these settings: ovs-ovn RollingUpdate
+    with maxSurge 1, maxUnavailable 0 (`simulators/kube_api/seed.py`)."""
+    api.seed(kube_ovn={"HW_OFFLOAD": hw_offload, "ENABLE_LB": enable_lb, "IFACE": iface}, workloads=False)
+    api.clear()
 
 
-def template_generation(api: KubeStandIn, request: Request) -> None:
-    """The API server: the template generation goes up only when spec.template changes
-    (kubernetes pkg/registry/apps/daemonset/strategy.go PrepareForUpdate)."""
-    if request.method == "PATCH" and request.path == OVS_PATH and "template" in (request.body.get("spec") or {}):
-        annotations = api.objects[OVS_PATH]["metadata"].setdefault("annotations", {})
-        annotations[TEMPLATE_GENERATION] = str(int(annotations.get(TEMPLATE_GENERATION, "1")) + 1)
+def installed(kind_name: str, settings: dict[str, str]) -> dict[str, Any]:
+    """The object install.sh writes with these settings."""
+    return next(m for m in kube_ovn_manifests(settings) if m["metadata"]["name"] == kind_name)
 
 
-def recreate_ovs_pods(api: KubeStandIn, request: Request) -> None:
-    """The DaemonSet controller: a deleted ovs-ovn pod comes back on its node with the current template."""
-    if request.method != "DELETE" or "/pods/ovs-ovn-" not in request.path:
-        return
-    ds = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
-    name = request.path.rsplit("/", 1)[-1]
-    node_name = {"ovs-ovn-old0": "node-1", "ovs-ovn-old1": "node-2"}[name]
-    api.put(pod("kube-system", f"ovs-ovn-new-{node_name}", node_name, owner="DaemonSet",
-                labels={"app": "ovs", "pod-template-generation": ds["metadata"]["annotations"][TEMPLATE_GENERATION]}))
+def ovs_pod(kube: KubeCluster, node: str) -> str:
+    (found,) = [p.name for p in kube.list_pods(namespace="kube-system", node=node, selector={"app": "ovs"})]
+    return found
 
 
 def test_hw_offload_false_is_switched_to_on_delete_first_then_patched_and_restarted_per_node(api, kube):
     kube_ovn(api, hw_offload="false", enable_lb="false")
-    api.hooks.append(recreate_ovs_pods)
+    old_pods = {n: ovs_pod(kube, n) for n in ("node-000", "node-001")}
+    api.clear()
     result = run("kube-ovn", kube, {"iface": "ens1f0np0"})
     assert result.status == "changed"
     assert [c.action for c in result.changes] == ["set-strategy", "set-env"]
@@ -275,22 +268,21 @@ def test_hw_offload_false_is_switched_to_on_delete_first_then_patched_and_restar
         "spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": None}}}
     assert patch.body == {"spec": {"template": {"spec": {"containers": [
         {"name": "openvswitch", "env": [{"name": "HW_OFFLOAD", "value": "true"}]}]}}}}
-    live = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
+    live = kube.get("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
     assert live["spec"]["updateStrategy"] == {"type": "OnDelete"}
-    assert live["spec"]["template"]["spec"]["containers"][0]["env"] == [
-        {"name": "ENABLE_SSL", "value": "false"}, {"name": "HW_OFFLOAD", "value": "true"},
-        {"name": "TUNNEL_TYPE", "value": "geneve"}]  # the installer's other settings are untouched
+    env = installed("ovs-ovn", {"HW_OFFLOAD": "true"})["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert live["spec"]["template"]["spec"]["containers"][0]["env"] == env  # the installer's other settings kept
     api.clear()
     again = run("kube-ovn", kube, {"iface": "ens1f0np0"})
     assert (again.status, api.writes()) == ("ok", [])
 
-    assert run("ovs-ovn-check", kube, node="node-1").outputs == {"ovs_restart_needed": True}
-    restarted = run("restart-ovs-ovn", kube, node="node-1", facts={"drained": True})
+    assert run("ovs-ovn-check", kube, node="node-000").outputs == {"ovs_restart_needed": True}
+    restarted = run("restart-ovs-ovn", kube, node="node-000", facts={"drained": True})
     assert restarted.status == "changed"
-    assert written(api) == [("DELETE", "/api/v1/namespaces/kube-system/pods/ovs-ovn-old0")]
-    with pytest.raises(PermanentError, match=r"node\(s\) node-2 still run an older ovs-ovn template"):
+    assert written(api) == [("DELETE", f"/api/v1/namespaces/kube-system/pods/{old_pods['node-000']}")]
+    with pytest.raises(PermanentError, match=r"node\(s\) node-001 still run an older ovs-ovn template"):
         run("restore-ovs-ovn-strategy", kube)
-    run("restart-ovs-ovn", kube, node="node-2", facts={"drained": True})
+    run("restart-ovs-ovn", kube, node="node-001", facts={"drained": True})
     api.clear()
     restored = run("restore-ovs-ovn-strategy", kube)
     assert [(c.before, c.after) for c in restored.changes] == [("OnDelete", "RollingUpdate")]
@@ -298,11 +290,11 @@ def test_hw_offload_false_is_switched_to_on_delete_first_then_patched_and_restar
     assert (request.method, request.path) == ("PATCH", OVS_PATH)
     assert request.body == {"metadata": {"annotations": {"nicflow.io/original-update-strategy": None}},
                             "spec": {"updateStrategy": INSTALL_SH_STRATEGY}}
-    live = api.obj("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
+    live = kube.get("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
     assert live["spec"]["updateStrategy"] == INSTALL_SH_STRATEGY
     assert "nicflow.io/original-update-strategy" not in live["metadata"]["annotations"]
     api.clear()
-    for step, node in (("restore-ovs-ovn-strategy", None), ("restart-ovs-ovn", "node-1"), ("kube-ovn", None)):
+    for step, node in (("restore-ovs-ovn-strategy", None), ("restart-ovs-ovn", "node-000"), ("kube-ovn", None)):
         assert run(step, kube, {"iface": "ens1f0np0"} if step == "kube-ovn" else {}, node=node,
                    facts={"drained": True}).status == "ok"
     assert api.writes() == []
@@ -316,10 +308,11 @@ def test_only_the_differing_flag_is_changed_and_the_rest_of_the_args_kept(api, k
                                                   "DaemonSet kube-system/kube-ovn-cni --iface"]
     switch, controller, cni = api.writes()
     assert switch.path == OVS_PATH and "updateStrategy" in switch.body["spec"]
-    assert controller.body == {"spec": {"template": {"spec": {"containers": [
-        {"name": "kube-ovn-controller", "args": CONTROLLER_ARGS}]}}}}
-    assert cni.body == {"spec": {"template": {"spec": {"containers": [
-        {"name": "cni-server", "args": ["--enable-mirror=false", "--iface=ens1f0np0", "--network-type=geneve"]}]}}}}
+    wanted = {"HW_OFFLOAD": "true", "ENABLE_LB": "false", "IFACE": "ens1f0np0"}  # install.sh's args, one flag changed
+    assert controller.body == {"spec": {"template": {"spec": {"containers": [{"name": "kube-ovn-controller", "args":
+        installed("kube-ovn-controller", wanted)["spec"]["template"]["spec"]["containers"][0]["args"]}]}}}}
+    assert cni.body == {"spec": {"template": {"spec": {"containers": [{"name": "cni-server", "args":
+        installed("kube-ovn-cni", wanted)["spec"]["template"]["spec"]["containers"][0]["args"]}]}}}}
 
 
 def test_preflight_refuses_to_disable_a_load_balancer_that_may_be_needed(api, kube):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
 from tests.stack import Stack
 
 NODES = 2
@@ -29,7 +28,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pat
     try:
         stack.controller()
         root = stack.fleet("fleet", NODES, profiles=FLAKY)
-        SimulatedCluster(root).seed(kube_ovn_version="1.16")
+        stack.apis[root].seed(kube_ovn_version="1.16")
         stack.agent(root, NODES)
         run_id = stack.run("corigine-offload", root, NODES, *SETS)
         assert stack.wait_for(run_id, timeout=240)["status"] == "succeeded"

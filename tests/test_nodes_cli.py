@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tasks.cluster.reporter import CORDONED_BY
-from tasks.cluster.sim import SimulatedCluster
 from tests.stack import Stack
 
 NODES = 4
@@ -27,7 +26,7 @@ def rolled_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack
     try:
         stack.controller()
         root = stack.fleet("fleet", NODES, profiles={"node-002": "bare"})
-        SimulatedCluster(root).seed(kube_ovn_version="1.16")
+        stack.apis[root].seed(kube_ovn_version="1.16")
         stack.agent(root, NODES)
         run_id = stack.run("corigine-offload", root, NODES, *SETS, "--nodes", "node-000,node-001,node-002")
         stack.wait_for(run_id, timeout=240)
@@ -42,7 +41,7 @@ def nodes(stack: Stack, root: Path, *args: str):
 
 def test_nodes_shows_state_run_error_and_cordon(rolled_out) -> None:
     stack, root, run_id = rolled_out
-    sim = SimulatedCluster(root)
+    sim = stack.cluster(root)
     sim.patch_node("node-000", unschedulable=True)  # an operator's cordon
     sim.patch_node("node-001", unschedulable=True, annotations={CORDONED_BY: run_id})  # as cordon-drain writes it
     try:

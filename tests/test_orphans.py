@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, RUN_ANNOTATION, STATE_LABEL, NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tasks.host.simfleet import create_fleet
 from tests.helpers import PIPELINES
 from workers.orphans import find_orphans
@@ -27,12 +27,12 @@ NEW = "20261201-080000-cccccc"
 
 
 @pytest.fixture
-def cluster(tmp_path) -> SimulatedCluster:
+def cluster(tmp_path, sim_servers) -> SimCluster:
     create_fleet(tmp_path, 5)
-    return SimulatedCluster(tmp_path)
+    return sim_servers.start(tmp_path)
 
 
-def leave(cluster: SimulatedCluster, node: str, state: str, run_id: str, *, cordoned: bool = False) -> None:
+def leave(cluster: SimCluster, node: str, state: str, run_id: str, *, cordoned: bool = False) -> None:
     """What a run leaves on a Node (see tasks.cluster.reporter and cordon-drain)."""
     annotations = {RUN_ANNOTATION: run_id}
     if cordoned:

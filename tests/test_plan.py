@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
 from tests.stack import Stack
 from workflows.errors import NotYetKnown
 from workflows.runner import run_step
@@ -33,7 +32,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pat
     try:
         stack.controller()
         root = stack.fleet("fresh", NODES, profiles=BARE)
-        SimulatedCluster(root).seed(kube_ovn_version="1.16")
+        stack.apis[root].seed(kube_ovn_version="1.16")
         stack.agent(root, NODES)
         yield stack, root
     finally:
@@ -47,7 +46,7 @@ def plan(stack: Stack, root: Path, *args: str):
 
 def test_a_fresh_fleet_is_planned_whole_and_a_converged_one_has_no_changes(fleet) -> None:
     stack, root = fleet
-    sim = SimulatedCluster(root)
+    sim = stack.apis[root]
     fresh = plan(stack, root)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     lines = fresh.stdout.splitlines()

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tasks.host.simfleet import create_fleet, open_host
 from tasks.registry import default_registry
 from tests.helpers import PIPELINES
@@ -31,8 +31,9 @@ NODES = ["node-000", "node-001", "node-002", "node-003"]
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def fleet(tmp_path, sim_servers):
     create_fleet(tmp_path, 4, profiles={n: "bare" for n in NODES})
+    sim_servers.start(tmp_path)
     return tmp_path
 
 
@@ -63,7 +64,7 @@ def drain_until(engine, predicate):
 
 
 def cordon_as_the_drain_does(fleet, node, run_id):
-    SimulatedCluster(fleet).patch_node(node, unschedulable=True,
+    SimCluster(fleet).patch_node(node, unschedulable=True,
                                        annotations={CORDONED_BY: run_id, ON_FAILURE: "keep-cordoned"})
 
 
@@ -108,7 +109,7 @@ def test_abort_says_which_nodes_are_finishing_and_which_it_left_cordoned(engine,
     engine.finish_node(record.id, "node-000", "failed", "reload-driver: failed")  # as a failed step ends it
     cordon_as_the_drain_does(fleet, "node-000", record.id)  # on_failure keep-cordoned
     cordon_as_the_drain_does(fleet, "node-001", record.id)  # its step still queued
-    SimulatedCluster(fleet).patch_node("node-003", unschedulable=True)  # an operator's cordon
+    SimCluster(fleet).patch_node("node-003", unschedulable=True)  # an operator's cordon
     result = abort_run(engine, record.id)
     assert (result.run.status, result.finishing, result.cordoned) == ("aborted", ["node-001"], ["node-000", "node-001"])
     assert abort_lines(result) == [

@@ -8,6 +8,7 @@ import pytest
 
 from tasks.host.simfleet import create_fleet, open_host
 from tests.test_engine import make_engine
+from tests.sim_api import sim_servers  # noqa: F401 - the fixture
 from workflows.control import approve_run, retry_failed, run_status, start_run
 from workflows.errors import RunError
 from workflows.loader import load_text
@@ -35,8 +36,9 @@ NAMES = [f"node-{i:03d}" for i in range(N)]
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def fleet(tmp_path, sim_servers):
     create_fleet(tmp_path, N, profiles={n: "bare" for n in NAMES}, zones=3)
+    sim_servers.start(tmp_path)
     return tmp_path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.cluster.sim import SimulatedCluster
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tasks.host.simfleet import create_fleet, open_host
 from tests.helpers import PIPELINES
 from tests.stack import Stack, op_counts
@@ -32,8 +32,9 @@ HELLO = (PIPELINES / "hello-fleet.yaml").read_text()
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def fleet(tmp_path, sim_servers):
     create_fleet(tmp_path, 2, profiles={"node-000": "bare", "node-001": "bare"})
+    sim_servers.start(tmp_path)
     return tmp_path
 
 
@@ -135,9 +136,9 @@ class LosesTheLease:
             raise LeaseLost("lost the lease on node node-000 (now held by nobody); not touching it")
 
 
-def test_a_drain_held_by_a_disruption_budget_stops_at_the_attempt_after_its_lease_is_lost(tmp_path):
+def test_a_drain_held_by_a_disruption_budget_stops_at_the_attempt_after_its_lease_is_lost(tmp_path, sim_servers):
     create_fleet(tmp_path, 3)
-    cluster = SimulatedCluster(tmp_path)
+    cluster = sim_servers.start(tmp_path)
     cluster.add_pdb("default", "hold", {"app": "web"}, min_available=3)  # the eviction is refused, again and again
     guard = LosesTheLease(checks=3)  # before apply, then before each of two eviction attempts
     ctx = StepContext(run_id="20261201-000000-abcdef", node="node-000", surface=cluster, guard=guard)
@@ -207,7 +208,7 @@ def test_store_reset_mid_drain_is_detected_leftovers_listed_and_adopted(tmp_path
         stack.controller()
         root = stack.fleet("reset", FLEET)
         stack.agent(root, FLEET)
-        cluster = SimulatedCluster(root)
+        cluster = SimCluster(root)
         cluster.add_pdb("default", "hold", {"app": "web"}, min_available=FLEET)  # every eviction refused
         pipeline = str(fast_drain_pipeline(tmp_path))
         lost = stack.run(pipeline, root, FLEET, *FAST_RUN, "--nodes", ",".join(NODES))

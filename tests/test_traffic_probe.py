@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
 from tasks.host.sim_nfp import netdevs, rename_netdev
 from tasks.host.sim_ovs import add_port, current_flows, del_port, interfaces, record_traffic, resolve_vf
 from tasks.host.simfleet import create_fleet, open_host
@@ -23,10 +22,13 @@ from tasks.registry import default_registry
 from tests.corigine_support import hosts
 from tests.kube_pipeline import combined
 from tests.kube_support import run
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tests.test_kube_sim import FAST, converge, engine, fleet, representor
 from workers.reports import to_html, to_markdown
 from workflows.loader import build
 from workflows.report import build_report
+
+pytestmark = pytest.mark.usefixtures("sim_servers")
 
 PF = "0000:04:00.0"
 VF0, VF1 = "0000:04:08.0", "0000:04:08.1"
@@ -187,10 +189,10 @@ def vf_pod(name: str, *, node: str | None = None, selector: dict | None = None, 
             "metadata": {"name": name, "namespace": "default", "annotations": annotations}}
 
 
-def vf_cluster(tmp_path: Path) -> SimulatedCluster:
+def vf_cluster(tmp_path: Path) -> SimCluster:
 
     create_fleet(tmp_path, 2, profiles={"node-000": "agilio-cx-converged", "node-001": "agilio-cx-converged"})
-    sim = SimulatedCluster(tmp_path)
+    sim = SERVERS.start(tmp_path)
     for step in ("sriov-device-plugin", "multus", "network-attachment"):
         run(step, sim)
     return sim

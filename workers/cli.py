@@ -541,6 +541,28 @@ def bench(
 # --- api: the HTTP service (workers/api) --------------------------------------------------------
 
 
+sim_cli = typer.Typer(no_args_is_help=True, help="The simulators of a simulated fleet.")
+cli.add_typer(sim_cli, name="sim")
+
+
+@sim_cli.command("api")
+def sim_api(
+    sim_root: Annotated[Path, typer.Option("--sim-root", help="Directory of the simulated fleet.")],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")] = 0,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    advertise: Annotated[Optional[str], typer.Option(help="Host name the kubeconfig gives clients.")] = None,
+    latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds of latency per API request.")] = 0.0,
+    watch_window: Annotated[int, typer.Option(min=1, help="Node events kept for watches.")] = 1000,
+) -> None:
+    """The simulated Kubernetes API of the fleet under --sim-root; writes <sim-root>/_cluster/kubeconfig."""
+    from simulators.kube_api.server import serve
+
+    if not sim_root.is_dir():
+        err.print(f"nicflow: error: --sim-root {str(sim_root)!r} is not a directory", markup=False, highlight=False)
+        raise typer.Exit(2)
+    serve(sim_root, host=host, port=port, advertise=advertise, latency=latency, watch_window=watch_window)
+
+
 @cli.command()
 def api(
     host: Annotated[Optional[str], typer.Option(help="Listen address (default NICFLOW_API_HOST, 127.0.0.1).")] = None,

@@ -1,7 +1,8 @@
 """`nicflow demo`: a whole rollout over a simulated fleet, on real processes.
 
-An embedded Redis (unless REDIS_URL is set), a controller and an agent
-serving the simulated fleet are started as real worker processes; the
+An embedded Redis (unless REDIS_URL is set), the simulated Kubernetes API
+(`nicflow sim api`), a controller and an agent serving the simulated fleet
+are started as real processes; the
 pipeline runs twice: once to converge the fleet, once to show that a
 converged fleet is left untouched.
 """
@@ -21,12 +22,14 @@ from typing import Any
 
 from rich.console import Console
 
-from tasks.cluster.sim import SimulatedCluster
+from simulators.kube_api.control import running_api, writes
 from tasks.cluster.steps_verify import PROBE_PREFIX
 from tasks.host.sim_fleetspec import apply_faults
 from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.host.sim_profiles import PROFILES
-from workers.processes import Stopped, WorkerProcess, embedded_redis, running_workers, spawn_worker, stop_on_signals
+from workers.processes import (
+    Stopped, WorkerProcess, embedded_redis, running_workers, spawn_worker, stop_on_signals, tied_to_parent,
+)
 from workers.progress import failed_nodes, summary, watch
 from workers.recap import recap_lines
 from workers.runtime import make_engine
@@ -129,9 +132,9 @@ def is_probe_write(op: dict[str, Any]) -> bool:
 def cluster_writes(sim_root: Path) -> tuple[Counter[str], Counter[str]]:
     """Every write request the simulated Kubernetes API received, by kind: the probe pods'
     apart from all the others."""
-    writes = SimulatedCluster(sim_root).writes()
-    return (Counter(op["op"] for op in writes if not is_probe_write(op)),
-            Counter(op["op"] for op in writes if is_probe_write(op)))
+    sent = writes(sim_root)
+    return (Counter(op["op"] for op in sent if not is_probe_write(op)),
+            Counter(op["op"] for op in sent if is_probe_write(op)))
 
 
 # What each kind of entry in a simulated host's or the simulated API's ops.log is, in words
@@ -183,7 +186,8 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
     console.print(f"[bold]nicflow demo[/]: {pipeline} over {len(chosen)} of {nodes} simulated nodes "
                   f"(selector {selector or ' or '.join(f'{k}=true' for k in AGILIO_LABELS)}), work dir {workdir}")
     progress.stage = "starting the workers"
-    with _redis_url(workdir, progress) as url:
+    with _redis_url(workdir, progress) as url, running_api(sim_root, log_dir=workdir / "logs",
+                                                           preexec_fn=tied_to_parent()):
         fleet_arg = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
         workers = progress.workers
         workers.append(spawn_worker("controller", ["controller"], redis_url=url, log_dir=workdir / "logs", tied=True))

@@ -11,7 +11,6 @@ from typing import Any
 from tasks.cluster.analysis import ClusterWaveChecks
 from tasks.cluster.availability import ClusterAvailability
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.cluster.sim import SimulatedCluster
 from tasks.cluster.surface import ClusterSurface
 from tasks.host.simfleet import SimFleet, load_fleet, open_host
 from tasks.host.surface import RealHost
@@ -59,6 +58,7 @@ class FleetSurfaces:
         self.served = served if served is not None else ServedNodes()
         self._fleets: dict[str, SimFleet] = {}
         self._hosts: dict[tuple[str, str], Any] = {}
+        self._clusters: dict[str, Any] = {}
 
     def _sim_root(self, fleet: str) -> Path | None:
         return Path(fleet.removeprefix("sim:")) if fleet.startswith("sim:") else None
@@ -80,7 +80,22 @@ class FleetSurfaces:
         root = self._sim_root(fleet)
         if root is None:
             return real_cluster()
-        return SimulatedCluster(root)
+        if fleet not in self._clusters:
+            self._clusters[fleet] = sim_cluster(root)
+        return self._clusters[fleet]
+
+
+def sim_cluster(root: Path) -> ClusterSurface:
+    """A simulated fleet's Kubernetes API: the server `nicflow sim api` runs for it, through the
+    official client, from the kubeconfig it wrote once listening."""
+    from simulators.kube_api.control import installer_for, kubeconfig_path
+    from tasks.cluster.kube import KubeCluster  # the kubernetes client loads only where a cluster is used
+
+    config = kubeconfig_path(root)
+    if not config.exists():
+        raise PermanentError(f"the simulated fleet at {root} has no Kubernetes API: {config} is missing; start "
+                             f"`nicflow sim api --sim-root {root}` first")
+    return KubeCluster.from_kubeconfig(str(config), installer=installer_for(root))
 
 
 @lru_cache(maxsize=1)

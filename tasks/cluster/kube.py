@@ -78,6 +78,15 @@ KINDS: dict[tuple[str, str], Kind] = {
 }
 
 
+POOL_SIZE = 64
+"""Kept-alive connections per client: a controller's threads each hold one (urllib3's default of
+cpu_count * 5 would discard and reopen them)."""
+
+
+class Installer(Protocol):
+    def __call__(self, script: bytes, env: Mapping[str, str], *, timeout: float) -> ExecResult: ...
+
+
 class PodExec(Protocol):
     def __call__(self, core: client.CoreV1Api, namespace: str, pod: str, container: str,
                  argv: Sequence[str], timeout: float) -> ExecResult: ...
@@ -88,7 +97,11 @@ def stream_exec(core: client.CoreV1Api, namespace: str, pod: str, container: str
     """`kubectl exec` over the websocket subprotocol of the official client."""
     from kubernetes.stream import stream  # imported here: the websocket stack is only needed for exec
 
-    ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=list(argv),
+    # `stream` swaps the ApiClient's call_api for the websocket one while it runs (kubernetes client
+    # 37 stream/stream.py _websocket_request): on a client other threads share, their requests
+    # would go out as websocket handshakes. Each exec gets a client of its own.
+    private = client.CoreV1Api(client.ApiClient(core.api_client.configuration))
+    ws = stream(private.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=list(argv),
                 stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
     try:
         ws.run_forever(timeout=timeout)
@@ -104,6 +117,16 @@ def _message(exc: ApiException) -> str:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason or "")
     except (ValueError, AttributeError):
         return str(exc.body or exc.reason or "")
+
+
+def _with_causes(exc: ApiException) -> str:
+    """The message and its causes: a refused eviction names the budget only in a cause
+    (pkg/registry/core/pod/storage/eviction.go checkAndDecrement, DisruptionBudget cause)."""
+    try:
+        causes = ((json.loads(exc.body or "{}").get("details") or {}).get("causes") or [])
+    except (ValueError, AttributeError):
+        causes = []
+    return " ".join([_message(exc), *(str(c.get("message")) for c in causes if c.get("message"))]).strip()
 
 
 class NotFound(PermanentError):
@@ -142,7 +165,7 @@ class KubeCluster:
 
     def __init__(
         self, api_client: client.ApiClient, *, pod_exec: PodExec = stream_exec, request_timeout: float = 30.0,
-        kubeconfig: str | None = None,
+        kubeconfig: str | None = None, installer: Installer | None = None,
     ) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
@@ -153,6 +176,8 @@ class KubeCluster:
         self.pod_exec = pod_exec
         self.timeout = request_timeout
         self.kubeconfig = kubeconfig
+        self.installer = installer
+        """Runs Kube-OVN's install.sh against this cluster; default: bash with the kubeconfig."""
 
     @classmethod
     def from_environment(cls, *, kubeconfig: str | None = None, context: str | None = None) -> KubeCluster:
@@ -168,6 +193,20 @@ class KubeCluster:
                     "no Kubernetes API configuration: not running in a pod with a service account, and no usable "
                     f"kubeconfig ({exc})") from None
         return cls(client.ApiClient(configuration), kubeconfig=kubeconfig)
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str, *, request_timeout: float = 30.0,
+                        installer: Installer | None = None) -> KubeCluster:
+        """The cluster a kubeconfig file names, whatever the process runs in (a simulated fleet's
+        API, `<sim-root>/_cluster/kubeconfig`)."""
+        configuration = client.Configuration()
+        try:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        except (config.ConfigException, OSError) as exc:
+            raise PermanentError(f"cannot read the kubeconfig {kubeconfig}: {exc}") from None
+        configuration.connection_pool_maxsize = POOL_SIZE
+        return cls(client.ApiClient(configuration), kubeconfig=kubeconfig, request_timeout=request_timeout,
+                   installer=installer)
 
     # plumbing
     def _call(self, verb: str, resource: str, target: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -314,7 +353,7 @@ class KubeCluster:
                                                      _headers={"Content-Type": "application/json"})
         except ApiException as exc:
             if exc.status == 429:
-                raise EvictionBlocked(namespace, name, _message(exc) or "429 Too Many Requests") from None
+                raise EvictionBlocked(namespace, name, _with_causes(exc) or "429 Too Many Requests") from None
             error = api_error(exc, verb="create", resource="pods/eviction", target=target)
             if not isinstance(error, NotFound):  # already gone: evicted
                 raise error from None
@@ -359,4 +398,6 @@ class KubeCluster:
                        event_repeat(event), _content_type=STRATEGIC)
 
     def run_installer(self, script: bytes, env: Mapping[str, str], *, timeout: float) -> ExecResult:
+        if self.installer is not None:
+            return self.installer(script, env, timeout=timeout)
         return run_script(script, env, timeout=timeout, kubeconfig=self.kubeconfig)

@@ -1,11 +1,11 @@
 """The cluster surface: the one seam between cluster steps and the Kubernetes API.
 
-Two implementations: `tasks.cluster.kube.KubeCluster` (the official client, the
-only module that imports `kubernetes`) and `tasks.cluster.sim.SimulatedCluster`
-(a JSON file beside a simulated fleet). Objects travel as plain dicts in the
-API's own JSON shape (camelCase), so a step reads a live object the way
-`kubectl get -o json` shows it; the views below are the few typed readings
-steps share, built by the same functions over both implementations.
+One implementation: `tasks.cluster.kube.KubeCluster` (the official client, the
+only module that imports `kubernetes`), against a real cluster or a simulated
+fleet's simulated API server (`simulators/kube_api`). Objects travel as plain
+dicts in the API's own JSON shape (camelCase), so a step reads a live object the
+way `kubectl get -o json` shows it; the views below are the few typed readings
+steps share.
 
 Errors are raised as kinds (`workflows.errors`): a 403 is a `PermanentError`
 naming the verb and resource, an eviction refused by a PodDisruptionBudget is

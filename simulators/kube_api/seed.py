@@ -153,15 +153,20 @@ NOT_READY: Manifest = {"type": "Ready", "status": "Unknown", "reason": "NodeStat
 pkg/controller/nodelifecycle/node_lifecycle_controller.go, tryUpdateNodeHealth)."""
 
 
-def web_workload(nodes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def web_workload(nodes: list[str]) -> tuple[dict[str, Any], Manifest]:
     """A ReplicaSet of web pods spread over the fleet, and a PodDisruptionBudget
     that lets one of them be disrupted at a time."""
     replicas = min(6, len(nodes))
     placement = [nodes[i * len(nodes) // replicas] for i in range(replicas)] if replicas else []
     replicaset = {"namespace": "default", "name": "web-6d4cf56db6", "replicas": replicas,
                   "labels": dict(WEB_LABELS), "placement": placement}
-    pdb = {"namespace": "default", "name": "web", "selector": dict(WEB_LABELS), "min_available": max(replicas - 1, 0)}
-    return replicaset, pdb
+    return replicaset, pod_disruption_budget("default", "web", WEB_LABELS, max(replicas - 1, 0))
+
+
+def pod_disruption_budget(namespace: str, name: str, selector: Mapping[str, str], min_available: int) -> Manifest:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"minAvailable": min_available, "selector": {"matchLabels": dict(selector)}}}
 
 
 UPSTREAM_DP_RELEASE = "v3.5.1"

@@ -18,7 +18,7 @@ the offload rollout depends on:
   the pod's HW_OFFLOAD;
 - a pod with a VF on a kube-ovn network is plugged by Kube-OVN's CNI (its
   representor renamed, added to br-int; `sim_cni.py`), and unplugged when it
-  is deleted or evicted (`stop_pod`).
+  is deleted or evicted (`kubelet.stop_pod`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.cluster import sim_cni as cni
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.surface import Manifest
 from tasks.host.sim import SimulatedHost
@@ -76,7 +75,7 @@ def new_pod(world: World, root: Path, *, namespace: str, prefix: str, node: str,
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name or f"{prefix}-{seq:05x}", "namespace": namespace, "labels": dict(labels),
                      "annotations": dict(annotations or {}), "uid": f"sim-{seq}",
-                     "ownerReferences": [{"kind": owner[0], "name": owner[1], "controller": True}] if owner else []},
+                     "ownerReferences": [_owner_ref(world, namespace, owner)] if owner else []},
         "spec": {"nodeName": node, "containers": [_slim(c) for c in containers]},
         "status": {"phase": "Running", "podIP": f"10.16.{seq // 250}.{seq % 250 + 2}",
                    "conditions": [{"type": "Ready", "status": "True"}]},
@@ -84,6 +83,14 @@ def new_pod(world: World, root: Path, *, namespace: str, prefix: str, node: str,
     world["pods"][f"{namespace}/{pod['metadata']['name']}"] = pod
     _started(world, root, pod, booting)
     return pod
+
+
+def _owner_ref(world: World, namespace: str, owner: tuple[str, str]) -> Manifest:
+    """metav1.OwnerReference: apiVersion, kind, name and uid are required (the client checks)."""
+    live = world["objects"].get(f"apps/v1/{owner[0]}/{namespace}/{owner[1]}") or {}
+    uid = (live.get("metadata") or {}).get("uid") or f"sim-{owner[0].lower()}-{namespace}-{owner[1]}"
+    return {"apiVersion": "apps/v1", "kind": owner[0], "name": owner[1], "uid": uid, "controller": True,
+            "blockOwnerDeletion": True}
 
 
 def _slim(container: Manifest) -> Manifest:
@@ -390,151 +397,3 @@ def with_status(world: World, obj: Manifest) -> Manifest:
         obj["status"] = {"conditions": [{"type": "Established", "status": "True"},
                                         {"type": "NamesAccepted", "status": "True"}]}
     return obj
-
-
-# scheduling and kubelet admission of pods the API creates ------------------------------------
-# The scheduler's reasons (kubernetes v1.34 pkg/scheduler): "0/%v nodes are available"
-# (framework/types.go NoNodeAvailableMsg, reasons counted, sorted, joined with ", ");
-# nodeaffinity "node(s) didn't match Pod's node affinity/selector"; nodeunschedulable
-# "node(s) were unschedulable"; noderesources "Insufficient <resource>".
-UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
-NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
-DEFAULT_NETWORK = "v1.multus-cni.io/default-network"
-NAD_KEY = "k8s.cni.cncf.io/v1/NetworkAttachmentDefinition/{}/{}"
-
-
-def device_requests(pod: Manifest) -> dict[str, int]:
-    """Extended resources (`vendor/name`) the pod's containers request."""
-    wanted: dict[str, int] = {}
-    for container in pod["spec"].get("containers") or []:
-        resources = container.get("resources") or {}
-        for resource, amount in (resources.get("requests") or resources.get("limits") or {}).items():
-            if "/" in resource:
-                wanted[resource] = wanted.get(resource, 0) + int(amount)
-    return wanted
-
-
-def tolerates_cordon(pod: Manifest) -> bool:
-    """A toleration of the taint a cordon puts on a node (node.kubernetes.io/unschedulable:NoSchedule)."""
-    for toleration in pod["spec"].get("tolerations") or []:
-        key, operator = toleration.get("key", ""), toleration.get("operator", "Equal")
-        if toleration.get("effect", "") not in ("", "NoSchedule"):
-            continue
-        if (key == "" and operator == "Exists") or (key == UNSCHEDULABLE_TAINT
-                                                     and (operator == "Exists" or not toleration.get("value"))):
-            return True
-    return False
-
-
-def schedule(world: World, pod: Manifest) -> tuple[str | None, str]:
-    """The node the scheduler binds the pod to, else None and the scheduler's message."""
-    selector = dict(pod["spec"].get("nodeSelector") or {})
-    reasons: dict[str, int] = {}
-    for name, node in sorted(world["nodes"].items()):
-        if not matches(selector, node["metadata"]["labels"]):
-            reason = "node(s) didn't match Pod's node affinity/selector"
-        elif node["spec"].get("unschedulable") and not tolerates_cordon(pod):
-            reason = "node(s) were unschedulable"
-        else:
-            short = [r for r, n in device_requests(pod).items() if free_devices(world, name, r) < n]
-            if not short:
-                return name, ""
-            reason = f"Insufficient {short[0]}"
-        reasons[reason] = reasons.get(reason, 0) + 1
-    listed = ", ".join(sorted(f"{count} {reason}" for reason, count in reasons.items()))
-    return None, f"0/{len(world['nodes'])} nodes are available: {listed}."
-
-
-def allocated(world: World, node: str, resource: str) -> list[str]:
-    """Devices held by running pods on the node (the kubelet's device manager checkpoint)."""
-    live = {p["metadata"]["uid"] for p in world["pods"].values()
-            if p["spec"].get("nodeName") == node and p["status"].get("phase") in ("Pending", "Running")}
-    return [d for entry in (world.get("allocations") or {}).values()
-            if entry["node"] == node and entry["resource"] == resource and entry["uid"] in live
-            for d in entry["devices"]]
-
-
-def free_devices(world: World, node: str, resource: str) -> int:
-    allocatable = int(((world["nodes"].get(node) or {}).get("status") or {}).get("allocatable", {}).get(resource, 0))
-    return allocatable - len(allocated(world, node, resource))
-
-
-def host_vf_addresses(root: Path, node: str) -> list[str]:
-    """VF PCI addresses on the host: every `virtfnN` link of every PCI function (drivers/pci/iov.c)."""
-    devices = root / node / "fs" / "sys" / "bus" / "pci" / "devices"
-    found = []
-    for device in sorted(devices.iterdir()) if devices.is_dir() else []:
-        found += [Path(os.readlink(link)).name for link in sorted(device.glob("virtfn*")) if link.is_symlink()]
-    return sorted(found)
-
-
-def device_env(resource: str) -> str:
-    """The variable sriov-network-device-plugin sets (pkg/resources/server.go getEnvs):
-    PCIDEVICE_<prefix, dots to underscores>_<resource name>, upper-cased."""
-    prefix, name = resource.split("/", 1)
-    return f"PCIDEVICE_{prefix.replace('.', '_')}_{name}".upper()
-
-
-def admit(world: World, root: Path, pod: Manifest) -> None:
-    """What the node's kubelet does with a pod bound to it: device allocation, then Multus."""
-    node, key = pod["spec"]["nodeName"], f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
-    env: dict[str, str] = {}
-    for resource, count in sorted(device_requests(pod).items()):
-        held = set(allocated(world, node, resource))
-        limit = int(world["nodes"][node]["status"].get("allocatable", {}).get(resource, 0))
-        free = [d for d in host_vf_addresses(root, node)[:limit] if d not in held]
-        if len(free) < count:
-            # pkg/kubelet/cm/devicemanager/manager.go and pkg/kubelet/cm/admission/errors.go (v1.34)
-            pod["status"] = {"phase": "Failed", "reason": "UnexpectedAdmissionError", "message": (
-                f"Allocate failed due to requested number of devices unavailable for {resource}. "
-                f"Requested: {count}, Available: {len(free)}, which is unexpected")}
-            return
-        world.setdefault("allocations", {})[pod["metadata"]["uid"]] = {
-            "uid": pod["metadata"]["uid"], "pod": key, "node": node, "resource": resource, "devices": free[:count]}
-        env[device_env(resource)] = ",".join(free[:count])
-    network = pod["metadata"].get("annotations", {}).get(DEFAULT_NETWORK)
-    if network:
-        _attach(world, root, pod, network, env)
-
-
-def _attach(world: World, root: Path, pod: Manifest, network: str, env: dict[str, str]) -> None:
-    """Multus's view of the pod's default network: the NAD must exist; the VF is its eth0."""
-    namespace, _, name = network.rpartition("/")
-    if NAD_KEY.format(namespace or pod["metadata"]["namespace"], name) not in world["objects"]:
-        pod["status"] = {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}
-        return  # Multus cannot find the network: the sandbox is never created
-    vfs = [d for value in env.values() for d in value.split(",")]
-    # NetworkStatus and DeviceInfo of network-attachment-definition-client v1.7.3
-    # (pkg/apis/k8s.cni.cncf.io/v1/types.go, fields in its order; device-info spec 1.1.0),
-    # each entry written with json.MarshalIndent and four spaces, joined into "[%s]"
-    # (SetNetworkStatus, pkg/utils/net-attach-def.go)
-    status: dict[str, Any] = {"name": network, "interface": "eth0", "ips": [pod["status"]["podIP"]]}
-    if vfs:
-        status["mac"] = _vf_mac(root, pod["spec"]["nodeName"], vfs[0])
-    status.update({"default": True, "dns": {}})
-    if vfs:
-        status["device-info"] = {"type": "pci", "version": "1.1.0", "pci": {"pci-address": vfs[0]}}
-    pod["metadata"].setdefault("annotations", {})[NETWORK_STATUS] = f"[{json.dumps(status, indent=4)}]"
-    provider = cni.kube_ovn_provider(world["objects"][NAD_KEY.format(namespace or pod["metadata"]["namespace"], name)])
-    if vfs and provider is not None:  # Multus delegates to kube-ovn with the VF as deviceID
-        cni.plug_vf(world, root, pod, vfs[0], provider)
-
-
-def stop_pod(world: World, root: Path, key: str) -> None:
-    """A pod deleted or evicted: kubelet tears its sandbox down, the CNI's DEL first."""
-    pod = world["pods"].get(key)
-    if pod is not None:
-        cni.unplug(world, root, pod)
-    remove_pod(world, key)
-
-
-def _vf_mac(root: Path, node: str, vf: str) -> str:
-    net = root / node / "fs" / "sys" / "bus" / "pci" / "devices" / vf / "net"
-    names = sorted(net.iterdir()) if net.is_dir() else []
-    return (names[0] / "address").read_text().strip() if names else ""
-
-
-def pod_devices(world: World, pod: Manifest) -> dict[str, str]:
-    """The device plugin variables in the pod's containers (what `env` shows in it)."""
-    entries = [e for e in (world.get("allocations") or {}).values() if e["uid"] == pod["metadata"].get("uid")]
-    return {device_env(e["resource"]): ",".join(e["devices"]) for e in entries}
