@@ -160,6 +160,15 @@ class SimulatedCluster:
             world["pdbs"][f"{namespace}/{name}"] = {"namespace": namespace, "name": name, "selector": selector,
                                                    "min_available": min_available}
 
+    def set_container_waiting(self, namespace: str, name: str, reason: str) -> None:
+        """Test set-up, not an API call: the pod's container waits, as the kubelet reports a container
+        it keeps restarting (`CrashLoopBackOff`)."""
+        with self._world(write=True) as world:
+            pod = world["pods"][f"{namespace}/{name}"]
+            statuses = pod["status"].get("containerStatuses") or [{"name": "main"}]
+            pod["status"]["containerStatuses"] = [{**c, "ready": False, "state": {"waiting": {"reason": reason}}}
+                                                  for c in statuses]
+
     @staticmethod
     def _create(world: ctl.World, manifest: Manifest, manager: str) -> Manifest:
         obj = copy.deepcopy(manifest)

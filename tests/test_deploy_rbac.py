@@ -185,6 +185,7 @@ SCENARIO: list[tuple[str, dict[str, Any], str | None, dict[str, Any]]] = [
      {"network": "default/default", "vf_pci_addresses": PROBE_VFS, "vf_representors": PROBE_PORTS}),
     ("uncordon", {}, "node-1", {}),
     ("restore-ovs-ovn-strategy", {}, None, {}),
+    ("restore-device-plugin-config", {}, None, {}),  # corigine-rollback's
 ]
 
 

@@ -15,6 +15,8 @@ import pytest
 
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.card_facts import chosen_card, node_vfs
+from simulators.kube_api.seed import UPSTREAM_DP_CONFIG
+from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
 from tasks.host import sim_nfp
 from tasks.host.sim_profiles import PROFILES, UBUNTU_2204, Profile, _agilio
 from tasks.host.simfleet import create_fleet, node_names, open_host
@@ -222,7 +224,9 @@ def test_an_upstream_device_plugin_is_adopted_not_duplicated(tmp_path, profiles)
     assert result.changes[0].after == "adopt existing device plugin kube-system/kube-sriov-device-plugin-amd64"
     (patch,) = sim.writes()
     assert (patch["op"], patch["kind"], patch["name"]) == ("patch", "ConfigMap", "sriovdp-config")
-    assert list(patch["body"]) == ["data"] and list(patch["body"]["data"]) == ["config.json"]
+    # the one key, and (the first change of another installer's config) the text it replaces
+    assert list(patch["body"]) == ["data", "metadata"] and list(patch["body"]["data"]) == ["config.json"]
+    assert patch["body"]["metadata"] == {"annotations": {ORIGINAL_CONFIG: UPSTREAM_DP_CONFIG}}
     selectors = dp.entry_for(patch["body"]["data"]["config.json"], RESOURCE)["selectors"]
     assert selectors == {"vendors": ["19ee"], "devices": ["3803", "6003"], "drivers": ["nfp_netvf"]}
     assert sim.get("apps/v1", "DaemonSet", "kube-sriov-device-plugin", "kube-system") is None

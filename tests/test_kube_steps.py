@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from tasks.cluster.kube import KubeCluster
+from tasks.cluster.sim_seed import UPSTREAM_DP_CONFIG
+from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
 from tasks.cluster.steps_kubeovn import KubeOvnParams
 from tasks.cluster.surface import ApplyConflict
 from tests.kube_standin import KubeStandIn, Request, node, pod, running
@@ -135,7 +137,9 @@ def test_an_upstream_device_plugin_is_adopted_through_the_api_and_its_pods_resta
     (patch,) = api.writes()
     assert (patch.method, patch.path) == ("PATCH", "/api/v1/namespaces/kube-system/configmaps/sriovdp-config")
     assert patch.content_type == "application/strategic-merge-patch+json" and patch.query == {"fieldManager": "nicflow"}
-    assert list(patch.body) == ["data"] and list(patch.body["data"]) == ["config.json"]
+    # the one key, and (the first change of another installer's config) the text it replaces
+    assert list(patch.body) == ["data", "metadata"] and list(patch.body["data"]) == ["config.json"]
+    assert patch.body["metadata"] == {"annotations": {ORIGINAL_CONFIG: UPSTREAM_DP_CONFIG}}
     config = json.loads(patch.body["data"]["config.json"])
     assert config == DERIVED_CONFIG  # the page's selectors, widened to the NFP3800's VFs
     assert ("GET", "/apis/apps/v1/namespaces/kube-system/daemonsets") in [(r.method, r.path) for r in api.requests]

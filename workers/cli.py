@@ -133,6 +133,24 @@ def plan(
     raise typer.Exit(plan_exit(status, summarize(status)))
 
 
+@cli.command()
+def verify(
+    pipeline: Annotated[str, typer.Argument(help="Bundled pipeline name or YAML file.")],
+    fleet: FleetOpt = None, sim_root: SimRoot = None, nodes: NodesOpt = None, selector: SelectorOpt = None,
+    set_: Sets = [],  # noqa: B006
+    as_json: Annotated[bool, typer.Option("--json", help="The verdicts as JSON.")] = False,
+) -> None:
+    """Per node `converged` or `drifted` (with what differs), read-only; exit 1 when any node drifted
+    or could not be verified."""
+    from workers.progress import watch as watch_live
+    from workers.verify_view import verify_fleet
+
+    result = verify_fleet(make_engine(), pipeline, set_, fleet=fleet, sim_root=sim_root or get_settings().sim_root,
+                          nodes=nodes, selector=selector, watch=lambda get: watch_live(get, err))
+    print(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines()))  # never wrapped
+    raise typer.Exit(0 if result.clean else 1)
+
+
 @cli.command("check-flows")
 def check_flows(
     source: Annotated[str, typer.Argument(help="A file with `ovs-appctl dpctl/dump-flows -m type=offloaded` output, or - for stdin.")],

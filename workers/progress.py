@@ -14,6 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from workflows.analysis import failed_note
 from workflows.order import ordered
 from workflows.records import TERMINAL_RUN
 
@@ -73,6 +74,8 @@ def render(status: dict[str, Any], started: float) -> Panel:
         steps.add_row(step_id, str(c["queued"] + c["running"]), str(c["ok"]), str(c["changed"]),
                       str(c["retrying"]), Text(str(c["failed"]), "red" if c["failed"] else ""))
     parts: list[Any] = [head, bar, states, steps]
+    if failed_note(status):
+        parts.append(Text(failed_note(status), "red"))
     waiting = waiting_nodes(status)
     if waiting:
         table = Table("waiting node", "why", box=None, pad_edge=False)

@@ -41,6 +41,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"**Partial:** {outcome_note('partial')}."]
     if report["error"]:
         lines += ["", f"**Run error:** {report['error']}"]
+    if report.get("analysis"):
+        lines += ["", "## Analysis between waves", "", "| after wave | verdict | reason |", "|---|---|---|"]
+        lines += [f"| {v['wave']} | {'passed' if v['passed'] else 'failed'} | {v['reason'] or '-'} |"
+                  for v in report["analysis"]]
     if report["failures"]:
         lines += ["", "## Failures", "", "| node | error |", "|---|---|"]
         lines += [f"| {f['node']} | {f['error']} |" for f in report["failures"]]
@@ -107,6 +111,11 @@ def to_html(report: dict[str, Any]) -> str:
         rows = "".join(f"<tr><td>{escape(f['node'])}</td><td>{escape(str(f['error']))}</td></tr>"
                        for f in report["failures"])
         body.append(f"<h2>Failures</h2><table><tr><th>node</th><th>error</th></tr>{rows}</table>")
+    if report.get("analysis"):
+        rows = "".join(f"<tr><td>{v['wave']}</td><td>{'passed' if v['passed'] else 'failed'}</td>"
+                       f"<td>{escape(v['reason'] or '-')}</td></tr>" for v in report["analysis"])
+        body.append(f"<h2>Analysis between waves</h2><table><tr><th>after wave</th><th>verdict</th>"
+                    f"<th>reason</th></tr>{rows}</table>")
     body.append("<h2>Timeline</h2>" + timeline_svg(report))
     legend = " ".join(f'<span style="color:{c}">&#9632; {s}</span>' for s, c in COLORS.items())
     body.append(f"<p>{legend}</p>")

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tasks.cluster.analysis import ClusterWaveChecks
 from tasks.cluster.availability import ClusterAvailability
 from tasks.cluster.reporter import NodeStateReporter
 from tasks.cluster.surface import ClusterSurface
@@ -137,6 +138,7 @@ def make_engine(url: str | None = None, *, served: ServedNodes | None = None) ->
         eager_node_steps=True,
         availability=ClusterAvailability(surfaces.cluster),
         presence=AgentPresence(redis),
+        analysis=ClusterWaveChecks(surfaces.cluster),  # judged on controllers, between waves
     )
 
 

@@ -39,7 +39,7 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or not re.fullmatch(r"(rollout\.)?[a-z_][a-z0-9_]*", key):
+        if not sep or not re.fullmatch(r"(rollout\.(analysis\.)?)?[a-z_][a-z0-9_]*", key):
             raise PipelineError(f"--set {pair!r}: expected key=value with a parameter name as key")
         overrides[key] = _scalar(raw) if key.startswith("rollout.") else raw
     return overrides

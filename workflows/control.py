@@ -187,6 +187,7 @@ def continue_run(engine: Engine, run_id: str) -> RunRecord:
     _reserve_at_start(engine, run_id, engine.store.nodes(run_id)[run.cursor:],
                       on_conflict=engine.pipeline(run).spec.rollout.on_conflict)
     engine.store.reactivate(run_id)  # before the transition: a continued run is never left unwatched
+    engine.analysis.forget(run)  # an analysis that aborted it is judged again before the next wave
     if not engine.store.transition(run_id, "running", allowed=("aborted",)):
         raise RunError(f"run {run_id} is no longer aborted (now {engine.store.run(run_id).status})")
     engine.store.emit(run_id, "run-continued", pending=run.total - run.cursor)

@@ -21,6 +21,7 @@ from collections import OrderedDict, deque
 
 from workflows import metrics
 from workflows.admission import AdmissionGate
+from workflows.analysis import AnalysisGate, WaveChecks
 from workflows.availability import NodeAvailability
 from workflows.dispatch import Dispatcher, NodeReporter, Surfaces
 from workflows.errors import RunError
@@ -51,10 +52,12 @@ class Engine:
         eager_node_steps: bool = False,
         availability: NodeAvailability | None = None,
         presence: AgentPresence | None = None,
+        analysis: WaveChecks | None = None,
     ) -> None:
         """`availability`: the cluster's view of unavailable nodes, for the disruption bound (none:
         only this run's own nodes count). `presence`: which nodes a live agent serves; given, a node
-        no agent serves is not started (in-process engines play the agent themselves)."""
+        no agent serves is not started (in-process engines play the agent themselves). `analysis`:
+        the checks of a rollout's `analysis` between waves (none: a run with one is not gated)."""
         self.store = store
         self.leases = leases
         self.registry = registry
@@ -65,6 +68,7 @@ class Engine:
         self.eager_node_steps = eager_node_steps
         self.reservations = NodeReservations(store.redis)
         self.gate = AdmissionGate(self, availability=availability, presence=presence)
+        self.analysis = AnalysisGate(self, analysis)
         self._eager = threading.local()
         self._pipelines: OrderedDict[str, Pipeline] = OrderedDict()
 
@@ -148,6 +152,8 @@ class Engine:
             if run.wave == 0 and run.canary and run.failed:
                 self._fail_run(run_id, f"{run.failed} canary node(s) failed; no further node admitted")
                 return
+            if not self.analysis.passed(run):
+                return  # judged by another controller now, or failed: paused or aborted
             if pauses_after(self.pipeline(run).spec.rollout, run.wave, [Wave(*w) for w in run.waves]):
                 if self.store.transition(run_id, "paused", allowed=("running",)):
                     self.store.emit(run_id, "run-paused", wave=run.wave + 1, waiting_for="nicflow approve")

@@ -248,8 +248,14 @@ def _apply_rollout_overrides(spec: PipelineSpec, overrides: dict[str, Any]) -> t
     fields = {k.removeprefix("rollout."): v for k, v in overrides.items() if k.startswith("rollout.")}
     if not fields:
         return spec, []
+    merged = spec.rollout.model_dump()
+    for key, value in fields.items():
+        if key.startswith("analysis."):  # rollout.analysis.on_failure=abort: one field of the block
+            merged["analysis"] = {**(merged.get("analysis") or {}), key.removeprefix("analysis."): value}
+        else:
+            merged[key] = value
     try:
-        rollout = RolloutSpec.model_validate({**spec.rollout.model_dump(), **fields})
+        rollout = RolloutSpec.model_validate(merged)
     except ValidationError as exc:
         return spec, _problems(exc, prefix=("--set", "rollout"))
     return spec.model_copy(update={"rollout": rollout}), []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workflows.analysis import verdicts
 from workflows.engine import Engine
 from workflows.order import ordered, step_order
 from workflows.records import Checkpoint
@@ -48,6 +49,7 @@ def build_report(engine: Engine, run_id: str) -> dict[str, Any]:
             for p in nodes
         ],
         "failures": [{"node": p.node, "error": p.error} for p in nodes if p.state == "failed"],
+        "analysis": verdicts(engine.store.redis, run_id),
         "timeline": [_event(e) for e in events],
     }
 

@@ -95,6 +95,55 @@ def _count(value: Any, *, minimum: int) -> int | str:
     raise ValueError("must be a whole number or a percentage like '20%'")
 
 
+class PrometheusCheck(_Strict):
+    """A Prometheus query judged after a wave: every sample it returns within [min, max]."""
+
+    name: str = Field(pattern=STEP_ID)
+    query: str = Field(min_length=1, max_length=2000)
+    """PromQL, sent as GET /api/v1/query?query=... (an instant query)."""
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _a_threshold(self) -> PrometheusCheck:
+        if self.max is None and self.min is None:
+            raise ValueError(f"check {self.name}: give max, min or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"check {self.name}: min ({self.min}) is more than max ({self.max})")
+        return self
+
+
+class AnalysisSpec(_Strict):
+    """Health checks after each wave, before the next is admitted (Argo Rollouts' analysis)."""
+
+    ready: bool = True
+    """Every node the run finished is still Ready."""
+    offload: bool = True
+    """Offload still configured on a sample of the finished nodes (verify-offload's check, no probe pods)."""
+    sample: int | str = 3
+    """How many finished nodes (or what share of them) the offload check reads."""
+    crash_loops: bool = True
+    """No pod on a finished node waits in CrashLoopBackOff."""
+    prometheus: str | None = Field(None, pattern=r"^https?://[A-Za-z0-9.:\[\]_-]+(/[A-Za-z0-9._~%/-]*)?$")
+    """Base URL of the Prometheus server the queries go to."""
+    queries: list[PrometheusCheck] = Field(default_factory=list, max_length=20)
+    timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds for each query and each exec."""
+    on_failure: Literal["pause", "abort"] = "pause"
+    """A failed analysis pauses the run (`nicflow approve` goes on) or aborts it."""
+
+    @field_validator("sample", mode="before")
+    @classmethod
+    def _sample(cls, value: Any) -> int | str:
+        return _count(value, minimum=1)
+
+    @model_validator(mode="after")
+    def _queries_need_a_server(self) -> AnalysisSpec:
+        if self.queries and self.prometheus is None:
+            raise ValueError("queries need prometheus, the server's base URL")
+        return self
+
+
 class RolloutSpec(_Strict):
     """How nodes are admitted into a run: canary, then batches or a rolling window."""
 
@@ -123,6 +172,8 @@ class RolloutSpec(_Strict):
     """A node no live agent serves: wait for one (visibly, up to `node_timeout`), or fail it."""
     not_ready: Literal["wait", "skip"] = "wait"
     """A NotReady node: wait until it is Ready (up to `node_timeout`), or skip it, saying why."""
+    analysis: AnalysisSpec | None = None
+    """Checks after each wave before the next is admitted (`workflows.analysis`); none by default."""
 
     @field_validator("max_unavailable", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from workflows.analysis import verdicts
 from workflows.order import ordered, step_order
 from workflows.store import STEP_FIELD, CheckpointStore
 
@@ -30,6 +31,7 @@ def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
     # Raw hashes and plain JSON, no models: polled on runs of thousands of nodes.
     raws = store.raw_progress_many(run_id, [*nodes, None])
     cluster = raws.pop()
+    judged = verdicts(store.redis, run_id)
     return {
         "run": run.id,
         "pipeline": run.pipeline,
@@ -41,6 +43,7 @@ def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
         "wave": {"current": run.wave + 1, "of": len(run.waves), "window": run.window,
                  "canary": run.canary},
         **({"error": run.error} if run.error else {}),
+        **({"analysis": judged} if judged else {}),
         "counts": {
             "total": run.total,
             "admitted": run.cursor,

@@ -11,11 +11,12 @@ from tasks.cluster.steps_drain import CordonDrain, Uncordon
 from tasks.cluster.steps_kubeovn import KubeOvn
 from tasks.cluster.steps_multus import Multus, NetworkAttachment
 from tasks.cluster.steps_sriovdp import SriovDevicePlugin
+from tasks.cluster.steps_sriovdp_restore import RestoreDevicePluginConfig
 from tasks.cluster.steps_verify import VerifyOffloadCluster
 from workflows.step import Step
 
 CLUSTER_STEPS: list[type[Step]] = [
-    SriovDevicePlugin, Multus, NetworkAttachment, KubeOvn,
+    SriovDevicePlugin, RestoreDevicePluginConfig, Multus, NetworkAttachment, KubeOvn,
     CordonDrain, RestartDevicePlugin, VerifyOffloadCluster, Uncordon,
 ]
 

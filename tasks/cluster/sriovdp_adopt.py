@@ -9,6 +9,12 @@ mounted at /etc/pcidp. A second plugin registering the same resource would
 fight the first over the node's allocatable, so such a plugin is adopted:
 found by those labels, or by its ConfigMap naming the resource.
 nicflow's own DaemonSet carries the config-hash annotation in its template.
+
+The first time nicflow changes an adopted plugin's config.json it records the
+text it found in the ConfigMap's annotation `nicflow.io/original-config`, in
+the same patch (as the kube-ovn step records ovs-ovn's updateStrategy on the
+DaemonSet): the rollback (restore-device-plugin-config) puts it back from
+there, whichever run or controller widened it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from tasks.cluster.surface import ClusterSurface, Manifest, check_labels, check_
 
 UPSTREAM_LABELS = ({"app": "sriovdp"}, {"name": "sriov-device-plugin"})
 CONFIG_HASH = "nicflow.io/config-hash"
+ORIGINAL_CONFIG = "nicflow.io/original-config"
 
 
 @dataclass(frozen=True)
@@ -117,3 +124,18 @@ def find_existing(surface: ClusterSurface, namespace: str, resource: str) -> Plu
     sharing = tuple(f[1] for f in sorted(found, key=lambda f: (f[0], f[1])) if f[3] == config_map)
     selector = dict(((chosen.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
     return Plugin(namespace, sharing, config_map, key, selector, config, adopted=True)
+
+
+def recorded_config(surface: ClusterSurface, plugin: Plugin) -> str | None:
+    """The config.json text the plugin's ConfigMap held before nicflow first changed it, if it did."""
+    found = surface.get("v1", "ConfigMap", plugin.config_map, plugin.namespace)
+    value = (((found or {}).get("metadata") or {}).get("annotations") or {}).get(ORIGINAL_CONFIG)
+    return value if isinstance(value, str) else None
+
+
+def config_patch(surface: ClusterSurface, plugin: Plugin, live: str | None, new: str) -> Manifest:
+    """The patch of the one key; for an adopted plugin, the first change also records what it replaces."""
+    body: Manifest = {"data": {plugin.config_key: new}}
+    if plugin.adopted and live is not None and recorded_config(surface, plugin) is None:
+        body["metadata"] = {"annotations": {ORIGINAL_CONFIG: live}}
+    return body

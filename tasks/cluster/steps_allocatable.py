@@ -30,7 +30,7 @@ from pydantic import Field
 
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.card_facts import CardIds, chosen_card, node_vfs
-from tasks.cluster.sriovdp_adopt import CONFIG_HASH, Plugin
+from tasks.cluster.sriovdp_adopt import CONFIG_HASH, Plugin, config_patch
 from tasks.cluster.steps_drain import FACT_NAME, node_of
 from tasks.cluster.steps_sriovdp import config_hash
 from tasks.cluster.surface import DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, NodeView, PodView
@@ -153,7 +153,8 @@ class RestartDevicePlugin(Step[RestartDpParams, AllocatableState]):
                                  "a step that creates VFs (corigine-create-vfs) must run before this one")
         target = target_of(ctx, params)
         config = _live_config(ctx.surface, target.plugin)
-        new_config = widened(config, target, params) if config is not None and target.card else None
+        # a card without VFs (the rollback's) gives the plugin nothing to select: nothing to widen
+        new_config = widened(config, target, params) if config is not None and target.card and raw else None
         effective = new_config or config
         if effective is None or target.card is None:
             expected = raw  # the plugin's config or the card's ids unknown: the chosen card's VFs
@@ -183,7 +184,7 @@ class RestartDevicePlugin(Step[RestartDpParams, AllocatableState]):
     def apply(self, ctx: StepContext, params: RestartDpParams, state: AllocatableState, changes: list[Change]) -> None:
         target = target_of(ctx, params)
         if state.new_config is not None and target.plugin is not None:
-            _write_config(ctx.surface, target.plugin, state.new_config)
+            _write_config(ctx.surface, target.plugin, state.config, state.new_config)
         for pod in state.plugin_pods:
             ctx.surface.delete_pod(pod.namespace, pod.name)
         last, done = wait_until(lambda: self.observe(ctx, params), lambda s: s.converged or s.new_config is not None,
@@ -205,10 +206,11 @@ class RestartDevicePlugin(Step[RestartDpParams, AllocatableState]):
                 f"plugin pods {pods}\n" + (f"config.json:\n{state.new_config or state.config}" if state.config else ""))
 
 
-def _write_config(surface: ClusterSurface, plugin: Plugin, config: str) -> None:
-    """The one key, by a patch (another installer may own the ConfigMap); nicflow's own
-    DaemonSet also gets the hash of its new config, as sriov-device-plugin would write it."""
-    surface.patch("v1", "ConfigMap", plugin.config_map, plugin.namespace, {"data": {plugin.config_key: config}})
+def _write_config(surface: ClusterSurface, plugin: Plugin, live: str | None, config: str) -> None:
+    """The one key, by a patch (another installer may own the ConfigMap; its first change by nicflow
+    records what it replaces: sriovdp_adopt); nicflow's own DaemonSet also gets the hash of its new
+    config, as sriov-device-plugin would write it."""
+    surface.patch("v1", "ConfigMap", plugin.config_map, plugin.namespace, config_patch(surface, plugin, live, config))
     if not plugin.adopted:
         for name in plugin.daemonsets:
             surface.patch("apps/v1", "DaemonSet", name, plugin.namespace, {"spec": {"template": {"metadata": {

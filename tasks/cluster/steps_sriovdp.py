@@ -35,7 +35,7 @@ from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.objects import (
     ApplyObjectsStep, ObjectsParams, ObjectsState, check_image, config_string, observe_objects,
 )
-from tasks.cluster.sriovdp_adopt import CONFIG_HASH, Plugin, find_existing
+from tasks.cluster.sriovdp_adopt import CONFIG_HASH, Plugin, config_patch, find_existing
 from tasks.cluster.surface import DNS1123_LABEL, DNS1123_SUBDOMAIN, ClusterSurface, Labels, Manifest, check_each
 from workflows.errors import PermanentError
 from workflows.step import Change, StepContext
@@ -260,7 +260,7 @@ class SriovDevicePlugin(ApplyObjectsStep[SriovDpParams]):
             ctx.surface.apply_config_map(plugin.namespace, plugin.config_map, {plugin.config_key: state.new_config})
         else:  # another manager owns it: exactly the one key, not a server-side apply
             ctx.surface.patch("v1", "ConfigMap", plugin.config_map, plugin.namespace,
-                              {"data": {plugin.config_key: state.new_config}})
+                              config_patch(ctx.surface, plugin, plugin.config, state.new_config))
         return None
 
     def outputs(self, state: DpState, params: SriovDpParams) -> dict[str, Any]:  # type: ignore[override]

@@ -128,6 +128,10 @@ class PodView:
     ready: bool
     ip: str | None
     deleting: bool
+    waiting: tuple[str, ...] = ()
+    """Reasons its containers wait with (`CrashLoopBackOff`: the kubelet's back-off after a container
+    keeps exiting, kubernetes pkg/kubelet/container/sync_result.go ErrCrashLoopBackOff), from
+    status.containerStatuses[].state.waiting.reason, init containers included."""
 
     @property
     def ref(self) -> str:
@@ -159,6 +163,9 @@ class PodView:
             ready=conditions.get("Ready") == "True",
             ip=status.get("podIP"),
             deleting=bool(meta.get("deletionTimestamp")),
+            waiting=tuple(str(c["state"]["waiting"].get("reason") or "")
+                          for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+                          if isinstance((c.get("state") or {}).get("waiting"), dict)),
         )
 
 

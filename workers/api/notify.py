@@ -23,6 +23,7 @@ from slack_sdk.webhook import WebhookClient
 
 from workers.api.models import Principal
 from workers.api.render import header_blocks, header_text, progress_text, section, summary_text
+from workflows.analysis import failed_note
 from workflows.records import RunRecord
 
 log = logging.getLogger("nicflow.api.notify")
@@ -150,7 +151,8 @@ class ResponseUrl:
     def progress(self, status: dict[str, Any]) -> None:
         if status["status"] == "paused" and not self._paused_told:
             self._paused_told = True
-            self.say(f"run `{status['run']}` paused: `/nicflow approve {status['run']}` to go on")
+            why = f" ({failed_note(status)})" if failed_note(status) else ""
+            self.say(f"run `{status['run']}` paused{why}: `/nicflow approve {status['run']}` to go on")
         elif status["status"] != "paused":
             self._paused_told = False
 

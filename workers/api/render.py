@@ -8,6 +8,7 @@ from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmO
 
 from workers.api.models import Principal
 from workers.progress import failed_nodes, step_counts
+from workflows.analysis import failed_note
 from workflows.records import TERMINAL_RUN, RunRecord
 from workflows.status import outcome_note
 
@@ -66,6 +67,8 @@ def progress_text(status: dict[str, Any]) -> str:
         active = c["queued"] + c["running"]
         lines.append(f"`{step_id}` ok {c['ok']} · changed {c['changed']} · running {active} · "
                      f"retrying {c['retrying']} · failed {c['failed']}")
+    if failed_note(status):
+        lines.append(failed_note(status))
     if status["status"] == "paused":
         lines.append(f"paused: approve to go on (`/nicflow approve {status['run']}`)")
     return _bounded("\n".join(lines))
@@ -78,6 +81,8 @@ def summary_text(status: dict[str, Any]) -> str:
             f"node(s) succeeded, {counts['failed']} failed")
     if status["status"] == "partial":
         text += f" ({outcome_note('partial')})"
+    if failed_note(status):
+        text += f" ({failed_note(status)})"
     failures = failed_nodes(status)
     if not failures:
         return text + "."
