@@ -457,6 +457,36 @@ def sim_api(
     serve(sim_root, host=host, port=port, advertise=advertise, latency=latency, watch_window=watch_window)
 
 
+@sim_cli.command("add-node")
+def sim_add_node(
+    name: Annotated[str, typer.Argument(help="The new node's name (DNS-1123).")],
+    sim_root: Annotated[Path, typer.Option("--sim-root", help="Directory of the simulated fleet.")],
+    profile: Annotated[str, typer.Option(help="Hardware profile of the host (tasks/host/sim_profiles.py).")] = "agilio-cx",
+) -> None:
+    """Add a host to the simulated fleet and its Node to the fleet's API (kubelet, then NFD's labels)."""
+    from simulators.add_node import add_sim_node
+
+    try:
+        node = add_sim_node(sim_root, name, profile=profile)
+    except (ValueError, FileNotFoundError) as exc:
+        raise RunError(str(exc)) from None
+    print(f"node {name} added ({node.profile}): {', '.join(f'{k}={v}' for k, v in sorted(node.labels.items()))}")
+
+
+@cli.command()
+def reconcile(
+    policy: Annotated[Path, typer.Option("--policy", help="Reconcile policy YAML file.")],
+    sim_root: Annotated[Optional[Path], typer.Option(
+        "--sim-root", help="A simulated fleet (its API's kubeconfig); default: the cluster this runs in.")] = None,
+    lease_ttl: Annotated[float, typer.Option(min=1, max=600, help="Seconds the active reconciler's lease lives.")] = 15.0,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+) -> None:
+    """Keep the policy's nodes rolled out: a node that joins gets a run; drifted nodes are reported."""
+    from workers.reconcile_main import run_reconciler
+
+    run_reconciler(policy, sim_root=sim_root, lease_ttl=lease_ttl, metrics_port=metrics_port)
+
+
 @cli.command()
 def api(
     host: Annotated[Optional[str], typer.Option(help="Listen address (default NICFLOW_API_HOST, 127.0.0.1).")] = None,

@@ -47,7 +47,7 @@ class Verbs:
         if kind == "Pod":
             return self._create_pod(ref, body, manager)
         obj = s.put(ref, kind, copy.deepcopy(body), None, manager)
-        self._react(kind)
+        self._react(kind, None, obj)
         return s.shown(kind, ref.api_version, obj)
 
     def replace(self, ref: Ref, body: Manifest, manager: str) -> Manifest:
@@ -111,8 +111,9 @@ class Verbs:
         new = self._scoped(ref, live, merged)
         if new == live:
             return s.shown(kind, ref.api_version, live)  # a no-op patch writes nothing, as etcd is not touched
-        obj = s.put(ref, kind, new, copy.deepcopy(live), manager)
-        self._react(kind)
+        before = copy.deepcopy(live)
+        obj = s.put(ref, kind, new, before, manager)
+        self._react(kind, before, obj)
         return s.shown(kind, ref.api_version, obj)
 
     @staticmethod
@@ -126,8 +127,8 @@ class Verbs:
             new["status"] = copy.deepcopy(live["status"])
         return new
 
-    def _react(self, kind: str) -> None:
-        if kind not in NO_RECONCILE:
+    def _react(self, kind: str, before: Manifest | None = None, after: Manifest | None = None) -> None:
+        if kind not in NO_RECONCILE or (kind == "Node" and _node_joined_or_relabelled(before, after)):
             self.store.reconcile()
 
     # delete and evict --------------------------------------------------------------------------
@@ -248,6 +249,18 @@ class Verbs:
             new = fields.strategic_merge(live, manifest) if live else copy.deepcopy(manifest)
             s.put(ref, manifest["kind"], new, copy.deepcopy(live) if live else None, seed.KUBE_OVN_INSTALLER)
         s.reconcile()
+
+
+def _node_joined_or_relabelled(before: Manifest | None, after: Manifest | None) -> bool:
+    """A new Node, or one whose labels changed (NFD labelling it): the DaemonSet controller starts
+    pods on it (kubernetes pkg/controller/daemon/daemon_controller.go addNode; updateNode enqueues
+    every change but the conditions' heartbeats). The emulated DaemonSets select nodes by
+    nodeSelector alone and their pods tolerate a cordon, so only these two can start a pod."""
+    if after is None:
+        return False
+    if before is None:
+        return True
+    return (before.get("metadata") or {}).get("labels") != (after.get("metadata") or {}).get("labels")
 
 
 def _scaled(value: Any, total: int) -> int:
