@@ -9,7 +9,9 @@ nicflow's back on a simulated host; the active reconciler is killed with -9.
 from __future__ import annotations
 
 import json
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,10 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.host.simfleet import open_host
+from tests.slack_standin import SlackStandIn
 from tests.stack import FAST, Stack
 from workers.processes import WorkerProcess, spawn_worker
 from workflows.records import TERMINAL_RUN
@@ -168,6 +172,54 @@ def test_the_standby_reconciler_takes_over_after_the_active_one_is_killed(fleet)
     assert done["status"] == "succeeded" and list(done["nodes"]) == ["node-004"], json.dumps(done)
     assert b"started run" in two.log.read_bytes()
     two.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def drifted_gauge(port: int) -> float | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:  # noqa: S310
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "nicflow_nodes_drifted" and sample.labels == {"policy": "report"}:
+                return sample.value
+    return None
+
+
+def test_without_repair_a_drifted_node_is_labelled_counted_and_posted_to_chat_and_left_alone(fleet) -> None:
+    stack, root = fleet
+    before = started_runs(stack)
+    slack = SlackStandIn().start()
+    port = free_port()
+    try:
+        policy = policy_file(stack.base, "report", drift_interval=2, repair=False, chat_channel="C0REPORT")
+        worker = spawn_worker("reconcile-report", ["reconcile", "--policy", str(policy), "--sim-root", str(root),
+                                                   "--lease-ttl", "3", "--metrics-port", str(port)],
+                              redis_url=stack.url, log_dir=stack.base / "logs",
+                              env={**FAST, "NICFLOW_SLACK_BOT_TOKEN": "xoxb-test", "NICFLOW_SLACK_API_URL": slack.api_url})
+        worker.wait_ready()
+        stack.workers.append(worker)
+        wait_until("the gauge served", lambda: drifted_gauge(port) == 0, timeout=30)
+        open_host(root, "node-001").write(NUMVFS, "0")
+        wait_until("node-001 drifted", lambda: states(stack, root)["node-001"] == "drifted", timeout=120)
+        wait_until("the gauge counting it", lambda: drifted_gauge(port) == 1, timeout=30)
+        slack.wait_for(lambda s: bool(s.of("chat.postMessage")))
+        posted = slack.of("chat.postMessage")
+        assert len(posted) == 1 and posted[0].body["channel"] == "C0REPORT" and posted[0].token == "xoxb-test"
+        assert posted[0].body["text"].startswith("nicflow report: 1 node(s) drifted, not repaired (repair: false)")
+        assert f"node-001: create-vfs write {NUMVFS}: 0 -> 4" in posted[0].body["text"]
+        assert len(drift_events(stack, root, "node-001")) == 1
+        time.sleep(5)  # two more drift checks: the drifted node is not checked, reported or run again
+        assert started_runs(stack) == before
+        assert len(slack.of("chat.postMessage")) == 1 and drifted_labels(root, "node-001") == 1
+        assert open_host(root, "node-001").read(NUMVFS).strip() == "0"
+        worker.stop()
+    finally:
+        slack.stop()
 
 
 def test_a_bad_policy_is_refused_naming_file_line_field_and_value(fleet, tmp_path: Path) -> None:
