@@ -342,6 +342,9 @@ KNOWN_METHODS: dict[str, set[Grant]] = {
     "delete_namespaced_pod": {Grant("", "pods", "delete")},
     "create_namespaced_pod_eviction": {Grant("", "pods/eviction", "create")},
     "connect_get_namespaced_pod_exec": {Grant("", "pods/exec", "get"), Grant("", "pods/exec", "create")},
+    # the reconciler's (deploy/components/reconciler, tests/test_deploy_reconciler.py) and `sim add-node`'s
+    "create_node": {Grant("", "nodes", "create")},
+    "create_namespaced_event": {Grant("", "events", "create")},
 }
 """Typed client methods kube.py names literally, and what the API server authorizes for each."""
 
