@@ -13,10 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from simulators.kube_api.control import running_api
-from tasks.cluster.kube import KubeCluster
+from tasks.cluster.kube import KubeCluster, WatchExpired
 from tasks.cluster.nodes import resolve_nodes
 from tasks.host.simfleet import create_fleet
 from tests.kube_standin import Request
@@ -114,3 +115,28 @@ def test_the_reconciler_s_roles_grant_exactly_what_it_asks_for(tmp_path: Path) -
     for binding in (o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "nicflow-reconciler",
                                         "namespace": "nicflow"}]
+
+
+def test_a_watch_from_an_expired_resource_version_is_told_410_and_the_reconciler_relists(tmp_path: Path) -> None:
+    """The server keeps 2 node events (`--watch-window 2`); a watch from before them is 410 Gone."""
+    root = tmp_path / "fleet"
+    create_fleet(root, 2)
+    policy = parse_policy(yaml.safe_dump({"name": "expiry", "pipeline": "corigine-offload", "debounce": 0,
+                                          "selector": {"feature.node.kubernetes.io/pci-19ee.present": "true"}}))
+    with running_api(root, extra=["--watch-window", "2"]) as api:
+        kube = KubeCluster.from_kubeconfig(str(api.kubeconfig), request_timeout=10)
+        reconciler = Reconciler(engine=None, redis=None, policy=policy, pipeline=None, cluster=kube,  # type: ignore[arg-type]
+                                fleet="real", lease=None)  # type: ignore[arg-type]
+        reconciler.relist()
+        stale = reconciler.version
+        for i in range(3):  # three changes push the list's resourceVersion out of the window
+            kube.label_node("node-000", {"nicflow.io/state": f"s{i}"}, field_manager="kubectl-label")
+        with pytest.raises(WatchExpired, match="too old resource version"):
+            list(kube.watch_nodes(stale, timeout=1))
+        assert "node-000" in reconciler.first_seen  # unlabelled when it listed
+        reconciler._watch()  # told 410: lists again, and sees node-000 labelled now
+        assert int(reconciler.version) > int(stale)
+        assert sorted(reconciler.first_seen) == ["node-001"]
+        assert reconciler.nodes["node-000"].labels["nicflow.io/state"] == "s2"
+        watched = [op for op in api.ops() if op.get("op") == "watch"]
+        assert watched and watched[-1]["query"]["resourceVersion"] == stale

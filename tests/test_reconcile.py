@@ -154,24 +154,38 @@ def test_a_node_changed_behind_nicflows_back_is_reported_drifted_and_repaired(fl
     watcher.stop()
 
 
+FAILOVER_ROUNDS = 3
+
+
+def says(worker: WorkerProcess, text: bytes) -> bool:
+    return text in worker.log.read_bytes()
+
+
 def test_the_standby_reconciler_takes_over_after_the_active_one_is_killed(fleet) -> None:
     stack, root = fleet
     policy = policy_file(stack.base, "failover")
-    one = reconciler(stack, policy, root, "reconcile-one")
-    wait_until("one active", lambda: b"active: reconciling" in one.log.read_bytes(), timeout=30)
-    two = reconciler(stack, policy, root, "reconcile-two")
-    wait_until("two on standby", lambda: b"standby: policy failover" in two.log.read_bytes(), timeout=30)
+    active = reconciler(stack, policy, root, "reconcile-failover-0")
+    wait_until("one active", lambda: says(active, b"active: reconciling"), timeout=30)
+    standby = reconciler(stack, policy, root, "reconcile-failover-1")
+    wait_until("one on standby", lambda: says(standby, b"standby: policy failover"), timeout=30)
     before = started_runs(stack)
-    Stack.kill(one)  # kill -9: its lease is never released, it expires
-    wait_until("two active", lambda: b"active: reconciling" in two.log.read_bytes(), timeout=30)
+    for i in range(FAILOVER_ROUNDS):
+        Stack.kill(active)  # kill -9: its lease is never released, it expires
+        wait_until("the standby active", lambda: says(standby, b"active: reconciling"), timeout=30)
+        active, standby = standby, reconciler(stack, policy, root, f"reconcile-failover-{i + 2}")
+        wait_until("the new one on standby", lambda: says(standby, b"standby: policy failover"), timeout=30)
+        assert not says(standby, b"active: reconciling")  # never two active at once
+    assert started_runs(stack) == before  # a converged fleet: no takeover started anything
     added = stack.nicflow("sim", "add-node", "node-004", "--sim-root", str(root))
     assert added.returncode == 0, added.stderr
     stack.start("agent", "--node", "node-004", "--concurrency", "2")
-    run = wait_until("a run by the new active one", lambda: started_runs(stack)[len(before):], timeout=120)[0]
+    run = wait_until("a run by the last active one", lambda: started_runs(stack)[len(before):], timeout=120)[0]
     done = finished(stack, run)
     assert done["status"] == "succeeded" and list(done["nodes"]) == ["node-004"], json.dumps(done)
-    assert b"started run" in two.log.read_bytes()
-    two.stop()
+    assert says(active, f"started run {run}".encode()) and not says(standby, b"started run")
+    assert states(stack, root)["node-004"] == "done"
+    active.stop()
+    standby.stop()
 
 
 def free_port() -> int:

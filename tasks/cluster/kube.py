@@ -341,12 +341,14 @@ class KubeCluster:
         from kubernetes import watch  # the watch machinery loads only in a process that watches
 
         query = selector_string(selector)
+        # deserialize stays on: with it off, the client reads an ERROR event's `raw_object`, which only
+        # deserializing sets (kubernetes 37 watch/watch.py stream), and a 410 becomes a KeyError
         stream = watch.Watch().stream(
             self.core.list_node, resource_version=resource_version, timeout_seconds=max(1, int(timeout)),
-            allow_watch_bookmarks=True, deserialize=False, **({"label_selector": query} if query else {}))
+            allow_watch_bookmarks=True, **({"label_selector": query} if query else {}))
         try:
             for event in stream:
-                obj = event.get("object") or {}
+                obj = event.get("raw_object") or {}
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
                 if event.get("type") == "BOOKMARK":
                     yield NodeEvent("BOOKMARK", None, version)
