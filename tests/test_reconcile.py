@@ -236,6 +236,20 @@ def test_without_repair_a_drifted_node_is_labelled_counted_and_posted_to_chat_an
         slack.stop()
 
 
+def test_a_bad_add_node_is_refused_naming_the_value_and_changes_nothing(fleet) -> None:
+    stack, root = fleet
+    inventory = (root / "fleet.json").read_text()
+    writes = len([op for op in stack_ops(root) if op.get("write")])
+    for args, said in [(["node-000"], "node node-000 is already in the simulated fleet"),
+                       (["node-099", "--profile", "no-such"], "unknown host profile 'no-such'"),
+                       (["Node_99"], "node name 'Node_99' is not a valid Kubernetes node name")]:
+        result = stack.nicflow("sim", "add-node", *args, "--sim-root", str(root))
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr.startswith(f"nicflow: error: {said}"), result.stderr
+    assert (root / "fleet.json").read_text() == inventory and not (root / "node-099").exists()
+    assert len([op for op in stack_ops(root) if op.get("write")]) == writes
+
+
 def test_a_bad_policy_is_refused_naming_file_line_field_and_value(fleet, tmp_path: Path) -> None:
     stack, root = fleet
     runs = stack.engine.store.run_ids(1000)

@@ -387,7 +387,7 @@ class KubeCluster:
         name = f"{node}.{stamp:x}"
         body: Manifest = {
             "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": "default"},
-            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node},
+            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node},
             "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
             "source": {"component": component}, "reportingComponent": component,
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
