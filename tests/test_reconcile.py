@@ -89,29 +89,43 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pat
         stack.close()
 
 
+def approved(stack: Stack, run_id: str) -> None:
+    stack.wait_for(run_id, statuses=("paused",), timeout=240)  # after its canary, as the policy says
+    result = stack.nicflow("approve", run_id)
+    assert result.returncode == 0, result.stderr
+
+
 def test_nodes_are_rolled_out_by_the_reconciler_and_two_joining_nodes_share_one_run(fleet) -> None:
     stack, root = fleet
-    active = reconciler(stack, policy_file(stack.base, "joins"), root, "reconcile-joins")
-    # the two nodes it finds unlabelled are its first run
+    policy = policy_file(stack.base, "joins", rollout={"canary": 1, "max_unavailable": 1, "pause": "after_canary"})
+    active = reconciler(stack, policy, root, "reconcile-joins")
+    # the two nodes it finds unlabelled are its first run, which pauses after its canary
     first = wait_until("the reconciler's first run", lambda: started_runs(stack))[0]
-    done = finished(stack, first)
-    assert done["status"] == "succeeded", json.dumps(done)
-    assert sorted(done["nodes"]) == ["node-000", "node-001"]
-    assert states(stack, root) == {"node-000": "done", "node-001": "done"}
-
-    # two nodes join within the debounce window (8 s): one run takes both
+    stack.wait_for(first, statuses=("paused",), timeout=240)
+    # two nodes join within the debounce window (8 s) while that run is live: they wait for it
     for name in ("node-002", "node-003"):
         added = stack.nicflow("sim", "add-node", name, "--sim-root", str(root))
         assert added.returncode == 0, added.stderr
     stack.start("agent", "--node", "node-002,node-003", "--concurrency", "4")  # the agent DaemonSet's new pods
+    wait_until("the joined nodes waiting", lambda: b"2 node(s) wait for the next run: node-002, node-003"
+               in active.log.read_bytes(), timeout=60)
+    assert started_runs(stack) == [first]
+    approved(stack, first)
+    done = finished(stack, first)
+    assert done["status"] == "succeeded", json.dumps(done)
+    assert sorted(done["nodes"]) == ["node-000", "node-001"]
+    # then one run takes both joined nodes, started after the first ended (one run at a time)
     second = wait_until("a run for the joined nodes", lambda: started_runs(stack)[1:])[0]
+    approved(stack, second)
     done = finished(stack, second)
     assert done["status"] == "succeeded", json.dumps(done)
     assert sorted(done["nodes"]) == ["node-002", "node-003"]
+    runs = stack.engine.store
+    assert runs.run(second).created_at >= runs.run(first).updated_at  # the first had ended (its last update)
     assert states(stack, root) == dict.fromkeys(("node-000", "node-001", "node-002", "node-003"), "done")
     for name in ("node-002", "node-003"):
         assert open_host(root, name).read(NUMVFS).strip() == "4"
-    time.sleep(4)  # longer than the debounce: a converged fleet starts nothing more
+    time.sleep(10)  # longer than the debounce: a converged fleet starts nothing more
     assert started_runs(stack) == [first, second]
     assert active.proc.poll() is None
     active.stop()
