@@ -44,7 +44,7 @@ from workers.drift import DRIFTED, ChatChannel, count_drifted, report_drift
 from workers.verify_view import verify_fleet
 from workflows.control import start_run
 from workflows.engine import Engine
-from workflows.errors import RunError, StepError
+from workflows.errors import PipelineError, RunError, StepError
 from workflows.loader import Pipeline
 from workflows.policy import PolicyFile
 from workflows.process_lease import ProcessLease
@@ -54,7 +54,7 @@ log = logging.getLogger("nicflow.reconcile")
 VERIFY_TIMEOUT = 3600.0
 
 
-class LeaseLost(Exception):
+class NoLongerActive(Exception):
     """Another reconciler holds the policy's lease now: stop acting at once."""
 
 
@@ -99,7 +99,7 @@ class Reconciler:
             log.info("active: reconciling policy %s as %s", self.spec.name, self.lease.holder)
             try:
                 self._active(stop)
-            except LeaseLost:
+            except NoLongerActive:
                 log.warning("lost the lease of policy %s: standby", self.spec.name)
             except (StepError, RunError) as exc:
                 log.warning("policy %s: %s; starting over", self.spec.name, getattr(exc, "message", exc))
@@ -113,7 +113,7 @@ class Reconciler:
         if self.clock() < self.next_renew:
             return
         if not self.lease.hold():
-            raise LeaseLost()
+            raise NoLongerActive()
         self.next_renew = self.clock() + self._renew_every()
 
     # the loop --------------------------------------------------------------------------------
@@ -192,7 +192,10 @@ class Reconciler:
         if self.first_seen and self.clock() >= min(self.first_seen.values()) + self.spec.debounce:
             self._start_run()
         if self.spec.drift_interval and self.clock() >= self.next_drift:
-            self._check_drift()
+            try:
+                self._check_drift()
+            except (StepError, RunError, PipelineError) as exc:  # the next check tries again; runs go on
+                log.warning("drift check of policy %s failed: %s", self.spec.name, getattr(exc, "message", exc))
             self.next_drift = self.clock() + self.spec.drift_interval
 
     # runs ------------------------------------------------------------------------------------
