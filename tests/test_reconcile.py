@@ -21,6 +21,7 @@ import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulators.kube_api.seed import NOT_READY, READY
 from tasks.host.simfleet import open_host
 from tests.slack_standin import SlackStandIn
 from tests.stack import FAST, Stack
@@ -200,6 +201,32 @@ def test_the_standby_reconciler_takes_over_after_the_active_one_is_killed(fleet)
     assert states(stack, root)["node-004"] == "done"
     active.stop()
     standby.stop()
+
+
+def test_a_node_is_rolled_out_when_it_turns_ready_and_when_its_state_label_is_removed(fleet) -> None:
+    stack, root = fleet
+    core = client.CoreV1Api(stack.cluster(root).api_client)
+    active = reconciler(stack, policy_file(stack.base, "ready"), root, "reconcile-ready")
+    before = started_runs(stack)
+    added = stack.nicflow("sim", "add-node", "node-005", "--sim-root", str(root))
+    assert added.returncode == 0, added.stderr
+    # its kubelet goes silent at once: the node lifecycle controller marks it Unknown
+    core.patch_node_status("node-005", {"status": {"conditions": [dict(NOT_READY)]}}, field_manager="kubelet")
+    # an operator removes node-001's state (`kubectl label node node-001 nicflow.io/state-`)
+    host_ops = len(open_host(root, "node-001").ops())
+    core.patch_node("node-001", {"metadata": {"labels": {"nicflow.io/state": None}}}, field_manager="kubectl-label")
+    run = wait_until("a run for node-001", lambda: started_runs(stack)[len(before):])[0]
+    done = finished(stack, run)
+    assert done["status"] == "succeeded" and list(done["nodes"]) == ["node-001"], json.dumps(done)  # not node-005
+    assert len(open_host(root, "node-001").ops()) == host_ops  # converged: only read
+    assert states(stack, root)["node-001"] == "done" and states(stack, root)["node-005"] is None
+    stack.start("agent", "--node", "node-005", "--concurrency", "2")
+    core.patch_node_status("node-005", {"status": {"conditions": [dict(READY)]}}, field_manager="kubelet")
+    run = wait_until("a run for node-005", lambda: started_runs(stack)[len(before) + 1:])[0]
+    done = finished(stack, run)
+    assert done["status"] == "succeeded" and list(done["nodes"]) == ["node-005"], json.dumps(done)
+    assert states(stack, root)["node-005"] == "done"
+    active.stop()
 
 
 def free_port() -> int:
