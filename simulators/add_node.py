@@ -23,6 +23,7 @@ from simulators.kube_api.control import kubeconfig_path
 from simulators.kube_api.seed import node_object
 from tasks.cluster.kube import KubeCluster
 from tasks.host.simfleet import SimNode, add_node
+from workflows.records import check_node_name
 
 NFD_PREFIX = "feature.node.kubernetes.io/"
 KUBELET = "kubelet"
@@ -31,12 +32,15 @@ NFD_MASTER = "nfd-master"
 
 def add_sim_node(sim_root: Path, name: str, *, profile: str = "agilio-cx") -> SimNode:
     """The host under `sim_root`, then its Node through the fleet's API server (which must run)."""
+    check_node_name(name)
     config = kubeconfig_path(sim_root)
     if not config.exists():
         raise ValueError(f"no simulated API for the fleet at {sim_root} (missing {config}): "
                          f"start it with `nicflow sim api --sim-root {sim_root}`")
-    node = add_node(sim_root, name, profile=profile)
     cluster = KubeCluster.from_kubeconfig(str(config), request_timeout=10)
+    if cluster.get_node(name) is not None:  # checked before the host is written: nothing half-added
+        raise ValueError(f"node {name} already exists in the simulated API of {sim_root}")
+    node = add_node(sim_root, name, profile=profile)
     kubelet = {k: v for k, v in node.labels.items() if not k.startswith(NFD_PREFIX)}
     nfd = {k: v for k, v in node.labels.items() if k.startswith(NFD_PREFIX)}
     cluster.create_node({"apiVersion": "v1", "kind": "Node", **node_object(name, kubelet)}, field_manager=KUBELET)

@@ -281,7 +281,7 @@ def test_a_bad_add_node_is_refused_naming_the_value_and_changes_nothing(fleet) -
     stack, root = fleet
     inventory = (root / "fleet.json").read_text()
     writes = len([op for op in stack_ops(root) if op.get("write")])
-    for args, said in [(["node-000"], "node node-000 is already in the simulated fleet"),
+    for args, said in [(["node-000"], "node node-000 already exists in the simulated API"),
                        (["node-099", "--profile", "no-such"], "unknown host profile 'no-such'"),
                        (["Node_99"], "node name 'Node_99' is not a valid Kubernetes node name")]:
         result = stack.nicflow("sim", "add-node", *args, "--sim-root", str(root))

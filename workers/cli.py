@@ -20,7 +20,7 @@ from rich.console import Console
 
 from workers.redisconn import NoRedisConfigured
 from workers.settings import get_settings
-from workflows.errors import PipelineError, RunError
+from workflows.errors import PipelineError, RunError, StepError
 from workflows.records import check_run_id
 
 if TYPE_CHECKING:
@@ -470,6 +470,8 @@ def sim_add_node(
         node = add_sim_node(sim_root, name, profile=profile)
     except (ValueError, FileNotFoundError) as exc:
         raise RunError(str(exc)) from None
+    except StepError as exc:  # the API refused or could not be reached
+        raise RunError(exc.message) from None
     print(f"node {name} added ({node.profile}): {', '.join(f'{k}={v}' for k, v in sorted(node.labels.items()))}")
 
 
