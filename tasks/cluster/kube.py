@@ -11,6 +11,8 @@ resource, the words an operator needs for the RBAC rule that is missing.
   `fieldManager=nicflow`, `force` only when asked);
 - writes to objects another installer owns (Kube-OVN's): strategic-merge
   patches of exactly the differing fields, also with `fieldManager=nicflow`;
+- the node watch (`watch_nodes`, the reconciler's) is the client's `Watch` in sessions of a
+  given length, a 410 Gone raised as `WatchExpired` for the caller to relist;
 - exec (`kubectl exec`) needs a websocket: it is behind the `PodExec` seam;
 - Kube-OVN's install.sh runs through `tasks.cluster.installer`.
 """
