@@ -290,6 +290,8 @@ KNOWN_METHODS: dict[str, set[Grant]] = {
     "connect_get_namespaced_pod_exec": {Grant("", "pods/exec", "get"), Grant("", "pods/exec", "create")},
     "create_namespaced_event": {Grant("", "events", "create")},
     "patch_namespaced_event": {Grant("", "events", "patch")},
+    # the reconciler's (deploy/components/reconciler, tests/test_deploy_reconciler.py) and `sim add-node`'s
+    "create_node": {Grant("", "nodes", "create")},
 }
 """Typed client methods kube.py names literally, and what the API server authorizes for each."""
 

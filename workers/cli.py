@@ -22,7 +22,7 @@ from rich.console import Console
 
 from workers.cli_options import ConcurrencyOpt, FaultsOpt, JsonOpt, ProfileOpt, RunArg
 from workers.redisconn import NoRedisConfigured
-from workflows.errors import PipelineError, RunError
+from workflows.errors import PipelineError, RunError, StepError
 from workflows.ids import check_run_id
 
 if TYPE_CHECKING:
@@ -561,6 +561,38 @@ def sim_api(
         err.print(f"nicflow: error: --sim-root {str(sim_root)!r} is not a directory", markup=False, highlight=False)
         raise typer.Exit(2)
     serve(sim_root, host=host, port=port, advertise=advertise, latency=latency, watch_window=watch_window)
+
+
+@sim_cli.command("add-node")
+def sim_add_node(
+    name: Annotated[str, typer.Argument(help="The new node's name (DNS-1123).")],
+    sim_root: Annotated[Path, typer.Option("--sim-root", help="Directory of the simulated fleet.")],
+    profile: Annotated[str, typer.Option(help="Hardware profile of the host (tasks/host/sim_profiles.py).")] = "agilio-cx",
+) -> None:
+    """Add a host to the simulated fleet and its Node to the fleet's API (kubelet, then NFD's labels)."""
+    from simulators.add_node import add_sim_node
+
+    try:
+        node = add_sim_node(sim_root, name, profile=profile)
+    except (ValueError, FileNotFoundError) as exc:
+        raise RunError(str(exc)) from None
+    except StepError as exc:  # the API refused or could not be reached
+        raise RunError(exc.message) from None
+    print(f"node {name} added ({node.profile}): {', '.join(f'{k}={v}' for k, v in sorted(node.labels.items()))}")
+
+
+@cli.command()
+def reconcile(
+    policy: Annotated[Path, typer.Option("--policy", help="Reconcile policy YAML file.")],
+    sim_root: Annotated[Optional[Path], typer.Option(
+        "--sim-root", help="A simulated fleet (its API's kubeconfig); default: the cluster this runs in.")] = None,
+    lease_ttl: Annotated[float, typer.Option(min=1, max=600, help="Seconds the active reconciler's lease lives.")] = 15.0,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+) -> None:
+    """Keep the policy's nodes rolled out: a node that joins gets a run; drifted nodes are reported."""
+    from workers.reconcile_main import run_reconciler
+
+    run_reconciler(policy, sim_root=sim_root, lease_ttl=lease_ttl, metrics_port=metrics_port)
 
 
 @cli.command()

@@ -153,7 +153,7 @@ class Verbs:
         reconcile is some tens of milliseconds: the probe pods' writes skip it)."""
         if kind in NO_RECONCILE:
             return
-        if kind == "Node" and _cordon(before) == _cordon(after):
+        if kind == "Node" and _cordon(before) == _cordon(after) and not _node_joined_or_relabelled(before, after):
             return
         if kind == "Pod" and not ((before or after or {}).get("metadata") or {}).get("ownerReferences"):
             return
@@ -280,6 +280,18 @@ class Verbs:
 
 def _cordon(node: Manifest | None) -> bool | None:
     return None if node is None else bool((node.get("spec") or {}).get("unschedulable"))
+
+
+def _node_joined_or_relabelled(before: Manifest | None, after: Manifest | None) -> bool:
+    """A new Node, or one whose labels changed (NFD labelling it): the DaemonSet controller starts
+    pods on it (kubernetes pkg/controller/daemon/daemon_controller.go addNode; updateNode enqueues
+    every change but the conditions' heartbeats). The emulated DaemonSets select nodes by
+    nodeSelector alone and their pods tolerate a cordon, so only these two can start a pod."""
+    if after is None:
+        return False
+    if before is None:
+        return True
+    return (before.get("metadata") or {}).get("labels") != (after.get("metadata") or {}).get("labels")
 
 
 def _scaled(value: Any, total: int) -> int:

@@ -11,6 +11,8 @@ resource, the words an operator needs for the RBAC rule that is missing.
   `fieldManager=nicflow`, `force` only when asked);
 - writes to objects another installer owns (Kube-OVN's): strategic-merge
   patches of exactly the differing fields, also with `fieldManager=nicflow`;
+- the node watch (`watch_nodes`, the reconciler's) is the client's `Watch` in sessions of a
+  given length, a 410 Gone raised as `WatchExpired` for the caller to relist;
 - exec (`kubectl exec`) needs a websocket: it is behind the `PodExec` seam;
 - Kube-OVN's install.sh runs through `tasks.cluster.installer`.
 """
@@ -20,7 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -127,6 +130,19 @@ def _with_causes(exc: ApiException) -> str:
     except (ValueError, AttributeError):
         causes = []
     return " ".join([_message(exc), *(str(c.get("message")) for c in causes if c.get("message"))]).strip()
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """One event of a node watch: ADDED, MODIFIED, DELETED (with the node), or BOOKMARK (none)."""
+
+    type: str
+    node: NodeView | None
+    resource_version: str
+
+
+class WatchExpired(TransientError):
+    """410 Gone: the watch's resourceVersion is older than the server keeps; list again."""
 
 
 class NotFound(PermanentError):
@@ -290,20 +306,97 @@ class KubeCluster:
 
     # nodes
     def _list(self, resource: str, target: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Manifest]:
+        return self._list_at(resource, target, fn, *args, **kwargs)[0]
+
+    def _list_at(self, resource: str, target: str, fn: Callable[..., Any], *args: Any,
+                 **kwargs: Any) -> tuple[list[Manifest], str]:
+        """Every page, and the list's resourceVersion (the first page's: later pages are of the same
+        snapshot, k8s.io/apiserver pkg/storage list with `continue`)."""
         items: list[Manifest] = []
         token: str | None = None
+        version = ""
         while True:
             page = self._call("list", resource, target, fn, *args, limit=PAGE,
                               **({"_continue": token} if token else {}), **kwargs)
             items += page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue")
+            meta = page.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            token = meta.get("continue")
             if not token:
-                return items
+                return items, version
 
     def list_nodes(self, selector: Mapping[str, str] | None = None) -> list[NodeView]:
         query = selector_string(selector)
         items = self._list("nodes", "", self.core.list_node, **({"label_selector": query} if query else {}))
         return [NodeView.of(item) for item in items]
+
+    def list_nodes_at(self, selector: Mapping[str, str] | None = None) -> tuple[list[NodeView], str]:
+        """The nodes and the resourceVersion to watch from (a relist)."""
+        query = selector_string(selector)
+        items, version = self._list_at("nodes", "", self.core.list_node, **({"label_selector": query} if query else {}))
+        return [NodeView.of(item) for item in items], version
+
+    def watch_nodes(self, resource_version: str, *, timeout: int,
+                    selector: Mapping[str, str] | None = None) -> Iterator[NodeEvent]:
+        """Node changes after `resource_version`, for at most `timeout` seconds (the server ends the
+        watch then; the caller reconnects from the last event's resourceVersion). A resourceVersion
+        older than the server keeps is `WatchExpired` (410 Gone): the caller relists."""
+        from kubernetes import watch  # the watch machinery loads only in a process that watches
+
+        query = selector_string(selector)
+        # deserialize stays on: with it off, the client reads an ERROR event's `raw_object`, which only
+        # deserializing sets (kubernetes 37 watch/watch.py stream), and a 410 becomes a KeyError
+        stream = watch.Watch().stream(
+            self.core.list_node, resource_version=resource_version, timeout_seconds=max(1, int(timeout)),
+            allow_watch_bookmarks=True, **({"label_selector": query} if query else {}))
+        try:
+            for event in stream:
+                obj = event.get("raw_object") or {}
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
+                if event.get("type") == "BOOKMARK":
+                    yield NodeEvent("BOOKMARK", None, version)
+                else:
+                    yield NodeEvent(str(event.get("type")), NodeView.of(obj), version)
+        except ApiException as exc:
+            # with timeout_seconds the client does not retry a 410 itself (kubernetes 37 watch/watch.py)
+            if exc.status == 410:
+                raise WatchExpired(f"watch of nodes from resourceVersion {resource_version}: {exc.reason}") from None
+            raise api_error(exc, verb="watch", resource="nodes", target="") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TransientError(f"cannot reach the Kubernetes API to watch nodes: {exc}") from None
+        finally:
+            stream.close()  # a caller that stops early closes the connection now, not at garbage collection
+
+    def create_node(self, manifest: Manifest, *, field_manager: str) -> None:
+        """A Node as its kubelet registers it (pkg/kubelet/kubelet_node_status.go tryRegisterWithAPIServer:
+        a create with the initial labels and status). For the simulated fleet's `sim add-node`."""
+        name = check_name((manifest.get("metadata") or {}).get("name"), "node name")
+        self._call("create", "nodes", name, self.core.create_node, manifest, field_manager=field_manager)
+
+    def label_node(self, name: str, labels: Mapping[str, str], *, field_manager: str) -> None:
+        """Labels another agent owns (Node Feature Discovery's nfd-master), as that agent patches them."""
+        check_name(name, "node name")
+        self._call("patch", "nodes", name, self.core.patch_node, name,
+                   {"metadata": {"labels": check_labels(labels, f"labels of node {name}")}},
+                   field_manager=field_manager, _content_type=STRATEGIC)
+
+    def create_event(self, *, node: str, reason: str, message: str, component: str, warning: bool = True) -> None:
+        """A core/v1 Event about a Node, as client-go's recorder writes one (tools/record/event.go
+        makeEvent: a cluster-scoped object's events go to namespace `default`, named
+        `<object>.<unix nanoseconds in hex>`, count 1, first and last timestamp now)."""
+        check_name(node, "node name")
+        stamp = time.time_ns()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp / 1e9))
+        name = f"{node}.{stamp:x}"
+        body: Manifest = {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": "default"},
+            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node},
+            "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
+            "source": {"component": component}, "reportingComponent": component,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        self._call("create", "events", f"default/{name}", self.core.create_namespaced_event, "default", body,
+                   field_manager=FIELD_MANAGER)
 
     def get_node(self, name: str) -> NodeView | None:
         check_name(name, "node name")

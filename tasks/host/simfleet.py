@@ -83,6 +83,26 @@ def create_fleet(
     return fleet
 
 
+def add_node(root: str | Path, name: str, *, profile: str = "agilio-cx", zones: int = 3) -> SimNode:
+    """One more host in the fleet at `root` (`nicflow sim add-node`), provisioned with `profile`, in
+    the next zone of the round the fleet's nodes go through."""
+    check_node_name(name)
+    if profile not in PROFILES:
+        raise ValueError(f"unknown host profile {profile!r} for {name} (known: {', '.join(sorted(PROFILES))})")
+    root = Path(root)
+    fleet = load_fleet(root)
+    if name in fleet.nodes or (root / name).exists():
+        raise ValueError(f"node {name} is already in the simulated fleet at {root}")
+    labels = {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": f"zone-{len(fleet.nodes) % zones}"}
+    labels.update(PROFILES[profile].labels)
+    PROFILES[profile].provision(SimulatedHost(root / name))
+    fleet.nodes[name] = SimNode(labels=labels, profile=profile)
+    tmp = root / f"{FLEET_FILE}.tmp"
+    tmp.write_text(fleet.model_dump_json(indent=1))
+    tmp.replace(root / FLEET_FILE)  # a reader sees the old inventory or the new one, never half
+    return fleet.nodes[name]
+
+
 def load_fleet(root: str | Path) -> SimFleet:
     path = Path(root) / FLEET_FILE
     if not path.exists():
