@@ -14,9 +14,8 @@ import pytest
 from kubernetes import client
 
 from simulators.kube_api.control import Control, ops, running_api
-from simulators.kube_api.seed import kube_ovn_manifests
+from simulators.kube_api.seed import UPSTREAM_DP_CONFIG, kube_ovn_manifests
 from tasks.cluster.kube import KubeCluster
-from tasks.cluster.sim_seed import UPSTREAM_DP_CONFIG
 from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
 from tasks.cluster.steps_kubeovn import KubeOvnParams
 from tasks.cluster.surface import ApplyConflict

@@ -138,7 +138,7 @@ def cluster_writes(sim_root: Path) -> tuple[Counter[str], Counter[str]]:
 
 
 # What each kind of entry in a simulated host's or the simulated API's ops.log is, in words
-# (the kinds tasks/host/sim*.py and tasks/cluster/sim*.py record); an unknown kind is named as is.
+# (the kinds tasks/host/sim*.py and simulators/kube_api record); an unknown kind is named as is.
 OP_WORDS = {
     "write": "file write(s)", "symlink": "symlink(s)", "chmod": "mode change(s)", "modprobe": "modprobe run(s)",
     "rmmod": "rmmod run(s)", "dracut": "initramfs rebuild(s) with dracut",
@@ -146,7 +146,8 @@ OP_WORDS = {
     "ovs-vsctl": "ovs-vsctl setting(s)", "install": "package install(s)", "crash": "crash(es)",
     "patch-node": "Node patch(es) (labels, annotations, cordons)", "apply": "server-side apply(s)",
     "delete-pod": "pod deletion(s)", "evict": "eviction(s)", "patch": "patch(es) of other objects",
-    "exec": "exec(s) in pods",
+    "exec": "exec(s) in pods", "create": "object creation(s) (the nodes' Events)", "update": "update(s)",
+    "delete": "deletion(s) of other objects", "patch-node-status": "Node status patch(es)",
 }
 
 
