@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.cluster.sim import SimulatedCluster
-from tasks.cluster.sim_seed import UPSTREAM_DP_CONFIG as PAGE_CONFIG
+from simulators.kube_api.seed import UPSTREAM_DP_CONFIG as PAGE_CONFIG
 from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
 from tasks.host.simfleet import open_host
+from tests.sim_api import SimCluster
 from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
 
 NODES = 3
@@ -22,13 +22,13 @@ PF = "0000:04:00.0"
 RESOURCE = "corigine.com/agilio_sriov"
 
 
-def config_map(sim: SimulatedCluster) -> dict:
+def config_map(sim: SimCluster) -> dict:
     found = sim.get("v1", "ConfigMap", "sriovdp-config", "kube-system")
     assert found is not None
     return found
 
 
-def ovs_ovn(sim: SimulatedCluster) -> dict:
+def ovs_ovn(sim: SimCluster) -> dict:
     found = sim.get("apps/v1", "DaemonSet", "ovs-ovn", "kube-system")
     assert found is not None
     return found
@@ -40,7 +40,7 @@ def hw_offload_env(ds: dict) -> str:
 
 
 def side_effects(root: Path) -> dict[str, int]:
-    return {**{n: len(open_host(root, n).ops()) for n in NAMES}, "_cluster": len(SimulatedCluster(root).writes())}
+    return {**{n: len(open_host(root, n).ops()) for n in NAMES}, "_cluster": len(SimCluster(root).writes())}
 
 
 def roll(stack: Stack, pipeline: str, root: Path, *args: str) -> dict:
@@ -54,7 +54,7 @@ def test_a_fleet_rolls_out_back_and_back_again_and_the_second_rollback_changes_n
     try:
         stack.controller()
         root = stack.fleet("fleet", NODES, profiles=PROFILES)
-        sim = SimulatedCluster(root)
+        sim = SimCluster(root)
         sim.seed(kube_ovn_version="1.16", device_plugin=True)
         stack.agent(root, NODES)
 
@@ -88,6 +88,7 @@ def test_a_fleet_rolls_out_back_and_back_again_and_the_second_rollback_changes_n
             assert node.allocatable.get(RESOURCE) == "0"
 
         settled = side_effects(root)
+        assert settled["_cluster"] > 0  # the rollout's and first rollback's writes are in the count
         again = roll(stack, "corigine-rollback", root)
         assert side_effects(root) == settled  # no host op, no API write
         changed = {(n, s) for n, v in again["nodes"].items() for s, c in v["steps"].items() if c["status"] != "ok"}

@@ -8,7 +8,7 @@ import pytest
 
 from tasks.host.simfleet import create_fleet, open_host
 from tests.test_engine import make_engine
-from tests.sim_api import sim_servers  # noqa: F401 - the fixture
+from tests.sim_api import SimCluster, sim_servers  # noqa: F401 - the fixture
 from workflows.control import approve_run, retry_failed, run_status, start_run
 from workflows.errors import RunError
 from workflows.loader import load_text
@@ -217,7 +217,6 @@ def test_watchdog_fails_a_node_past_its_deadline(redis, fleet):
 def test_retry_takes_the_skipped_nodes_the_failed_ones_or_both(redis, fleet):
     """`nicflow retry RUN --skipped` (issue 14, item 11): the NotReady nodes `not_ready: skip` passed over."""
     from tasks.cluster.availability import ClusterAvailability
-    from tasks.cluster.sim import SimulatedCluster
     from tests.test_engine import ApiSideStep, EchoStep, FlakyStep
     from workers.runtime import FleetSurfaces, ServedNodes
     from workflows.engine import Engine
@@ -234,13 +233,13 @@ def test_retry_takes_the_skipped_nodes_the_failed_ones_or_both(redis, fleet):
                     registry=StepRegistry([*GENERIC_STEPS, FlakyStep, EchoStep, ApiSideStep]), dispatcher=dispatcher,
                     surfaces=surfaces, availability=ClusterAvailability(surfaces.cluster))
     dispatcher.handler = engine
-    SimulatedCluster(fleet).set_node_ready("node-003", False)
+    SimCluster(fleet).set_node_ready("node-003", False)
     open_host(fleet, "node-004").set_state("flaky", -1)
     record = start(engine, fleet, {"max_failures": 3, "not_ready": "skip"})
     engine.dispatcher.drain()
     states = {n: s["state"] for n, s in run_status(engine, record.id)["nodes"].items()}
     assert (states["node-003"], states["node-004"]) == ("skipped", "failed")
-    SimulatedCluster(fleet).set_node_ready("node-003", True)
+    SimCluster(fleet).set_node_ready("node-003", True)
     skipped = retry_failed(engine, record.id, states=("skipped",))
     engine.dispatcher.drain()  # it holds node-003 until it ends
     assert engine.store.nodes(skipped.id) == ["node-003"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
 from tasks.host.simfleet import open_host
+from tests.sim_api import SimCluster
 from tests.stack import FAST_CORIGINE_RUN, Stack
 
 NODES = 3
@@ -25,7 +25,7 @@ def rolled_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack
     try:
         stack.controller()
         root = stack.fleet("fleet", NODES)
-        SimulatedCluster(root).seed(kube_ovn_version="1.16")
+        SimCluster(root).seed(kube_ovn_version="1.16")
         stack.agent(root, NODES)
         done = stack.wait_for(stack.run("corigine-offload", root, NODES, *FAST_CORIGINE_RUN), timeout=240)
         assert done["status"] == "succeeded", json.dumps(done)
@@ -40,14 +40,15 @@ def verify(stack: Stack, root: Path, *args: str):
 
 
 def side_effects(root: Path) -> dict[str, int]:
-    """Lines in every host's ops.log and the API's writes in _cluster/ops.log."""
+    """Lines in every host's ops.log and nicflow's write requests to the simulated API (_cluster/ops.log)."""
     counts = {node: len(open_host(root, node).ops()) for node in (f"node-{i:03d}" for i in range(NODES))}
-    return {**counts, "_cluster": len(SimulatedCluster(root).writes())}
+    return {**counts, "_cluster": len(SimCluster(root).writes())}
 
 
 def test_a_converged_fleet_verifies_and_a_changed_node_is_reported_drifted(rolled_out) -> None:
     stack, root = rolled_out
     before = side_effects(root)
+    assert before["_cluster"] > 0  # the rollout's writes are in the count: it reads the server's log
     clean = verify(stack, root, "--json")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     shown = json.loads(clean.stdout)
@@ -73,7 +74,7 @@ def test_a_converged_fleet_verifies_and_a_changed_node_is_reported_drifted(rolle
     assert differences[1].startswith(plugin) and differences[1].endswith(": 'allocatable 4' -> 0"), lines
     assert lines[-1] == "2 converged, 1 drifted"
     assert side_effects(root) == changed  # still nothing written by verify
-    cordoned = [n.name for n in SimulatedCluster(root).list_nodes() if n.unschedulable]
+    cordoned = [n.name for n in SimCluster(root).list_nodes() if n.unschedulable]
     assert cordoned == []
 
 

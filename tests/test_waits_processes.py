@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
+from tests.sim_api import SimCluster
 from tests.stack import Stack
 from workers.processes import WorkerProcess
 from workflows.wakeups import wake_key
 
 FLEET = 8
 NODES = ["node-000", "node-001", "node-002", "node-004", "node-005"]
-"""The nodes that run a web pod (tasks/cluster/sim_seed.py web_workload places 6 over 8 nodes);
+"""The nodes that run a web pod (simulators/kube_api/seed.py web_workload places 6 over 8 nodes);
 node-003, node-006 and node-007 take the evicted pods."""
 ENV = {"NICFLOW_WAKE_INTERVAL": "0.05", "NICFLOW_WAKE_RESEND_AFTER": "2", "NICFLOW_LOST_AFTER": "30"}
 PIPELINE = """
@@ -55,10 +55,10 @@ def controller(stack: Stack) -> WorkerProcess:
     return stack.start("controller", "--concurrency", "1", env=ENV)
 
 
-def held_fleet(stack: Stack, name: str) -> tuple[Path, SimulatedCluster, str]:
+def held_fleet(stack: Stack, name: str) -> tuple[Path, SimCluster, str]:
     """A fleet whose every eviction a PodDisruptionBudget refuses (429), and the pipeline file."""
     root = stack.fleet(name, FLEET)
-    cluster = SimulatedCluster(root)
+    cluster = SimCluster(root)
     cluster.add_pdb("default", "hold", {"app": "web"}, min_available=FLEET)
     pipeline = root / "drain-only.yaml"
     pipeline.write_text(PIPELINE)
