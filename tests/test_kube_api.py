@@ -185,3 +185,17 @@ def test_a_write_a_fault_refused_is_logged_with_what_was_sent(kube, sim_api):
     assert (line["op"], line["fault"], line["content_type"], line["body"]["reason"]) == (
         "create", 403, "application/json", "Refused")
     assert core(kube).list_namespaced_event("default").items == []  # refused: nothing stored
+
+
+def test_a_pod_status_patch_changes_only_its_status_and_outlives_the_controllers(kube):
+    """The kubelet's status write (pods/status): the spec sent with it is ignored, as the status
+    strategy's PrepareForUpdate keeps the live spec (kubernetes pkg/registry/core/pod/strategy.go)."""
+    web = kube.list_pods(namespace="default", selector={"app": "web"})[0]
+    waiting = {"containerStatuses": [{"name": "web", "ready": False, "restartCount": 3,
+                                      "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+    elsewhere = next(n.name for n in kube.list_nodes() if n.name != web.node)
+    core(kube).patch_namespaced_pod_status(web.name, "default", {"status": waiting, "spec": {"nodeName": elsewhere}},
+                                           field_manager="kubelet", _preload_content=False)
+    kube.patch_node(web.node or "", unschedulable=True)  # a cordon: the emulated controllers reconcile
+    (after,) = [p for p in kube.list_pods(namespace="default") if p.name == web.name]
+    assert (after.waiting, after.node, after.phase) == (("CrashLoopBackOff",), web.node, "Running")
