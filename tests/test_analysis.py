@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 from rich.console import Console
 
 from tasks.cluster.analysis import ClusterWaveChecks
-from tasks.cluster.sim import SimulatedCluster
 from tasks.host.simfleet import create_fleet, open_host
 from tests.prometheus_standin import prometheus
+from tests.sim_api import SimCluster, sim_servers  # noqa: F401 - fixture
 from tests.stack import Stack
 from workers.api.render import progress_text
 from workers.progress import render
@@ -136,13 +137,35 @@ def test_two_controllers_judge_each_wave_once(stack) -> None:
         assert len(prom.requests) == 5
 
 
-def test_the_built_in_checks_read_readiness_crash_loops_and_the_nodes_ovs(tmp_path: Path) -> None:
+def crash_looping(sim: SimCluster, namespace: str, name: str) -> None:
+    """The pod's kubelet reporting its container restarted in a loop: a patch of the pod's status
+    (kubernetes pkg/kubelet/status/status_manager.go syncPod, PatchPodStatus) with the container
+    waiting in CrashLoopBackOff and the message of pkg/kubelet/kuberuntime/kuberuntime_manager.go
+    doBackOff (format.Pod is name_namespace(uid)), the pod not Ready for it
+    (pkg/kubelet/status/generate.go GeneratePodReadyCondition, ContainersNotReady).
+    containerStatuses is an atomic list (k8s.io/api core/v1 types.go): sent whole. The kubelet also
+    reports each container's image and imageID, which the simulated pods do not keep and the analysis
+    does not read: the pod is read and patched as JSON, not as the client's models that require them."""
+    core = client.CoreV1Api(sim.api_client)
+    pod = json.loads(core.read_namespaced_pod(name, namespace, _preload_content=False).data)
+    containers, uid = [c["name"] for c in pod["spec"]["containers"]], pod["metadata"]["uid"]
+    unready = f"containers with unready status: [{' '.join(containers)}]"
+    status = {"conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": unready}],
+              "containerStatuses": [{"name": c, "ready": False, "restartCount": 5, "state": {"waiting": {
+                  "reason": "CrashLoopBackOff",
+                  "message": f"back-off 2m40s restarting failed container={c} pod={name}_{namespace}({uid})"}}}
+                  for c in containers]}
+    core.patch_namespaced_pod_status(name, namespace, {"status": status}, field_manager="kubelet",
+                                     _preload_content=False)
+
+
+def test_the_built_in_checks_read_readiness_crash_loops_and_the_nodes_ovs(tmp_path: Path, sim_servers) -> None:
     create_fleet(tmp_path, 3)
-    sim = SimulatedCluster(tmp_path)
+    sim = sim_servers.start(tmp_path)
     sim.seed(kube_ovn_version="1.16")
     sim.set_node_ready("node-001", False)
     web = next(p for p in sim.list_pods(namespace="default") if p.node == "node-002")
-    sim.set_container_waiting(web.namespace, web.name, "CrashLoopBackOff")
+    crash_looping(sim, web.namespace, web.name)
     before_ovs = open_host(tmp_path, "node-000").state("ovs")["hw_offload"]
     # behind nicflow's back, on the host: OVS no longer offloads
     done = open_host(tmp_path, "node-000").run(["ovs-vsctl", "set", "Open_vSwitch", ".",

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
-from tasks.cluster.sim import SimulatedCluster
+from tasks.cluster.surface import EVENT_NAMESPACE
+from tests.sim_api import SimCluster, kube, sim_api, sim_fleet  # noqa: F401 - fixtures
 from tests.stack import FAST_CORIGINE_RUN, Stack
 
 PIPELINE = "corigine-offload"
@@ -43,16 +45,26 @@ def record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         status = stack.wait_for(run_id, timeout=180)
         assert (status["status"], status["counts"]["failed"]) == ("failed", 1), status["counts"]
         assert status["cluster"]["restore-ovs-ovn-strategy"]["status"] == "failed"
-        first = SimulatedCluster(root).events()
+        first = stored_events(root)
         retry = stack.nicflow("retry", run_id, "--failed")  # node-000 alone, and it fails again
         assert retry.returncode == 0, retry.stderr
         retry_id = retry.stdout.strip()
         status = stack.wait_for(retry_id, timeout=120)
         assert status["nodes"][FAILED]["state"] == "failed" and status["counts"]["total"] == 1, status["counts"]
         yield {"stack": stack, "root": root, "run": run_id, "base": base, "retry": retry_id,
-               "events": first, "events_after_retry": SimulatedCluster(root).events()}
+               "events": first, "events_after_retry": stored_events(root)}
     finally:
         stack.close()
+
+
+def stored_events(root: Path) -> list[dict[str, Any]]:
+    """The Events the fleet's API server stores, listed through the client as `kubectl get events
+    -o json` shows them, in the order they were first created (their creates in the request log)."""
+    cluster = SimCluster(root)
+    answer = client.CoreV1Api(cluster.api_client).list_namespaced_event(EVENT_NAMESPACE, _preload_content=False)
+    created = [op["body"]["metadata"]["name"] for op in cluster.writes()
+               if op["op"] == "create" and op["kind"] == "Event" and "fault" not in op]
+    return sorted(json.loads(answer.data)["items"], key=lambda e: created.index(e["metadata"]["name"]))
 
 
 def events_of(events: list[dict[str, Any]], node: str) -> list[dict[str, Any]]:
@@ -60,7 +72,8 @@ def events_of(events: list[dict[str, Any]], node: str) -> list[dict[str, Any]]:
 
 
 def event_ops(root: Path) -> list[dict[str, Any]]:
-    return [op for op in SimulatedCluster(root).writes() if op["op"] == "event"]
+    """nicflow's writes of Events (a create, or a patch of a repeat's count)."""
+    return [op for op in SimCluster(root).writes() if op["kind"] == "Event"]
 
 
 # --- item 7: Events on each Node -----------------------------------------------------------------
@@ -110,25 +123,20 @@ def test_a_retry_that_fails_again_counts_the_repeat_on_one_event(record) -> None
     assert changed == [e for e in record["events"] if e["involvedObject"]["name"] != FAILED]
 
 
-def test_an_api_that_refuses_events_does_not_stop_the_node_state(redis) -> None:
+def test_an_api_that_refuses_events_does_not_stop_the_node_state(redis, sim_api, kube) -> None:
     """A controller without the `events` rule: the Events are refused (403), the state label is shown."""
-    from tasks.cluster.kube import KubeCluster
     from tasks.cluster.reporter import NodeStateReporter
-    from tests.kube_standin import node, running
     from workers.node_events import NodeEventsReporter
     from workflows.store import CheckpointStore, run_prefix
 
     run_id = "20990101-000000-abcdef"
     redis.set(f"{run_prefix(run_id)}:spec", json.dumps({"steps": []}))
-    with running() as api:
-        api.put(node("node-1"))
-        api.fail("POST", r"/events$", 403, 'events is forbidden: User "system:serviceaccount:nicflow:x" cannot create')
-        kube = KubeCluster(api.api_client(), request_timeout=5)
-        reporter = NodeEventsReporter(NodeStateReporter(lambda fleet: kube), CheckpointStore(redis), lambda f: kube)
-        reporter.node_state("real", run_id, "node-1", "failed", "detect-nic: no Agilio card found")
-        posted = [r for r in api.requests if r.path.endswith("/events")]
-        assert [(r.method, r.body["reason"]) for r in posted] == [("POST", "RolloutFailed")]
-        assert api.obj("v1", "Node", "node-1")["metadata"]["labels"]["nicflow.io/state"] == "failed"
+    sim_api.fail("POST", r"/events$", 403, 'events is forbidden: User "system:serviceaccount:nicflow:x" cannot create')
+    reporter = NodeEventsReporter(NodeStateReporter(lambda fleet: kube), CheckpointStore(redis), lambda f: kube)
+    reporter.node_state("real", run_id, "node-000", "failed", "detect-nic: no Agilio card found")
+    posted = [op for op in sim_api.ops() if op.get("path", "").endswith("/events")]
+    assert [(op["method"], op["body"]["reason"], op["fault"]) for op in posted] == [("POST", "RolloutFailed", 403)]
+    assert kube.get_node("node-000").labels["nicflow.io/state"] == "failed"
 
 
 def _tell_failure(url: str, root: str, run_id: str, error: str) -> None:
@@ -139,7 +147,7 @@ def _tell_failure(url: str, root: str, run_id: str, error: str) -> None:
     from workers.node_events import NodeEventsReporter
     from workflows.store import CheckpointStore
 
-    cluster = SimulatedCluster(root)
+    cluster = SimCluster(Path(root))  # the fleet's API, from its kubeconfig, as a controller reaches it
     reporter = NodeEventsReporter(NodeStateReporter(lambda fleet: cluster), CheckpointStore(Redis.from_url(url)),
                                   lambda fleet: cluster)
     reporter.node_state(f"sim:{root}", run_id, "node-000", "failed", error)
@@ -148,6 +156,7 @@ def _tell_failure(url: str, root: str, run_id: str, error: str) -> None:
 def test_copies_of_a_node_s_end_in_several_processes_record_its_event_once(redis, redis_server, tmp_path) -> None:
     import multiprocessing
 
+    from simulators.kube_api.control import running_api
     from tasks.host.simfleet import create_fleet
     from workflows.store import run_prefix
 
@@ -158,41 +167,44 @@ def test_copies_of_a_node_s_end_in_several_processes_record_its_event_once(redis
         run_id = f"20990101-00000{repetition}-abcdef"
         redis.set(f"{run_prefix(run_id)}:spec", json.dumps({"steps": []}))
         error = f"detect-nic: no Agilio card found (repetition {repetition})"  # not a repeat of the last one
-        workers = [spawn.Process(target=_tell_failure, args=(redis_server.url, str(root), run_id, error))
-                   for _ in range(4)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-        assert [w.exitcode for w in workers] == [0] * 4
-        (event,) = SimulatedCluster(root).events()
-        assert (event["reason"], event["message"], event["count"]) == ("RolloutFailed", error, 1), repetition
-        assert len(event_ops(root)) == 1, repetition  # one write; the other copies found it claimed
+        with running_api(root):
+            workers = [spawn.Process(target=_tell_failure, args=(redis_server.url, str(root), run_id, error))
+                       for _ in range(4)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(60)
+            assert [w.exitcode for w in workers] == [0] * 4
+            (event,) = stored_events(root)
+            assert (event["reason"], event["message"], event["count"]) == ("RolloutFailed", error, 1), repetition
+            assert len(event_ops(root)) == 1, repetition  # one write; the other copies found it claimed
 
 
-def test_the_official_client_creates_an_event_then_patches_its_repeats() -> None:
+def test_the_official_client_creates_an_event_then_patches_its_repeats(kube, sim_api) -> None:
     """KubeCluster over HTTP: POST the first occurrence, PATCH count and lastTimestamp of a repeat
-    (client-go's events_cache.go does the same), POST again once the API server expired it."""
-    from tasks.cluster.kube import KubeCluster
+    (client-go's events_cache.go does the same), POST again once the Event is gone from the API server."""
     from tasks.cluster.surface import NodeEvent
-    from tests.kube_standin import running
 
-    first = NodeEvent(node="node-1", reason="Cordoned", message="cordoned", first=1.0e9, last=1.0e9, run_id="r1")
-    with running() as api:
-        kube = KubeCluster(api.api_client(), request_timeout=5)
-        kube.record_event(first)
-        kube.record_event(replace(first, count=2, last=1.0e9 + 60, run_id="r2"))
-        path = f"/api/v1/namespaces/default/events/{first.name}"
-        stored = api.objects[path]
-        times = [datetime.fromisoformat(stored[k]).timestamp() for k in ("firstTimestamp", "lastTimestamp")]
-        assert (stored["count"], times) == (2, [1.0e9, 1.0e9 + 60])
-        assert api.writes()[0].content_type == "application/json"
-        assert stored["metadata"]["annotations"] == {"nicflow.io/run-id": "r2"}
-        del api.objects[path]  # the API server's --event-ttl went by
-        kube.record_event(replace(first, count=3))
-        assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in api.writes()] == [
-            ("POST", "events"), ("PATCH", first.name), ("PATCH", first.name), ("POST", "events")]
-        assert api.objects[path]["count"] == 3
+    core = client.CoreV1Api(kube.api_client)
+
+    def stored() -> dict[str, Any]:
+        return json.loads(core.read_namespaced_event(first.name, EVENT_NAMESPACE, _preload_content=False).data)
+
+    first = NodeEvent(node="node-001", reason="Cordoned", message="cordoned", first=1.0e9, last=1.0e9, run_id="r1")
+    before = len(sim_api.writes())
+    kube.record_event(first)
+    kube.record_event(replace(first, count=2, last=1.0e9 + 60, run_id="r2"))
+    event = stored()
+    times = [datetime.fromisoformat(event[k]).timestamp() for k in ("firstTimestamp", "lastTimestamp")]
+    assert (event["count"], times) == (2, [1.0e9, 1.0e9 + 60])
+    assert sim_api.writes()[before]["content_type"] == "application/json"
+    assert event["metadata"]["annotations"] == {"nicflow.io/run-id": "r2"}
+    # gone, as once the API server's --event-ttl (1h) went by: a delete leaves the client the same 404
+    core.delete_namespaced_event(first.name, EVENT_NAMESPACE)
+    kube.record_event(replace(first, count=3))
+    assert [(w["method"], w["path"].rsplit("/", 1)[-1]) for w in sim_api.writes()[before:]] == [
+        ("POST", "events"), ("PATCH", first.name), ("DELETE", first.name), ("PATCH", first.name), ("POST", "events")]
+    assert stored()["count"] == 3
 
 
 # --- item 8: the report as a change record ------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cluster.sim import SimulatedCluster
+from tests.sim_api import SimCluster
 from tests.stack import FAST_CORIGINE_RUN, Stack
 from workers.targets import load_pipeline
 
@@ -26,7 +26,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, 
     try:
         stack.controller()
         root = stack.fleet("fleet", 2, profiles={"node-001": "bare"})
-        SimulatedCluster(root).seed(kube_ovn_version="1.16")
+        SimCluster(root).seed(kube_ovn_version="1.16")
         stack.agent(root, 2)
         run_id = stack.run("corigine-offload", root, 2, *FAST_CORIGINE_RUN, "--set", "rollout.max_failures=1")
         stack.wait_for(run_id, timeout=240)
@@ -46,7 +46,9 @@ def test_status_table_keeps_one_row_per_line(finished) -> None:
     shown = piped(stack, "status", run_id)
     assert shown.returncode in (1, 2), shown.stderr  # the run ended with a failed node
     lines = shown.stdout.splitlines()
-    assert f"failed node-001: {NO_CARD}" in lines
+    # the failed node's row whole on one line, its error last (workers/status_view.py node_table)
+    assert [line.split(None, 4) for line in lines if line.startswith("node-001 ")] == [
+        ["node-001", "failed", "detect-nic", "1", NO_CARD]]
     rows = [line for line in lines if line.startswith("│")]
     steps = stack.engine.pipeline(stack.engine.store.run(run_id)).spec.steps
     for step in steps:  # each step's row whole on one line: its name and its four counts

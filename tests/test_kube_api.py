@@ -172,3 +172,30 @@ def test_a_daemonset_without_selector_or_template_is_invalid_and_nothing_is_stor
     with pytest.raises(PermanentError, match=r'422\): DaemonSet.apps "bare" is invalid: spec.selector: Required value'):
         kube.apply(bare)
     assert kube.get("apps/v1", "DaemonSet", "bare", "kube-system") is None
+
+
+def test_a_write_a_fault_refused_is_logged_with_what_was_sent(kube, sim_api):
+    sim_api.fail("POST", r"/events$", 403, "events is forbidden")
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"},
+             "involvedObject": {"kind": "Node", "name": "node-000"}, "reason": "Refused", "type": "Normal"}
+    with pytest.raises(ApiException) as refused:
+        core(kube).create_namespaced_event("default", event, _headers={"Content-Type": "application/json"})
+    assert refused.value.status == 403 and "events is forbidden" in refused.value.body
+    (line,) = [w for w in sim_api.writes() if w.get("kind") == "Event"]
+    assert (line["op"], line["fault"], line["content_type"], line["body"]["reason"]) == (
+        "create", 403, "application/json", "Refused")
+    assert core(kube).list_namespaced_event("default").items == []  # refused: nothing stored
+
+
+def test_a_pod_status_patch_changes_only_its_status_and_outlives_the_controllers(kube):
+    """The kubelet's status write (pods/status): the spec sent with it is ignored, as the status
+    strategy's PrepareForUpdate keeps the live spec (kubernetes pkg/registry/core/pod/strategy.go)."""
+    web = kube.list_pods(namespace="default", selector={"app": "web"})[0]
+    waiting = {"containerStatuses": [{"name": "web", "ready": False, "restartCount": 3,
+                                      "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+    elsewhere = next(n.name for n in kube.list_nodes() if n.name != web.node)
+    core(kube).patch_namespaced_pod_status(web.name, "default", {"status": waiting, "spec": {"nodeName": elsewhere}},
+                                           field_manager="kubelet", _preload_content=False)
+    kube.patch_node(web.node or "", unschedulable=True)  # a cordon: the emulated controllers reconcile
+    (after,) = [p for p in kube.list_pods(namespace="default") if p.name == web.name]
+    assert (after.waiting, after.node, after.phase) == (("CrashLoopBackOff",), web.node, "Running")

@@ -4,7 +4,7 @@ The log (`<sim-root>/_cluster/ops.log`) has one JSON line per API request:
 `op`, `write` (true for anything that would change a real API server, whether
 or not it changed anything), `kind`, `namespace`, `name`, `method`, `path`,
 `query`, `latency` (seconds of injected API latency), `fault` (the status an
-injected fault answered) and, for writes, what was sent. A line is written
+injected fault answered) and, for writes (refused ones too), what was sent. A line is written
 before the request is carried out, so the emulated controllers' own lines
 (`ovs-ovn-start`, ..., `write: false`) follow the request that caused them.
 """

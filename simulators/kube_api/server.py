@@ -157,8 +157,9 @@ class Handler(BaseHTTPRequestHandler):
                 server.log.write(entry)
                 raise
             fault = server.fault_for(self.command, parts.path)
-            if fault is not None:
-                server.log.write({**entry, "fault": fault.status})
+            if fault is not None:  # a refused write keeps what was sent: a test asserts what nicflow tried
+                sent = {"content_type": content_type, "body": body} if entry["write"] and body is not None else {}
+                server.log.write({**entry, **sent, "fault": fault.status})
                 raise ApiError(fault.status, fault.message)
             if op == "exec":
                 server.log.write({**entry, "pod": ref.name, **pod_exec.describe(query)})
