@@ -29,6 +29,7 @@ COPY workflows/ workflows/
 COPY tasks/ tasks/
 COPY workers/ workers/
 COPY bench/ bench/
+COPY simulators/ simulators/
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/nicflow \
  && /opt/nicflow/bin/pip install --no-index --no-deps /wheels/*.whl \

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from simulators.kube_api.control import start_api
+
 from tasks.host.sim_fleetspec import COUNTED, LISTED
 from tasks.host.sim_profiles import PROFILES
 from tasks.host.simfleet import load_fleet, open_host
@@ -82,12 +84,14 @@ def test_help_lists_every_profile_and_fault_kind(command: str) -> None:
 def rehearsed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path, dict]]:
     stack = Stack(tmp_path_factory.mktemp("rehearse"))
     try:
-        stack.controller()
         root = stack.base / "fleet"
         run_id = stack.run("corigine-offload", root, 3, *FAST_CORIGINE_RUN, "--set", "rollout.max_failures=1",
                            "--profile", "agilio-cx-flaky-modprobe", "--profile", "node-002=bare",
                            "--faults", "node-001:modprobe=fail*2", "--faults", "node-000:sriov_numvfs=ebusy")
-        stack.agent(root, 3)  # the fleet the run created, with its profiles and faults
+        # the fleet the run created, with its profiles and faults: its API (as `nicflow sim api`), then the workers
+        stack.apis[root] = start_api(root, log_dir=stack.base / "logs")
+        stack.controller()
+        stack.agent(root, 3)
         yield stack, root, stack.wait_for(run_id, timeout=240)
     finally:
         stack.close()

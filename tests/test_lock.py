@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-RUNTIME_CODE = ("workflows", "tasks", "workers", "bench")
+RUNTIME_CODE = ("workflows", "tasks", "workers", "bench", "simulators")
 USED_WITHOUT_IMPORT = {
     "import-linter": "its `lint-imports` command is `make lint`, contracts in pyproject.toml",
     "pytest-timeout": "a pytest plugin: `timeout` in [tool.pytest.ini_options]",

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from tasks.host.simfleet import create_fleet
+from tests.sim_api import sim_servers  # noqa: F401 - the fixture
 from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import resume_run, run_status, start_run
 from workflows.dispatch import InlineDispatcher
@@ -86,8 +87,10 @@ def _fresh() -> None:
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def fleet(tmp_path, sim_servers):
+    """The step runs on the controller: its fleet's simulated API is running."""
     create_fleet(tmp_path, len(NODES), profiles=dict.fromkeys(NODES, "bare"))
+    sim_servers.start(tmp_path)
     return tmp_path
 
 
