@@ -100,15 +100,16 @@ def test_sigterm_stops_the_demo_and_everything_it_started(tmpdir_env) -> None:
     seen = bytearray()
     text = read_until(demo.stdout.fileno(), r"first run: converge the fleet", seen=seen)
     workdir = Path(re.search(r"work dir (\S+)", text)[1])
-    started = descendants(demo.pid)  # redis-server, controller, agent
-    assert len(started) == 3, [p.cmdline() for p in started]
+    started = descendants(demo.pid)  # redis-server, controller, agent, the simulated API
+    assert len(started) == 4, [p.cmdline() for p in started]
     demo.send_signal(signal.SIGTERM)
     out, _ = demo.communicate(timeout=120)
     text = (seen + out).decode()
     assert demo.returncode == 128 + signal.SIGTERM, text
     stopped = next(line for line in text.splitlines() if line.startswith("nicflow demo: stopped by SIGTERM"))
     assert re.fullmatch(r"nicflow demo: stopped by SIGTERM: interrupted while the first run( \(run \S+\) was running| was starting); "
-                        r"stopped the controller \(pid \d+\), the agent \(pid \d+\), the embedded Redis; "
+                        r"stopped the controller \(pid \d+\), the agent \(pid \d+\), "
+                        r"the simulated Kubernetes API \(pid \d+\), the embedded Redis; "
                         r"nothing is left running", stopped), stopped
     assert left_running(started) == []
     assert f"work dir {workdir} removed (--keep keeps it)" in text
@@ -125,7 +126,7 @@ def test_ctrl_c_at_a_terminal_stops_the_demo_and_keeps_its_directory_on_request(
     try:
         text = read_until(master, r"first run: converge the fleet", seen=seen)
         workdir = Path(re.search(r"work dir (\S+)", plain(text))[1])
-        started = wait_for_children(pid, 3)
+        started = wait_for_children(pid, 4)
         os.write(master, b"\x03")  # Ctrl-C: the terminal sends SIGINT to its foreground process group
         text = read_until(master, r"work dir kept: \S+", seen=seen)
         _, status = os.waitpid(pid, 0)
@@ -148,7 +149,7 @@ def test_a_stopped_bench_leaves_no_process(tmpdir_env, sig: signal.Signals) -> N
     _, env = tmpdir_env
     bench = subprocess.Popen([*CLI, "bench", "--nodes", "40", "--pipeline", "corigine-node"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    started = wait_for_children(bench.pid, 3)  # its redis-server, controller and agent
+    started = wait_for_children(bench.pid, 4)  # its redis-server, controller, agent and simulated API
     bench.send_signal(sig)
     _, err = bench.communicate(timeout=120)
     assert bench.returncode == 128 + sig, err

@@ -36,4 +36,5 @@ def test_the_demo_ends_each_run_in_sentences_and_a_recap(tmp_path: Path) -> None
     # the summary table, printed after the watch's last frame: step, ok, changed, failed, retried
     verify = [line for line in second.splitlines() if line.startswith("│ verify-offload ")][-1]
     assert verify.replace("│", " ").split()[1:3] == ["5", "0"], verify
-    assert done.stdout.rstrip().splitlines()[-1].startswith("demo completed in ")
+    *_, completed, cleaned = done.stdout.rstrip().splitlines()
+    assert completed.startswith("demo completed in ") and cleaned.endswith(" removed (--keep keeps it)")

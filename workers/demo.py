@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
-from simulators.kube_api.control import running_api, writes
+from simulators.kube_api.control import ApiProcess, running_api, writes
 from tasks.cluster.steps_verify import PROBE_PREFIX
 from tasks.host.sim_fleetspec import apply_faults
 from tasks.host.simfleet import create_fleet, load_fleet, open_host
@@ -68,12 +68,18 @@ class DemoProgress:
     workers: list[WorkerProcess] = field(default_factory=list)
     redis: Path | None = None
     """The embedded Redis's directory, once it runs."""
+    api: ApiProcess | None = None
+    """The simulated Kubernetes API's process, once it runs."""
 
     def stopped(self) -> str:
         parts = [f"the {w.name} (pid {w.proc.pid})" for w in self.workers]
+        if self.api is not None:
+            parts.append(f"the simulated Kubernetes API (pid {self.api.proc.pid})")
         if self.redis is not None:
             parts.append("the embedded Redis")
         left = [w.name for w in self.workers if w.proc.poll() is None]
+        if self.api is not None and self.api.proc.poll() is None:
+            left.append("the simulated Kubernetes API")
         done = f"stopped {', '.join(parts)}" if parts else "nothing was running yet"
         return f"interrupted while {self.stage}; {done}" + (
             f"; still running: {', '.join(left)}" if left else "; nothing is left running")
@@ -188,7 +194,8 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
                   f"(selector {selector or ' or '.join(f'{k}=true' for k in AGILIO_LABELS)}), work dir {workdir}")
     progress.stage = "starting the workers"
     with _redis_url(workdir, progress) as url, running_api(sim_root, log_dir=workdir / "logs",
-                                                           preexec_fn=tied_to_parent()):
+                                                           preexec_fn=tied_to_parent()) as api:
+        progress.api = api
         fleet_arg = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
         workers = progress.workers
         workers.append(spawn_worker("controller", ["controller"], redis_url=url, log_dir=workdir / "logs", tied=True))
