@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from simulators.kube_api.control import start_api
+
 from tasks.host.simfleet import create_fleet
 from tests.sentinel_support import SentinelRedis, wait_until
 from tests.stack import FAST, FAST_CORIGINE_RUN, op_counts
@@ -79,6 +81,7 @@ def test_settings_select_the_sentinels_for_the_broker_and_the_store(sentinels: S
 def test_a_failover_mid_run_costs_no_step_twice(sentinels: SentinelRedis, tmp_path: Path, repetition: int) -> None:
     root = tmp_path / "fleet"
     create_fleet(root, NODES + SPARE, command_latency=0.05)
+    api = start_api(root, log_dir=tmp_path / "logs")  # the fleet's simulated Kubernetes API
     workers = [worker(sentinels, tmp_path, "controller", "--concurrency", "4"),
                worker(sentinels, tmp_path, "agent", "--fleet", f"sim:{NODES + SPARE}", "--sim-root", str(root),
                       "--concurrency", "8")]
@@ -113,6 +116,7 @@ def test_a_failover_mid_run_costs_no_step_twice(sentinels: SentinelRedis, tmp_pa
     finally:
         for w in workers:
             w.stop(timeout=5)
+        api.stop()
 
 
 @pytest.mark.parametrize(("env", "message"), [
