@@ -19,7 +19,6 @@ import pytest
 from pydantic import ValidationError
 
 from simulators.kube_api.control import start_api
-
 from tasks.host.simfleet import create_fleet
 from tests.sentinel_support import SentinelRedis, wait_until
 from tests.stack import FAST, FAST_CORIGINE_RUN, op_counts
