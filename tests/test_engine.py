@@ -438,3 +438,16 @@ def test_node_held_by_another_run_fails_with_the_holder_named(redis, fleet):
     assert status["nodes"]["node-001"]["error"] == "node is held by run 20260101-000000-aaaaaa"
     assert ops(fleet, "node-001") == []
     assert status["nodes"]["node-000"]["state"] == "succeeded"
+
+
+def test_a_lease_left_by_a_run_that_ended_does_not_hold_the_node(redis, fleet):
+    engine = make_engine(redis)
+    first = start(engine, fleet, nodes=["node-001"])
+    engine.dispatcher.drain()
+    assert run_status(engine, first.id)["status"] == "succeeded"
+    engine.leases.acquire("node-001", first.id)  # a renewal racing the end put its lease back
+    second = start(engine, fleet, nodes=["node-001"])
+    engine.dispatcher.drain()
+    status = run_status(engine, second.id)
+    assert status["status"] == "succeeded", status["nodes"]["node-001"]
+    assert engine.leases.holder("node-001") is None

@@ -187,3 +187,15 @@ def test_lease_keys_share_the_node_hash_tag(leases: NodeLeases, redis: Redis) ->
     leases.acquire("node-1", RUN_A)
     keys = sorted(k.decode() for k in redis.scan_iter(match="*"))
     assert keys == ["nicflow:{node:node-1}:fence", "nicflow:{node:node-1}:lease"]
+
+
+def test_a_renewal_racing_the_release_puts_the_lease_back_and_release_stale_drops_it(leases: NodeLeases) -> None:
+    mine = leases.acquire("node-1", RUN_A)
+    assert leases.release("node-1", RUN_A, mine.fence)
+    # a heartbeat or the watchdog renewing just after the run's end re-creates the lease
+    assert leases.renew("node-1", RUN_A, mine.fence) is True and leases.holder("node-1") == RUN_A
+    assert leases.release_stale("node-1", RUN_B) is False, "only the named holder's lease goes"
+    assert leases.release_stale("node-1", RUN_A) is True and leases.holder("node-1") is None
+    theirs = leases.acquire("node-1", RUN_B)
+    assert theirs.granted and theirs.fence > mine.fence
+    assert leases.renew("node-1", RUN_A, mine.fence) is False, "the old holder stays fenced out"

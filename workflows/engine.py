@@ -180,6 +180,12 @@ class Engine:
             self.release_run(run_id)
             metrics.RUNS_FINISHED.labels("failed").inc()
 
+    def _ended(self, run_id: str) -> bool:
+        try:
+            return self.store.run(run_id).terminal
+        except RunError:
+            return False  # another store's run, or one this store lost: not ours to judge
+
     def start_node(self, run: RunRecord, node: str, *, blocked_before: str | None = None) -> None:
         """Start an admitted node: its reservation, then a live agent and a Ready node, then its lease."""
         holder = None if run.dry_run else self.gate.reserve(run, node)
@@ -188,6 +194,9 @@ class Engine:
             if self.gate.holds_back(run, node, blocked_before):
                 return
             lease = self.leases.acquire(node, run.id)
+            if not lease.granted and lease.holder and self._ended(lease.holder):
+                self.leases.release_stale(node, lease.holder)  # a run that ended holds nothing
+                lease = self.leases.acquire(node, run.id)
             holder, fence = (None, lease.fence) if lease.granted else (lease.holder, 0)
         if holder is not None:
             if self.pipeline(run).spec.rollout.on_conflict == "wait":

@@ -38,6 +38,13 @@ end
 return 0
 """
 
+# KEYS[1] lease; ARGV: the ended run holding it, under any fence
+_RELEASE_STALE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] .. '|' .. ARGV[2] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -58,6 +65,7 @@ class NodeLeases:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+        self._release_stale = redis.register_script(_RELEASE_STALE)
 
     @staticmethod
     def _keys(node: str) -> list[str]:
@@ -77,6 +85,13 @@ class NodeLeases:
 
     def release(self, node: str, run_id: str, fence: int) -> bool:
         return bool(self._release(keys=self._keys(node)[:1], args=[run_id, fence]))
+
+    def release_stale(self, node: str, holder: str) -> bool:
+        """Drop the lease `holder` (a run that has ended) still holds, whatever its fence: a
+        renewal racing the run's end can put back a lease the end released (_RENEW re-creates a
+        missing lease under an unchanged fence). The fence counter stays, so the old holder's
+        writes stay refused."""
+        return bool(self._release_stale(keys=self._keys(node)[:1], args=[holder]))
 
     def holder(self, node: str) -> str | None:
         value = self.redis.get(self._keys(node)[0])
