@@ -55,13 +55,9 @@ local function put_evidence()
 end
 """
 
-# KEYS[1] progress hash, KEYS[2] event stream, KEYS[3] evidence hash; ARGV: step field, expected
-# epoch ('' = none yet), new epoch, checkpoint json, evidence, its TTL, then the event's
-# field/value pairs (none: no event).
-# The event is written with the checkpoint or not at all. A finished attempt keeps its epoch, so
-# a watchdog or a timeout acting on an older view of it (running, its heartbeat gone while Redis
-# restarted) would pass the epoch check: a finished checkpoint is never replaced.
-_CAS = _PUT_EVIDENCE + """
+# Shared with workflows.wakeups: the delivery token must match, and a finished checkpoint is
+# never replaced (ARGV[1] step field, ARGV[2] expected token).
+CAS_GUARD = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1] .. '@token')
 if (cur or '') ~= ARGV[2] then return 0 end
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
@@ -69,6 +65,15 @@ if stored then
   local status = cjson.decode(stored)['status']
   if status == 'ok' or status == 'changed' or status == 'failed' then return 0 end
 end
+"""
+
+# KEYS[1] progress hash, KEYS[2] event stream, KEYS[3] evidence hash; ARGV: step field, expected
+# epoch ('' = none yet), new epoch, checkpoint json, evidence, its TTL, then the event's
+# field/value pairs (none: no event).
+# The event is written with the checkpoint or not at all. A finished attempt keeps its epoch, so
+# a watchdog or a timeout acting on an older view of it (running, its heartbeat gone while Redis
+# restarted) would pass the epoch check: a finished checkpoint is never replaced.
+_CAS = _PUT_EVIDENCE + CAS_GUARD + """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
 put_evidence()
 if #ARGV > 6 then

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workflows.records import Checkpoint
-from workflows.store import CLUSTER, STEP_FIELD, CheckpointStore, run_prefix
+from workflows.store import CAS_GUARD, CLUSTER, STEP_FIELD, CheckpointStore, run_prefix
 
 Send = Callable[[str, "str | None", str, str], None]
 """run id, node (None: the cluster), step id, token: what the engine's `send` takes."""
@@ -38,14 +38,7 @@ Send = Callable[[str, "str | None", str, str], None]
 # KEYS[1] progress hash, KEYS[2] event stream, KEYS[3] the run's wake-up set; ARGV: step field,
 # expected epoch, the waiting token, checkpoint json, set member, wake time, then the event's
 # field/value pairs. workflows.store's compare-and-set, and the wake-up with it or not at all.
-_WAIT = """
-local cur = redis.call('HGET', KEYS[1], ARGV[1] .. '@token')
-if (cur or '') ~= ARGV[2] then return 0 end
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if stored then
-  local status = cjson.decode(stored)['status']
-  if status == 'ok' or status == 'changed' or status == 'failed' then return 0 end
-end
+_WAIT = CAS_GUARD + """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
 if #ARGV > 6 then
