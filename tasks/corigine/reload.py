@@ -35,7 +35,7 @@ class ReloadParams(StepParams):
     wait_interval: float = Field(2.0, gt=0, le=60)
     """Seconds between looks while the card comes back."""
     command_timeout: float = Field(120.0, gt=0, le=1800)
-    """Bound of rmmod and modprobe each (firmware load happens inside modprobe)."""
+    """Bound of each command: rmmod, modprobe (the firmware loads inside it), devlink, ethtool."""
 
 
 @dataclass(frozen=True)
