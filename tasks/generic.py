@@ -28,7 +28,9 @@ HostPath = Annotated[str, Field(pattern=HOST_PATH, max_length=4096), AfterValida
 
 class FileParams(StepParams):
     path: HostPath
+    """Absolute path of the file on the host (no `.` or `..` parts); its directory must exist."""
     content: str = Field(max_length=65536)
+    """What the file holds, exactly."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class EnsureFile(Step[FileParams, FileState]):
     """A file holds exactly `content`."""
 
     type_name = "ensure-file"
+    description = "Write a file on the node when its content differs (its directory must exist)."
     params_model = FileParams
 
     def observe(self, ctx: StepContext, params: FileParams) -> FileState:
@@ -63,7 +66,9 @@ class EnsureFile(Step[FileParams, FileState]):
 
 class LinkParams(StepParams):
     path: HostPath
+    """Absolute path of the link on the host (no `.` or `..` parts)."""
     target: str = Field(pattern=r"^[A-Za-z0-9._/-]+$", max_length=4096)
+    """What the link points at, as readlink shows it."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class EnsureSymlink(Step[LinkParams, LinkState]):
     """A symlink points at `target` (replaced atomically when it does not)."""
 
     type_name = "ensure-symlink"
+    description = "Point a symlink on the node at target, replaced atomically when it points elsewhere."
     params_model = LinkParams
 
     def observe(self, ctx: StepContext, params: LinkParams) -> LinkState:
@@ -94,14 +100,18 @@ class EnsureSymlink(Step[LinkParams, LinkState]):
 
 class ConfigMapParams(StepParams):
     namespace: str = Field("default", pattern=K8S_NAME)
+    """The ConfigMap's namespace."""
     name: str = Field(pattern=K8S_NAME)
+    """The ConfigMap's name."""
     data: dict[str, str]
+    """The ConfigMap's data, compared whole with the live one."""
 
 
 class EnsureConfigMap(Step[ConfigMapParams, dict]):
     """A ConfigMap holds exactly `data` (cluster scope)."""
 
     type_name = "ensure-configmap"
+    description = "Server-side apply a ConfigMap whose data differs (once per run)."
     scope = "cluster"
     params_model = ConfigMapParams
 

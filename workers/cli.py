@@ -199,6 +199,27 @@ def verify(
     raise typer.Exit(0 if result.clean else 1)
 
 
+@cli.command()
+def steps(
+    step_type: Annotated[Optional[str], typer.Argument(metavar="TYPE", help=(
+        "Show only this step type (as a pipeline's `type:` names it)."))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=(
+        'As JSON: {"steps": [...]}, or the one step type with TYPE.'))] = False,
+) -> None:
+    """Every step type a pipeline can use: what it does, where it runs, and its parameters (type,
+    default, constraints, meaning), read from the steps themselves; exit 2 for an unknown TYPE."""
+    from tasks.registry import default_registry
+    from workers.steps_view import find, step_json, step_types, steps_json, steps_text
+
+    registry = default_registry()
+    if step_type is None:
+        chosen = step_types(registry)
+        print(steps_json(chosen) if as_json else steps_text(chosen))  # plain print: never wrapped
+        return
+    one = find(registry, step_type)
+    print(step_json(one) if as_json else steps_text([one]))
+
+
 @cli.command("check-flows")
 def check_flows(
     source: Annotated[str, typer.Argument(help="A file with `ovs-appctl dpctl/dump-flows -m type=offloaded` output, or - for stdin.")],

@@ -65,7 +65,7 @@ def run_reconciler(policy_file: Path, *, sim_root: Path | None, lease_ttl: float
     serve_metrics(metrics_port)
     stop = threading.Event()
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, _stop)

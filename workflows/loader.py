@@ -233,7 +233,7 @@ def _resolve_params(spec: PipelineSpec, overrides: dict[str, Any]) -> tuple[dict
         if not key.startswith("rollout.") and key not in spec.parameters:
             known = ", ".join(sorted(spec.parameters)) or "none"
             problems.append(Problem(("--set", key), f"unknown parameter {key!r} of pipeline {spec.name}"
-                                    f"{_did_you_mean(key, spec.parameters)} (known: {known}, rollout.*)",
+                                    f"{did_you_mean(key, spec.parameters)} (known: {known}, rollout.*)",
                                     overrides[key]))
     for name, pspec in spec.parameters.items():
         from_cli = name in overrides
@@ -254,7 +254,7 @@ def _apply_rollout_overrides(spec: PipelineSpec, overrides: dict[str, Any]) -> t
     if not fields:
         return spec, []
     keys = sorted(RolloutSpec.model_fields)
-    unknown = [Problem(("--set", "rollout", f), f"unknown rollout key {f!r}{_did_you_mean(f, keys)} "
+    unknown = [Problem(("--set", "rollout", f), f"unknown rollout key {f!r}{did_you_mean(f, keys)} "
                        f"(rollout keys: {', '.join(keys)})", v)
                for f, v in fields.items() if f.split(".")[0] not in keys]
     if unknown:
@@ -322,7 +322,8 @@ def _problems(exc: ValidationError, prefix: Loc = ()) -> list[Problem]:
     return problems
 
 
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`; did you mean X?` for the nearest known name, or nothing (`--set`, `nicflow steps`)."""
     close = difflib.get_close_matches(name, list(known), n=1)
     return f"; did you mean {close[0]}?" if close else ""
 

@@ -18,7 +18,6 @@ from workflows.order import ordered, step_order
 from workflows.records import Checkpoint, NodeProgress, RunRecord
 from workflows.status import outcome_note
 
-EVIDENCE_KEYS = ("offloaded_flows", "offload_verdict")
 PROOF_KEYS = ("offload_proof", "offload_verdict", "probe_pods", "offloaded_flows", "cluster_offloaded_flows")
 """Outputs of a verify step that say how offload was proven: by traffic, or by the configuration only."""
 STATE_RANK = {"failed": 0, "running": 1, "pending": 2, "skipped": 3, "succeeded": 4}

@@ -23,7 +23,8 @@ RunsOn = Literal["host", "cluster"]
 class StepParams(BaseModel):
     """Base of every step's parameter model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # use_attribute_docstrings: the docstring under a field is its description (`nicflow steps` shows it)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class Step(ABC, Generic[ParamsT, StateT]):
     hold no cluster-wide permission."""
     params_model: ClassVar[type[StepParams]] = StepParams
     description: ClassVar[str] = ""
+    """One line on what the step does, for `nicflow steps` (its parameters' docstrings say the rest)."""
 
     @abstractmethod
     def observe(self, ctx: StepContext, params: ParamsT) -> StateT:

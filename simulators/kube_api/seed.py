@@ -169,10 +169,6 @@ def pod_disruption_budget(namespace: str, name: str, selector: Mapping[str, str]
             "spec": {"minAvailable": min_available, "selector": {"matchLabels": dict(selector)}}}
 
 
-UPSTREAM_DP_RELEASE = "v3.5.1"
-"""k8snetworkplumbingwg/sriov-network-device-plugin v3.5.1 (commit 6fff085aed91), the last release
-with deployments/k8s-v1.16/sriovdp-daemonset.yaml, the file the Kube-OVN page applies from master
-(removed from master by 60908bd0c8a6, January 2023)."""
 UPSTREAM_DP_ARCHES = {"amd64": "v3.4.0", "ppc64le": "latest-ppc64le", "arm64": "latest-arm64"}
 """The manifest's three DaemonSets and the image tag each runs."""
 UPSTREAM_DP_CONFIG = (
@@ -184,8 +180,10 @@ UPSTREAM_DP_CONFIG = (
 
 def upstream_device_plugin_manifests() -> list[Manifest]:
     """What a cluster that followed the Kube-OVN page runs: the page's sriovdp-config and the
-    objects of the k8s-v1.16 manifest of release UPSTREAM_DP_RELEASE (one DaemonSet per
-    architecture, each selecting its nodes by the beta arch label)."""
+    objects of deployments/k8s-v1.16/sriovdp-daemonset.yaml of k8snetworkplumbingwg/
+    sriov-network-device-plugin v3.5.1 (commit 6fff085aed91), the last release with that file,
+    which the Kube-OVN page applies from master (removed from master by 60908bd0c8a6, January
+    2023): one DaemonSet per architecture, each selecting its nodes by the beta arch label."""
     labels = {"name": "sriov-device-plugin", "tier": "node", "app": "sriovdp"}
     objects: list[Manifest] = [
         {"apiVersion": "v1", "kind": "ServiceAccount",

@@ -40,6 +40,7 @@ class ObjectsParams(StepParams):
     rollout_timeout: float = Field(300.0, gt=0, le=7200)
     """Seconds to wait for DaemonSets to roll out and CRDs to be established."""
     poll_interval: float = Field(2.0, gt=0, le=60)
+    """Seconds between looks at the rollouts."""
 
 
 P = TypeVar("P", bound=ObjectsParams)

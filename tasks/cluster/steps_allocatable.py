@@ -58,6 +58,7 @@ class RestartDpParams(StepParams):
     timeout: float = Field(120.0, gt=0, le=3600)
     """Seconds to wait for allocatable to be as expected after the restart."""
     poll_interval: float = Field(2.0, gt=0, le=60)
+    """Seconds between looks at the node's allocatable."""
 
 
 @dataclass(frozen=True)

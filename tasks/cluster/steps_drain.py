@@ -54,7 +54,9 @@ class CordonDrainParams(StepParams):
     eviction_backoff: float = Field(2.0, gt=0, le=300)
     """First wait after a 429 from a PodDisruptionBudget; doubles up to eviction_backoff_max."""
     eviction_backoff_max: float = Field(30.0, gt=0, le=600)
+    """Longest wait between evictions a PodDisruptionBudget refuses."""
     poll_interval: float = Field(2.0, gt=0, le=60)
+    """Seconds between looks at the evicted pods while they terminate."""
     on_failure: Literal["keep-cordoned", "uncordon"] = "keep-cordoned"
     """What happens to a node nicflow cordoned when the node fails later in the run."""
     evict_unmanaged: bool = False

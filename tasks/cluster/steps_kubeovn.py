@@ -53,21 +53,30 @@ CNI = ("DaemonSet", "kube-ovn-cni", "cni-server")
 
 class KubeOvnParams(StepParams):
     namespace: str = Field("kube-system", pattern=DNS1123_LABEL)
+    """Where Kube-OVN runs (ovs-ovn, kube-ovn-controller, kube-ovn-cni)."""
     hw_offload: bool = True
+    """HW_OFFLOAD: OVS offloads flows to the NIC (ovs-ovn's env)."""
     enable_lb: bool = False
+    """ENABLE_LB: kube-ovn-controller's --enable-lb; the NIC cannot offload its dp_hash flows."""
     iface: str = Field("", pattern=IFACE, max_length=1024)
     """kube-ovn-cni --iface (the NIC that carries the pod network); empty leaves it as it is."""
     allow_disable_lb: bool = False
     """Set when nothing in this cluster needs Kube-OVN's OVN load balancer: only then is a live
     --enable-lb=true turned off."""
     install_url: str = Field("", pattern=r"^$|" + SCRIPT_URL)
+    """Where to download Kube-OVN's install.sh when Kube-OVN is absent (or install_file)."""
     install_file: str = Field("", pattern=r"^$|" + SCRIPT_FILE)
+    """A local copy of install.sh on the controller, instead of install_url."""
     install_sha256: str = Field("", pattern=r"^$|^[0-9a-f]{64}$")
+    """sha256 of install.sh; the script runs only when it matches."""
     install_timeout: float = Field(900.0, gt=0, le=7200)
+    """Bound of one run of install.sh."""
     download_timeout: float = Field(60.0, gt=0, le=600)
+    """Bound of the download of install.sh."""
     rollout_timeout: float = Field(600.0, gt=0, le=7200)
     """Bound of the wait for kube-ovn-controller's and kube-ovn-cni's rollouts."""
     poll_interval: float = Field(2.0, gt=0, le=60)
+    """Seconds between looks at the rollouts."""
 
     def env(self) -> dict[str, str]:
         return {"HW_OFFLOAD": str(self.hw_offload).lower(), "ENABLE_LB": str(self.enable_lb).lower(),

@@ -32,6 +32,7 @@ MULTUS_LABELS = {"tier": "node", "app": "multus", "name": "multus"}
 
 class MultusParams(ObjectsParams):
     namespace: str = Field("kube-system", pattern=DNS1123_LABEL)
+    """Where the Multus DaemonSet runs."""
     image: str = "ghcr.io/k8snetworkplumbingwg/multus-cni:v4.1.4"
     """Pinned by tag or digest; `latest` is refused."""
 
@@ -126,14 +127,19 @@ class Multus(ApplyObjectsStep[MultusParams]):
 
 class NadParams(ObjectsParams):
     name: str = Field("default", pattern=DNS1123_SUBDOMAIN)
+    """The NetworkAttachmentDefinition's name."""
     namespace: str = Field("default", pattern=DNS1123_LABEL)
+    """The NetworkAttachmentDefinition's namespace."""
     resource: str = Field("corigine.com/agilio_sriov", pattern=EXTENDED_RESOURCE)
     """The device plugin's resource the pods of this network request."""
     cni_version: str = Field("0.3.1", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    """cniVersion of the network's CNI configuration."""
     server_socket: str = Field("/run/openvswitch/kube-ovn-daemon.sock", pattern=SOCKET)
+    """The kube-ovn CNI plugin's server_socket: kube-ovn-cni's socket on the node."""
     portmap: bool = True
     """Chain the portmap plugin (hostPort support), as the page does."""
     rollout_timeout: float = Field(60.0, gt=0, le=3600)
+    """Seconds to wait for the NetworkAttachmentDefinition CRD to be established."""
 
 
 def nad_config(params: NadParams) -> str:

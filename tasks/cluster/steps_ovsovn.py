@@ -119,16 +119,20 @@ def live_daemonset(surface: ClusterSurface, namespace: str, name: str) -> Manife
 
 class OvsOvnParams(StepParams):
     namespace: str = Field("kube-system", pattern=DNS1123_LABEL)
+    """Where Kube-OVN's ovs-ovn DaemonSet runs."""
     daemonset: str = Field(OVS_OVN, pattern=DNS1123_SUBDOMAIN)
+    """The DaemonSet that runs OVS on every node."""
 
 
 class RestartOvsOvnParams(OvsOvnParams):
     drained_fact: str = Field("drained", pattern=FACT_NAME)
     """The drain's fact (cordon-drain outputs `drained`); without it true, OVS is not restarted."""
     require_drained: bool = True
+    """Refuse to restart OVS on a node that was not drained (false: restart it anyway)."""
     timeout: float = Field(300.0, gt=0, le=3600)
     """Seconds for the replacement pod to be Ready."""
     poll_interval: float = Field(2.0, gt=0, le=60)
+    """Seconds between looks at the replacement pod."""
 
 
 @dataclass(frozen=True)

@@ -50,21 +50,29 @@ POD_SELECTOR = {"name": DP_LABELS["name"]}
 
 class SriovDpParams(ObjectsParams):
     namespace: str = Field("kube-system", pattern=DNS1123_LABEL)
+    """Where the device plugin runs (or an existing one is adopted from)."""
     config_map: str = Field("sriovdp-config", pattern=DNS1123_SUBDOMAIN)
+    """The ConfigMap holding the plugin's config.json."""
     daemonset: str = Field("kube-sriov-device-plugin", pattern=DNS1123_SUBDOMAIN)
+    """The plugin's DaemonSet, when nicflow installs it."""
     service_account: str = Field("sriov-device-plugin", pattern=DNS1123_SUBDOMAIN)
+    """The ServiceAccount its pods run as, when nicflow installs it."""
     resource_prefix: str = Field("corigine.com", pattern=DNS1123_SUBDOMAIN)
+    """resourcePrefix of the VF resource pods request."""
     resource_name: str = Field("agilio_sriov", pattern=RESOURCE_NAME)
+    """resourceName of the VF resource (with the prefix: corigine.com/agilio_sriov)."""
     vendors: list[str] = Field(default_factory=list, max_length=8)
     """PCI vendor ids; empty: the Agilio vendors NFD shows on the nodes."""
     devices: list[str] = Field(default_factory=list, max_length=8)
     """VF device ids; empty: every VF id nfp_netvf binds (3803, 6003)."""
     drivers: list[str] = Field(default_factory=lambda: [dp.VF_DRIVER], min_length=1, max_length=8)
+    """Kernel drivers of the VFs the plugin selects."""
     adopt: bool = True
     """Use an SR-IOV device plugin already running in `namespace` instead of installing one."""
     image: str = "ghcr.io/k8snetworkplumbingwg/sriov-network-device-plugin:v3.7.0"
     """Pinned by tag or digest; `latest` is refused."""
     node_selector: Labels = Field(default_factory=lambda: {"kubernetes.io/os": "linux"})
+    """nodeSelector of the plugin's DaemonSet, when nicflow installs it."""
 
     @field_validator("vendors", "devices")
     @classmethod

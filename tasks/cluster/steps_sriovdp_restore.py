@@ -34,11 +34,15 @@ from workflows.step import Change, Step, StepContext, StepParams
 
 class RestoreDpParams(StepParams):
     namespace: str = Field("kube-system", pattern=DNS1123_LABEL)
+    """Where the device plugin runs."""
     resource_prefix: str = Field("corigine.com", pattern=DNS1123_SUBDOMAIN)
+    """resourcePrefix of the resource the sriov-device-plugin step configured."""
     resource_name: str = Field("agilio_sriov", pattern=RESOURCE_NAME)
+    """resourceName of that resource."""
     config_map: str = Field("sriovdp-config", pattern=DNS1123_SUBDOMAIN)
     """nicflow's own plugin's ConfigMap, when none is adopted."""
     daemonset: str = Field("kube-sriov-device-plugin", pattern=DNS1123_SUBDOMAIN)
+    """nicflow's own plugin's DaemonSet, when none is adopted."""
 
     @property
     def resource(self) -> str:

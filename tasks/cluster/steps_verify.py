@@ -72,16 +72,23 @@ NOT_PROVEN = "configured, not proven by traffic"
 
 class VerifyClusterParams(StepParams):
     namespace: str = Field("kube-system", pattern=DNS1123_LABEL)
+    """Where the ovs-ovn pods run."""
     selector: Labels = Field(default_factory=lambda: {"app": "ovs"})
     """Labels of the ovs-ovn pods."""
     container: str = Field("openvswitch", pattern=DNS1123_LABEL)
+    """The ovs-ovn pod's container the OVS commands are run in (exec)."""
     min_offloaded_flows: int = Field(1, ge=1, le=100000)
+    """Flows with offloaded:yes and dp:tc needed to call the node offloaded."""
     exec_timeout: float = Field(30.0, gt=0, le=600)
+    """Bound of each command run through exec (ovs-appctl, ovs-vsctl, ping)."""
     traffic_probe: bool = True
     """Two VF pods on the node ping each other and their flows are judged; false proves the configuration only."""
     probe_namespace: str = Field("default", pattern=DNS1123_LABEL)
+    """Where the probe pods are created (and deleted)."""
     probe_image: str = "docker.io/library/busybox:1.36"
+    """The probe pods' image (it needs ping); pinned by tag or digest, `latest` is refused."""
     ping_count: int = Field(5, ge=1, le=100)
+    """Pings from one probe pod to the other."""
     network: str = Field("", pattern=r"^$|" + NETWORK)
     """namespace/name of the NetworkAttachmentDefinition; empty: the network-attachment step's, else default/default."""
     resource: str = Field("corigine.com/agilio_sriov", pattern=EXTENDED_RESOURCE)
@@ -89,6 +96,7 @@ class VerifyClusterParams(StepParams):
     probe_timeout: float = Field(120.0, gt=0, le=1800)
     """Seconds for the probe pods to run."""
     poll_interval: float = Field(2.0, gt=0, le=60)
+    """Seconds between looks at the probe pods while they start."""
 
     @field_validator("probe_image")
     @classmethod

@@ -125,7 +125,6 @@ class PodView:
     """Kind of the controller owning the pod (DaemonSet, ReplicaSet, ...), None if unmanaged."""
     phase: str
     ready: bool
-    ip: str | None
     deleting: bool
     waiting: tuple[str, ...] = ()
     """Reasons its containers wait with (`CrashLoopBackOff`: the kubelet's back-off after a container
@@ -160,7 +159,6 @@ class PodView:
             owner_kind=owners[0].get("kind") if owners else None,
             phase=status.get("phase", "Unknown"),
             ready=conditions.get("Ready") == "True",
-            ip=status.get("podIP"),
             deleting=bool(meta.get("deletionTimestamp")),
             waiting=tuple(str(c["state"]["waiting"].get("reason") or "")
                           for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]

@@ -41,6 +41,7 @@ class DetectParams(StepParams):
     interface: OptionalIfname = ""
     """Configure the card behind this netdev (e.g. the Kube-OVN IFACE)."""
     command_timeout: float = Field(30.0, gt=0, le=600)
+    """Bound of each command run to read the card's assembly."""
 
 
 @dataclass(frozen=True)

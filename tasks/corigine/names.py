@@ -27,7 +27,6 @@ DRIVER_APP: dict[str, str] = {"flower": "flower", "flower-next": "flower", "nic"
 """The app name the nfp driver reports for each firmware package."""
 ESWITCH_MODE: dict[str, str] = {"flower": "switchdev", "flower-next": "switchdev", "nic": "legacy"}
 
-PciAddress = Annotated[str, Field(pattern=PCI_ADDRESS)]
 OptionalPci = Annotated[str, Field(pattern=r"^$|" + PCI_ADDRESS)]
 """Empty means "no selector"; pipeline parameters cannot be null."""
 OptionalIfname = Annotated[str, Field(pattern=r"^$|" + IFNAME)]

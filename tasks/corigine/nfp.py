@@ -208,12 +208,6 @@ def _devlink_mode(surface: HostSurface, pci_address: str, *, timeout: float) -> 
     return (mode if mode in ("switchdev", "legacy") else None), False
 
 
-def eswitch_mode(surface: HostSurface, pci_address: str, *, timeout: float = COMMAND_TIMEOUT) -> str | None:
-    """`switchdev` or `legacy` from devlink; None when devlink cannot tell
-    (not installed, card unbound, old iproute2, or an app without eswitch modes)."""
-    return _devlink_mode(surface, pci_address, timeout=timeout)[0]
-
-
 def app_of_version(firmware_version: str) -> str | None:
     """The nfp app from ethtool's firmware-version, "<vNIC> <NSP> <MIP name> <app>"
     (nfp_net_ethtool.c nfp_get_drvinfo), cut at 31 characters: the last word is the

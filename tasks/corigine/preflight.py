@@ -26,6 +26,7 @@ class PreflightParams(StepParams):
     min_kernel: str = Field("5.7", pattern=r"^[0-9]+\.[0-9]+$")
     """Oldest kernel accepted (CentOS Stream 8 is accepted whatever its version)."""
     command_timeout: float = Field(30.0, gt=0, le=600)
+    """Bound of each command the checks run (id, modinfo)."""
 
 
 @dataclass(frozen=True)

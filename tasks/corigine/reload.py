@@ -33,8 +33,9 @@ class ReloadParams(StepParams):
     wait_timeout: float = Field(120.0, gt=0, le=1800)
     """Seconds to wait for the card to come back after modprobe."""
     wait_interval: float = Field(2.0, gt=0, le=60)
+    """Seconds between looks while the card comes back."""
     command_timeout: float = Field(120.0, gt=0, le=1800)
-    """Bound of rmmod and modprobe each (firmware load happens inside modprobe)."""
+    """Bound of each command: rmmod, modprobe (the firmware loads inside it), devlink, ethtool."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class ReloadDriver(Step[ReloadParams, ReloadState]):
 
 class ReloadCheckParams(ReloadParams):
     numvfs: int | None = Field(None, ge=0, le=1024)
-    """The VF count create-vfs will set; None: VF changes are not considered."""
+    """The VF count create-vfs will set; null: VF changes are not considered."""
 
 
 class ReloadCheck(Step[ReloadCheckParams, ReloadState]):

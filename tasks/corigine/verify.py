@@ -37,7 +37,9 @@ NOT_PROVEN = "configured, not proven by traffic"
 
 class VerifyParams(StepParams):
     min_offloaded_flows: int = Field(1, ge=1, le=100000)
+    """Flows with offloaded:yes and dp:tc needed to call the node offloaded."""
     command_timeout: float = Field(30.0, gt=0, le=600)
+    """Bound of each command the step runs (ovs-appctl, ovs-vsctl, devlink, ethtool)."""
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,13 @@ class CreateVfsParams(StepParams):
     numvfs: int = Field(4, ge=0, le=1024)
     """VFs to create on the card; checked against its sriov_totalvfs at plan time."""
     write_timeout: float = Field(30.0, gt=0, le=600)
+    """Bound of one write of sriov_numvfs (the driver can block in it)."""
     wait_timeout: float = Field(60.0, gt=0, le=1800)
     """Seconds to wait for the VFs to be bound to nfp_netvf."""
     wait_interval: float = Field(1.0, gt=0, le=60)
+    """Seconds between looks while the VFs bind."""
     command_timeout: float = Field(30.0, gt=0, le=600)
+    """Bound of each command the step runs (devlink, ethtool)."""
 
 
 @dataclass(frozen=True)

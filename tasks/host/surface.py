@@ -129,12 +129,12 @@ def resolve_under(root: Path, path: str) -> str:
 
 
 class RealHost:
-    """The node itself. `command_prefix` lets the agent pod run tools in the host's
-    namespaces (e.g. `nsenter --target 1 --mount --net --`)."""
+    """The node itself, its file system under `root` (/host in the agent pod). Its commands are
+    the host's own: in the agent pod the image's host-tools on PATH enter the host's namespaces
+    with nsenter (deploy/base/agent.yaml)."""
 
-    def __init__(self, root: str | Path = "/", *, command_prefix: Sequence[str] = ()) -> None:
+    def __init__(self, root: str | Path = "/") -> None:
         self.root = Path(root)
-        self.command_prefix = tuple(command_prefix)
 
     def _path(self, path: str, *, follow: bool = False) -> Path:
         """Where `path` is under the root, its links resolved inside the root (the last
@@ -181,7 +181,7 @@ class RealHost:
         try:
             # errors="replace": some tools print binary data (an ethtool dump); keep the text in it
             done = subprocess.run(
-                [*self.command_prefix, *argv], capture_output=True, text=True, errors="replace",
+                argv, capture_output=True, text=True, errors="replace",
                 timeout=timeout, check=False,
             )
         except subprocess.TimeoutExpired:
