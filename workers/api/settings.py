@@ -38,9 +38,9 @@ class ApiSettings(BaseSettings):
     """Your Mattermost server's URL; unset: no follow-up messages to Mattermost's response_url."""
 
     authz_file: Path | None = None
-    """YAML/JSON authorization rules (`workers.api.authz`). Unset: only the REST token holder may act."""
+    """YAML/JSON authorization rules (`workers.api.security.authz`). Unset: only the REST token holder may act."""
     hooks_file: Path | None = None
-    """YAML/JSON webhook definitions (`workers.api.hooks`). Unset: no hooks."""
+    """YAML/JSON webhook definitions (`workers.api.http.hooks`). Unset: no hooks."""
 
     fleet: str | None = Field(None, pattern=r"^sim:[1-9][0-9]{0,4}$")
     """Where runs started from the API go: `sim:N` for the simulated fleet at `sim_root`; unset: real nodes."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from workers.api.app import create_app
+from workers.api.http.app import create_app
 from workers.api.settings import ApiSettings
 from workers.observability import serve_metrics
 

@@ -14,10 +14,10 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from workers.api.errors import ApiError
+from workers.api.http.sse import event_stream
+from workers.api.http.state import ApiState, api_state
 from workers.api.models import REST_PRINCIPAL, ActionResult, Principal, RunList, RunRequest, RunSummary
 from workers.api.operations import RunAction
-from workers.api.sse import event_stream
-from workers.api.state import ApiState, api_state
 from workflows.errors import RunError
 from workflows.records import RUN_ID
 

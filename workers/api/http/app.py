@@ -14,17 +14,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from workers.api import chat_routes, hooks, rest
-from workers.api.authz import load_authz
-from workers.api.chat import ChatHandler
-from workers.api.deliveries import Deliveries
+from workers.api.chat.handler import ChatHandler
+from workers.api.chat.watcher import WatcherPool
 from workers.api.errors import install_handlers
-from workers.api.hooks_config import load_hooks
-from workers.api.limits import BodyLimit
+from workers.api.http import chat, hooks, rest
+from workers.api.http.hooks_config import load_hooks
+from workers.api.http.limits import BodyLimit
+from workers.api.http.state import ApiState
 from workers.api.operations import RunOperations
+from workers.api.security.authz import load_authz
+from workers.api.security.deliveries import Deliveries
 from workers.api.settings import ApiSettings
-from workers.api.state import ApiState
-from workers.api.watcher import WatcherPool
 from workflows.engine import Engine
 
 
@@ -57,7 +57,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
     install_handlers(app)
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.include_router(rest.router)
-    app.include_router(chat_routes.router)
+    app.include_router(chat.router)
     app.include_router(hooks.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="Redis reachable",
                       responses={503: {"description": "Redis is unreachable"}})
