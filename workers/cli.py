@@ -606,7 +606,7 @@ def api(
     from pydantic import ValidationError
 
     from workers.api import ConfigError
-    from workers.api.http.server import serve
+    from workers.api.http.app import serve
 
     try:
         serve(host=host, port=port, metrics_port=metrics_port)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from workers.api.config import ApiSettings
 from workers.api.errors import ApiError
 from workers.api.models import Action, Principal, RunRequest
 from workers.api.security.audit import Audit
 from workers.api.security.authz import AuthzConfig, Target, decide
-from workers.api.settings import ApiSettings
 from workers.targets import PIPELINE_DIR, node_labels, resolve_targets
 from workflows.control import abort_run, approve_run, resume_run, resume_summary, run_status, start_run
 from workflows.engine import Engine

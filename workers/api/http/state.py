@@ -8,10 +8,10 @@ from fastapi import Request
 
 from workers.api.chat.handler import ChatHandler
 from workers.api.chat.watcher import WatcherPool
+from workers.api.config import ApiSettings
 from workers.api.http.hooks_config import HooksConfig
 from workers.api.operations import RunOperations
 from workers.api.security.deliveries import Deliveries
-from workers.api.settings import ApiSettings
 from workflows.engine import Engine
 
 
