@@ -19,7 +19,7 @@ from tasks.host.simfleet import create_fleet, open_host
 from tests.prometheus_standin import prometheus
 from tests.sim_api import SimCluster, sim_servers  # noqa: F401 - fixture
 from tests.stack import Stack
-from workers.api.render import progress_text
+from workers.api.chat.render import progress_text
 from workers.progress import render
 from workflows.errors import PipelineError
 from workflows.loader import load_text

@@ -18,10 +18,10 @@ import pytest
 from tests.test_api_app import (  # noqa: F401 - fixtures
     HOOK_SECRET, MATTERMOST_TOKEN, Env, api_env, env, monkeypatch_module, slash_fields,
 )
-from workers.api.audit import Audit
-from workers.api.authz import load_authz
-from workers.api.config_files import ConfigError
-from workers.api.hooks_config import load_hooks
+from workers.api.config import ConfigError
+from workers.api.http.hooks_config import load_hooks
+from workers.api.security.audit import Audit
+from workers.api.security.authz import load_authz
 from workflows.store import CheckpointStore
 
 PAYLOAD = {"action": "published", "release": {"name": "release 42", "nodes": ["node-001"]}}

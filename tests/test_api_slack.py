@@ -21,8 +21,8 @@ from tests.test_api_app import (  # noqa: F401 - fixtures
     monkeypatch_module, slack_headers, slash_fields,
 )
 from workers.api import create_app
-from workers.api.audit import Audit
-from workers.api.deliveries import Deliveries
+from workers.api.security.audit import Audit
+from workers.api.security.deliveries import Deliveries
 from workflows.records import RunRecord
 from workflows.store import CheckpointStore
 

@@ -354,7 +354,7 @@ def test_the_api_is_served_through_its_service_and_the_example_ingress():
 
 
 def test_the_example_authorization_file_loads(tmp_path):
-    from workers.api.authz import load_authz
+    from workers.api.security.authz import load_authz
 
     config_map = find(overlay(), "ConfigMap", "nicflow-api-config")
     mount = next(m for m in containers(find(overlay(), "Deployment", "nicflow-api"))[0]["volumeMounts"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack import Stack
-from workers.api.render import progress_text
+from workers.api.chat.render import progress_text
 from workflows.order import step_order
 from workflows.status import status_of
 

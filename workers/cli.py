@@ -627,7 +627,7 @@ def api(
     from pydantic import ValidationError
 
     from workers.api import ConfigError
-    from workers.api.server import serve
+    from workers.api.http.app import serve
 
     try:
         serve(host=host, port=port, metrics_port=metrics_port)

@@ -60,7 +60,7 @@ def chat_channel(channel: str | None) -> ChatChannel | None:
     """The policy's channel, when a bot token is configured (the api's settings)."""
     if not channel:
         return None
-    from workers.api.settings import ApiSettings
+    from workers.api.config import ApiSettings
 
     settings = ApiSettings()
     if settings.slack_bot_token is None:

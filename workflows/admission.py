@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from workflows.availability import AvailabilityCache, NodeAvailability, unavailable_outside_flight
 from workflows.presence import AgentPresence
 from workflows.records import RunRecord
 
-if TYPE_CHECKING:
-    from workflows.engine import Engine
+if TYPE_CHECKING:  # types only: `watch` imports this module for NO_AGENT and need not load the loader
+    from workflows.loader import Pipeline
+    from workflows.registry import StepRegistry
+    from workflows.reservations import NodeReservations
+    from workflows.store import CheckpointStore
 
 log = logging.getLogger("nicflow.admission")
 
@@ -32,8 +35,21 @@ def no_agent_reason(node: str) -> str:
     return f"{NO_AGENT}{node}: nothing consumes queue nicflow.node.{node}"
 
 
+class GateEngine(Protocol):
+    """What the gate uses of the engine (`workflows.engine.Engine` passes itself): named here so
+    that this module never imports the engine, which imports it."""
+
+    store: CheckpointStore
+    reservations: NodeReservations
+    registry: StepRegistry
+
+    def pipeline(self, run: RunRecord) -> Pipeline: ...
+
+    def finish_node(self, run_id: str, node: str, state: str, error: str = "") -> None: ...
+
+
 class AdmissionGate:
-    def __init__(self, engine: Engine, *, availability: NodeAvailability | None,
+    def __init__(self, engine: GateEngine, *, availability: NodeAvailability | None,
                  presence: AgentPresence | None) -> None:
         self.engine = engine
         self.availability = AvailabilityCache(availability) if availability is not None else None

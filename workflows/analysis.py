@@ -26,9 +26,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from workflows.store import run_prefix
 
 if TYPE_CHECKING:  # `status` reads the verdicts and must not load pydantic's models
-    from workflows.engine import Engine
+    from workflows.dispatch import Dispatcher
+    from workflows.loader import Pipeline
     from workflows.records import RunRecord
+    from workflows.reservations import NodeReservations
     from workflows.spec import AnalysisSpec
+    from workflows.store import CheckpointStore
 
 CLAIM_SLACK = 30.0
 """Seconds a claim outlives the longest the checks may take."""
@@ -73,8 +76,19 @@ def failed_note(status: dict[str, Any]) -> str:
     return f"analysis after wave {last['wave']} failed: {last['reason']}"
 
 
+class GateEngine(Protocol):
+    """What the gate uses of the engine (`workflows.engine.Engine` passes itself): named here so
+    that this module never imports the engine, which imports it."""
+
+    store: CheckpointStore
+    reservations: NodeReservations
+    dispatcher: Dispatcher
+
+    def pipeline(self, run: RunRecord) -> Pipeline: ...
+
+
 class AnalysisGate:
-    def __init__(self, engine: Engine, checks: WaveChecks | None) -> None:
+    def __init__(self, engine: GateEngine, checks: WaveChecks | None) -> None:
         self.engine = engine
         self.checks = checks
 

@@ -25,29 +25,52 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from redis.exceptions import RedisError
 
 from workflows import metrics
 from workflows.backoff import delay_for, should_retry
+from workflows.dispatch import Surfaces
 from workflows.errors import LeaseLost, NotYet, StepError, TransientError
+from workflows.heartbeat import Heartbeats
 from workflows.leases import NodeLeases
+from workflows.loader import Pipeline
 from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
+from workflows.registry import StepRegistry
 from workflows.runner import NodeLock, next_look, run_step
 from workflows.spec import RUN_NODES_FACT, StepSpec
 from workflows.step import StepContext, StepResult, WaitState
+from workflows.store import CheckpointStore
 from workflows.storeid import check_store_kept, refuses_work
-
-if TYPE_CHECKING:
-    from workflows.engine import Engine
+from workflows.wakeups import Wakeups
 
 # stdlib logging: the worker's structlog formatter adds the bound run id, node, step and
 # attempt (contextvars) to every line; outside a worker nothing is printed.
 log = logging.getLogger("nicflow.executor")
 EVIDENCE_LIMIT = 4000
 CHANGE_VALUE_LIMIT = 160
+
+
+class EngineParts(Protocol):
+    """What an attempt uses of the engine that runs it (`workflows.engine.Engine` passes itself):
+    named here so that the executor never imports the engine, which imports the executor."""
+
+    store: CheckpointStore
+    leases: NodeLeases
+    registry: StepRegistry
+    surfaces: Surfaces
+    heartbeats: Heartbeats
+    wakeups: Wakeups
+
+    def pipeline(self, run: RunRecord) -> Pipeline: ...
+
+    def send(self, run_id: str, node: str | None, step_id: str, token: str, *, delay: float = 0.0) -> None: ...
+
+    def advance_node(self, run_id: str, node: str) -> None: ...
+
+    def after_cluster_step(self, run_id: str) -> None: ...
 
 
 @dataclass
@@ -64,7 +87,7 @@ class NodeLeaseGuard:
             raise LeaseLost(f"lost the lease on node {self.node} (now held by {holder}); not touching it")
 
 
-def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: str) -> None:
+def execute(engine: EngineParts, run_id: str, node: str | None, step_id: str, token: str) -> None:
     store = engine.store
     if refuses_work(store.redis, run_id, node):
         return
@@ -121,12 +144,12 @@ def _drop_duplicate(run_id: str, node: str | None, step_id: str, current: Checkp
              node or "cluster", current.attempt if current else "?", current.status if current else "gone", holder)
 
 
-def _lease_lost(engine: Engine, node: str | None) -> LeaseLost:
+def _lease_lost(engine: EngineParts, node: str | None) -> LeaseLost:
     holder = engine.leases.holder(node or "") or "nobody"
     return LeaseLost(f"lost the lease on node {node} (now held by {holder}); not touching it")
 
 
-def _attempt(engine: Engine, run: RunRecord, progress: NodeProgress, spec: StepSpec, started: Checkpoint) -> None:
+def _attempt(engine: EngineParts, run: RunRecord, progress: NodeProgress, spec: StepSpec, started: Checkpoint) -> None:
     node = None if progress.node.startswith("_") else progress.node
     run_id, step_id = run.id, spec.id
     try:
@@ -148,7 +171,7 @@ def _attempt(engine: Engine, run: RunRecord, progress: NodeProgress, spec: StepS
         metrics.STEP_SECONDS.labels(spec.type).observe(time.time() - (started.started_at or time.time()))
 
 
-def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodeProgress,
+def _converge(engine: EngineParts, run: RunRecord, node: str | None, progress: NodeProgress,
               spec: StepSpec) -> StepResult:
     pipeline = engine.pipeline(run)
     cluster_ids = [s.id for s in pipeline.spec.cluster_steps]
@@ -190,7 +213,7 @@ def _hold_node(host: Any, run_id: str, step_id: str, wait: float) -> AbstractCon
     return host.lock(run_id, step_id, timeout=wait)
 
 
-def _planned(engine: Engine, run: RunRecord, progresses: list[NodeProgress]) -> dict[str, str]:
+def _planned(engine: EngineParts, run: RunRecord, progresses: list[NodeProgress]) -> dict[str, str]:
     """Step type -> id of the steps of this dry run that planned changes (workflows.runner)."""
     spec = engine.pipeline(run).spec
     return {spec.step(step_id).type: step_id for progress in progresses
@@ -206,7 +229,7 @@ def _facts(progress: NodeProgress, order: list[str]) -> dict:
     return facts
 
 
-def _on_success(engine: Engine, run_id: str, node: str | None, step_id: str, started: Checkpoint, result: StepResult) -> None:
+def _on_success(engine: EngineParts, run_id: str, node: str | None, step_id: str, started: Checkpoint, result: StepResult) -> None:
     waited = started.wait_since is not None  # its changes were made before it waited: they are kept
     final = started.model_copy(update={
         "status": "changed" if waited else result.status,
@@ -239,7 +262,7 @@ def _compact(change: dict) -> dict:
     return change
 
 
-def _on_wait(engine: Engine, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint,
+def _on_wait(engine: EngineParts, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint,
              waiting: NotYet) -> None:
     """Give the worker back: the attempt waits under a fresh token, its wake-up in Redis; past
     the wait's deadline it fails as the step's timeout does."""
@@ -262,7 +285,7 @@ def _on_wait(engine: Engine, run_id: str, node: str | None, spec: StepSpec, star
         _superseded(started)
 
 
-def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint, error: StepError) -> None:
+def _on_error(engine: EngineParts, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint, error: StepError) -> None:
     store = engine.store
     evidence = error.evidence[-EVIDENCE_LIMIT:]
     retrying = should_retry(spec.retry, error, started.attempt)
@@ -287,7 +310,7 @@ def _on_error(engine: Engine, run_id: str, node: str | None, spec: StepSpec, sta
 
 
 def _write_final(
-    engine: Engine, run_id: str, node: str | None, step_id: str, current: Checkpoint, *,
+    engine: EngineParts, run_id: str, node: str | None, step_id: str, current: Checkpoint, *,
     status: str, error: str, kind: str = "permanent", evidence: str = "",
 ) -> None:
     final = current.model_copy(update={
@@ -306,7 +329,7 @@ def _superseded(mine: Checkpoint) -> None:
                 "dispatched again or timed out): its outcome is not recorded", mine.attempt, mine.epoch)
 
 
-def _after_step(engine: Engine, run_id: str, node: str | None) -> None:
+def _after_step(engine: EngineParts, run_id: str, node: str | None) -> None:
     if node is None:
         engine.after_cluster_step(run_id)
     else:

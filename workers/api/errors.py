@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 
@@ -51,17 +48,3 @@ def validation_message(errors: list[Any], *, skip: tuple[str, ...] = ("body",)) 
 def from_validation(exc: ValidationError, *, status: int = 422, prefix: str = "") -> ApiError:
     message = validation_message(exc.errors(include_url=False))
     return ApiError(status, f"{prefix}{message}")
-
-
-def install_handlers(app: FastAPI) -> None:
-    async def api_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
-        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
-
-    async def request_invalid(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        errors = list(exc.errors())
-        return JSONResponse({"detail": validation_message(errors) if errors else "invalid request"}, status_code=422)
-
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(RequestValidationError, request_invalid)

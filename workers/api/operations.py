@@ -4,7 +4,7 @@ Starting a run takes the CLI's path (pipeline loader, `resolve_targets`,
 `start_run`), split in two: `prepare` validates and authorizes everything
 and writes nothing; `start` writes the run. Each refusal is an `ApiError`
 with its 4xx and a message naming the field and the value; refusals by the
-authorization rules are also recorded (`workers.api.audit`).
+authorization rules are also recorded (`workers.api.security.audit`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from workers.api.audit import Audit
-from workers.api.authz import AuthzConfig, Target, decide
+from workers.api.config import ApiSettings
 from workers.api.errors import ApiError
 from workers.api.models import Action, Principal, RunRequest
-from workers.api.settings import ApiSettings
+from workers.api.security.audit import Audit
+from workers.api.security.authz import AuthzConfig, Target, decide
 from workers.targets import PIPELINE_DIR, node_labels, resolve_targets
 from workflows.control import abort_run, approve_run, resume_run, resume_summary, run_status, start_run
 from workflows.engine import Engine

@@ -1,4 +1,5 @@
-"""The FastAPI application: `create_app(settings)` wires settings, engine, routes and limits.
+"""The FastAPI application: `create_app(settings)` wires settings, engine, routes and limits;
+`serve` runs it with uvicorn (`nicflow api`).
 
 Configuration files are read here, once: an invalid one fails the start of
 the service (`ConfigError`), never a request.
@@ -10,21 +11,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from workers.api import chat_routes, hooks, rest
-from workers.api.authz import load_authz
-from workers.api.chat import ChatHandler
-from workers.api.deliveries import Deliveries
-from workers.api.errors import install_handlers
-from workers.api.hooks_config import load_hooks
-from workers.api.limits import BodyLimit
+from workers.api.chat.handler import ChatHandler
+from workers.api.chat.watcher import WatcherPool
+from workers.api.config import ApiSettings
+from workers.api.errors import ApiError, validation_message
+from workers.api.http import chat, hooks, rest
+from workers.api.http.hooks_config import load_hooks
+from workers.api.http.limits import BodyLimit
+from workers.api.http.state import ApiState
 from workers.api.operations import RunOperations
-from workers.api.settings import ApiSettings
-from workers.api.state import ApiState
-from workers.api.watcher import WatcherPool
+from workers.api.security.authz import load_authz
+from workers.api.security.deliveries import Deliveries
+from workers.observability import serve_metrics
 from workflows.engine import Engine
 
 
@@ -57,7 +61,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
     install_handlers(app)
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.include_router(rest.router)
-    app.include_router(chat_routes.router)
+    app.include_router(chat.router)
     app.include_router(hooks.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="Redis reachable",
                       responses={503: {"description": "Redis is unreachable"}})
@@ -76,3 +80,27 @@ def _healthz(request: Request) -> JSONResponse:
 
 async def _redis_unavailable(_: Request, exc: Any) -> JSONResponse:
     return JSONResponse({"detail": f"Redis is unavailable ({type(exc).__name__}); try again"}, status_code=503)
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    async def request_invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        return JSONResponse({"detail": validation_message(errors) if errors else "invalid request"}, status_code=422)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, request_invalid)
+
+
+def serve(*, host: str | None = None, port: int | None = None, metrics_port: int = 0) -> None:
+    """The API on `port`; its Prometheus metrics on `metrics_port` (0: none), a port of its own,
+    so that /metrics never goes out through the API's Service or Ingress."""
+    settings = ApiSettings()
+    app = create_app(settings)
+    serve_metrics(metrics_port)
+    uvicorn.run(app, host=host or settings.api_host, port=port or settings.api_port,
+                proxy_headers=False, server_header=False, log_level="info")

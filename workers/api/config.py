@@ -1,4 +1,5 @@
-"""The API service's settings (environment, prefix NICFLOW_), declared once.
+"""The API service's configuration: its settings (environment, prefix NICFLOW_), declared once,
+and its configuration files (YAML or JSON), read into validated models or refused with one message.
 
 Secrets are `SecretStr`: they never show in a repr, a log line or an event.
 An unset secret turns its surface off (the route answers 403 and says which
@@ -8,11 +9,17 @@ variable to set) rather than accepting unsigned requests.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr
+import yaml
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.api.errors import validation_message
 from workers.settings import get_settings
+
+M = TypeVar("M", bound=BaseModel)
+MAX_CONFIG_BYTES = 1_000_000
 
 
 class ApiSettings(BaseSettings):
@@ -38,9 +45,9 @@ class ApiSettings(BaseSettings):
     """Your Mattermost server's URL; unset: no follow-up messages to Mattermost's response_url."""
 
     authz_file: Path | None = None
-    """YAML/JSON authorization rules (`workers.api.authz`). Unset: only the REST token holder may act."""
+    """YAML/JSON authorization rules (`workers.api.security.authz`). Unset: only the REST token holder may act."""
     hooks_file: Path | None = None
-    """YAML/JSON webhook definitions (`workers.api.hooks`). Unset: no hooks."""
+    """YAML/JSON webhook definitions (`workers.api.http.hooks_config`). Unset: no hooks."""
 
     fleet: str | None = Field(None, pattern=r"^sim:[1-9][0-9]{0,4}$")
     """Where runs started from the API go: `sim:N` for the simulated fleet at `sim_root`; unset: real nodes."""
@@ -59,3 +66,26 @@ class ApiSettings(BaseSettings):
     """Least seconds between two updates of a chat progress message (Slack rate-limits chat.update)."""
     watch_timeout: float = Field(7 * 86400, ge=1)
     """A progress watcher gives up after this many seconds."""
+
+
+class ConfigError(Exception):
+    """A configuration file is unreadable or invalid; the message names the file, the field and the value."""
+
+
+def load_model(model: type[M], path: Path, what: str) -> M:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} file {path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} file {path}: {len(raw)} bytes, more than {MAX_CONFIG_BYTES}")
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{what} file {path}: not valid UTF-8 YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} file {path}: expected a mapping at the top")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{what} file {path}: {validation_message(exc.errors(include_url=False), skip=())}") from None

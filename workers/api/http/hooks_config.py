@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from workers.api.config_files import ConfigError, load_model
+from workers.api.config import ConfigError, load_model
 from workers.api.models import RunRequest
 
 HOOK_NAME = r"^[a-z][a-z0-9-]{0,62}$"

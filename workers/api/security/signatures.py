@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from slack_sdk.signature import SignatureVerifier
 
-from workers.api.deliveries import Deliveries
 from workers.api.errors import ApiError
+from workers.api.security.deliveries import Deliveries
 
 SLACK_SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
 HUB_SIGNATURE = re.compile(r"^sha256=[0-9a-f]{64}$")

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from workers.api.commands import USAGE, ChatCommand, HelpCommand, RolloutCommand
-from workers.api.deliveries import Deliveries
+from workers.api.chat.commands import USAGE, ChatCommand, HelpCommand, RolloutCommand
+from workers.api.chat.notify import Notifier
+from workers.api.chat.render import mention, progress_text
+from workers.api.chat.watcher import WatcherPool
 from workers.api.errors import ApiError
 from workers.api.models import Principal
-from workers.api.notify import Notifier
 from workers.api.operations import PreparedRun, RunOperations
-from workers.api.render import mention, progress_text
-from workers.api.watcher import WatcherPool
+from workers.api.security.deliveries import Deliveries
 from workflows.errors import PipelineError, RunError
 
 log = logging.getLogger("nicflow.api.chat")

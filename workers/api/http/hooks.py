@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from workers.api.errors import ApiError, from_validation
-from workers.api.hooks_config import HOOK_NAME, HookSpec, PointerMissing, resolve_pointer
+from workers.api.http.hooks_config import HOOK_NAME, HookSpec, PointerMissing, resolve_pointer
+from workers.api.http.state import ApiState, api_state
 from workers.api.models import Principal, RunRequest, RunSummary
-from workers.api.signatures import verify_hub_signature
-from workers.api.state import ApiState, api_state
+from workers.api.security.signatures import verify_hub_signature
 
 router = APIRouter(tags=["hooks"])
 DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -2,24 +2,42 @@
 
 The token holder acts as the principal `api`, authorized by the same rules
 as chat users (without a rules file, `api` may do everything).
+
+`GET /runs/{id}/events` is the run's event stream as server-sent events, from
+its Redis stream, until the run has ended. Each event is `id: <stream id>`,
+`event: <kind>`, `data: <JSON>`; a client that reconnects with `Last-Event-ID`
+continues after it. Once the run is terminal and its last events are out, an
+`end` event closes the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from workers.api.errors import ApiError
+from workers.api.http.state import ApiState, api_state
 from workers.api.models import REST_PRINCIPAL, ActionResult, Principal, RunList, RunRequest, RunSummary
 from workers.api.operations import RunAction
-from workers.api.sse import event_stream
-from workers.api.state import ApiState, api_state
 from workflows.errors import RunError
 from workflows.records import RUN_ID
+from workflows.store import CheckpointStore
+
+POLL = 0.25
+"""Seconds between two reads of the run's event stream while nothing new came."""
+KEEPALIVE = 15.0
+"""Seconds of silence after which the event stream sends a comment, so that proxies keep it open."""
+GRACE = 0.5
+"""After the run turned terminal, how long to wait for its last events (the engine emits after the transition)."""
 
 bearer = HTTPBearer(auto_error=False, description="The value of NICFLOW_API_TOKEN.")
 STREAM_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"
@@ -110,3 +128,39 @@ def run_events(
                           disconnected=request.is_disconnected)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# --- the run's events as server-sent events ---------------------------------------------------
+
+def format_event(event_id: str, body: dict[str, str]) -> str:
+    kind = "".join(c for c in body.get("kind", "event") if c.isprintable())
+    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
+
+
+async def event_stream(store: CheckpointStore, run_id: str, *, after: str,
+                       disconnected: Callable[[], Awaitable[bool]], poll: float = POLL) -> AsyncIterator[str]:
+    last_out = time.monotonic()
+    terminal_since: float | None = None
+    while True:
+        events = await run_in_threadpool(store.events, run_id, after, 1000)
+        for event_id, body in events:
+            yield format_event(event_id, body)
+            after = event_id
+        now = time.monotonic()
+        if events:
+            last_out = now
+            continue
+        if terminal_since is None:
+            run = await run_in_threadpool(store.run, run_id)
+            if run.terminal:
+                terminal_since = now
+        elif now - terminal_since >= GRACE:
+            run = await run_in_threadpool(store.run, run_id)
+            yield f"event: end\ndata: {json.dumps({'run': run_id, 'status': run.status})}\n\n"
+            return
+        if await disconnected():
+            return
+        if now - last_out >= KEEPALIVE:
+            last_out = now
+            yield ": keepalive\n\n"
+        await asyncio.sleep(poll)

@@ -36,7 +36,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from workers.api.config_files import load_model
+from workers.api.config import load_model
 from workers.api.models import Action, Principal
 from workers.api.validation import PIPELINE_NAME, LabelKey, LabelValue
 

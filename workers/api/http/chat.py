@@ -17,15 +17,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from workers.api.chat import ChatReply
-from workers.api.commands import RunCommand, parse
+from workers.api.chat.commands import RunCommand, parse
+from workers.api.chat.forms import CommandForm, InteractionForm, parse_form, parse_interaction, validate_form
+from workers.api.chat.handler import ChatReply
+from workers.api.chat.notify import Notifier, NullNotifier, ResponseUrl, SlackThread, slack_client
+from workers.api.chat.render import APPROVE
 from workers.api.errors import ApiError
-from workers.api.forms import CommandForm, InteractionForm, parse_form, parse_interaction, validate_form
+from workers.api.http.state import ApiState, api_state
 from workers.api.models import Principal
-from workers.api.notify import Notifier, NullNotifier, ResponseUrl, SlackThread, slack_client
-from workers.api.render import APPROVE
-from workers.api.signatures import verify_slack, verify_token
-from workers.api.state import ApiState, api_state
+from workers.api.security.signatures import verify_slack, verify_token
 
 router = APIRouter(tags=["chat"])
 

@@ -15,7 +15,7 @@ import time
 
 from redis.exceptions import RedisError
 
-from workers.api.notify import Notifier
+from workers.api.chat.notify import Notifier
 from workflows.control import run_status
 from workflows.engine import Engine
 from workflows.errors import RunError

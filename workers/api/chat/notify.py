@@ -21,8 +21,8 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
+from workers.api.chat.render import header_blocks, header_text, progress_text, section, summary_text
 from workers.api.models import Principal
-from workers.api.render import header_blocks, header_text, progress_text, section, summary_text
 from workflows.analysis import failed_note
 from workflows.records import RunRecord
 

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from workers.api.chat import ChatHandler
-from workers.api.deliveries import Deliveries
-from workers.api.hooks_config import HooksConfig
+from workers.api.chat.handler import ChatHandler
+from workers.api.chat.watcher import WatcherPool
+from workers.api.config import ApiSettings
+from workers.api.http.hooks_config import HooksConfig
 from workers.api.operations import RunOperations
-from workers.api.settings import ApiSettings
-from workers.api.watcher import WatcherPool
+from workers.api.security.deliveries import Deliveries
 from workflows.engine import Engine
 
 
