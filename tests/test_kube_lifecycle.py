@@ -178,6 +178,27 @@ def test_a_drain_blocked_by_a_pdb_is_retried_then_fails_naming_the_pod(tmp_path)
     assert web_pod(sim, DRAINED) == web  # the budget kept it
 
 
+def test_a_pod_that_never_terminates_times_the_drain_out_naming_it(tmp_path):
+    sim = fleet(tmp_path, "agilio-cx", "agilio-cx")
+    web = web_pod(sim, DRAINED)
+    core(sim).patch_namespaced_pod(web, "default", {"metadata": {"finalizers": ["example.com/hold"]}},
+                                   field_manager="kubectl-edit", _content_type="application/merge-patch+json")
+    sent = Sent(sim)
+    with pytest.raises(StepTimeout) as raised:
+        run("cordon-drain", sim, {**FAST_DRAIN, "drain_timeout": 0.3}, node=DRAINED)
+    assert f"node {DRAINED} not drained within 0.3s: still running default/{web}" in raised.value.message
+    assert sent.evictions() == [f"/api/v1/namespaces/default/pods/{web}/eviction"]  # once, then only waited for
+    web_pods = {p.name: (p.node, p.deleting) for p in sim.list_pods(namespace="default", selector={"app": "web"})}
+    assert web_pods.pop(web) == (DRAINED, True)
+    assert sorted(web_pods.values()) == [("node-000", False)] * 2  # its replacement did not wait for it
+    # once its finalizer is removed the pod is gone, and the drain finds nothing left to do
+    core(sim).patch_namespaced_pod(web, "default", {"metadata": {"finalizers": None}},
+                                   field_manager="kubectl-edit", _content_type="application/merge-patch+json")
+    sent.mark()
+    assert run("cordon-drain", sim, FAST_DRAIN, node=DRAINED).status == "ok"
+    assert sent.evictions() == [] and sim.get_node(DRAINED).unschedulable
+
+
 def test_unmanaged_pods_are_refused_unless_allowed(tmp_path):
     sim = fleet(tmp_path, "agilio-cx", "agilio-cx", workloads=False)
     create_pod(sim, "default", "scratch", DRAINED)
