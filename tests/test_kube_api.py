@@ -112,6 +112,11 @@ def test_a_pod_with_a_finalizer_stays_deleting_until_its_last_finalizer_goes(kub
     assert api.read_namespaced_pod("held", "default").metadata.deletion_timestamp is not None  # not the writer's
     api.patch_namespaced_pod("held", "default", {"metadata": {"finalizers": None}}, _content_type=MERGE_PATCH)
     assert "held" not in [p.name for p in kube.list_pods(namespace="default")]
+    web = kube.list_pods(namespace="default", selector={"app": "web"})[0]
+    with pytest.raises(ApiException) as immutable:  # no write marks a pod deleting: only a delete does
+        api.patch_namespaced_pod(web.name, "default", {"metadata": {"deletionTimestamp": "2099-01-01T00:00:00Z"}},
+                                 _content_type=MERGE_PATCH)
+    assert immutable.value.status == 422 and "metadata.deletionTimestamp" in immutable.value.body
 
 
 def test_lists_select_by_label_and_node_and_page(kube):

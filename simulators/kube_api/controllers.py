@@ -64,7 +64,7 @@ def pods_of(world: World, namespace: str, kind: str, name: str) -> list[Manifest
 
 def active_pods_of(world: World, namespace: str, kind: str, name: str) -> list[Manifest]:
     """The pods a ReplicaSet counts: not being deleted (kubernetes pkg/controller/controller_utils.go
-    IsPodActive, v1.34)."""
+    IsPodActive, v1.34; it also leaves out finished pods, which the emulated ReplicaSets never have)."""
     return [p for p in pods_of(world, namespace, kind, name) if not p["metadata"].get("deletionTimestamp")]
 
 

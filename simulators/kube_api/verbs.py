@@ -135,8 +135,10 @@ class Verbs:
     @staticmethod
     def _scoped(ref: Ref, live: Manifest, new: Manifest) -> Manifest:
         """The main resource keeps the live status; /status changes nothing else. A write never
-        sets or clears the deletion fields (k8s.io/apiserver pkg/registry/rest/update.go
-        BeforeUpdate keeps the old DeletionTimestamp and DeletionGracePeriodSeconds)."""
+        clears the deletion fields (k8s.io/apiserver pkg/registry/rest/update.go BeforeUpdate
+        keeps the old DeletionTimestamp and DeletionGracePeriodSeconds) and may not set them on an
+        object not being deleted (apimachinery pkg/api/validation/objectmeta.go
+        ValidateObjectMetaUpdate: immutable fields)."""
         if ref.subresource == "status":
             out = copy.deepcopy(live)
             out["status"] = new.get("status") or {}
@@ -145,9 +147,12 @@ class Verbs:
             new["status"] = copy.deepcopy(live["status"])
         meta, old = new.setdefault("metadata", {}), live.get("metadata") or {}
         for field in DELETION_FIELDS:
-            meta.pop(field, None)
+            sent = meta.pop(field, None)
             if field in old:
                 meta[field] = old[field]
+            elif sent is not None:
+                raise ApiError(422, f'{ref.plural} "{ref.name}" is invalid: metadata.{field}: Invalid value: '
+                                    f"{json.dumps(sent)}: field is immutable")
         return new
 
     @staticmethod
@@ -187,7 +192,8 @@ class Verbs:
         """k8s.io/apiserver pkg/registry/generic/registry/store.go (v0.34) Delete: an object with
         finalizers is not removed; the first delete sets metadata.deletionTimestamp (and, for a pod,
         deletionGracePeriodSeconds, pkg/registry/core/pod/strategy.go CheckGracefulDelete: the
-        pod's terminationGracePeriodSeconds, 30 by default) and answers the object; a later one
+        pod's terminationGracePeriodSeconds, which pkg/apis/core/v1/defaults.go SetDefaults_PodSpec
+        makes 30) and answers the object; a later one
         changes nothing. Its ReplicaSet no longer counts it (pkg/controller/controller_utils.go
         IsPodActive) and starts a replacement. The kubelet stopping its containers is not emulated:
         the pod stays as it was, as one whose containers do not exit. An update that removes the
