@@ -190,11 +190,11 @@ class Verbs:
 
     def _mark_deleting(self, ref: Ref, pod: Manifest) -> Manifest:
         """k8s.io/apiserver pkg/registry/generic/registry/store.go (v0.34) Delete: an object with
-        finalizers is not removed; the first delete sets metadata.deletionTimestamp (and, for a pod,
-        deletionGracePeriodSeconds, pkg/registry/core/pod/strategy.go CheckGracefulDelete: the
-        pod's terminationGracePeriodSeconds, which pkg/apis/core/v1/defaults.go SetDefaults_PodSpec
-        makes 30) and answers the object; a later one
-        changes nothing. Its ReplicaSet no longer counts it (pkg/controller/controller_utils.go
+        finalizers is not removed; the first delete sets metadata.deletionTimestamp and, for a pod,
+        deletionGracePeriodSeconds (kubernetes v1.34 pkg/registry/core/pod/strategy.go
+        CheckGracefulDelete: the pod's terminationGracePeriodSeconds, which
+        pkg/apis/core/v1/defaults.go SetDefaults_PodSpec makes 30) and answers the object; a later
+        delete changes nothing. Its ReplicaSet no longer counts it (pkg/controller/controller_utils.go
         IsPodActive) and starts a replacement. The kubelet stopping its containers is not emulated:
         the pod stays as it was, as one whose containers do not exit. An update that removes the
         last finalizer removes it (store.go Update, deleteWithoutFinalizers)."""
