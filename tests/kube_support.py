@@ -4,16 +4,12 @@ apply, verify) on a cluster surface, looking again through its waits in this thr
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from tasks.cluster.surface import ExecResult
 from tasks.registry import default_registry
 from workflows.runner import run_inline
 from workflows.step import StepContext, StepResult
 
-REFERENCE = Path(__file__).resolve().parent / "fixtures" / "ovs" / "corigine-dump-flows-m-type-offloaded.stdout"
-"""The Kube-OVN page's tc-offloaded dump from a Corigine card (see tests/fixtures/ovs/README.md)."""
 FAST = {"poll_interval": 0.01}
 """Wait bounds small enough for tests (added where a step has them)."""
 
@@ -27,20 +23,3 @@ def run(step_type: str, surface: Any, params: dict[str, Any] | None = None, *, n
         values = {**FAST, **values}
     ctx = StepContext(run_id=run_id, node=node, surface=surface, facts=dict(facts or {}), dry_run=dry_run)
     return run_inline(cls(), ctx, cls.params_model(**values), timeout=60)
-
-
-def offloaded_dump() -> str:
-    """The real sample from the Kube-OVN page: two flows with offloaded:yes, dp:tc."""
-    return REFERENCE.read_text()
-
-
-class FakeExec:
-    """KubeCluster's exec seam: records calls, answers a canned dump."""
-
-    def __init__(self, stdout: str, returncode: int = 0) -> None:
-        self.stdout, self.returncode = stdout, returncode
-        self.calls: list[tuple[str, str, str, list[str]]] = []
-
-    def __call__(self, core: Any, namespace: str, pod: str, container: str, argv: Any, timeout: float) -> ExecResult:
-        self.calls.append((namespace, pod, container, list(argv)))
-        return ExecResult(self.returncode, self.stdout, "" if self.returncode == 0 else "ovs-appctl: failed\n")

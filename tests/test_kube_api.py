@@ -86,6 +86,39 @@ def test_eviction_is_refused_with_429_while_a_budget_allows_no_disruption(kube):
     kube.evict("default", web[0].name)  # already gone: evicted
 
 
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def test_a_pod_with_a_finalizer_stays_deleting_until_its_last_finalizer_goes(kube):
+    api = core(kube)
+    api.create_namespaced_pod("default", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "held", "labels": {"app": "held"}, "finalizers": ["example.com/hold"]},
+        "spec": {"nodeName": "node-001", "containers": [{"name": "main", "image": "busybox:1.36"}]}})
+    client.PolicyV1Api(kube.api_client).create_namespaced_pod_disruption_budget("default", {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "held"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "held"}}}})
+    with pytest.raises(EvictionBlocked):
+        kube.evict("default", "held")
+    kube.delete_pod("default", "held")
+    deleting = api.read_namespaced_pod("held", "default")
+    assert deleting.metadata.deletion_timestamp is not None and deleting.metadata.deletion_grace_period_seconds == 30
+    assert deleting.metadata.finalizers == ["example.com/hold"] and deleting.status.phase == "Running"
+    kube.delete_pod("default", "held")  # deleted again: nothing changes
+    kube.evict("default", "held")  # a pod already being deleted is evicted without its budget
+    assert api.read_namespaced_pod("held", "default").metadata.resource_version == deleting.metadata.resource_version
+    api.patch_namespaced_pod("held", "default", {"metadata": {"deletionTimestamp": None, "labels": {"a": "b"}}},
+                             _content_type=MERGE_PATCH)
+    assert api.read_namespaced_pod("held", "default").metadata.deletion_timestamp is not None  # not the writer's
+    api.patch_namespaced_pod("held", "default", {"metadata": {"finalizers": None}}, _content_type=MERGE_PATCH)
+    assert "held" not in [p.name for p in kube.list_pods(namespace="default")]
+    web = kube.list_pods(namespace="default", selector={"app": "web"})[0]
+    with pytest.raises(ApiException) as immutable:  # no write marks a pod deleting: only a delete does
+        api.patch_namespaced_pod(web.name, "default", {"metadata": {"deletionTimestamp": "2099-01-01T00:00:00Z"}},
+                                 _content_type=MERGE_PATCH)
+    assert immutable.value.status == 422 and "metadata.deletionTimestamp" in immutable.value.body
+
+
 def test_lists_select_by_label_and_node_and_page(kube):
     on_node = kube.list_pods(node="node-001")
     assert on_node and {p.node for p in on_node} == {"node-001"}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from tasks.cluster.installer import run_script
 from tasks.cluster.nodes import resolve_nodes
@@ -238,6 +239,41 @@ def test_the_traffic_probe_uses_two_vf_pods_and_always_deletes_them(tmp_path):
         run("verify-offload-cluster", sim, node="node-001", facts=CONVERGED)
     assert ops(sim, "delete-pod")[-2:] == ["delete-pod", "delete-pod"]
     assert sim.list_pods(namespace="default", selector=PROBES) == []
+
+
+def vf_pod(name: str, node: str) -> dict[str, Any]:
+    """A pod on one VF of the default/default network, as `kubectl create` makes it."""
+    vf = {RESOURCE: "1"}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default",
+                         "annotations": {"v1.multus-cni.io/default-network": "default/default"}},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "docker.io/library/busybox:1.36",
+                                                        "resources": {"requests": vf, "limits": vf}}]}}
+
+
+def test_a_cni_fault_hands_the_vf_without_an_ovs_port(tmp_path):
+    root, sim, _ = fleet(tmp_path, "agilio-cx-converged")
+    with_vf_network(sim)
+    sim.api.fail_cni("node-000", times=1)
+    core = client.CoreV1Api(sim.api_client)
+    for name in ("vf-a", "vf-b"):
+        core.create_namespaced_pod("default", vf_pod(name, "node-000"), field_manager="kubectl-create")
+    host = open_host(root, "node-000")
+    assert representor(host, "pf0vf0") == "pf0vf0"  # vf-a's VF: its representor not renamed, not on br-int
+    (row,) = interfaces(host)  # vf-b's, once the fault was spent
+    assert (row["name"], row["external_ids"]["iface-id"]) == (representor(host, "pf0vf1"),
+                                                               "vf-b.default.default.default.ovn")
+    assert row["name"] != "pf0vf1"
+    assert [(op["pod"], op["vf"]) for op in sim.ops() if op["op"] == "cni-add-without-port"] == [
+        ("default/vf-a", "0000:04:08.0")]
+    running = {p.name: p.phase for p in sim.list_pods(namespace="default") if p.name.startswith("vf-")}
+    assert running == {"vf-a": "Running", "vf-b": "Running"}
+    with pytest.raises(RuntimeError, match="400"):
+        sim.api.fail_cni("node-000", times=0)
+    sim.api.fail_cni("node-000")
+    sim.api.clear_cni_faults()
+    core.create_namespaced_pod("default", vf_pod("vf-c", "node-000"), field_manager="kubectl-create")
+    assert len(interfaces(host)) == 2 and representor(host, "pf0vf2") != "pf0vf2"
 
 
 def test_run_nodes_resolve_through_the_cluster(tmp_path):

@@ -17,6 +17,12 @@ The VF MAC (`setVfMac`) and the representor's MTU are not emulated, nor the
 failed ADD of a VF without a representor (a card in legacy mode: sriovnet
 finds no uplink representor, the sandbox is never created); such a VF is left
 as it is, its pod running.
+
+A sim-only fault (`/_sim/cni-faults`, no upstream behaviour): the ADD on a
+node hands the pod its VF but sets up no OVS port - the representor keeps its
+name and br-int gets no interface with the pod's iface-id - for the next
+`times` ADDs (every one when None), as a CNI whose port setup went missing
+would leave it. Each such ADD is a `cni-add-without-port` line in the ops log.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from simulators.kube_api.controllers import record
 from tasks.cluster.surface import Manifest
 from tasks.host.sim import SimulatedHost
 from tasks.host.sim_nfp import netdevs, rename_netdev
@@ -74,9 +81,29 @@ def iface_id(pod: str, namespace: str, provider: str) -> str:
     return f"{pod}.{namespace}" if provider == OVN_PROVIDER else f"{pod}.{namespace}.{provider}"
 
 
+def inject_fault(world: World, node: str, times: int | None) -> None:
+    """The next `times` ADDs on `node` (every one when None) set up no OVS port."""
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+        raise ValueError(f"times must be a positive integer or null, not {times!r}")
+    world.setdefault("cni_faults", {})[node] = {"times": times}
+
+
+def _without_port(world: World, node: str) -> bool:
+    """Whether this ADD on `node` is one an injected fault takes (counted down before it fires)."""
+    fault = (world.get("cni_faults") or {}).get(node)
+    if fault is None or fault["times"] == 0:
+        return False
+    if fault["times"] is not None:
+        fault["times"] -= 1
+    return True
+
+
 def plug_vf(world: World, root: Path, pod: Manifest, vf: str, provider: str) -> None:
     """CNI ADD for the pod's eth0 on VF `vf`: its representor renamed and added to br-int."""
     meta, node = pod["metadata"], pod["spec"]["nodeName"]
+    if _without_port(world, node):
+        record(root, "cni-add-without-port", node=node, pod=f"{meta['namespace']}/{meta['name']}", vf=vf)
+        return
     host = SimulatedHost(root / node)
     name = host_nic_name(pod)
     with host.locked():

@@ -101,6 +101,13 @@ class Control:
     def clear_faults(self) -> None:
         call(self.url, "DELETE", "/_sim/faults")
 
+    def fail_cni(self, node: str, *, times: int | None = None) -> None:
+        """The emulated Kube-OVN CNI's next `times` ADDs on `node` (all when None) set up no OVS port."""
+        call(self.url, "POST", "/_sim/cni-faults", {"node": node, "times": times})
+
+    def clear_cni_faults(self) -> None:
+        call(self.url, "DELETE", "/_sim/cni-faults")
+
     def ops(self) -> list[dict[str, Any]]:
         return ops(self.sim_root)
 

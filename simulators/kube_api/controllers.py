@@ -62,6 +62,12 @@ def pods_of(world: World, namespace: str, kind: str, name: str) -> list[Manifest
             if p["metadata"]["namespace"] == namespace and owner_of(p) == (kind, name)]
 
 
+def active_pods_of(world: World, namespace: str, kind: str, name: str) -> list[Manifest]:
+    """The pods a ReplicaSet counts: not being deleted (kubernetes pkg/controller/controller_utils.go
+    IsPodActive, v1.34; it also leaves out finished pods, which the emulated ReplicaSets never have)."""
+    return [p for p in pods_of(world, namespace, kind, name) if not p["metadata"].get("deletionTimestamp")]
+
+
 def schedulable(world: World) -> list[str]:
     return sorted(n for n, node in world["nodes"].items() if not node["spec"].get("unschedulable"))
 
@@ -241,7 +247,7 @@ def _deployment(world: World, root: Path, deployment: Manifest) -> None:
         if (pod["metadata"]["namespace"] == namespace and owner and owner[0] == "ReplicaSet"
                 and owner[1].rsplit("-g", 1)[0] == name and owner[1] != replicaset):
             remove_pod(world, f"{namespace}/{pod['metadata']['name']}")
-    current = pods_of(world, namespace, "ReplicaSet", replicaset)
+    current = active_pods_of(world, namespace, "ReplicaSet", replicaset)
     nodes = schedulable(world)
     for i in range(len(current), int(deployment["spec"].get("replicas", 1))):
         if not nodes:
@@ -252,12 +258,12 @@ def _deployment(world: World, root: Path, deployment: Manifest) -> None:
 
 
 def _replicaset(world: World, root: Path, rs: dict[str, Any]) -> None:
-    current = pods_of(world, rs["namespace"], "ReplicaSet", rs["name"])
+    current = active_pods_of(world, rs["namespace"], "ReplicaSet", rs["name"])
     for _ in range(len(current), rs["replicas"]):
         nodes = schedulable(world)
         if not nodes:
             return
-        used = [p["spec"]["nodeName"] for p in pods_of(world, rs["namespace"], "ReplicaSet", rs["name"])]
+        used = [p["spec"]["nodeName"] for p in active_pods_of(world, rs["namespace"], "ReplicaSet", rs["name"])]
         preferred = [n for n in rs["placement"] if n in nodes and n not in used]
         node = preferred[0] if preferred else min(nodes, key=lambda n: (used.count(n), n))
         new_pod(world, root, namespace=rs["namespace"], prefix=rs["name"], node=node,

@@ -12,7 +12,10 @@ tests and fleet provisioning, never by nicflow's steps:
   starting state again;
 - `POST /_sim/install` {env, script_bytes}: what Kube-OVN's install.sh does;
 - `POST /_sim/faults` {method, path (a regular expression), status, message,
-  times}: answer that error to matching requests; `DELETE /_sim/faults`.
+  times}: answer that error to matching requests; `DELETE /_sim/faults`;
+- `POST /_sim/cni-faults` {node, times}: the emulated Kube-OVN CNI's next
+  `times` ADDs on the node (every one when null) set up no OVS port (`cni.py`);
+  `DELETE /_sim/cni-faults`. A seed clears them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from simulators.kube_api import cni
 from simulators.kube_api import exec as pod_exec
 from simulators.kube_api import requests as rq
 from simulators.kube_api.resources import BadPath, parse
@@ -279,6 +283,12 @@ class Handler(BaseHTTPRequestHandler):
                               str(body.get("message") or f"simulated error {body['status']}"), body.get("times"))
                 with server.faults_lock:
                     server.faults.append(fault)
+            elif path == "/_sim/cni-faults" and self.command == "POST":
+                with server.store.lock:
+                    cni.inject_fault(server.store.world, str(body["node"]), body.get("times"))
+            elif path == "/_sim/cni-faults" and self.command == "DELETE":
+                with server.store.lock:
+                    server.store.world.pop("cni_faults", None)
             elif path == "/_sim/seed" and self.command == "POST":
                 with server.store.lock:
                     server.verbs.seed(**body)

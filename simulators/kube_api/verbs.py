@@ -17,7 +17,7 @@ from typing import Any
 from simulators.kube_api import controllers as ctl
 from simulators.kube_api import fields, kubelet, seed
 from simulators.kube_api.resources import KINDS, Ref
-from simulators.kube_api.store import ApiError, Manifest, Store, not_found
+from simulators.kube_api.store import ApiError, Manifest, Store, not_found, now
 
 NO_RECONCILE = {"Event", "Namespace", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "ClusterRole",
                 "ClusterRoleBinding", "CustomResourceDefinition", "NetworkAttachmentDefinition"}
@@ -26,6 +26,7 @@ and Multus its NetworkAttachmentDefinition only when a pod starts, a budget is r
 eviction. A Node change matters when its cordon changes (ReplicaSets place pods on
 schedulable nodes), a Pod's when a controller owns it."""
 DEFAULT_SEED = seed.DEFAULT_KUBE_OVN_ENV
+DELETION_FIELDS = ("deletionTimestamp", "deletionGracePeriodSeconds")
 
 
 def _bad(error: Exception) -> ApiError:
@@ -66,6 +67,8 @@ class Verbs:
         self.validate(kind, ref.name, new)
         before = copy.deepcopy(live)
         obj = s.put(ref, kind, new, live, manager)
+        if kind == "Pod" and _finalized(obj):
+            return self.delete(ref)
         self._react(kind, before, obj)
         return s.shown(kind, ref.api_version, obj)
 
@@ -124,18 +127,32 @@ class Verbs:
             return s.shown(kind, ref.api_version, live)  # a no-op patch writes nothing, as etcd is not touched
         before = copy.deepcopy(live)
         obj = s.put(ref, kind, new, before, manager)
+        if kind == "Pod" and _finalized(obj):
+            return self.delete(ref)
         self._react(kind, before, obj)
         return s.shown(kind, ref.api_version, obj)
 
     @staticmethod
     def _scoped(ref: Ref, live: Manifest, new: Manifest) -> Manifest:
-        """The main resource keeps the live status; /status changes nothing else."""
+        """The main resource keeps the live status; /status changes nothing else. A write never
+        clears the deletion fields (k8s.io/apiserver pkg/registry/rest/update.go BeforeUpdate
+        keeps the old DeletionTimestamp and DeletionGracePeriodSeconds) and may not set them on an
+        object not being deleted (apimachinery pkg/api/validation/objectmeta.go
+        ValidateObjectMetaUpdate: immutable fields)."""
         if ref.subresource == "status":
             out = copy.deepcopy(live)
             out["status"] = new.get("status") or {}
             return out
         if "status" in live:
             new["status"] = copy.deepcopy(live["status"])
+        meta, old = new.setdefault("metadata", {}), live.get("metadata") or {}
+        for field in DELETION_FIELDS:
+            sent = meta.pop(field, None)
+            if field in old:
+                meta[field] = old[field]
+            elif sent is not None:
+                raise ApiError(422, f'{ref.plural} "{ref.name}" is invalid: metadata.{field}: Invalid value: '
+                                    f"{json.dumps(sent)}: field is immutable")
         return new
 
     @staticmethod
@@ -161,17 +178,42 @@ class Verbs:
 
     # delete and evict --------------------------------------------------------------------------
     def delete(self, ref: Ref) -> Manifest:
-        """Gone at once: a pod's grace period and finalizers are not emulated."""
+        """Gone at once, but for a pod with finalizers, which is marked deleting and kept until its
+        last finalizer is removed (`_mark_deleting`). A pod's grace period is not emulated."""
         kind = self.store.kind_of(ref)
+        pod = self.store.world["pods"].get(f"{ref.namespace}/{ref.name}") if kind == "Pod" else None
+        if pod is not None and pod["metadata"].get("finalizers"):
+            return self._mark_deleting(ref, pod)
         shown = self.store.remove(ref)
         self._react(kind, shown, None)
         return shown
+
+    def _mark_deleting(self, ref: Ref, pod: Manifest) -> Manifest:
+        """k8s.io/apiserver pkg/registry/generic/registry/store.go (v0.34) Delete: an object with
+        finalizers is not removed; the first delete sets metadata.deletionTimestamp and, for a pod,
+        deletionGracePeriodSeconds (kubernetes v1.34 pkg/registry/core/pod/strategy.go
+        CheckGracefulDelete: the pod's terminationGracePeriodSeconds, which
+        pkg/apis/core/v1/defaults.go SetDefaults_PodSpec makes 30) and answers the object; a later
+        delete changes nothing. Its ReplicaSet no longer counts it (pkg/controller/controller_utils.go
+        IsPodActive) and starts a replacement. The kubelet stopping its containers is not emulated:
+        the pod stays as it was, as one whose containers do not exit. An update that removes the
+        last finalizer removes it (store.go Update, deleteWithoutFinalizers)."""
+        s = self.store
+        meta = pod["metadata"]
+        if not meta.get("deletionTimestamp"):
+            before = copy.deepcopy(pod)
+            meta["deletionTimestamp"] = now()
+            meta["deletionGracePeriodSeconds"] = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
+            meta["resourceVersion"] = s.next_rv()
+            self._react("Pod", before, pod)
+        return s.shown("Pod", "v1", pod)
 
     def evict(self, ref: Ref) -> Manifest:
         """pkg/registry/core/pod/storage/eviction.go (kubernetes v1.34) EvictionREST.Create: a pod
         covered by a PodDisruptionBudget that allows no disruption now is refused with 429 (and the
         budget named in the cause, checkAndDecrement); more than one budget is a 500; a pod that is
-        not Running (Pending, Succeeded, Failed) is deleted without consulting the budget."""
+        not Running (Pending, Succeeded, Failed) or is already being deleted is deleted without
+        consulting the budget (canIgnorePDB)."""
         s = self.store
         pod_ref = Ref("", "v1", "pods", ref.namespace, ref.name)
         pod = s.world["pods"].get(f"{ref.namespace}/{ref.name}")
@@ -180,7 +222,7 @@ class Verbs:
         budgets = [b for b in self._budgets(ref.namespace)
                    if ctl.matches(((b.get("spec") or {}).get("selector") or {}).get("matchLabels") or {},
                                   pod["metadata"].get("labels") or {})]
-        if pod["status"].get("phase") == "Running" and budgets:
+        if pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp") and budgets:
             if len(budgets) > 1:
                 raise ApiError(500, "This pod has more than one PodDisruptionBudget, which the eviction "
                                     "subresource does not support.")
@@ -225,9 +267,11 @@ class Verbs:
         pod = ctl.new_pod(s.world, s.root, namespace=ref.namespace, prefix="", name=ref.name, node=node or "",
                           labels=dict(meta.get("labels") or {}), owner=None,
                           containers=list(spec.get("containers") or []), annotations=meta.get("annotations"))
-        for field in ("nodeSelector", "tolerations"):
-            if spec.get(field):
+        for field in ("nodeSelector", "tolerations", "terminationGracePeriodSeconds"):
+            if spec.get(field) is not None:
                 pod["spec"][field] = copy.deepcopy(spec[field])
+        if meta.get("finalizers"):
+            pod["metadata"]["finalizers"] = [str(f) for f in meta["finalizers"]]
         if node is None:
             pod["status"] = {"phase": "Pending", "conditions": [
                 {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}]}
@@ -276,6 +320,12 @@ class Verbs:
             new = fields.strategic_merge(live, manifest) if live else copy.deepcopy(manifest)
             s.put(ref, manifest["kind"], new, copy.deepcopy(live) if live else None, seed.KUBE_OVN_INSTALLER)
         s.reconcile()
+
+
+def _finalized(obj: Manifest) -> bool:
+    """Marked deleting, and its last finalizer just removed: the object goes."""
+    meta = obj.get("metadata") or {}
+    return bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
 
 
 def _cordon(node: Manifest | None) -> bool | None:
