@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from tasks.cluster.installer import run_script
 from tasks.cluster.surface import (
     DNS1123_LABEL, EVENT_NAMESPACE, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeEvent,
-    NodeView, PatchValue, PodView, check_labels, check_name, event_manifest, event_repeat, selector_string,
+    NodeView, PatchValue, PodGone, PodView, check_labels, check_name, event_manifest, event_repeat, selector_string,
 )
 from workflows.errors import PermanentError, TransientError
 
@@ -104,8 +104,11 @@ def stream_exec(core: client.CoreV1Api, namespace: str, pod: str, container: str
     # 37 stream/stream.py _websocket_request): on a client other threads share, their requests
     # would go out as websocket handshakes. Each exec gets a client of its own.
     private = client.CoreV1Api(client.ApiClient(core.api_client.configuration))
-    ws = stream(private.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=list(argv),
-                stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    try:
+        ws = stream(private.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+                    command=list(argv), stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    except ApiException as exc:
+        raise handshake_answer(exc) from None
     try:
         ws.run_forever(timeout=timeout)
         if ws.is_open():
@@ -113,6 +116,22 @@ def stream_exec(core: client.CoreV1Api, namespace: str, pod: str, container: str
         return ExecResult(ws.returncode or 0, ws.read_stdout() or "", ws.read_stderr() or "")
     finally:
         ws.close()
+
+
+def handshake_answer(exc: ApiException) -> ApiException:
+    """The API server's HTTP answer to an exec's websocket upgrade, as an `ApiException` with its
+    status and body. The client raises every failed handshake as `ApiException(status=0)` holding
+    only the text of websocket-client's `WebSocketBadStatusException`, raised while handling that
+    one (kubernetes 37.0.2 stream/ws_client.py websocket_call); the chained exception keeps the
+    status code and body (websocket-client 1.9.2 websocket/_exceptions.py). Read as attributes:
+    websocket-client comes with the client, nicflow does not depend on it itself."""
+    cause = exc.__context__
+    status = getattr(cause, "status_code", None)
+    if exc.status or not isinstance(status, int):
+        return exc  # an HTTP answer already, or no handshake answer (a connection error)
+    body = getattr(cause, "resp_body", None)
+    return ApiException(status=status, reason=str(getattr(cause, "status_message", None) or exc.reason),
+                        body=body.decode(errors="replace") if isinstance(body, bytes) else body)
 
 
 def _message(exc: ApiException) -> str:
@@ -466,6 +485,8 @@ class KubeCluster:
         try:
             return self.pod_exec(self.core, namespace, pod, container, argv, timeout)
         except ApiException as exc:
+            if exc.status == 404:  # no such pod (kubernetes v1.34 pkg/registry/core/pod/strategy.go ExecLocation)
+                raise PodGone(f"exec in pod {target}: the pod does not exist (404): {_message(exc)}") from None
             raise api_error(exc, verb="create", resource="pods/exec", target=target) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransientError(f"exec in pod {target} failed: {exc}") from None
