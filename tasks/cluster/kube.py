@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -152,7 +151,7 @@ def _with_causes(exc: ApiException) -> str:
 
 
 @dataclass(frozen=True)
-class NodeEvent:
+class WatchEvent:
     """One event of a node watch: ADDED, MODIFIED, DELETED (with the node), or BOOKMARK (none)."""
 
     type: str
@@ -356,7 +355,7 @@ class KubeCluster:
         return [NodeView.of(item) for item in items], version
 
     def watch_nodes(self, resource_version: str, *, timeout: int,
-                    selector: Mapping[str, str] | None = None) -> Iterator[NodeEvent]:
+                    selector: Mapping[str, str] | None = None) -> Iterator[WatchEvent]:
         """Node changes after `resource_version`, for at most `timeout` seconds (the server ends the
         watch then; the caller reconnects from the last event's resourceVersion). A resourceVersion
         older than the server keeps is `WatchExpired` (410 Gone): the caller relists."""
@@ -373,9 +372,9 @@ class KubeCluster:
                 obj = event.get("raw_object") or {}
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
                 if event.get("type") == "BOOKMARK":
-                    yield NodeEvent("BOOKMARK", None, version)
+                    yield WatchEvent("BOOKMARK", None, version)
                 else:
-                    yield NodeEvent(str(event.get("type")), NodeView.of(obj), version)
+                    yield WatchEvent(str(event.get("type")), NodeView.of(obj), version)
         except ApiException as exc:
             # with timeout_seconds the client does not retry a 410 itself (kubernetes 37 watch/watch.py)
             if exc.status == 410:
@@ -398,24 +397,6 @@ class KubeCluster:
         self._call("patch", "nodes", name, self.core.patch_node, name,
                    {"metadata": {"labels": check_labels(labels, f"labels of node {name}")}},
                    field_manager=field_manager, _content_type=STRATEGIC)
-
-    def create_event(self, *, node: str, reason: str, message: str, component: str, warning: bool = True) -> None:
-        """A core/v1 Event about a Node, as client-go's recorder writes one (tools/record/event.go
-        makeEvent: a cluster-scoped object's events go to namespace `default`, named
-        `<object>.<unix nanoseconds in hex>`, count 1, first and last timestamp now)."""
-        check_name(node, "node name")
-        stamp = time.time_ns()
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp / 1e9))
-        name = f"{node}.{stamp:x}"
-        body: Manifest = {
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": "default"},
-            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node},
-            "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
-            "source": {"component": component}, "reportingComponent": component,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
-        self._call("create", "events", f"default/{name}", self.core.create_namespaced_event, "default", body,
-                   field_manager=FIELD_MANAGER)
 
     def get_node(self, name: str) -> NodeView | None:
         check_name(name, "node name")
