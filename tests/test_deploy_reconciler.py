@@ -64,6 +64,11 @@ def test_the_overlay_with_the_reconciler_builds_into_valid_objects(tmp_path: Pat
     assert container["args"][:3] == ["reconcile", "--policy", "/etc/nicflow/policy/policy.yaml"]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["livenessProbe"] and container["readinessProbe"]
+    # its metrics (nicflow_nodes_drifted) for the monitoring component's ServiceMonitor (tests/test_monitoring.py)
+    service = find(objects, "Service", "nicflow-reconciler-metrics")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
     env = {e["name"]: e for e in container["env"]}
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "nicflow-redis", "key": "password"}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
