@@ -18,15 +18,15 @@ NICFLOW_WORKLOADS = [("Deployment", "nicflow-controller"), ("Deployment", "nicfl
                      ("DaemonSet", "nicflow-agent")]
 
 
-def with_component(tmp_path: Path, component: str) -> list[Obj]:
-    """The example overlay with `component` added, built."""
+def with_component(tmp_path: Path, *components: str) -> list[Obj]:
+    """The example overlay with `components` added, built."""
     copied = tmp_path / "deploy"
     shutil.copytree(DEPLOY, copied)
-    variant = copied / "overlays" / component
+    variant = copied / "overlays" / "-".join(components)
     variant.mkdir()
     (variant / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": ["../example"], "components": [f"../../components/{component}"]}))
+        "resources": ["../example"], "components": [f"../../components/{c}" for c in components]}))
     return build(variant)
 
 

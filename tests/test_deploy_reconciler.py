@@ -4,7 +4,8 @@ The overlay with the component builds into valid objects (tests/test_deploy_mani
 build and checks), its policy loads against its pipeline, and its account holds exactly what
 the reconciler asks the API for: the requests are recorded by the simulated API server while
 the reconciler lists and watches the nodes, resolves a drift check's nodes and reports a
-drifted node, and each becomes the grant the API server would check (tests/test_deploy_rbac.py).
+drifted node twice (an Event, then its repeat), and each becomes the grant the API server would
+check (tests/test_deploy_rbac.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from redis import Redis
 
 from simulators.kube_api.control import running_api
 from tasks.cluster.kube import KubeCluster, WatchExpired
@@ -62,6 +64,11 @@ def test_the_overlay_with_the_reconciler_builds_into_valid_objects(tmp_path: Pat
     assert container["args"][:3] == ["reconcile", "--policy", "/etc/nicflow/policy/policy.yaml"]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["livenessProbe"] and container["readinessProbe"]
+    # its metrics (nicflow_nodes_drifted) for the monitoring component's ServiceMonitor (tests/test_monitoring.py)
+    service = find(objects, "Service", "nicflow-reconciler-metrics")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
     env = {e["name"]: e for e in container["env"]}
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "nicflow-redis", "key": "password"}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -78,8 +85,9 @@ def test_the_shipped_policy_loads_against_its_pipeline() -> None:
     assert pipeline.spec.rollout.max_unavailable == 2 and pipeline.spec.rollout.canary == 1
 
 
-def recorded_requests(tmp_path: Path) -> list[Request]:
-    """What a reconciler sends: a relist, a watch session, a drift check's node resolution, one drift report."""
+def recorded_requests(tmp_path: Path, redis: Redis) -> list[Request]:
+    """What a reconciler sends: a relist, a watch session, a drift check's node resolution, a drift
+    report, and the same drift reported again (the Event's count, workers.drift)."""
     root = tmp_path / "fleet"
     create_fleet(root, 2)
     policy = parse_policy(yaml.safe_dump({"name": "rbac", "pipeline": "corigine-offload", "debounce": 0,
@@ -95,15 +103,18 @@ def recorded_requests(tmp_path: Path) -> list[Request]:
         assert sorted(reconciler.first_seen) == ["node-000", "node-001"]  # it saw them wanting a rollout
         assert resolve_nodes(kube, names=["node-000"]) == ["node-000"]
         drifted = Verdict("drifted", [Difference("create-vfs", "write", "sriov_numvfs", 0, 4)])
-        assert report_drift(kube, policy="rbac", drifted={"node-000": drifted}, repair=False, chat=None) == ["node-000"]
+        for _ in range(2):
+            assert report_drift(kube, redis, policy="rbac", drifted={"node-000": drifted}, repair=False,
+                                chat=None) == ["node-000"]
         ops = [op for op in api.ops()[start:] if "method" in op]
     return [Request(op["method"], op["path"], op["query"], op.get("content_type") or "", None) for op in ops]
 
 
-def test_the_reconciler_s_roles_grant_exactly_what_it_asks_for(tmp_path: Path) -> None:
-    requests = recorded_requests(tmp_path)
+def test_the_reconciler_s_roles_grant_exactly_what_it_asks_for(tmp_path: Path, redis: Redis) -> None:
+    requests = recorded_requests(tmp_path, redis)
     needed = set().union(*(grants_of(r) for r in requests))
     assert Grant("", "nodes", "watch") in needed and Grant("", "events", "create") in needed
+    assert Grant("", "events", "patch") in needed  # the repeat
     objects = component_objects()
     cluster_role = next(o for o in objects if o["kind"] == "ClusterRole")
     role = next(o for o in objects if o["kind"] == "Role")

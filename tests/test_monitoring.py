@@ -1,5 +1,6 @@
 """deploy/components/monitoring (issue 16, item 4): a ServiceMonitor for the controllers, the
-agents and the api, and a PrometheusRule whose alerts read only what nicflow exports.
+agents, the api and the reconciler (with deploy/components/reconciler, which brings its metrics
+Service), and a PrometheusRule whose alerts read only what nicflow exports.
 
 The Prometheus Operator objects are validated against its CRDs (tests/crd_schema.py); every
 metric an alert reads is one a nicflow process exports (taken from the processes' own
@@ -36,12 +37,14 @@ PENDING: dict[str, str] = {}
 """Metrics an alert reads before nicflow exports them; each is checked to be still missing, so
 the entry goes when the metric comes."""
 PROCESSES = {"nicflow-controller": ("Deployment", "controller"), "nicflow-agent": ("DaemonSet", "agent"),
-             "nicflow-api": ("Deployment", "api")}
+             "nicflow-api": ("Deployment", "api"), "nicflow-reconciler": ("Deployment", "reconciler")}
+"""The job (a metrics Service's name label) of each process kind, and its workload and container."""
 
 
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory: pytest.TempPathFactory) -> list[Obj]:
-    return with_component(tmp_path_factory.mktemp("monitoring"), "monitoring")
+    """The example overlay with monitoring and the reconciler, as README: Reconciling enables it."""
+    return with_component(tmp_path_factory.mktemp("monitoring"), "monitoring", "reconciler")
 
 
 def exported(redis: Redis) -> set[str]:
@@ -123,6 +126,25 @@ def test_the_service_monitor_reaches_a_listening_port_of_every_process(objects: 
         assert port["targetPort"] in listening, (service["metadata"]["name"], listening)
         args = container["args"]
         assert args[args.index("--metrics-port") + 1] == str(listening[port["targetPort"]])
+
+
+def test_the_drift_alert_reads_the_gauge_of_the_reconciler_the_service_monitor_scrapes(objects: list[Obj]) -> None:
+    """nicflow_nodes_drifted is the reconciler's alone (workers.drift, set by workers.reconciler)."""
+    drifted = next(a for a in alerts(objects) if a["alert"] == "NicflowNodeDrifted")
+    assert "nicflow_nodes_drifted" in drifted["expr"]
+    monitor = find(objects, "ServiceMonitor", "nicflow")
+    service = find(objects, "Service", "nicflow-reconciler-metrics")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["metadata"]["namespace"] in monitor["spec"]["namespaceSelector"]["matchNames"]
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "nicflow-reconciler"
+    assert [p["name"] for p in service["spec"]["ports"]] == [e["port"] for e in monitor["spec"]["endpoints"]]
+
+
+def test_without_the_reconciler_the_monitoring_component_builds_alone(tmp_path: Path) -> None:
+    alone = with_component(tmp_path, "monitoring")
+    for obj in alone:
+        validate(obj)
+    assert not [o for o in alone if o["metadata"]["name"].startswith("nicflow-reconciler")]
 
 
 def scrape(port: int) -> str:

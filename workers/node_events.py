@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from redis import Redis
+
 from tasks.cluster.node_events import node_events
 from tasks.cluster.reporter import NodeStateReporter
 from tasks.cluster.surface import ClusterSurface, NodeEvent
@@ -59,7 +61,7 @@ class NodeEventsReporter:
         if not events:
             return
         surface = self.cluster_of(fleet)
-        for event in self._counted(self._claimed(run_id, events)):
+        for event in counted(self.store.redis, self._claimed(run_id, events)):
             surface.record_event(event)
 
     def _claimed(self, run_id: str, events: list[NodeEvent]) -> list[NodeEvent]:
@@ -69,13 +71,15 @@ class NodeEventsReporter:
             pipe.set(f"nicflow:{{{run_id}}}:node-event:{event.node}:{event.reason}", "1", nx=True, ex=CLAIM_TTL)
         return [event for event, won in zip(events, pipe.execute()) if won]
 
-    def _counted(self, events: list[NodeEvent]) -> list[NodeEvent]:
-        """Each event with its occurrence count; a repeat keeps the first occurrence's time."""
-        pipe = self.store.redis.pipeline(transaction=False)
-        for event in events:
-            key = f"nicflow:node-event:{event.key}"
-            pipe.incr(key).setnx(f"{key}:first", event.first).get(f"{key}:first")
-            pipe.expire(key, EVENT_TTL).expire(f"{key}:first", EVENT_TTL)
-        answers = pipe.execute()
-        return [replace(event, count=int(answers[5 * i]), first=float(answers[5 * i + 2]))
-                for i, event in enumerate(events)]
+
+def counted(redis: Redis, events: list[NodeEvent]) -> list[NodeEvent]:
+    """Each event with its occurrence count within the API server's event TTL, counted in Redis
+    (any controller or reconciler may record the repeat); a repeat keeps the first occurrence's time."""
+    pipe = redis.pipeline(transaction=False)
+    for event in events:
+        key = f"nicflow:node-event:{event.key}"
+        pipe.incr(key).setnx(f"{key}:first", event.first).get(f"{key}:first")
+        pipe.expire(key, EVENT_TTL).expire(f"{key}:first", EVENT_TTL)
+    answers = pipe.execute()
+    return [replace(event, count=int(answers[5 * i]), first=float(answers[5 * i + 2]))
+            for i, event in enumerate(events)]

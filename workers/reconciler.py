@@ -251,7 +251,7 @@ class Reconciler:
         drifted = {n: v for n, v in result.nodes.items() if v.state == DRIFTED}
         log.info("drift check %s of %d node(s): %s", result.run, len(nodes), result.summary())
         if drifted:
-            report_drift(self.cluster, policy=self.spec.name, drifted=drifted, repair=self.spec.repair,
+            report_drift(self.cluster, self.redis, policy=self.spec.name, drifted=drifted, repair=self.spec.repair,
                          chat=self.chat)
             self.relist()
 

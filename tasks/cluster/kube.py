@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -34,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from tasks.cluster.installer import run_script
 from tasks.cluster.surface import (
     DNS1123_LABEL, EVENT_NAMESPACE, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeEvent,
-    NodeView, PatchValue, PodView, check_labels, check_name, event_manifest, event_repeat, selector_string,
+    NodeView, PatchValue, PodGone, PodView, check_labels, check_name, event_manifest, event_repeat, selector_string,
 )
 from workflows.errors import PermanentError, TransientError
 
@@ -104,8 +103,11 @@ def stream_exec(core: client.CoreV1Api, namespace: str, pod: str, container: str
     # 37 stream/stream.py _websocket_request): on a client other threads share, their requests
     # would go out as websocket handshakes. Each exec gets a client of its own.
     private = client.CoreV1Api(client.ApiClient(core.api_client.configuration))
-    ws = stream(private.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=list(argv),
-                stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    try:
+        ws = stream(private.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+                    command=list(argv), stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    except ApiException as exc:
+        raise handshake_answer(exc) from None
     try:
         ws.run_forever(timeout=timeout)
         if ws.is_open():
@@ -113,6 +115,22 @@ def stream_exec(core: client.CoreV1Api, namespace: str, pod: str, container: str
         return ExecResult(ws.returncode or 0, ws.read_stdout() or "", ws.read_stderr() or "")
     finally:
         ws.close()
+
+
+def handshake_answer(exc: ApiException) -> ApiException:
+    """The API server's HTTP answer to an exec's websocket upgrade, as an `ApiException` with its
+    status and body. The client raises every failed handshake as `ApiException(status=0)` holding
+    only the text of websocket-client's `WebSocketBadStatusException`, raised while handling that
+    one (kubernetes 37.0.2 stream/ws_client.py websocket_call); the chained exception keeps the
+    status code and body (websocket-client 1.9.2 websocket/_exceptions.py). Read as attributes:
+    websocket-client comes with the client, nicflow does not depend on it itself."""
+    cause = exc.__context__
+    status = getattr(cause, "status_code", None)
+    if exc.status or not isinstance(status, int):
+        return exc  # an HTTP answer already, or no handshake answer (a connection error)
+    body = getattr(cause, "resp_body", None)
+    return ApiException(status=status, reason=str(getattr(cause, "status_message", None) or exc.reason),
+                        body=body.decode(errors="replace") if isinstance(body, bytes) else body)
 
 
 def _message(exc: ApiException) -> str:
@@ -133,7 +151,7 @@ def _with_causes(exc: ApiException) -> str:
 
 
 @dataclass(frozen=True)
-class NodeEvent:
+class WatchEvent:
     """One event of a node watch: ADDED, MODIFIED, DELETED (with the node), or BOOKMARK (none)."""
 
     type: str
@@ -337,7 +355,7 @@ class KubeCluster:
         return [NodeView.of(item) for item in items], version
 
     def watch_nodes(self, resource_version: str, *, timeout: int,
-                    selector: Mapping[str, str] | None = None) -> Iterator[NodeEvent]:
+                    selector: Mapping[str, str] | None = None) -> Iterator[WatchEvent]:
         """Node changes after `resource_version`, for at most `timeout` seconds (the server ends the
         watch then; the caller reconnects from the last event's resourceVersion). A resourceVersion
         older than the server keeps is `WatchExpired` (410 Gone): the caller relists."""
@@ -354,9 +372,9 @@ class KubeCluster:
                 obj = event.get("raw_object") or {}
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
                 if event.get("type") == "BOOKMARK":
-                    yield NodeEvent("BOOKMARK", None, version)
+                    yield WatchEvent("BOOKMARK", None, version)
                 else:
-                    yield NodeEvent(str(event.get("type")), NodeView.of(obj), version)
+                    yield WatchEvent(str(event.get("type")), NodeView.of(obj), version)
         except ApiException as exc:
             # with timeout_seconds the client does not retry a 410 itself (kubernetes 37 watch/watch.py)
             if exc.status == 410:
@@ -379,24 +397,6 @@ class KubeCluster:
         self._call("patch", "nodes", name, self.core.patch_node, name,
                    {"metadata": {"labels": check_labels(labels, f"labels of node {name}")}},
                    field_manager=field_manager, _content_type=STRATEGIC)
-
-    def create_event(self, *, node: str, reason: str, message: str, component: str, warning: bool = True) -> None:
-        """A core/v1 Event about a Node, as client-go's recorder writes one (tools/record/event.go
-        makeEvent: a cluster-scoped object's events go to namespace `default`, named
-        `<object>.<unix nanoseconds in hex>`, count 1, first and last timestamp now)."""
-        check_name(node, "node name")
-        stamp = time.time_ns()
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp / 1e9))
-        name = f"{node}.{stamp:x}"
-        body: Manifest = {
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": "default"},
-            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node},
-            "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
-            "source": {"component": component}, "reportingComponent": component,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
-        self._call("create", "events", f"default/{name}", self.core.create_namespaced_event, "default", body,
-                   field_manager=FIELD_MANAGER)
 
     def get_node(self, name: str) -> NodeView | None:
         check_name(name, "node name")
@@ -466,6 +466,8 @@ class KubeCluster:
         try:
             return self.pod_exec(self.core, namespace, pod, container, argv, timeout)
         except ApiException as exc:
+            if exc.status == 404:  # no such pod (kubernetes v1.34 pkg/registry/core/pod/strategy.go ExecLocation)
+                raise PodGone(f"exec in pod {target}: the pod does not exist (404): {_message(exc)}") from None
             raise api_error(exc, verb="create", resource="pods/exec", target=target) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransientError(f"exec in pod {target} failed: {exc}") from None

@@ -19,7 +19,10 @@ none does the step take the representor create-vfs listed for the probe's VF
 (Multus's network-status annotation names the VF), and it says so. At least
 `min_offloaded_flows` must carry `offloaded:yes, dp:tc`. Both pods are
 deleted whatever the outcome. While they start the step holds no controller
-thread: it says when to look again (`NotYet`) and the engine wakes it. Not proven is transient: the retry policy gives
+thread: it says when to look again (`NotYet`) and the engine wakes it. A probe
+pod that is gone when the step looks, or when it execs into it (404), was
+deleted by another attempt of the step (one taken over by the watchdog that
+ran on): it is created again and looked at later, under the same wait. Not proven is transient: the retry policy gives
 the datapath time.
 
 With `traffic_probe: false` (clusters that forbid probe pods) the step proves
@@ -43,10 +46,12 @@ from tasks.cluster.objects import check_image
 from tasks.cluster.reporter import STATE_LABEL, mark_node
 from tasks.cluster.steps_drain import node_of
 from tasks.cluster.steps_multus import NAD_GROUP, RESOURCE_ANNOTATION
-from tasks.cluster.surface import DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, Manifest, NodeView, PodView
+from tasks.cluster.surface import (
+    DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, Manifest, NodeView, PodGone, PodView,
+)
 from tasks.corigine.flows import FlowReport, parse_flows
 from tasks.corigine.names import IFNAME, check_pci
-from workflows.errors import NotYet, PermanentError, TransientError
+from workflows.errors import NotYet, PermanentError, StepError, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
 DUMP = ["ovs-appctl", "dpctl/dump-flows", "-m", "type=offloaded"]
@@ -268,12 +273,16 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
             if ovs is None:
                 raise TransientError(f"no running ovs-ovn pod on node {node.name} ({params.namespace}, "
                                      f"labels {params.selector})")
-            pods = self._running_pods(ctx, params, node.name, names)
+            pods = self._running_pods(ctx, params, node.name, setup)
             sides = [self._port_of(ctx, params, ovs, name, _probe_vf(pod, setup.network), setup.provider)
                      for name, pod in zip(names, pods, strict=True)]
             target = str(pods[1]["status"]["podIP"])
             argv = ["ping", "-c", str(params.ping_count), "-W", "2", target]
-            ping = surface.exec(params.probe_namespace, names[0], "probe", argv, timeout=params.exec_timeout)
+            try:
+                ping = surface.exec(params.probe_namespace, names[0], "probe", argv, timeout=params.exec_timeout)
+            except PodGone as gone:  # deleted since the look found it running: the next look creates it again
+                raise _look_later(ctx, params, node.name, f"probe pod {names[0]} to be created again ({gone})",
+                                  gone) from None
             shown = (f"$ kubectl exec {params.probe_namespace}/{names[0]} -- {' '.join(argv)}\n"
                      f"{ping.stdout}{ping.stderr}")
             probe = Probe(sides, shown)
@@ -324,9 +333,18 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
         port = _representors(ctx.facts, [vf], node_of(ctx).name)[0]
         return ProbePort(pod, vf, (port,), f"{why}: port {port} is VF {vf}'s representor in create-vfs's facts\n")
 
-    @staticmethod
-    def _running_pods(ctx: StepContext, params: VerifyClusterParams, node: str, names: list[str]) -> list[Manifest]:
-        """Both probe pods, once they run; `NotYet` before, until `probe_timeout` from the first look."""
+    def _running_pods(self, ctx: StepContext, params: VerifyClusterParams, node: str,
+                      setup: ProbeSetup) -> list[Manifest]:
+        """Both probe pods, once they run; `NotYet` before, until `probe_timeout` from the first look.
+
+        Every attempt of the step on the node names its pods alike, so that whichever attempt is
+        current finds and deletes what an earlier one made. The other side of that: an attempt
+        taken over while it ran (its heartbeat lapsed during a Redis restart and the watchdog
+        sent the step again, or a lost claim let a redelivery claim it twice) still deletes the
+        pods when it ends, under the current attempt. A pod not there is created again here, and
+        one still terminating (a real API server keeps it until its grace period ends) is waited
+        for first: a server-side apply would only update the pod on its way out."""
+        names = setup.names
         found = [ctx.surface.get("v1", "Pod", n, params.probe_namespace) for n in names]
         failed = [(n, p) for n, p in zip(names, found, strict=True) if _failed(p)]
         if failed:
@@ -336,14 +354,16 @@ class VerifyOffloadCluster(Step[VerifyClusterParams, VerifyClusterState]):
                                  f"{status.get('reason', 'Failed')}: {status.get('message', '')}")
         if all(_running(p) for p in found):
             return [p for p in found if p is not None]
-        phases = ", ".join(f"{n}: {((p or {}).get('status') or {}).get('phase', 'absent')}"
-                           for n, p in zip(names, found, strict=True))
+        phases = ", ".join(f"{n}: {_phase(p)}" for n, p in zip(names, found, strict=True))
         timeout = TransientError(f"probe pods on node {node} did not run within {params.probe_timeout:g}s "
                                  f"({phases}); does the node have a free VF?")
-        if ctx.wait is not None and ctx.wait.expired(time.time()):
-            raise timeout  # the last look: the pods are deleted on the way out
-        raise NotYet(f"probe pods on node {node} to run ({phases})", delay=params.poll_interval,
-                     timeout=params.probe_timeout, expired=timeout)
+        missing = [n for n, p in zip(names, found, strict=True) if p is None]
+        again = f"; {', '.join(missing)} created again" if missing else ""
+        waiting = _look_later(ctx, params, node, f"probe pods on node {node} to run ({phases}){again}", timeout)
+        if isinstance(waiting, NotYet):
+            for name in missing:
+                ctx.surface.apply(self._probe_pod(params, node, name, setup.network, setup.resource))
+        raise waiting
 
     def _probe_pod(self, params: VerifyClusterParams, node: str, name: str, network: str, resource: str) -> Manifest:
         vf = {resource: "1"}
@@ -450,8 +470,29 @@ def _representors(facts: dict[str, Any], vfs: list[str], node: str) -> list[str]
     return [str(by_vf[vf]) for vf in vfs]
 
 
+def _look_later(ctx: StepContext, params: VerifyClusterParams, node: str, reason: str,
+                expired: StepError) -> StepError:
+    """Look again in `poll_interval` (`NotYet`), or, past the wait's deadline, `expired`: the last
+    look, after which the pods are deleted on the way out."""
+    if ctx.wait is not None and ctx.wait.expired(time.time()):
+        return expired
+    return NotYet(reason, delay=params.poll_interval, timeout=params.probe_timeout, expired=expired)
+
+
+def _phase(pod: Manifest | None) -> str:
+    if pod is None:
+        return "absent"
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "terminating"
+    return str((pod.get("status") or {}).get("phase", "Pending"))
+
+
 def _running(pod: Manifest | None) -> bool:
-    status = (pod or {}).get("status") or {}
+    """Running, ready, with an IP, and not being deleted (metadata.deletionTimestamp: the kubelet
+    stops its containers within the grace period)."""
+    if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     return status.get("phase") == "Running" and ready and bool(status.get("podIP"))
 

@@ -56,6 +56,13 @@ class EvictionBlocked(TransientError):
         self.pod = f"{namespace}/{pod}"
 
 
+class PodGone(TransientError):
+    """Exec into a pod that does not exist: kube-apiserver answers the upgrade 404 NotFound
+    (kubernetes v1.34 pkg/registry/core/pod/strategy.go, ExecLocation -> streamLocation -> getPod).
+    Pods come and go (a DaemonSet replaces one, another attempt deletes a probe pod): whoever
+    asked looks again."""
+
+
 class ApplyConflict(PermanentError):
     """Server-side apply met fields another field manager owns (409)."""
 
