@@ -68,6 +68,19 @@ def test_scale_and_overhead_figures(figures: dict) -> None:
     assert math.isclose(o["ratio"], rate, rel_tol=0.02)
 
 
+def test_usage_figures(figures: dict) -> None:
+    """What each run cost: its Redis commands and every process's CPU, counted, not timed."""
+    m, o = figures["makespan"], figures["overhead"]
+    for f in (m, o):
+        assert set(f["cpu_seconds"]) == {"controller-0", "agent", "kube-api", "redis"}
+        assert all(seconds >= 0 for seconds in f["cpu_seconds"].values())
+        assert f["cpu_ms_per_node_step"] > 0
+        # every step is at least claimed and checkpointed: two scripts
+        assert f["redis_commands_per_node_step_by_name"]["evalsha"] >= 2
+        assert f["redis_commands_per_node_step"] >= sum(f["redis_commands_per_node_step_by_name"].values()) - 0.1
+    assert o["plain_chain_redis_commands_per_node_step"] > 0
+
+
 def test_list_schedule() -> None:
     assert ideal_makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0
     assert ideal_makespan([1.0, 1.0, 1.0], 1) == 3.0
