@@ -35,7 +35,7 @@ from workflows.registry import StepRegistry
 from workflows.reservations import NodeReservations
 from workflows.rollout import Wave, pauses_after
 from workflows.spec import StepSpec
-from workflows.store import CLUSTER, CheckpointStore
+from workflows.store import CheckpointStore
 from workflows.wakeups import Wakeups
 
 
@@ -251,12 +251,12 @@ class Engine:
 
     # node level
     def advance_node(self, run_id: str, node: str) -> None:
-        progress = self.store.progress(run_id, node)
+        view = self.store.view(run_id, node)
+        progress, cluster = view.progress, view.cluster
         if progress.state != "running" or not progress.fence:
             return  # not started: admitted, but its lease not taken yet (start_node advances it)
-        run = self.store.run(run_id)
+        run = view.run if view.run is not None else self.store.run(run_id)  # none: RunError, as before
         pipeline = self.pipeline(run)
-        cluster = self.store.progress(run_id, None) if pipeline.spec.cluster_steps else NodeProgress(node=CLUSTER)
         failure = _node_failure(progress, cluster, pipeline)
         if failure is None and run.status == "aborted":
             failure = "run aborted before this node finished"

@@ -68,7 +68,8 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
     store = engine.store
     if refuses_work(store.redis, run_id, node):
         return
-    progress = store.progress(run_id, node)
+    view = store.view(run_id, node, evidence_of=step_id)  # the run, the node and the cluster: one round trip
+    progress = view.progress
     checkpoint = progress.steps.get(step_id)
     if checkpoint is None or checkpoint.token != token:
         log.info("stale delivery of %s/%s on %s dropped", run_id, step_id, node or "cluster")
@@ -79,7 +80,7 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
     if checkpoint.status == "running":
         _drop_duplicate(run_id, node, step_id, checkpoint)
         return
-    run = store.run(run_id)
+    run = view.run if view.run is not None else store.run(run_id)  # none: RunError, as before
     spec = engine.pipeline(run).spec.step(step_id)
     # end steps are what an aborted run still runs; a waiting step finishes as a running one does
     if run.status == "aborted" and spec.phase != "end" and checkpoint.wait_since is None:
@@ -106,7 +107,7 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
         if holds_lease is False:
             _on_error(engine, run_id, node, spec, started, _lease_lost(engine, node))
             return
-        _attempt(engine, run, progress, spec, started)
+        _attempt(engine, run, progress, view.cluster, spec, started)
 
 
 def _worker() -> str:
@@ -126,11 +127,12 @@ def _lease_lost(engine: Engine, node: str | None) -> LeaseLost:
     return LeaseLost(f"lost the lease on node {node} (now held by {holder}); not touching it")
 
 
-def _attempt(engine: Engine, run: RunRecord, progress: NodeProgress, spec: StepSpec, started: Checkpoint) -> None:
+def _attempt(engine: Engine, run: RunRecord, progress: NodeProgress, cluster: NodeProgress, spec: StepSpec,
+             started: Checkpoint) -> None:
     node = None if progress.node.startswith("_") else progress.node
     run_id, step_id = run.id, spec.id
     try:
-        result = _converge(engine, run, node, progress, spec)
+        result = _converge(engine, run, node, progress, cluster, spec)
     except NotYet as waiting:
         _on_wait(engine, run_id, node, spec, started, waiting)
     except StepError as exc:
@@ -148,11 +150,11 @@ def _attempt(engine: Engine, run: RunRecord, progress: NodeProgress, spec: StepS
         metrics.STEP_SECONDS.labels(spec.type).observe(time.time() - (started.started_at or time.time()))
 
 
-def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodeProgress,
+def _converge(engine: Engine, run: RunRecord, node: str | None, progress: NodeProgress, cluster: NodeProgress,
               spec: StepSpec) -> StepResult:
+    """`cluster`: the cluster's progress as read with the node's (the node's own for a cluster step)."""
     pipeline = engine.pipeline(run)
     cluster_ids = [s.id for s in pipeline.spec.cluster_steps]
-    cluster = progress if node is None else (engine.store.progress(run.id, None) if cluster_ids else progress)
     facts = _facts(cluster, cluster_ids)
     ctx_surface: Any
     guard = None
