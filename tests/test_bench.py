@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import DEPLOYED_PERSISTENCE
 from bench.makespan import ideal_makespan
 from bench.work import spent_by_node, work_window
 from tasks.host.simfleet import create_fleet, open_host
@@ -115,3 +116,19 @@ def test_api_latency_is_the_work_of_the_node_a_request_names(tmp_path: Path) -> 
     assert work_window(spent["node-001"], 10.5, 100) == 0.25
     assert spent["node-001"].requests(0, 100) == 3
     assert work_window(spent["node-0011"], 0, 100) == 1.0
+
+
+def test_bench_redis_is_configured_as_deployed() -> None:
+    """Every setting the bench's redis-server gets is the deployed one's (deploy/base/redis.yaml)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    docs = yaml.safe_load_all((repo / "deploy/base/redis.yaml").read_text())
+    conf = next(d for d in docs if d and d["kind"] == "ConfigMap")["data"]["redis.conf"]
+    deployed = {line.split(None, 1)[0]: (line.split(None, 1) + [""])[1].strip() for line in conf.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")}
+    aliases = {"hash-max-ziplist-value": "hash-max-listpack-value"}  # Redis 7 takes the old name too
+    flags = dict(zip(DEPLOYED_PERSISTENCE[::2], DEPLOYED_PERSISTENCE[1::2]))
+    for flag, value in flags.items():
+        name = flag.removeprefix("--")
+        assert deployed[aliases.get(name, name)].strip('"') == value, name
