@@ -110,6 +110,14 @@ class Engine:
         finally:
             self._eager.owner = None
 
+    def has_cluster_steps(self, run_id: str) -> bool:
+        """Whether the run's pipeline has cluster steps (whose facts its node steps read); True when
+        the run is unknown here, so a reader reads the cluster's progress as it always could."""
+        try:
+            return bool(self.pipeline_of(run_id).spec.cluster_steps)
+        except RunError:
+            return True
+
     def _runs_on_host(self, run_id: str, node: str | None, step_id: str) -> bool:
         if node is None:
             return False
@@ -251,7 +259,7 @@ class Engine:
 
     # node level
     def advance_node(self, run_id: str, node: str) -> None:
-        view = self.store.view(run_id, node)
+        view = self.store.view(run_id, node, with_cluster=self.has_cluster_steps(run_id))
         progress, cluster = view.progress, view.cluster
         if progress.state != "running" or not progress.fence:
             return  # not started: admitted, but its lease not taken yet (start_node advances it)

@@ -68,7 +68,8 @@ def execute(engine: Engine, run_id: str, node: str | None, step_id: str, token: 
     store = engine.store
     if refuses_work(store.redis, run_id, node):
         return
-    view = store.view(run_id, node, evidence_of=step_id)  # the run, the node and the cluster: one round trip
+    # the run, the node and the cluster: one round trip
+    view = store.view(run_id, node, evidence_of=step_id, with_cluster=engine.has_cluster_steps(run_id))
     progress = view.progress
     checkpoint = progress.steps.get(step_id)
     if checkpoint is None or checkpoint.token != token:
