@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import peak_rss_mb
+from bench.usage import calls_between, command_calls, process_cpu_seconds, redis_cpu_seconds
 from simulators.kube_api.control import running_api
 from tasks.host.simfleet import create_fleet
 from workers.processes import WorkerProcess, running_workers, spawn_worker, tied_to_parent
@@ -37,6 +38,10 @@ class FleetRun:
     sim_root: Path
     controllers: str
     """`<processes>x<threads>`."""
+    redis_commands: dict[str, int]
+    """Redis commands the run sent, by name (bench.usage), the broker's included."""
+    cpu_seconds: dict[str, float]
+    """CPU seconds each process spent during the run: controllers, agent, the API server, Redis."""
 
 
 def run_fleet(url: str, workdir: Path, *, nodes: int, pipeline: str, sets: list[str],
@@ -48,7 +53,7 @@ def run_fleet(url: str, workdir: Path, *, nodes: int, pipeline: str, sets: list[
     loaded = load_pipeline(pipeline, sets)
     fleet = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
     env = {"NICFLOW_WATCHDOG_INTERVAL": "5"}
-    with running_api(sim_root, latency=api_latency, log_dir=workdir / "logs", preexec_fn=tied_to_parent()):
+    with running_api(sim_root, latency=api_latency, log_dir=workdir / "logs", preexec_fn=tied_to_parent()) as api:
         workers = [
             spawn_worker(f"controller-{i}", ["controller", "--concurrency", str(controllers.threads)], redis_url=url,
                          log_dir=workdir / "logs", env=env, tied=True)
@@ -58,14 +63,18 @@ def run_fleet(url: str, workdir: Path, *, nodes: int, pipeline: str, sets: list[
                          log_dir=workdir / "logs", env=env, tied=True),
         ]
         with running_workers(workers):
+            processes = {w.name: w.proc.pid for w in workers} | {"kube-api": api.proc.pid}
             return _measure(url, workers, loaded, sim_root, nodes=nodes, sets=sets, timeout=timeout,
-                            controllers=controllers)
+                            controllers=controllers, processes=processes)
 
 
 def _measure(url: str, workers: list[WorkerProcess], loaded: Pipeline, sim_root: Path, *, nodes: int,
-             sets: list[str], timeout: float, controllers: Controllers) -> FleetRun:
+             sets: list[str], timeout: float, controllers: Controllers, processes: dict[str, int]) -> FleetRun:
     engine = make_engine(url)
     names = sorted(f"node-{i:0{max(3, len(str(nodes - 1)))}d}" for i in range(nodes))
+    calls = command_calls(engine.store.redis)
+    cpu = {name: process_cpu_seconds(pid) for name, pid in processes.items()} | {
+        "redis": redis_cpu_seconds(engine.store.redis)}
     started = time.perf_counter()
     record = start_run(engine, loaded, names, fleet=f"sim:{sim_root}", overrides=parse_sets(sets))
     while not engine.store.run(record.id).terminal:
@@ -73,7 +82,11 @@ def _measure(url: str, workers: list[WorkerProcess], loaded: Pipeline, sim_root:
             raise RuntimeError(f"run {record.id} did not finish within {timeout:g}s")
         time.sleep(0.02)
     seconds = time.perf_counter() - started
+    spent = {name: process_cpu_seconds(pid) for name, pid in processes.items()} | {
+        "redis": redis_cpu_seconds(engine.store.redis)}
+    cpu_seconds = {name: round(spent[name] - cpu[name], 2) for name in spent}
+    commands = calls_between(calls, command_calls(engine.store.redis))
     rss = max(peak_rss_mb(w.proc.pid) for w in workers[:controllers.count])
     node_steps = nodes * len(loaded.spec.node_steps) + len(loaded.spec.cluster_steps)
     return FleetRun(engine, engine.store.run(record.id), seconds, node_steps, rss, sim_root,
-                    f"{controllers.count}x{controllers.threads}")
+                    f"{controllers.count}x{controllers.threads}", commands, cpu_seconds)

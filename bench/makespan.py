@@ -13,6 +13,7 @@ from typing import Any
 from bench.fleetrun import Controllers, FleetRun, run_fleet
 from bench.harness import redis_server
 from bench.profile import profile
+from bench.usage import usage_figures
 from bench.work import spent_by_node, work_window
 
 TARGET_RATIO = 1.25
@@ -73,4 +74,5 @@ def makespan_figures(run: FleetRun, *, window: int, pipeline: str) -> dict[str, 
         "node_to_work_ratio": round(mean_node / mean_work, 3) if mean_work else None,
         "ideal_node_makespan_seconds": round(ideal_makespan(durations, window), 3),
         "targets": {"ratio": TARGET_RATIO, "node_to_work_ratio": TARGET_NODE_TO_WORK},
+        **usage_figures(run.redis_commands, run.cpu_seconds, node_steps=run.node_steps, seconds=run.seconds),
     }

@@ -12,6 +12,7 @@ from redis import Redis
 
 from bench.fleetrun import run_fleet
 from bench.harness import redis_server, spawn_plain_worker
+from bench.usage import calls_between, command_calls, usage_figures
 
 
 # Zero step latency: the steps' polling intervals (waiting for a card, VFs, the API) are
@@ -61,7 +62,9 @@ def measure_overhead(workdir: Path, *, nodes: int, pipeline: str, concurrency: i
                         sets=["rollout.max_unavailable=100%", "rollout.max_failures=100%", *sets],
                         concurrency=concurrency)
         steps = len(run.engine.pipeline(run.record).spec.node_steps)
+        before = command_calls(run.engine.store.redis)
         plain_seconds = plain_chains(url, workdir, nodes=nodes, steps=steps, concurrency=concurrency)
+        plain_commands = calls_between(before, command_calls(run.engine.store.redis))
     nicflow_rate = run.node_steps / run.seconds
     plain_rate = nodes * steps / plain_seconds
     return {
@@ -75,4 +78,6 @@ def measure_overhead(workdir: Path, *, nodes: int, pipeline: str, concurrency: i
         "plain_chain_node_steps_per_second": round(plain_rate, 1),
         "ratio": round(nicflow_rate / plain_rate, 3),
         "target_ratio": 0.75,
+        **usage_figures(run.redis_commands, run.cpu_seconds, node_steps=run.node_steps, seconds=run.seconds),
+        "plain_chain_redis_commands_per_node_step": round(sum(plain_commands.values()) / (nodes * steps), 1),
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import DEPLOYED_PERSISTENCE
 from bench.makespan import ideal_makespan
 from bench.work import spent_by_node, work_window
 from tasks.host.simfleet import create_fleet, open_host
@@ -68,6 +69,19 @@ def test_scale_and_overhead_figures(figures: dict) -> None:
     assert math.isclose(o["ratio"], rate, rel_tol=0.02)
 
 
+def test_usage_figures(figures: dict) -> None:
+    """What each run cost: its Redis commands and every process's CPU, counted, not timed."""
+    m, o = figures["makespan"], figures["overhead"]
+    for f in (m, o):
+        assert set(f["cpu_seconds"]) == {"controller-0", "agent", "kube-api", "redis"}
+        assert all(seconds >= 0 for seconds in f["cpu_seconds"].values())
+        assert f["cpu_ms_per_node_step"] > 0
+        # every step is at least claimed and checkpointed: two scripts
+        assert f["redis_commands_per_node_step_by_name"]["evalsha"] >= 2
+        assert f["redis_commands_per_node_step"] >= sum(f["redis_commands_per_node_step_by_name"].values()) - 0.1
+    assert o["plain_chain_redis_commands_per_node_step"] > 0
+
+
 def test_list_schedule() -> None:
     assert ideal_makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0
     assert ideal_makespan([1.0, 1.0, 1.0], 1) == 3.0
@@ -102,3 +116,18 @@ def test_api_latency_is_the_work_of_the_node_a_request_names(tmp_path: Path) -> 
     assert work_window(spent["node-001"], 10.5, 100) == 0.25
     assert spent["node-001"].requests(0, 100) == 3
     assert work_window(spent["node-0011"], 0, 100) == 1.0
+
+
+def test_bench_redis_is_configured_as_deployed() -> None:
+    """Every setting the bench's redis-server gets is the deployed one's (deploy/base/redis.yaml)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    docs = yaml.safe_load_all((repo / "deploy/base/redis.yaml").read_text())
+    conf = next(d for d in docs if d and d["kind"] == "ConfigMap")["data"]["redis.conf"]
+    deployed = {line.split(None, 1)[0]: (line.split(None, 1) + [""])[1].strip() for line in conf.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")}
+    flags = dict(zip(DEPLOYED_PERSISTENCE[::2], DEPLOYED_PERSISTENCE[1::2]))
+    for flag, value in flags.items():
+        name = flag.removeprefix("--")
+        assert deployed[name].strip('"') == value, name

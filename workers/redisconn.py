@@ -52,12 +52,14 @@ NOT_CONFIGURED = ("REDIS_URL is not set: point it at a Redis server (redis://hos
 def redis_url(url: str | None = None) -> str | None:
     """The URL given, else REDIS_URL; None when the sentinels are configured instead; neither is
     an error naming the variables."""
-    if url is None and not os.environ.get("NICFLOW_REDIS_SENTINELS") and (url := env_redis_url()) is not None:
+    if url is not None:
+        return url  # given (a quick command passes REDIS_URL read from the environment): no settings to load
+    if not os.environ.get("NICFLOW_REDIS_SENTINELS") and (url := env_redis_url()) is not None:
         return url  # straight from the environment: no settings to load
     settings = get_settings()
-    if url is None and settings.redis_sentinels:
+    if settings.redis_sentinels:
         return None
-    url = url or settings.redis_url
+    url = settings.redis_url
     if not url:
         raise NoRedisConfigured(NOT_CONFIGURED)
     return url

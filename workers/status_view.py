@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 from workers.recap import tally
 from workflows.errors import RunError
-from workflows.records import NodeState, check_node_name
+from workflows.ids import NodeState, check_node_name
 
 STATES: tuple[str, ...] = get_args(NodeState)
 OUTPUTS: tuple[str, ...] = ("wide",)

@@ -35,7 +35,7 @@ from workflows.registry import StepRegistry
 from workflows.reservations import NodeReservations
 from workflows.rollout import Wave, pauses_after
 from workflows.spec import StepSpec
-from workflows.store import CLUSTER, CheckpointStore
+from workflows.store import CheckpointStore
 from workflows.wakeups import Wakeups
 
 
@@ -109,6 +109,14 @@ class Engine:
                 execute(self, *self._eager.queue.popleft())
         finally:
             self._eager.owner = None
+
+    def has_cluster_steps(self, run_id: str) -> bool:
+        """Whether the run's pipeline has cluster steps (whose facts its node steps read); True when
+        the run is unknown here, so a reader reads the cluster's progress as it always could."""
+        try:
+            return bool(self.pipeline_of(run_id).spec.cluster_steps)
+        except RunError:
+            return True
 
     def _runs_on_host(self, run_id: str, node: str | None, step_id: str) -> bool:
         if node is None:
@@ -251,12 +259,12 @@ class Engine:
 
     # node level
     def advance_node(self, run_id: str, node: str) -> None:
-        progress = self.store.progress(run_id, node)
+        view = self.store.view(run_id, node, with_cluster=self.has_cluster_steps(run_id))
+        progress, cluster = view.progress, view.cluster
         if progress.state != "running" or not progress.fence:
             return  # not started: admitted, but its lease not taken yet (start_node advances it)
-        run = self.store.run(run_id)
+        run = view.run if view.run is not None else self.store.run(run_id)  # none: RunError, as before
         pipeline = self.pipeline(run)
-        cluster = self.store.progress(run_id, None) if pipeline.spec.cluster_steps else NodeProgress(node=CLUSTER)
         failure = _node_failure(progress, cluster, pipeline)
         if failure is None and run.status == "aborted":
             failure = "run aborted before this node finished"

@@ -72,6 +72,8 @@ class EngineParts(Protocol):
 
     def after_cluster_step(self, run_id: str) -> None: ...
 
+    def has_cluster_steps(self, run_id: str) -> bool: ...
+
 
 @dataclass
 class NodeLeaseGuard:
@@ -91,7 +93,9 @@ def execute(engine: EngineParts, run_id: str, node: str | None, step_id: str, to
     store = engine.store
     if refuses_work(store.redis, run_id, node):
         return
-    progress = store.progress(run_id, node)
+    # the run, the node and the cluster: one round trip
+    view = store.view(run_id, node, evidence_of=step_id, with_cluster=engine.has_cluster_steps(run_id))
+    progress = view.progress
     checkpoint = progress.steps.get(step_id)
     if checkpoint is None or checkpoint.token != token:
         log.info("stale delivery of %s/%s on %s dropped", run_id, step_id, node or "cluster")
@@ -102,7 +106,7 @@ def execute(engine: EngineParts, run_id: str, node: str | None, step_id: str, to
     if checkpoint.status == "running":
         _drop_duplicate(run_id, node, step_id, checkpoint)
         return
-    run = store.run(run_id)
+    run = view.run if view.run is not None else store.run(run_id)  # none: RunError, as before
     spec = engine.pipeline(run).spec.step(step_id)
     # end steps are what an aborted run still runs; a waiting step finishes as a running one does
     if run.status == "aborted" and spec.phase != "end" and checkpoint.wait_since is None:
@@ -129,7 +133,7 @@ def execute(engine: EngineParts, run_id: str, node: str | None, step_id: str, to
         if holds_lease is False:
             _on_error(engine, run_id, node, spec, started, _lease_lost(engine, node))
             return
-        _attempt(engine, run, progress, spec, started)
+        _attempt(engine, run, progress, view.cluster, spec, started)
 
 
 def _worker() -> str:
@@ -149,11 +153,12 @@ def _lease_lost(engine: EngineParts, node: str | None) -> LeaseLost:
     return LeaseLost(f"lost the lease on node {node} (now held by {holder}); not touching it")
 
 
-def _attempt(engine: EngineParts, run: RunRecord, progress: NodeProgress, spec: StepSpec, started: Checkpoint) -> None:
+def _attempt(engine: EngineParts, run: RunRecord, progress: NodeProgress, cluster: NodeProgress, spec: StepSpec,
+             started: Checkpoint) -> None:
     node = None if progress.node.startswith("_") else progress.node
     run_id, step_id = run.id, spec.id
     try:
-        result = _converge(engine, run, node, progress, spec)
+        result = _converge(engine, run, node, progress, cluster, spec)
     except NotYet as waiting:
         _on_wait(engine, run_id, node, spec, started, waiting)
     except StepError as exc:
@@ -171,11 +176,11 @@ def _attempt(engine: EngineParts, run: RunRecord, progress: NodeProgress, spec: 
         metrics.STEP_SECONDS.labels(spec.type).observe(time.time() - (started.started_at or time.time()))
 
 
-def _converge(engine: EngineParts, run: RunRecord, node: str | None, progress: NodeProgress,
+def _converge(engine: EngineParts, run: RunRecord, node: str | None, progress: NodeProgress, cluster: NodeProgress,
               spec: StepSpec) -> StepResult:
+    """`cluster`: the cluster's progress as read with the node's (the node's own for a cluster step)."""
     pipeline = engine.pipeline(run)
     cluster_ids = [s.id for s in pipeline.spec.cluster_steps]
-    cluster = progress if node is None else (engine.store.progress(run.id, None) if cluster_ids else progress)
     facts = _facts(cluster, cluster_ids)
     ctx_surface: Any
     guard = None

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.ids import RUN_ID, check_run_id  # noqa: F401 - re-exported: their old home
+from workflows.ids import NODE_NAME, RUN_ID, NodeState, check_node_name, check_run_id  # noqa: F401 - re-exported
 
 RunStatus = Literal["pending", "running", "paused", "succeeded", "partial", "failed", "aborted"]
 """`succeeded`: every node did (skipped nodes aside, which say why). `partial`: some nodes failed,
 within the rollout's failure budget. `failed`: over the budget, a canary or cluster step failed.
 `aborted`: stopped by hand."""
-NodeState = Literal["pending", "running", "succeeded", "failed", "skipped"]
 StepStatus = Literal["queued", "running", "waiting", "retrying", "ok", "changed", "failed"]
 """`waiting`: the attempt made its changes and waits for the cluster (a drain's pods to go); no
 worker holds it, a wake-up (workflows.wakeups) brings it back under the same attempt."""
@@ -24,22 +22,12 @@ TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "partial", "failed", "abo
 DONE_STEP: frozenset[str] = frozenset({"ok", "changed"})
 TERMINAL_STEP: frozenset[str] = frozenset({"ok", "changed", "failed"})
 
-NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-
-
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
 def new_token() -> str:
     return secrets.token_hex(8)
-
-
-def check_node_name(value: str) -> str:
-    """Node names end up in queue names, file paths and argv: only DNS-1123 names pass."""
-    if not NODE_NAME.fullmatch(value):
-        raise ValueError(f"node name {value!r} is not a valid Kubernetes node name (lowercase DNS-1123)")
-    return value
 
 
 class Checkpoint(BaseModel):

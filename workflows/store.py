@@ -16,6 +16,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
@@ -171,6 +172,17 @@ return 0
 
 def run_prefix(run_id: str) -> str:
     return f"nicflow:{{{run_id}}}"
+
+
+@dataclass
+class StepView:
+    """What one engine call reads before it decides, read in one round trip (`CheckpointStore.view`)."""
+
+    run: RunRecord | None
+    """None: the store holds no such run."""
+    progress: NodeProgress
+    cluster: NodeProgress
+    """The run's cluster steps (the same as `progress` for a cluster step's own view)."""
 
 
 class CheckpointStore:
@@ -356,6 +368,30 @@ class CheckpointStore:
             _decode_progress(node or CLUSTER, {_s(k): _s(v) for k, v in raw.items()}, evidence)
             for node, raw, evidence in zip(nodes, raws[::2], raws[1::2])
         ]
+
+    def view(self, run_id: str, node: str | None, *, evidence_of: str | None = None,
+             with_cluster: bool = True) -> StepView:
+        """The run, the node's progress and the cluster's, in one pipelined round trip (an engine
+        call read them in three to five). Evidence is read only for step `evidence_of` (the one
+        being executed, whose checkpoint is copied forward): deciding needs none of it.
+        `with_cluster=False` (a pipeline without cluster steps): the cluster's is left empty."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._run_key(run_id))
+            pipe.hgetall(self._progress_key(run_id, node))
+            if node is not None and with_cluster:
+                pipe.hgetall(self._progress_key(run_id, None))
+            if evidence_of is not None:
+                pipe.hget(self._evidence_key(run_id, node), STEP_FIELD + evidence_of)
+            raws = pipe.execute()
+        run_raw, raw = raws[0], raws[1]
+        cluster_raw = raws[2] if node is not None and with_cluster else {} if node is not None else None
+        evidence = raws[-1] if evidence_of is not None else None
+        found = {(STEP_FIELD + evidence_of).encode(): evidence} if evidence else {}
+        progress = _decode_progress(node or CLUSTER, {_s(k): _s(v) for k, v in raw.items()}, found)
+        cluster = progress if cluster_raw is None else _decode_progress(
+            CLUSTER, {_s(k): _s(v) for k, v in cluster_raw.items()}, {})
+        run = _decode_record({_s(k): _s(v) for k, v in run_raw.items()}) if run_raw else None
+        return StepView(run, progress, cluster)
 
     # checkpoints
     def checkpoint(self, run_id: str, node: str | None, step_id: str) -> Checkpoint | None:
