@@ -16,7 +16,7 @@ import pytest
 
 from simulators.host.host import SimulatedHost
 from simulators.host.ovs import record_traffic
-from tasks.corigine.flows import check_flows_main, parse_flow, parse_flows, split_flow
+from tasks.ovs_flows import check_flows_main, parse_flow, parse_flows, split_flow
 from tests.corigine_support import host, hosts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -227,7 +227,7 @@ def check_flows(
     min_offloaded: Annotated[int, typer.Option(min=1, help="Offloaded flows needed.")] = 1,
 ) -> None:
     """Exit 0 when the dump proves hardware offload, 1 when it does not (saying why), 2 when unreadable."""
-    from tasks.corigine.flows import check_flows_main
+    from tasks.ovs_flows import check_flows_main
 
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text()

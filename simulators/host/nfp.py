@@ -43,7 +43,7 @@ from workflows.errors import StepTimeout
 
 PCI_ROOT = "/sys/devices/pci0000:00"
 IFNAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$")
-"""What dev_valid_name (net/core/dev.c) takes, narrowed as tasks/corigine/names.py IFNAME: at most
+"""What dev_valid_name (net/core/dev.c) takes, narrowed as tasks/host/names.py IFNAME: at most
 IFNAMSIZ-1 (15) bytes, no "/", ":" or whitespace, not "." or ".."."""
 NUMVFS_HOOK = r"/sys/.+/sriov_numvfs"
 VF_DEVICE = {"3800": "3803", "4000": "6003", "5000": "6003", "6000": "6003"}
