@@ -8,8 +8,8 @@ from pathlib import Path
 
 from bench.harness import peak_rss_mb
 from bench.usage import calls_between, command_calls, process_cpu_seconds, redis_cpu_seconds
+from simulators.host.fleet import create_fleet
 from simulators.kube_api.control import running_api
-from tasks.host.simfleet import create_fleet
 from workers.processes import WorkerProcess, running_workers, spawn_worker, tied_to_parent
 from workers.runtime import make_engine
 from workers.targets import load_pipeline, parse_sets

@@ -1,7 +1,7 @@
 """The pure work a node really spent: the simulated command latency its host logged, and the
 simulated API latency of the requests that name it.
 
-Host side: each command's latency line in `<sim-root>/<node>/ops.log` (tasks/host/sim.py,
+Host side: each command's latency line in `<sim-root>/<node>/ops.log` (simulators/host/host.py,
 `"op": "command", "write": false`). API side: the request lines of `<sim-root>/_cluster/ops.log`
 that carry a `latency` field (the simulated API server records it; the file-backed simulated
 cluster adds none, so its share is 0) and name the node: a Node object of that name, a `node`
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.host.sim import SimulatedHost
+from simulators.host.host import SimulatedHost
 from workflows.store import CLUSTER
 
 
@@ -58,7 +58,7 @@ def _cluster_log(sim_root: Path) -> list[dict[str, Any]]:
 
 
 _NODE_WORD = re.compile(r"node-[0-9]+")
-"""A simulated fleet's node name (tasks/host/simfleet.py) inside a longer object name."""
+"""A simulated fleet's node name (simulators/host/fleet.py) inside a longer object name."""
 
 
 def _named_nodes(line: dict[str, Any], spent: dict[str, Spent]) -> list[str]:

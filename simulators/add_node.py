@@ -7,7 +7,7 @@ As on a real cluster, the Node appears in two writes by two agents, both through
    status, Ready (kubernetes pkg/kubelet/kubelet_node_status.go registerWithAPIServer);
 2. Node Feature Discovery's nfd-master then labels it with what its worker found
    (`feature.node.kubernetes.io/pci-<vendor>.present`: NFD's pci source configured with
-   `deviceLabelFields: [vendor]`, as the fleet's profiles label nodes, `sim_profiles.nfd_label`;
+   `deviceLabelFields: [vendor]`, as the fleet's profiles label nodes, `simulators.host.profiles.nfd_label`;
    NFD's own default is `[class, vendor]`, `pci-0200_19ee.present`), a patch by field manager
    `nfd-master`.
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simulators.host.fleet import SimNode, add_node
 from simulators.kube_api.control import kubeconfig_path
 from simulators.kube_api.seed import node_object
 from tasks.cluster.kube import KubeCluster
-from tasks.host.simfleet import SimNode, add_node
 from workflows.records import check_node_name
 
 NFD_PREFIX = "feature.node.kubernetes.io/"

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.simfleet import create_fleet, node_names, open_host
+from simulators.host.fleet import create_fleet, node_names, open_host
+from simulators.host.host import SimulatedHost
 from tasks.registry import default_registry
 from workflows.errors import StepError, TransientError
 from workflows.loader import Pipeline, load_file

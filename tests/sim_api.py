@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from simulators.host.fleet import create_fleet
 from simulators.kube_api.control import (
     ApiProcess, Control, installer_for, kubeconfig_path, ops, running_api, start_api, writes,
 )
 from simulators.kube_api.seed import NOT_READY, READY, pod_disruption_budget
 from tasks.cluster.kube import KubeCluster
-from tasks.host.simfleet import create_fleet
 
 READS = ("get", "list", "watch")
 SETUP_MANAGERS = ("kubectl-create", "kubelet")
@@ -105,7 +105,7 @@ def kube_for(api: ApiProcess, **kwargs: Any) -> KubeCluster:
 
 @pytest.fixture
 def sim_fleet(tmp_path: Path) -> Path:
-    """Five nodes of the default mix (`tasks.host.simfleet`)."""
+    """Five nodes of the default mix (`simulators.host.fleet`)."""
     root = tmp_path / "fleet"
     create_fleet(root, 5, command_latency=0.0)
     return root

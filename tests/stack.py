@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulators.host.fleet import create_fleet, open_host
 from simulators.kube_api.control import ApiProcess, start_api
 from tasks.cluster.kube import KubeCluster
-from tasks.host.simfleet import create_fleet, open_host
 from tests.conftest import RedisServer
 from workers.cli import OUTCOME_EXIT
 from workers.processes import WorkerProcess, spawn_worker

@@ -25,8 +25,8 @@ import pytest
 import uvicorn
 from redis import Redis
 
+from simulators.host.fleet import create_fleet, load_fleet, open_host
 from simulators.kube_api.control import running_api
-from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.registry import default_registry
 from tests.slack_standin import SlackStandIn, slack_standin
 from workers.api import ApiSettings, create_app

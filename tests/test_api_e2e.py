@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from simulators.host.fleet import create_fleet, open_host
 from simulators.kube_api.control import running_api
-from tasks.host.simfleet import create_fleet, open_host
 from tests.conftest import RedisServer
 from tests.slack_standin import Call, SlackStandIn, slack_standin
 from tests.test_api_app import SRE, ApiServer, Env, api_settings

@@ -15,7 +15,7 @@ import pytest
 from bench.harness import DEPLOYED_PERSISTENCE
 from bench.makespan import ideal_makespan
 from bench.work import spent_by_node, work_window
-from tasks.host.simfleet import create_fleet, open_host
+from simulators.host.fleet import create_fleet, open_host
 
 NODES = 3
 

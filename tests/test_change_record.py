@@ -157,7 +157,7 @@ def test_copies_of_a_node_s_end_in_several_processes_record_its_event_once(redis
     import multiprocessing
 
     from simulators.kube_api.control import running_api
-    from tasks.host.simfleet import create_fleet
+    from simulators.host.fleet import create_fleet
     from workflows.store import run_prefix
 
     spawn = multiprocessing.get_context("spawn")

@@ -17,9 +17,9 @@ import pytest
 
 from simulators.kube_api.control import start_api
 
-from tasks.host.sim_fleetspec import COUNTED, LISTED
-from tasks.host.sim_profiles import PROFILES
-from tasks.host.simfleet import load_fleet, open_host
+from simulators.host.fleet import load_fleet, open_host
+from simulators.host.fleet_options import COUNTED, LISTED
+from simulators.host.profiles import PROFILES
 from tests.stack import FAST_CORIGINE_RUN, Stack
 
 UNREACHABLE = {"REDIS_URL": "redis://127.0.0.1:1/0"}

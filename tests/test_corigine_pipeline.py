@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.host.sim_profiles import PROFILES
+from simulators.host.profiles import PROFILES
 from tests.corigine_support import NodeOutcome, count, hosts, pipeline, run_node, side_effects
 
 NODE_STEPS = ["preflight", "detect-nic", "select-firmware", "persist-firmware", "reload-driver", "create-vfs",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_faults import inject
-from tasks.host.sim_ovs import record_traffic
+from simulators.host.faults import inject
+from simulators.host.host import SimulatedHost
+from simulators.host.ovs import record_traffic
 from tasks.registry import default_registry
 from tests.corigine_support import count, facts_until, host, hosts, pipeline, run, side_effects
 from workflows.errors import CommandFailed, PermanentError, StepTimeout, TransientError

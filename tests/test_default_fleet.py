@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from tasks.host.simfleet import create_fleet, open_host
+from simulators.host.fleet import create_fleet, open_host
 from tasks.registry import default_registry
 from tests.corigine_support import run_node
 from tests.kube_pipeline import combined

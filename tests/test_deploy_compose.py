@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.host.simfleet import node_names
+from simulators.host.fleet import node_names
 from tests.test_deploy_manifests import OVERLAY, build, containers
 from workers.processes import spawn_worker
 

@@ -24,12 +24,12 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
+from simulators.host.fleet import create_fleet
+from simulators.kube_api.control import ops, running_api
 from tasks.cluster import kube as kube_module
 from tasks.cluster.kube import KINDS, KubeCluster
 from tasks.cluster.reporter import NodeStateReporter
-from simulators.kube_api.control import ops, running_api
 from tasks.cluster.surface import NodeEvent
-from tasks.host.simfleet import create_fleet
 from tasks.registry import default_registry
 from tests.kube_support import run
 
@@ -107,7 +107,7 @@ def requests_of(root: Path, since: int = 0) -> list[Request]:
 VFS = ["0000:04:08.0", "0000:04:08.1", "0000:04:08.2", "0000:04:08.3"]
 CONVERGED = {"numvfs": 4, "vf_pci_addresses": VFS, "vf_representors": [f"pf0vf{i}" for i in range(4)],
              "eswitch_mode": "switchdev", "network": "default/default"}
-"""What the node steps report of a converged agilio-cx host (tasks/host/sim_profiles.py)."""
+"""What the node steps report of a converged agilio-cx host (simulators/host/profiles.py)."""
 
 
 SCENARIO: list[tuple[str, dict[str, Any], str | None, dict[str, Any]]] = [

@@ -18,10 +18,10 @@ import pytest
 import yaml
 from redis import Redis
 
+from simulators.host.fleet import create_fleet
 from simulators.kube_api.control import running_api
 from tasks.cluster.kube import KubeCluster, WatchExpired
 from tasks.cluster.nodes import resolve_nodes
-from tasks.host.simfleet import create_fleet
 from tests.test_deploy_manifests import DEPLOY, build, containers, documents, find, pod_specs, validate
 from tests.test_deploy_rbac import Grant, Request, describe, expand, grants_of
 from workers.drift import report_drift

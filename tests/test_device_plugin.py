@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from simulators.host import nfp as sim_nfp
+from simulators.host.fleet import create_fleet, node_names, open_host
+from simulators.host.profiles import PROFILES, UBUNTU_2204, Profile, _agilio
+from simulators.kube_api.seed import UPSTREAM_DP_CONFIG
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.card_facts import chosen_card, node_vfs
-from simulators.kube_api.seed import UPSTREAM_DP_CONFIG
 from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
-from tasks.host import sim_nfp
-from tasks.host.sim_profiles import PROFILES, UBUNTU_2204, Profile, _agilio
-from tasks.host.simfleet import create_fleet, node_names, open_host
 from tests.kube_support import run
 from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from workflows.errors import PermanentError

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from simulators.host.fleet import create_fleet, open_host
 from tasks.generic import GENERIC_STEPS
-from tasks.host.simfleet import create_fleet, open_host
 from tests.sim_api import sim_servers  # noqa: F401 - the fixture
 from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import abort_run, check_start, resume_run, resume_summary, run_status, start_run

@@ -196,12 +196,12 @@ def wait_for_batch_reload(stack, run_id, timeout=60):
 
 
 def open_host_ops(root, node):
-    from tasks.host.simfleet import open_host
+    from simulators.host.fleet import open_host
 
     return open_host(root, node).ops()
 
 
 def read_numvfs(root, node):
-    from tasks.host.simfleet import open_host
+    from simulators.host.fleet import open_host
 
     return open_host(root, node).read("/sys/bus/pci/devices/0000:04:00.0/sriov_numvfs").strip()

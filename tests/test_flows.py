@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.corigine.flows import check_flows_main, parse_flow, parse_flows, split_flow
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_ovs import record_traffic
+from simulators.host.host import SimulatedHost
+from simulators.host.ovs import record_traffic
+from tasks.ovs_flows import check_flows_main, parse_flow, parse_flows, split_flow
 from tests.corigine_support import host, hosts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -279,7 +279,7 @@ def userspace_only(shape: tuple[str, ...]) -> tuple[str, ...]:
 
 def traffic_host(path: Path, *, hw_offload: bool = True) -> SimulatedHost:
     """A converged node whose two VF pods send traffic: OVS shows datapath flows only while traffic
-    passes (see tasks/host/sim_ovs.py); with hw-offload off they stay in the kernel datapath."""
+    passes (see simulators/host/ovs.py); with hw-offload off they stay in the kernel datapath."""
     sim = host(path, "agilio-cx-converged")
     if not hw_offload:
         assert sim.run(["ovs-vsctl", "set", "Open_vSwitch", ".", "other_config:hw-offload=false"]).returncode == 0

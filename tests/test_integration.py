@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from simulators.host.fleet import create_fleet, open_host
 from simulators.kube_api.control import running_api
-from tasks.host.simfleet import create_fleet, open_host
 from tests.conftest import RedisServer
 from workers.cli import OUTCOME_EXIT
 from workers.processes import running_workers, spawn_worker

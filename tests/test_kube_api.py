@@ -9,9 +9,9 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from simulators.host.fleet import open_host
 from tasks.cluster.kube import KubeCluster
 from tasks.cluster.surface import ApplyConflict, EvictionBlocked
-from tasks.host.simfleet import open_host
 from tests.sim_api import kube, sim_api, sim_fleet  # noqa: F401 - fixtures
 from workflows.errors import PermanentError, TransientError
 

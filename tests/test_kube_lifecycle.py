@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from simulators.host.fleet import create_fleet, node_names, open_host
+from simulators.host.host import SimulatedHost
+from simulators.host.nfp import netdevs
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_nfp import netdevs
-from tasks.host.simfleet import create_fleet, node_names, open_host
 from tests.kube_support import run
 from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from workflows.errors import PermanentError, StepTimeout, TransientError

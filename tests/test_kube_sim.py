@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from simulators.host.fleet import create_fleet, node_names, open_host
+from simulators.host.host import SimulatedHost
+from simulators.host.nfp import netdevs
+from simulators.host.ovs import interfaces
 from tasks.cluster.installer import run_script
 from tasks.cluster.nodes import resolve_nodes
 from tasks.cluster.reporter import NodeStateReporter
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_nfp import netdevs
-from tasks.host.sim_ovs import interfaces
-from tasks.host.simfleet import create_fleet, node_names, open_host
 from tasks.registry import default_registry
 from tests.kube_pipeline import combined, step_of
 from tests.kube_support import run

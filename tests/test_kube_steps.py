@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from simulators.host.fleet import create_fleet, open_host
 from simulators.kube_api.control import Control, ops, running_api
 from simulators.kube_api.seed import UPSTREAM_DP_CONFIG, kube_ovn_manifests
 from tasks.cluster.kube import KubeCluster
 from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
 from tasks.cluster.steps_kubeovn import KubeOvnParams
 from tasks.cluster.surface import ApplyConflict
-from tasks.host.simfleet import create_fleet, open_host
 from tests.kube_support import run
 from workflows.errors import PermanentError
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from simulators.host.fleet import create_fleet
 from simulators.kube_api.control import Control, ops, running_api
 from tasks.cluster.kube import KubeCluster
 from tasks.cluster.surface import ApplyConflict, EvictionBlocked, ExecResult
-from tasks.host.simfleet import create_fleet
 from workflows.errors import PermanentError, TransientError
 
 CONFIG_MAP = {"apiVersion": "v1", "kind": "ConfigMap",

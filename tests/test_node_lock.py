@@ -9,16 +9,16 @@ import sys
 
 import pytest
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_nfp import module_loaded, unload_driver
-from tasks.host.simfleet import create_fleet, open_host
+from simulators.host.fleet import create_fleet, open_host
+from simulators.host.host import SimulatedHost
+from simulators.host.nfp import module_loaded, unload_driver
 from tasks.host.surface import RealHost
 from workflows.errors import TransientError
 
 NODE = "node-000"
 HOLD_LOCK = """
 import sys, time
-from tasks.host.sim import SimulatedHost
+from simulators.host.host import SimulatedHost
 with SimulatedHost(sys.argv[1]).lock("20260101-000000-aaaaaa", "reload-driver", timeout=5):
     print("held", flush=True)
     time.sleep(60)

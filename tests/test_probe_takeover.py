@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from simulators.host.fleet import create_fleet
 from tasks.cluster.steps_verify import PROBE_PREFIX, VerifyClusterParams, VerifyOffloadCluster
 from tasks.cluster.surface import ExecResult, PodGone
-from tasks.host.simfleet import create_fleet
 from tests.kube_support import run
 from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tests.test_kube_sim import CONVERGED, PROBES, with_vf_network

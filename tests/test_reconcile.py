@@ -21,8 +21,8 @@ import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulators.host.fleet import open_host
 from simulators.kube_api.seed import NOT_READY, READY
-from tasks.host.simfleet import open_host
 from tests.slack_standin import SlackStandIn
 from tests.stack import FAST, Stack
 from workers.processes import WorkerProcess, spawn_worker

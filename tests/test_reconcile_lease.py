@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from redis import Redis
 
+from simulators.host.fleet import create_fleet
 from simulators.kube_api.control import running_api
 from tasks.cluster.kube import KubeCluster
-from tasks.host.simfleet import create_fleet
 from workers.reconciler import Reconciler
 from workflows.policy import parse_policy
 from workflows.process_lease import ProcessLease

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from tasks.host.sim_faults import inject
-from tasks.host.simfleet import open_host
+from simulators.host.faults import inject
+from simulators.host.fleet import open_host
 from tests.stack import Stack, op_counts
 
 PIPELINE = "corigine-node"

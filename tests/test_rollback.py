@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from simulators.host.fleet import open_host
 from simulators.kube_api.seed import UPSTREAM_DP_CONFIG as PAGE_CONFIG
 from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
-from tasks.host.simfleet import open_host
 from tests.sim_api import SimCluster
 from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from tasks.host.simfleet import create_fleet, open_host
-from tests.test_engine import make_engine
+from simulators.host.fleet import create_fleet, open_host
 from tests.sim_api import SimCluster, sim_servers  # noqa: F401 - the fixture
+from tests.test_engine import make_engine
 from workflows.control import approve_run, retry_failed, run_status, start_run
 from workflows.errors import RunError
 from workflows.loader import load_text

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from tasks.host.simfleet import create_fleet, open_host
+from simulators.host.fleet import create_fleet, open_host
 from tests.stack import Stack
 from tests.test_engine import make_engine
 from tests.test_rollout import NAMES, start

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.host.sim_faults import inject
-from tasks.host.simfleet import open_host
+from simulators.host.faults import inject
+from simulators.host.fleet import open_host
 from tests.stack import FAST_CORIGINE_RUN, Stack
 from tests.terminal import Terminal
 

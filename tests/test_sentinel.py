@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from simulators.host.fleet import create_fleet
 from simulators.kube_api.control import start_api
-from tasks.host.simfleet import create_fleet
 from tests.sentinel_support import SentinelRedis, wait_until
 from tests.stack import FAST, FAST_CORIGINE_RUN, op_counts
 from workers.processes import WorkerProcess, child_env, spawn_worker

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_faults import CRASH_EXIT, inject
-from tasks.host.sim_ovs import record_traffic
-from tasks.host.simfleet import load_fleet
+from simulators.host.faults import CRASH_EXIT, inject
+from simulators.host.fleet import load_fleet
+from simulators.host.host import SimulatedHost
+from simulators.host.ovs import record_traffic
 from tests.corigine_support import hosts
 from workflows.errors import StepTimeout
 
@@ -297,7 +297,7 @@ def test_absent_tool(tmp_path: Path) -> None:
 def test_crash_kills_the_process_after_rmmod_before_the_driver_is_back(tmp_path: Path) -> None:
     (host,) = hosts(tmp_path, "agilio-cx")
     inject(host, crash={"modprobe": 1})
-    script = ("import sys; from tasks.host.simfleet import open_host; h = open_host(sys.argv[1], 'node-000');"
+    script = ("import sys; from simulators.host.fleet import open_host; h = open_host(sys.argv[1], 'node-000');"
               "h.run(['rmmod', 'nfp']); h.run(['modprobe', 'nfp']); print('survived')")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1], timeout=60)
@@ -393,8 +393,8 @@ def test_builders_link_straight_to_the_ultimate_target(tmp_path: Path) -> None:
 
 def test_a_module_load_outlives_the_killed_modprobe(tmp_path: Path, monkeypatch) -> None:
     """The kernel finishes init_module even if modprobe is killed: the next opener sees the card loaded."""
-    from tasks.host import sim_nfp
-    from tasks.host.simfleet import open_host
+    from simulators.host import nfp as sim_nfp
+    from simulators.host.fleet import open_host
 
     (sim,) = hosts(tmp_path, "agilio-cx")
     set_link(sim, "flower/nic_AMDA0097.nffw")
@@ -404,7 +404,7 @@ def test_a_module_load_outlives_the_killed_modprobe(tmp_path: Path, monkeypatch)
         host.put("/sys/module/nfp/refcnt", "0\n")  # the module is in, no card probed yet
         raise SystemExit("modprobe killed")
 
-    monkeypatch.setattr("tasks.host.sim_nfp_tools.load_driver", killed_halfway)
+    monkeypatch.setattr("simulators.host.nfp_tools.load_driver", killed_halfway)
     with pytest.raises(SystemExit):
         sim.run(["modprobe", "nfp"])
     monkeypatch.undo()

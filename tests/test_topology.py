@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.host.simfleet import create_fleet
+from simulators.host.fleet import create_fleet
 from tasks.registry import default_registry
 from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
 from workers.runtime import FleetSurfaces, HostNotServed, ServedNodes

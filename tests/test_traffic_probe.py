@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.host.sim_nfp import netdevs, rename_netdev
-from tasks.host.sim_ovs import add_port, current_flows, del_port, interfaces, record_traffic, resolve_vf
-from tasks.host.simfleet import create_fleet, open_host
+from simulators.host.fleet import create_fleet, open_host
+from simulators.host.nfp import netdevs, rename_netdev
+from simulators.host.ovs import add_port, current_flows, del_port, interfaces, record_traffic, resolve_vf
 from tasks.registry import default_registry
 from tests.corigine_support import hosts
 from tests.kube_pipeline import combined

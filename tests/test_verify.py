@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.host.simfleet import open_host
+from simulators.host.fleet import open_host
 from tests.sim_api import SimCluster
 from tests.stack import FAST_CORIGINE_RUN, Stack
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from tasks.host.simfleet import create_fleet
+from simulators.host.fleet import create_fleet
 from tests.sim_api import sim_servers  # noqa: F401 - the fixture
 from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import resume_run, run_status, start_run

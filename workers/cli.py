@@ -227,7 +227,7 @@ def check_flows(
     min_offloaded: Annotated[int, typer.Option(min=1, help="Offloaded flows needed.")] = 1,
 ) -> None:
     """Exit 0 when the dump proves hardware offload, 1 when it does not (saying why), 2 when unreadable."""
-    from tasks.corigine.flows import check_flows_main
+    from tasks.ovs_flows import check_flows_main
 
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text()
@@ -494,7 +494,7 @@ def agent(
 ) -> None:
     """Run an agent: one node's queue, or every node of a simulated fleet (--fleet sim:N)."""
     from workers.targets import sim_fleet
-    from tasks.host.simfleet import load_fleet
+    from simulators.host.fleet import load_fleet
     from workers.targets import parse_nodes
     from workers.worker import run_agent
 
@@ -588,7 +588,7 @@ def sim_api(
 def sim_add_node(
     name: Annotated[str, typer.Argument(help="The new node's name (DNS-1123).")],
     sim_root: Annotated[Path, typer.Option("--sim-root", help="Directory of the simulated fleet.")],
-    profile: Annotated[str, typer.Option(help="Hardware profile of the host (tasks/host/sim_profiles.py).")] = "agilio-cx",
+    profile: Annotated[str, typer.Option(help="Hardware profile of the host (simulators/host/profiles.py).")] = "agilio-cx",
 ) -> None:
     """Add a host to the simulated fleet and its Node to the fleet's API (kubelet, then NFD's labels)."""
     from simulators.add_node import add_sim_node

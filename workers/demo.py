@@ -22,11 +22,11 @@ from typing import Any
 
 from rich.console import Console
 
+from simulators.host.fleet import create_fleet, load_fleet, open_host
+from simulators.host.fleet_options import apply_faults
+from simulators.host.profiles import PROFILES
 from simulators.kube_api.control import ApiProcess, running_api, writes
 from tasks.cluster.steps_verify import PROBE_PREFIX
-from tasks.host.sim_fleetspec import apply_faults
-from tasks.host.simfleet import create_fleet, load_fleet, open_host
-from tasks.host.sim_profiles import PROFILES
 from workers.processes import (
     Stopped, WorkerProcess, embedded_redis, running_workers, spawn_worker, stop_on_signals, tied_to_parent,
 )
@@ -144,7 +144,7 @@ def cluster_writes(sim_root: Path) -> tuple[Counter[str], Counter[str]]:
 
 
 # What each kind of entry in a simulated host's or the simulated API's ops.log is, in words
-# (the kinds tasks/host/sim*.py and simulators/kube_api record); an unknown kind is named as is.
+# (the kinds simulators/host/ and simulators/kube_api record); an unknown kind is named as is.
 OP_WORDS = {
     "write": "file write(s)", "symlink": "symlink(s)", "chmod": "mode change(s)", "modprobe": "modprobe run(s)",
     "rmmod": "rmmod run(s)", "dracut": "initramfs rebuild(s) with dracut",

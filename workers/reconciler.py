@@ -36,10 +36,10 @@ from typing import Any
 
 from redis import Redis
 
+from simulators.host.fleet import load_fleet
 from tasks.cluster.kube import KubeCluster, WatchExpired
 from tasks.cluster.reporter import STATE_LABEL
 from tasks.cluster.surface import NodeView
-from tasks.host.simfleet import load_fleet
 from workers.drift import DRIFTED, ChatChannel, count_drifted, report_drift
 from workers.verify_view import verify_fleet
 from workflows.control import start_run

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from tasks.host.sim_fleetspec import FleetSpecError, apply_faults, parse_faults, parse_profiles
-from tasks.host.simfleet import create_fleet, load_fleet, node_names, select_nodes
+from simulators.host.fleet import create_fleet, load_fleet, node_names, select_nodes
+from simulators.host.fleet_options import FleetSpecError, apply_faults, parse_faults, parse_profiles
 from tasks.registry import default_registry
 from workflows.errors import PipelineError, RunError, StepError
 from workflows.loader import Pipeline, load_file

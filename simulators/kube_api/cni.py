@@ -32,11 +32,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from simulators.host.host import SimulatedHost
+from simulators.host.nfp import netdevs, rename_netdev
+from simulators.host.ovs import add_port, del_port, resolve_vf
 from simulators.kube_api.controllers import record
 from tasks.cluster.surface import Manifest
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_nfp import netdevs, rename_netdev
-from tasks.host.sim_ovs import add_port, del_port, resolve_vf
 
 World = dict[str, Any]
 CNI_TYPE = "kube-ovn"

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulators.host.host import SimulatedHost
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.surface import Manifest
-from tasks.host.sim import SimulatedHost
 
 World = dict[str, Any]
 GENERATION_LABEL = "pod-template-generation"

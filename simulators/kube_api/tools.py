@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from simulators.host.fleet import open_host
+from simulators.host.ovs import record_traffic
 from simulators.kube_api import controllers as ctl
 from simulators.kube_api import kubelet
 from simulators.kube_api.store import ApiError, Store
-from tasks.host.sim_ovs import record_traffic
-from tasks.host.simfleet import open_host
 
 OVS_TOOLS = ("ovs-appctl", "ovs-vsctl", "ovs-ofctl", "ovs-dpctl")
 Result = tuple[int, str, str]

@@ -9,7 +9,7 @@ VF and selecting the NetworkAttachmentDefinition with
 `v1.multus-cni.io/default-network`. The first pings the second; while that
 traffic runs, `ovs-appctl dpctl/dump-flows -m type=offloaded` runs in the
 node's ovs-ovn pod (exec API) and is judged by the node step's parser
-(`tasks.corigine.flows`) on the probes' flows only: those whose in_port is a
+(`tasks.ovs_flows`) on the probes' flows only: those whose in_port is a
 probe's OVS port. Kube-OVN's CNI renames a VF pod's representor (to its
 sandbox's container id [0:12] + "_h") and adds it to br-int with
 `external_ids:iface-id=<pod>.<namespace>[.<provider>]`, so each probe's port
@@ -49,8 +49,8 @@ from tasks.cluster.steps_multus import NAD_GROUP, RESOURCE_ANNOTATION
 from tasks.cluster.surface import (
     DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, Manifest, NodeView, PodGone, PodView,
 )
-from tasks.corigine.flows import FlowReport, parse_flows
-from tasks.corigine.names import IFNAME, check_pci
+from tasks.host.names import IFNAME, check_pci
+from tasks.ovs_flows import FlowReport, parse_flows
 from workflows.errors import NotYet, PermanentError, StepError, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 

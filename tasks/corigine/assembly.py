@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from tasks.corigine.names import check_ifname, check_pci
+from tasks.host.names import check_ifname, check_pci
 from tasks.host.surface import HostSurface
 
 AMDA = re.compile(r"AMDA[0-9]{4}")

@@ -35,8 +35,9 @@ from typing import Any
 from pydantic import Field
 
 from tasks.corigine.loaded import read_loaded, reload_pending, write_loaded
-from tasks.corigine.names import FW_DIR, FW_SUFFIXES, App, check_assembly, check_pci, fact, pci_link
+from tasks.corigine.names import FW_DIR, FW_SUFFIXES, App, check_assembly, fact, pci_link
 from tasks.corigine.nfp import firmware_link
+from tasks.host.names import check_pci
 from tasks.host.surface import HostSurface
 from workflows.errors import PermanentError
 from workflows.step import Change, Step, StepContext, StepParams

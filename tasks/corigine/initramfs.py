@@ -29,8 +29,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tasks.corigine.names import FW_DIR, FW_SUFFIXES, PCI_ADDRESS
+from tasks.corigine.names import FW_DIR, FW_SUFFIXES
 from tasks.corigine.osinfo import image_path, read_os_release
+from tasks.host.names import PCI_ADDRESS
 from tasks.host.surface import HostSurface
 from workflows.errors import PermanentError
 from workflows.step import Change, Step, StepContext, StepParams

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasks.corigine.names import check_pci
+from tasks.host.names import check_pci
 from tasks.host.surface import HostSurface
 
 RECORD = "/run/nicflow-nfp-{pci}.loaded"

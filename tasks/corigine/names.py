@@ -3,22 +3,20 @@
 Parameters are checked by their pydantic models (these patterns); values read
 back from facts (the checkpoint store) or from the host itself (netdev names
 listed in sysfs) are checked again with the `check_*` functions right before
-use, so nothing unchecked ever becomes part of a command or a path.
+use, so nothing unchecked ever becomes part of a command or a path. The Linux
+names (PCI addresses, netdev names) are `tasks.host.names`, which the cluster
+steps use too.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from tasks.host.names import IFNAME, PCI_ADDRESS, check_pattern, check_pci
 from workflows.errors import PermanentError
 
-PCI_ADDRESS = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
-IFNAME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$"
-"""Linux netdev names: at most 15 bytes; not starting with a dot, which rules
-out "." and ".." (dev_valid_name) and keeps names out of path tricks."""
 ASSEMBLY = r"^AMDA[0-9]{4}$"
 
 App = Literal["flower", "flower-next", "nic"]
@@ -53,22 +51,8 @@ driver's request_firmware_direct is a full read, so compressed files qualify."""
 PCI_DEVICES = "/sys/bus/pci/devices"
 
 
-def _check(pattern: str, value: Any, what: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(pattern, value):
-        raise PermanentError(f"{what} {value!r} is not valid (must match {pattern})")
-    return value
-
-
-def check_pci(value: Any, what: str = "PCI address") -> str:
-    return _check(PCI_ADDRESS, value, what)
-
-
-def check_ifname(value: Any, what: str = "interface name") -> str:
-    return _check(IFNAME, value, what)
-
-
 def check_assembly(value: Any, what: str = "assembly") -> str:
-    return _check(ASSEMBLY, value, what)
+    return check_pattern(ASSEMBLY, value, what)
 
 
 def check_app(value: Any, what: str = "firmware app") -> str:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.corigine.names import (
-    FW_SUFFIXES, IFNAME, PCI_ADDRESS, PCI_DEVICES, PCI_ID, PF_DEVICES, PF_VENDORS, VF_DEVICE_OF_PF, check_ifname,
-    check_pci, pci_link,
+    FW_SUFFIXES, PCI_DEVICES, PCI_ID, PF_DEVICES, PF_VENDORS, VF_DEVICE_OF_PF, pci_link,
 )
+from tasks.host.names import IFNAME, PCI_ADDRESS, check_ifname, check_pci
 from tasks.host.surface import HostSurface
 
 COMMAND_TIMEOUT = 30.0

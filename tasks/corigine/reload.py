@@ -22,9 +22,10 @@ from typing import Any
 from pydantic import Field
 
 from tasks.corigine.loaded import read_loaded, reload_pending, write_loaded
-from tasks.corigine.names import ESWITCH_MODE, check_app, check_pci, fact, pci_link
+from tasks.corigine.names import ESWITCH_MODE, check_app, fact, pci_link
 from tasks.corigine.nfp import Card, current_mode, firmware_link, module_loaded, read_card
-from tasks.corigine.wait import wait_until
+from tasks.host.names import check_pci
+from tasks.waiting import wait_until
 from workflows.errors import PermanentError, StepTimeout
 from workflows.step import Change, Step, StepContext, StepParams
 

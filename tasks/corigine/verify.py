@@ -23,9 +23,10 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.corigine.flows import FlowReport, parse_flows
-from tasks.corigine.names import PCI_DEVICES, check_pci, fact
+from tasks.corigine.names import PCI_DEVICES, fact
 from tasks.corigine.nfp import current_mode, driver_of, read_card
+from tasks.host.names import check_pci
+from tasks.ovs_flows import FlowReport, parse_flows
 from workflows.errors import TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 

@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.corigine.names import PCI_DEVICES, check_pci, fact
+from tasks.corigine.names import PCI_DEVICES, fact
 from tasks.corigine.nfp import Card, current_mode, driver_of, netdevs_of, read_card
-from tasks.corigine.wait import wait_until
+from tasks.host.names import check_pci
+from tasks.waiting import wait_until
 from workflows.errors import PermanentError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 

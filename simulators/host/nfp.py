@@ -12,7 +12,7 @@ Driver behaviour emulated (drivers/net/ethernet/netronome/nfp/nfp_main.c):
 - `modprobe nfp` probes every card whose ids are in nfp_pci_device_ids. The
   firmware is searched as nfp_net_fw_find does (`serial-...`, `pci-<addr>`,
   `nic_<partno>_<media>`, each through the loader's suffixes and paths, see
-  `sim_firmware.py`). nfp_fw_load: a file found is loaded, and one built for
+  `firmware.py`). nfp_fw_load: a file found is loaded, and one built for
   another assembly fails the load and the probe (the card stays unbound); no
   file at all, and the management firmware loads the app stored in flash
   (nic on these cards) and the card binds. The firmware is the mode: flower
@@ -36,14 +36,14 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_faults import listed, take
-from tasks.host.sim_firmware import driver_search, find_firmware, read_firmware
+from simulators.host.faults import listed, take
+from simulators.host.firmware import driver_search, find_firmware, read_firmware
+from simulators.host.host import SimulatedHost
 from workflows.errors import StepTimeout
 
 PCI_ROOT = "/sys/devices/pci0000:00"
 IFNAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$")
-"""What dev_valid_name (net/core/dev.c) takes, narrowed as tasks/corigine/names.py IFNAME: at most
+"""What dev_valid_name (net/core/dev.c) takes, narrowed as tasks/host/names.py IFNAME: at most
 IFNAMSIZ-1 (15) bytes, no "/", ":" or whitespace, not "." or ".."."""
 NUMVFS_HOOK = r"/sys/.+/sriov_numvfs"
 VF_DEVICE = {"3800": "3803", "4000": "6003", "5000": "6003", "6000": "6003"}

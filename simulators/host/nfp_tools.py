@@ -10,10 +10,10 @@ import json
 import os
 from typing import Any
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_faults import crash_point, with_faults
-from tasks.host.sim_firmware import VERSION
-from tasks.host.sim_nfp import card_of_netdev, cards, load_driver, module_loaded, save_cards, unload_driver
+from simulators.host.faults import crash_point, with_faults
+from simulators.host.firmware import VERSION
+from simulators.host.host import SimulatedHost
+from simulators.host.nfp import card_of_netdev, cards, load_driver, module_loaded, save_cards, unload_driver
 from tasks.host.surface import CommandResult
 
 Argv = tuple[str, ...]

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_profiles import EMULATORS, PROFILES
+from simulators.host.host import SimulatedHost
+from simulators.host.profiles import EMULATORS, PROFILES
 from workflows.records import check_node_name
 
 FLEET_FILE = "fleet.json"

@@ -1,7 +1,7 @@
 """A simulated host: a file tree in a directory, emulated tools, an ops log.
 
 The file tree under `<node-dir>/fs` stands for the host's `/`. Emulators
-(`tasks/host/sim_*.py`) register the tools they emulate and hooks on the
+(`simulators/host/*.py`) register the tools they emulate and hooks on the
 files whose writes the kernel intercepts (sysfs attributes). Every side
 effect is appended to `<node-dir>/ops.log` as a JSON line, so tests and the
 fault-injection runs count exactly what a step did to the host. With a command
@@ -131,7 +131,7 @@ class SimulatedHost:
         os.replace(tmp, path)
 
     def faults(self) -> dict[str, Any]:
-        """Faults injected into this host (see `tasks/host/sim_faults.py`)."""
+        """Faults injected into this host (see `simulators/host/faults.py`)."""
         return self.state("faults", {}) or {}
 
     def local(self, path: str) -> Path:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from tasks.host.sim import SimulatedHost, ToolHandler
+from simulators.host.host import SimulatedHost, ToolHandler
 from tasks.host.surface import CommandResult
 
 CRASH_EXIT = 137
@@ -71,7 +71,7 @@ def with_faults(
             return CommandResult(argv, 1, "", message.rstrip("\n") + "\n")
         return handler(host, argv, timeout)
 
-    run.fault_name = name  # type: ignore[attr-defined]  # `fail` and `absent` apply to it (sim_fleetspec)
+    run.fault_name = name  # type: ignore[attr-defined]  # `fail` and `absent` apply to it (simulators.host.fleet_options)
     return run
 
 

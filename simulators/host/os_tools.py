@@ -22,8 +22,8 @@ import re
 import stat
 from collections.abc import Callable
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_faults import with_faults
+from simulators.host.faults import with_faults
+from simulators.host.host import SimulatedHost
 from tasks.host.surface import CommandResult
 
 Argv = tuple[str, ...]

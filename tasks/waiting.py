@@ -1,4 +1,8 @@
-"""Bounded waits inside a step (tenacity): poll until a condition holds."""
+"""Bounded waits inside a step (tenacity): poll until a condition holds.
+
+For waits that stay in the step's own process: a host step's look at its node (the card
+after `modprobe nfp`, the VFs after a `sriov_numvfs` write). A wait for the cluster says
+`NotYet` instead and holds no worker (workflows/errors.py)."""
 
 from __future__ import annotations
 

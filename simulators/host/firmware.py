@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.host.sim import SimulatedHost
+from simulators.host.host import SimulatedHost
 
 FW_DIR = "/lib/firmware/netronome"
 FW_PATHS = ("/lib/firmware/updates/{kver}", "/lib/firmware/updates", "/lib/firmware/{kver}", "/lib/firmware")

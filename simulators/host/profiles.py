@@ -27,7 +27,7 @@ Usrmerged distributions (Ubuntu 19.04+ fresh installs, Debian 12, RHEL/CentOS
 7+, Rocky, Fedora) have `/lib`, `/bin`, `/sbin` and `/lib64` as links into
 `usr/`; SLES 15 does not.
 Every node runs Kube-OVN with HW_OFFLOAD (OVS other_config:hw-offload=true).
-Faults are listed in `tasks/host/sim_faults.py`.
+Faults are listed in `simulators/host/faults.py`.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tasks.host import sim_nfp, sim_nfp_tools, sim_os, sim_ovs
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_faults import inject
-from tasks.host.sim_firmware import FW_DIR, install_flower_firmware, install_nic_firmware
-from tasks.host.sim_nfp import CardSpec, add_netdev, add_pci_function, provision_card
+from simulators.host import nfp, nfp_tools, os_tools, ovs
+from simulators.host.faults import inject
+from simulators.host.firmware import FW_DIR, install_flower_firmware, install_nic_firmware
+from simulators.host.host import SimulatedHost
+from simulators.host.nfp import CardSpec, add_netdev, add_pci_function, provision_card
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _os(host: SimulatedHost, distro: Distro, *, uid: int = 0) -> None:
     host.local(conf_dir).mkdir(parents=True, exist_ok=True)  # shipped by the initramfs tool's package
     dracut = distro.initramfs == "dracut"
     image = distro.dracut_image.format(kver=distro.kernel) if dracut else f"/boot/initrd.img-{distro.kernel}"
-    host.put(image, "".join(m.format(kver=distro.kernel) + "\n" for m in sim_os.BASE_MEMBERS))
+    host.put(image, "".join(m.format(kver=distro.kernel) + "\n" for m in os_tools.BASE_MEMBERS))
     # the rest of the machine: a host bridge and an Intel X710 the node boots from
     add_pci_function(host, "0000:00:00.0", "8086", "2020")
     add_pci_function(host, "0000:3b:00.0", "8086", "1572", driver="i40e")
@@ -130,7 +130,7 @@ def _agilio(distro: Distro, *specs: CardSpec, flower: bool = True, uid: int = 0)
         for spec in specs:
             provision_card(host, spec)
             _firmware(host, spec, flower=flower)
-        sim_nfp.load_driver(host)  # the node booted: nfp loaded its default (nic) firmware
+        nfp.load_driver(host)  # the node booted: nfp loaded its default (nic) firmware
     return provision
 
 
@@ -171,9 +171,9 @@ def _converged(host: SimulatedHost) -> None:
     host.put_link("flower/nic_AMDA0097.nffw", link)
     host.put(HOOK, render_hook([link, host.realpath(f"{FW_DIR}/flower/nic_AMDA0097.nffw")]))
     host.local(HOOK).chmod(0o755)
-    sim_os.update_initramfs(host, ("update-initramfs", "-u", "-k", UBUNTU_2204.kernel), 60)
-    sim_nfp.load_driver(host)
-    sim_nfp.write_numvfs(host, f"/sys/bus/pci/devices/{CARD.pci_address}/sriov_numvfs", "4", 10)
+    os_tools.update_initramfs(host, ("update-initramfs", "-u", "-k", UBUNTU_2204.kernel), 60)
+    nfp.load_driver(host)
+    nfp.write_numvfs(host, f"/sys/bus/pci/devices/{CARD.pci_address}/sriov_numvfs", "4", 10)
     host.put(card_record_path(CARD.pci_address), render_card_record({
         "vendor": CARD.vendor, "device": CARD.device, "assembly": CARD.assembly, "board_id": CARD.board_id,
         "port_speeds": CARD.port_speeds}))
@@ -206,5 +206,5 @@ PROFILES: dict[str, Profile] = {
 }
 
 EMULATORS: list[Callable[[SimulatedHost], None]] = [
-    sim_nfp.install, sim_nfp_tools.install, sim_ovs.install, sim_os.install,
+    nfp.install, nfp_tools.install, ovs.install, os_tools.install,
 ]

@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_faults import with_faults
-from tasks.host.sim_nfp import cards, device_dir, netdevs
+from simulators.host.faults import with_faults
+from simulators.host.host import SimulatedHost
+from simulators.host.nfp import cards, device_dir, netdevs
 from tasks.host.surface import CommandResult
 
 Argv = tuple[str, ...]

@@ -4,7 +4,7 @@ checked against what the simulation knows before anything is created:
     --profile agilio-cx-flaky-modprobe        every node of the fleet
     --profile node-007=agilio-cx-no-devlink   one node (repeatable)
     --faults node-007:modprobe=fail*3         NODE:TARGET=KIND[*N] (repeatable), the shapes of
-                                              `tasks/host/sim_faults.py`
+                                              `simulators/host/faults.py`
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tasks.host.sim import SimulatedHost
-from tasks.host.sim_faults import inject
-from tasks.host.sim_profiles import EMULATORS, PROFILES
-from tasks.host.simfleet import open_host
+from simulators.host.faults import inject
+from simulators.host.fleet import open_host
+from simulators.host.host import SimulatedHost
+from simulators.host.profiles import EMULATORS, PROFILES
 
 COUNTED = ("fail", "crash", "ebusy")
 """Kinds that fire N times (`*N`, default 1), then never again."""
 LISTED = ("hang", "absent")
 """Kinds that hold for as long as the fault is there."""
 SYSFS = ("sriov_numvfs",)
-"""The sysfs attribute whose writes take `ebusy` and `hang` (tasks/host/sim_nfp.py)."""
+"""The sysfs attribute whose writes take `ebusy` and `hang` (simulators/host/nfp.py)."""
 CRASH_POINTS = ("modprobe",)
-"""Where a `crash` can land: the tools that call `crash_point` (tasks/host/sim_nfp_tools.py)."""
+"""Where a `crash` can land: the tools that call `crash_point` (simulators/host/nfp_tools.py)."""
 FAULT = re.compile(r"^(?P<node>[^:=*]+):(?P<target>[^:=*]+)=(?P<kind>[^:=*]+)(\*(?P<count>[^:=*]*))?$")
 MAX_COUNT = 1000
 
