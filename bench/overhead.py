@@ -13,7 +13,6 @@ from redis import Redis
 from bench.fleetrun import run_fleet
 from bench.harness import redis_server, spawn_plain_worker
 
-
 # Zero step latency: the steps' polling intervals (waiting for a card, VFs, the API) are
 # latency too, so they are made as short as the parameters allow.
 ZERO_WAITS = ["rollout.canary=0", "reload_wait_interval=0.001", "vf_wait_interval=0.001"]

@@ -25,10 +25,16 @@ from rich.console import Console
 from simulators.kube_api.control import ApiProcess, running_api, writes
 from tasks.cluster.steps_verify import PROBE_PREFIX
 from tasks.host.sim_fleetspec import apply_faults
-from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from tasks.host.sim_profiles import PROFILES
+from tasks.host.simfleet import create_fleet, load_fleet, open_host
 from workers.processes import (
-    Stopped, WorkerProcess, embedded_redis, running_workers, spawn_worker, stop_on_signals, tied_to_parent,
+    Stopped,
+    WorkerProcess,
+    embedded_redis,
+    running_workers,
+    spawn_worker,
+    stop_on_signals,
+    tied_to_parent,
 )
 from workers.progress import failed_nodes, summary, watch
 from workers.recap import recap_lines
@@ -37,7 +43,6 @@ from workers.settings import get_settings
 from workers.targets import load_pipeline, sim_options
 from workflows.control import run_status, start_run
 from workflows.status import outcome_note
-
 
 # The fleet cases the demo shows, on the first nodes; the rest are plain cards.
 DEMO_CASES = ["agilio-cx-converged", "agilio-cx-dual", "agilio-cx-amda0081", "bare", "agilio-cx-flaky-modprobe"]

@@ -43,7 +43,7 @@ class QueueDepthCollector:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+    def collect(self):
         gauge = GaugeMetricFamily("nicflow_queue_depth", "Messages waiting in nicflow's queues", labels=["queue"])
         try:
             gauge.add_metric(["control"], self.redis.llen(CONTROL_QUEUE))

@@ -9,8 +9,17 @@ from html import escape
 from typing import Any
 
 from workers.reports import (
-    attempts_text, change_lines, changed_text, cordon_text, duration, facts, failed_where, offload_proofs,
-    step_cell, summary_text, when,
+    attempts_text,
+    change_lines,
+    changed_text,
+    cordon_text,
+    duration,
+    facts,
+    failed_where,
+    offload_proofs,
+    step_cell,
+    summary_text,
+    when,
 )
 
 COLORS = {"ok": "#9ca3af", "changed": "#16a34a", "failed": "#dc2626", "running": "#2563eb",

@@ -15,16 +15,16 @@ from tasks.cluster.surface import ClusterSurface
 from tasks.host.simfleet import SimFleet, load_fleet, open_host
 from tasks.host.surface import RealHost
 from tasks.registry import default_registry
-from workflows.engine import Engine
-from workflows.errors import PermanentError
-from workflows.leases import NodeLeases
-from workflows.presence import AgentPresence
-from workflows.store import CheckpointStore
 from workers.celery_app import use_broker
 from workers.dispatcher import CeleryDispatcher
 from workers.node_events import NodeEventsReporter
 from workers.redisconn import NoRedisConfigured, broker_url, redis_client  # noqa: F401 - re-exported
 from workers.settings import get_settings
+from workflows.engine import Engine
+from workflows.errors import PermanentError
+from workflows.leases import NodeLeases
+from workflows.presence import AgentPresence
+from workflows.store import CheckpointStore
 
 
 class HostNotServed(PermanentError):

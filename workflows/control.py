@@ -12,7 +12,7 @@ from typing import Any
 from workflows.engine import Engine
 from workflows.errors import RunError, StepError
 from workflows.loader import Pipeline
-from workflows.records import Checkpoint, RunRecord, check_node_name, new_run_id
+from workflows.records import RunRecord, check_node_name, new_run_id
 from workflows.rollout import order_nodes, plan_waves
 from workflows.spec import resolve_count
 from workflows.status import status_of

@@ -211,7 +211,7 @@ def coerce_param(spec: ParamSpec, value: Any) -> Any:
     if isinstance(value, str) and spec.type != "str":
         value = _from_text(spec, value)
     kinds: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-    if isinstance(value, bool) and spec.type != "bool" or not isinstance(value, kinds[spec.type]):
+    if (isinstance(value, bool) and spec.type != "bool") or not isinstance(value, kinds[spec.type]):
         raise ValueError(f"must be of type {spec.type}")
     if spec.type == "float":
         value = float(value)

@@ -11,7 +11,6 @@ from workflows.order import ordered, step_order
 from workflows.presence import AGENTS_KEY, decode_presence
 from workflows.store import STEP_FIELD, CheckpointStore
 
-
 OUTCOME_NOTES = {
     "succeeded": "every node succeeded",
     "partial": "some nodes failed, within the rollout's failure budget",

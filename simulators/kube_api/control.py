@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -138,7 +138,7 @@ def start_api(sim_root: Path, *, latency: float = 0.0, log_dir: Path | None = No
     argv = [sys.executable, "-m", "simulators.kube_api", "--sim-root", str(sim_root), "--port", "0",
             "--latency", str(latency), *(extra or [])]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,  # noqa: PLW1509
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=preexec_fn)
     deadline = time.monotonic() + timeout
     while not config.exists():

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.kube_api import controllers as ctl
-from simulators.kube_api import kubelet
-from simulators.kube_api import fields
+from simulators.kube_api import fields, kubelet
 from simulators.kube_api.resources import Ref
 
 Manifest = dict[str, Any]

@@ -27,7 +27,15 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, cordoned_by_nicflow, mark_node
-from tasks.cluster.surface import AGENT_LABELS, ClusterSurface, EvictionBlocked, NodeView, PodView, check_each, check_name
+from tasks.cluster.surface import (
+    AGENT_LABELS,
+    ClusterSurface,
+    EvictionBlocked,
+    NodeView,
+    PodView,
+    check_each,
+    check_name,
+)
 from workflows.errors import NotYet, PermanentError, StepError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 

@@ -33,7 +33,12 @@ from pydantic import Field, field_validator
 
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.objects import (
-    ApplyObjectsStep, ObjectsParams, ObjectsState, check_image, config_string, observe_objects,
+    ApplyObjectsStep,
+    ObjectsParams,
+    ObjectsState,
+    check_image,
+    config_string,
+    observe_objects,
 )
 from tasks.cluster.sriovdp_adopt import CONFIG_HASH, Plugin, config_patch, find_existing
 from tasks.cluster.surface import DNS1123_LABEL, DNS1123_SUBDOMAIN, ClusterSurface, Labels, Manifest, check_each

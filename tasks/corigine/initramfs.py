@@ -152,7 +152,7 @@ class PersistFirmware(Step[PersistParams, PersistState]):
             changes.append(Change("write", state.config, before=state.current, after=state.desired))
         if state.tool == "initramfs-tools" and (state.mode is None or not int(state.mode, 8) & 0o100):
             changes.append(Change("chmod", state.config, before=state.mode, after="755"))
-        if changes and changes[0].action == "write" or state.missing:
+        if (changes and changes[0].action == "write") or state.missing:
             changes.append(Change("rebuild", state.image, before=state.missing or None, after="rebuilt"))
         return changes
 

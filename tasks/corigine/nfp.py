@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.corigine.names import (
-    FW_SUFFIXES, IFNAME, PCI_ADDRESS, PCI_DEVICES, PCI_ID, PF_DEVICES, PF_VENDORS, VF_DEVICE_OF_PF, check_ifname,
-    check_pci, pci_link,
+    FW_SUFFIXES,
+    IFNAME,
+    PCI_ADDRESS,
+    PCI_DEVICES,
+    PCI_ID,
+    PF_DEVICES,
+    PF_VENDORS,
+    VF_DEVICE_OF_PF,
+    check_ifname,
+    check_pci,
+    pci_link,
 )
 from tasks.host.surface import HostSurface
 

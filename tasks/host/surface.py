@@ -69,7 +69,7 @@ def check_host_path(path: str) -> str:
     """Only absolute, normalised paths without NUL or `..` reach the file system."""
     if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
         raise PermanentError(f"host path {path!r} must be an absolute path")
-    if posixpath.normpath(path) != path.rstrip("/") and path != "/" or ".." in path.split("/"):
+    if (posixpath.normpath(path) != path.rstrip("/") and path != "/") or ".." in path.split("/"):
         raise PermanentError(f"host path {path!r} is not normalised")
     return path
 
