@@ -241,9 +241,10 @@ def retry_failed(engine: Engine, run_id: str, *, visibility_timeout: float | Non
 def resume_run(engine: Engine, run_id: str, *, lost_after: float, now: float | None = None) -> dict[str, int]:
     """Re-dispatch, under a new token, only the steps nobody works on any more: queued or
     retrying past `lost_after` (the message lost), running with a dead heartbeat (the worker
-    died). A step waiting for the cluster is left alone: its wake-up is kept in Redis. A step a live worker runs, or whose message may still be queued, is left alone
-    and counted: a second dispatch of it would run it twice at once. Finished steps are
-    never touched. The new token makes any copy of the old delivery stale.
+    died). A step waiting for the cluster is left alone: its wake-up is kept in Redis. A step a
+    live worker runs, or whose message may still be queued, is left alone and counted: a second
+    dispatch of it would run it twice at once. Finished steps are never touched. The new token
+    makes any copy of the old delivery stale.
     """
     run = engine.store.run(run_id)
     if run.terminal:

@@ -252,7 +252,7 @@ class CheckpointStore:
             for run_id in run_ids:
                 pipe.exists(self._run_key(run_id))
             found = pipe.execute()
-        return {run_id for run_id, present in zip(run_ids, found) if present}
+        return {run_id for run_id, present in zip(run_ids, found, strict=True) if present}
 
     def next_wave(self, run_id: str, wave: int, end: int, window: int) -> bool:
         """Open wave `wave + 1`, once: a second controller finding the same wave done loses."""
@@ -316,7 +316,7 @@ class CheckpointStore:
             for node in nodes:
                 pipe.hget(self._progress_key(run_id, node), "state")
             values = pipe.execute()
-        return {node: _s(v) if v is not None else "pending" for node, v in zip(nodes, values)}
+        return {node: _s(v) if v is not None else "pending" for node, v in zip(nodes, values, strict=True)}
 
     def set_blocked(self, run_id: str, node: str, reason: str | None) -> None:
         """Why an admitted node has not started (no agent, NotReady); None once it starts."""
@@ -354,7 +354,7 @@ class CheckpointStore:
             raws = pipe.execute()
         return [
             _decode_progress(node or CLUSTER, {_s(k): _s(v) for k, v in raw.items()}, evidence)
-            for node, raw, evidence in zip(nodes, raws[::2], raws[1::2])
+            for node, raw, evidence in zip(nodes, raws[::2], raws[1::2], strict=True)
         ]
 
     # checkpoints
@@ -369,7 +369,8 @@ class CheckpointStore:
                   event: dict[str, Any] | None) -> list[str | bytes | int]:
         """The scripts' ARGV: the checkpoint without its evidence, the evidence compressed apart."""
         args: list[str | bytes | int] = [
-            STEP_FIELD + step_id, expect, epoch, checkpoint.model_dump_json(exclude_defaults=True, exclude={"evidence"}),
+            STEP_FIELD + step_id, expect, epoch,
+            checkpoint.model_dump_json(exclude_defaults=True, exclude={"evidence"}),
             zlib.compress(checkpoint.evidence.encode()) if checkpoint.evidence else "", self.evidence_ttl,
         ]
         if event:
