@@ -307,7 +307,7 @@ def serve(root: Path, *, host: str = "127.0.0.1", port: int = 0, advertise: str 
     if seed:
         with server.store.lock:
             server.verbs.seed()
-    path = server.write_kubeconfig(advertise or ("127.0.0.1" if host in ("0.0.0.0", "") else host))
+    path = server.write_kubeconfig(advertise or ("127.0.0.1" if host in ("0.0.0.0", "") else host))  # noqa: S104 - not a bind
     print(f"simulated Kubernetes API listening on {host}:{server.server_address[1]}; kubeconfig {path}",
           flush=True)
     try:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from simulators.kube_api import controllers as ctl
 from simulators.kube_api import fields, kubelet
@@ -36,8 +36,9 @@ MODIFIED = "the object has been modified; please apply your changes to the lates
 class ApiError(Exception):
     """An answer other than success: the Status the server sends."""
 
-    REASONS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict", 410: "Expired",
-               415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError"}
+    REASONS: ClassVar[dict[int, str]] = {
+        400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict", 410: "Expired",
+        415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError"}
 
     def __init__(self, code: int, message: str, *, details: Manifest | None = None) -> None:
         super().__init__(message)
@@ -147,7 +148,7 @@ class Store:
 
     def put(self, ref: Ref, kind: str, obj: Manifest, before: Manifest | None, manager: str) -> Manifest:
         """Store `obj` as the new state of `ref` (written by `manager` through an update)."""
-        _, key, table = self.locate(ref)
+        _, key, _ = self.locate(ref)
         fields.record_update(before, obj, manager, self.managed.setdefault(key, {}), keys=self.keys_for(ref))
         return self.store(ref, kind, obj, before)
 

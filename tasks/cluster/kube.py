@@ -147,7 +147,7 @@ def _with_causes(exc: ApiException) -> str:
 
 
 @dataclass(frozen=True)
-class NodeEvent:
+class NodeWatchEvent:
     """One event of a node watch: ADDED, MODIFIED, DELETED (with the node), or BOOKMARK (none)."""
 
     type: str
@@ -351,7 +351,7 @@ class KubeCluster:
         return [NodeView.of(item) for item in items], version
 
     def watch_nodes(self, resource_version: str, *, timeout: int,
-                    selector: Mapping[str, str] | None = None) -> Iterator[NodeEvent]:
+                    selector: Mapping[str, str] | None = None) -> Iterator[NodeWatchEvent]:
         """Node changes after `resource_version`, for at most `timeout` seconds (the server ends the
         watch then; the caller reconnects from the last event's resourceVersion). A resourceVersion
         older than the server keeps is `WatchExpired` (410 Gone): the caller relists."""
@@ -368,9 +368,9 @@ class KubeCluster:
                 obj = event.get("raw_object") or {}
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
                 if event.get("type") == "BOOKMARK":
-                    yield NodeEvent("BOOKMARK", None, version)
+                    yield NodeWatchEvent("BOOKMARK", None, version)
                 else:
-                    yield NodeEvent(str(event.get("type")), NodeView.of(obj), version)
+                    yield NodeWatchEvent(str(event.get("type")), NodeView.of(obj), version)
         except ApiException as exc:
             # with timeout_seconds the client does not retry a 410 itself (kubernetes 37 watch/watch.py)
             if exc.status == 410:

@@ -37,7 +37,8 @@ from workflows.step import Change, Step, StepContext, StepParams
 
 DRACUT_CONF = "/etc/dracut.conf.d/90-nicflow-nfp.conf"
 HOOK = "/etc/initramfs-tools/hooks/nicflow-nfp"
-LINK_NAME = re.compile(r"^pci-" + PCI_ADDRESS[1:-1] + r"\.nffw(" + "|".join(re.escape(s) for s in FW_SUFFIXES if s) + ")?$")
+LINK_NAME = re.compile(r"^pci-" + PCI_ADDRESS[1:-1] + r"\.nffw("
+                       + "|".join(re.escape(s) for s in FW_SUFFIXES if s) + ")?$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._/-]+$")
 HEADER = ("# Managed by nicflow (persist-firmware): keep the nfp firmware selection\n"
           "# (/lib/firmware/netronome/pci-*.nffw) in the initramfs. Do not edit.\n")
@@ -176,4 +177,5 @@ class PersistFirmware(Step[PersistParams, PersistState]):
                 "persisted_links": [link for link, _t, _r in state.links]}
 
     def evidence(self, state: PersistState) -> str:
-        return f"{state.config}:\n{state.current or '(absent)'}\nimage {state.image} missing: {state.missing or 'nothing'}\n"
+        return (f"{state.config}:\n{state.current or '(absent)'}\n"
+                f"image {state.image} missing: {state.missing or 'nothing'}\n")

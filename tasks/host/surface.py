@@ -88,7 +88,7 @@ def write_with_timeout(target: Path, data: str, timeout: float) -> None:
         try:
             with open(target, "w") as handle:
                 handle.write(data)
-        except BaseException as exc:  # re-raised in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(exc)
 
     thread = threading.Thread(target=writer, daemon=True)
