@@ -201,7 +201,8 @@ def verify(
 
 @cli.command("check-flows")
 def check_flows(
-    source: Annotated[str, typer.Argument(help="A file with `ovs-appctl dpctl/dump-flows -m type=offloaded` output, or - for stdin.")],
+    source: Annotated[str, typer.Argument(
+        help="A file with `ovs-appctl dpctl/dump-flows -m type=offloaded` output, or - for stdin.")],
     as_json: Annotated[bool, typer.Option("--json", help="Counts by datapath and offload state.")] = False,
     min_offloaded: Annotated[int, typer.Option(min=1, help="Offloaded flows needed.")] = 1,
 ) -> None:
@@ -565,7 +566,8 @@ def sim_api(
 def sim_add_node(
     name: Annotated[str, typer.Argument(help="The new node's name (DNS-1123).")],
     sim_root: Annotated[Path, typer.Option("--sim-root", help="Directory of the simulated fleet.")],
-    profile: Annotated[str, typer.Option(help="Hardware profile of the host (tasks/host/sim_profiles.py).")] = "agilio-cx",
+    profile: Annotated[str, typer.Option(
+        help="Hardware profile of the host (tasks/host/sim_profiles.py).")] = "agilio-cx",
 ) -> None:
     """Add a host to the simulated fleet and its Node to the fleet's API (kubelet, then NFD's labels)."""
     from simulators.add_node import add_sim_node
@@ -584,7 +586,8 @@ def reconcile(
     policy: Annotated[Path, typer.Option("--policy", help="Reconcile policy YAML file.")],
     sim_root: Annotated[Path | None, typer.Option(
         "--sim-root", help="A simulated fleet (its API's kubeconfig); default: the cluster this runs in.")] = None,
-    lease_ttl: Annotated[float, typer.Option(min=1, max=600, help="Seconds the active reconciler's lease lives.")] = 15.0,
+    lease_ttl: Annotated[float, typer.Option(
+        min=1, max=600, help="Seconds the active reconciler's lease lives.")] = 15.0,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Keep the policy's nodes rolled out: a node that joins gets a run; drifted nodes are reported."""

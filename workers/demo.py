@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,7 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
                 t0 = time.time()
                 record = start_run(engine, loaded, chosen, fleet=f"sim:{sim_root}", overrides=overrides)
                 progress.stage = f"the {label.split(':')[0]} (run {record.id}) was running"
-                status = watch(lambda: run_status(engine, record.id), console, timeout=600)
+                status = watch(partial(run_status, engine, record.id), console, timeout=600)
                 api_after = cluster_writes(sim_root)
                 console.print(summary(status))
                 for line in recap_lines(status):
