@@ -215,7 +215,7 @@ def coerce_param(spec: ParamSpec, value: Any) -> Any:
     kinds: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
     if (isinstance(value, bool) and spec.type != "bool") or not isinstance(value, kinds[spec.type]):
         raise ValueError(f"must be of type {spec.type}")
-    if spec.type == "float":
+    if spec.type == "float" and isinstance(value, int):  # a float already is one
         value = float(value)
     if spec.min is not None and value < spec.min:
         raise ValueError(f"must be at least {spec.min:g}")

@@ -15,14 +15,16 @@ import json
 import secrets
 import time
 import zlib
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from redis import Redis
 
 from workflows.errors import RunError
 
 if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT, StreamRangeResponse
+
     from workflows.records import Checkpoint, NodeProgress, RunRecord
 # The record models (pydantic) load on the first decode, not with the store: `nicflow status`
 # reads raw hashes only and starts faster without them.
@@ -286,10 +288,11 @@ class CheckpointStore:
         return json.loads(raw)
 
     def run_ids(self, limit: int = 50) -> list[str]:
-        return [_s(x) for x in self.redis.zrevrange(RUNS_INDEX, 0, limit - 1)]
+        # members only: redis-py types the reply with the (score) pairs `withscores=True` gives
+        return [_s(x) for x in cast("list[bytes]", self.redis.zrevrange(RUNS_INDEX, 0, limit - 1))]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        encoded = {k: _encode_value(k, v) for k, v in fields.items()}
+        encoded: dict[FieldT, EncodableT] = {k: _encode_value(k, v) for k, v in fields.items()}
         self.redis.hset(self._run_key(run_id), mapping={**encoded, "updated_at": time.time()})
 
     def transition(self, run_id: str, to: str, *, allowed: tuple[str, ...]) -> bool:
@@ -403,12 +406,25 @@ class CheckpointStore:
     # events
     def emit(self, run_id: str, kind: str, **fields: Any) -> None:
         body = _event_body({"kind": kind, **fields})
-        self.redis.xadd(self._events_key(run_id), body, maxlen=EVENTS_MAXLEN, approximate=True)
+        self.redis.xadd(self._events_key(run_id), redis_fields(body), maxlen=EVENTS_MAXLEN, approximate=True)
 
     def events(self, run_id: str, after: str = "0-0", count: int = 1000) -> list[tuple[str, dict[str, str]]]:
         entries = self.redis.xrange(self._events_key(run_id), min=f"({after}" if after != "0-0" else "-", count=count)
-        return [(_s(eid), {"ts": _id_time(_s(eid)), **{_s(k): _s(v) for k, v in body.items()}})
-                for eid, body in entries]
+        return [(eid, {"ts": _id_time(eid), **body}) for eid, body in stream_entries(entries)]
+
+
+def redis_fields(fields: Mapping[str, EncodableT]) -> dict[FieldT, EncodableT]:
+    """`fields` as redis-py's types name a hash's or a stream entry's fields. Their key type is
+    invariant there (redis-py 8, commands/core.py `xadd`), so a dict[str, str] is refused though
+    it is one: this says so once, without a copy."""
+    return cast("dict[FieldT, EncodableT]", fields)
+
+
+def stream_entries(entries: StreamRangeResponse | None) -> list[tuple[str, dict[str, str]]]:
+    """An XRANGE or XREVRANGE reply, decoded. redis-py's types allow no reply, and entries without
+    id or body (redis/typing.py `StreamEntry`, for XCLAIM's deleted entries): a range has neither."""
+    return [(_s(eid), {_s(k): _s(v) for k, v in body.items()})
+            for eid, body in entries or [] if eid is not None and body is not None]
 
 
 def _s(value: bytes | str) -> str:
@@ -437,7 +453,7 @@ def _encode_value(key: str, value: Any) -> str | int | float:
     return "" if value is None else value
 
 
-def _encode_record(record: RunRecord) -> dict[str, str | int | float]:
+def _encode_record(record: RunRecord) -> dict[FieldT, EncodableT]:
     return {k: _encode_value(k, v) for k, v in record.model_dump(exclude={"spec"}).items()}
 
 
