@@ -234,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
         if store.kind_of(ref) != "Node":
             raise ApiError(405, f"watch of {ref.plural} is not served by the simulated API (nodes only)")
         since = int((query.get("resourceVersion") or ["0"])[0] or 0)
-        timeout = min(float((query.get("timeoutSeconds") or [WATCH_LIMIT])[0]), WATCH_LIMIT)
+        timeout = min(float((query.get("timeoutSeconds") or [str(WATCH_LIMIT)])[0]), WATCH_LIMIT)
         labels = rq.label_selector((query.get("labelSelector") or [""])[0])
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -15,6 +15,7 @@ window is told 410 Gone (k8s.io/apiserver pkg/storage/cacher/watch_cache.go,
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
 import threading
@@ -219,7 +220,7 @@ class Store:
         self.node_events.append((rv, kind, body))
         self.lock.notify_all()
 
-    def node_events_since(self, since: int) -> list[tuple[int, str, str]]:
+    def node_events_since(self, since: int) -> builtins.list[tuple[int, str, str]]:  # `list` is a method here
         """Node watch events after `since`; 410 when the window no longer reaches back that far."""
         if since < self.window_start:
             raise ApiError(410, f"too old resource version: {since} ({self.window_start})")

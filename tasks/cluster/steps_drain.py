@@ -89,7 +89,8 @@ class DrainState:
 
 
 def drain_state(surface: ClusterSurface, node: NodeView, needed: bool, because: list[str]) -> DrainState:
-    evictable, terminating = [], []
+    evictable: list[PodView] = []
+    terminating: list[PodView] = []
     for pod in surface.list_pods(node=node.name):
         if pod.owner_kind == "DaemonSet" or is_agent(pod) or pod.mirror or pod.finished:
             continue

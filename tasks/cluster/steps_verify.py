@@ -397,7 +397,7 @@ def nad_provider(nad: Manifest, network: str) -> str | None:
         config = json.loads(((nad.get("spec") or {}).get("config")) or "{}")
     except (ValueError, TypeError):
         raise PermanentError(f"NetworkAttachmentDefinition {network}: spec.config is not JSON") from None
-    plugins = config.get("plugins") if isinstance(config, dict) and isinstance(config.get("plugins"), list) \
+    plugins = config["plugins"] if isinstance(config, dict) and isinstance(config.get("plugins"), list) \
         else [config]
     kube_ovn = next((p for p in plugins if isinstance(p, dict) and p.get("type") == KUBE_OVN), None)
     if kube_ovn is None:

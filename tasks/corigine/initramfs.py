@@ -58,7 +58,7 @@ def render_hook(items: list[str]) -> str:
 def firmware_links(surface: HostSurface) -> list[tuple[str, str, str]]:
     """(link path, link target, resolved target) of every pci-*.nffw link. The target
     must resolve inside the firmware directory as the system resolves it."""
-    found = []
+    found: list[tuple[str, str, str]] = []
     if not surface.exists(FW_DIR):
         return found
     real_dir = surface.realpath(FW_DIR)

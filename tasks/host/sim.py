@@ -98,6 +98,7 @@ class SimulatedHost:
             finally:
                 self._lock_depth -= 1
                 if self._lock_depth == 0:
+                    assert self._lock_file is not None  # opened on the outermost entry
                     fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def record(self, op: str, **args: Any) -> None:

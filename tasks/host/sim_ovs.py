@@ -131,7 +131,8 @@ def add_port(host: SimulatedHost, name: str, external_ids: Mapping[str, str]) ->
         if state is None:
             raise ValueError("OVS is not installed on this host: no br-int to add a port to")
         rows = [r for r in state.get("interfaces") or [] if r["name"] != name]
-        old = next((r for r in state.get("interfaces") or [] if r["name"] == name), {"external_ids": {}})
+        old: dict[str, Any] = next((r for r in state.get("interfaces") or [] if r["name"] == name),
+                                   {"external_ids": {}})
         rows.append({"name": name, "external_ids": {**old["external_ids"], **external_ids}})
         host.set_state("ovs", {**state, "interfaces": rows})
 
