@@ -636,8 +636,8 @@ def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = 
     if show_summary:
         console.print(summary(status))
         _print_outcome(status)
-    for line in recap_lines(status, recap):
-        console.print(line)
+    for text in recap_lines(status, recap):
+        console.print(text)
     failed = [name for name, _ in failed_nodes(status)]
     held = cordoned(failed) if cordoned is not None and failed else None
     for line in next_steps(status, held):

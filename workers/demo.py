@@ -222,8 +222,8 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
                 status = watch(partial(run_status, engine, record.id), console, timeout=600)
                 api_after = cluster_writes(sim_root)
                 console.print(summary(status))
-                for line in recap_lines(status):
-                    console.print(line)
+                for text in recap_lines(status):
+                    console.print(text)
                 for name, error in failed_nodes(status):
                     console.print(f"[red]failed[/] {name}: {error}")
                 for line in closing_lines(status, seconds=time.time() - t0,
