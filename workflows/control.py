@@ -251,7 +251,8 @@ def resume_run(engine: Engine, run_id: str, *, lost_after: float, now: float | N
         raise RunError(f"run {run_id} is {run.status}; a finished run is not resumed")
     now = now or time.time()
     counts = {"redispatched": 0, "running": 0, "queued": 0, "retrying": 0}
-    owners: list[str | None] = [None, *engine.store.admitted_nodes(run_id, run.cursor)]
+    nodes = engine.store.admitted_nodes(run_id, run.cursor)
+    owners: list[str | None] = [None, *nodes]
     for owner in owners:
         progress = engine.store.progress(run_id, owner)
         if owner is not None and progress.state != "running":
@@ -266,8 +267,8 @@ def resume_run(engine: Engine, run_id: str, *, lost_after: float, now: float | N
                 engine.store.emit(run_id, "step-redispatched", node=owner, step=step_id, reason=reason)
                 counts["redispatched"] += 1
     engine.store.emit(run_id, "run-resumed", **counts)
-    for node in owners[1:]:
-        engine.advance_node(run_id, node)  # type: ignore[arg-type]
+    for node in nodes:
+        engine.advance_node(run_id, node)
     engine.dispatcher.advance(run_id)
     return counts
 

@@ -243,6 +243,8 @@ class SriovDevicePlugin(ApplyObjectsStep[SriovDpParams]):
         config = adopted_config(params, nfd_vendors(ctx.surface), existing.config, where)
         return DpState([], [], existing, None if config == existing.config else config)
 
+    # The overrides take DpState and SriovDpParams, narrower than ApplyObjectsStep's ObjectsState and
+    # ObjectsParams (hence the ignores): the engine hands each step only the state its observe made.
     def plan(self, state: DpState, params: SriovDpParams) -> list[Change]:  # type: ignore[override]
         plugin = state.plugin
         if plugin is None or not plugin.adopted:
