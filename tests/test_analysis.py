@@ -16,6 +16,7 @@ from rich.console import Console
 
 from tasks.cluster.analysis import ClusterWaveChecks
 from tasks.host.simfleet import create_fleet, open_host
+from tasks.registry import default_registry
 from tests.prometheus_standin import prometheus
 from tests.sim_api import SimCluster, sim_servers  # noqa: F401 - fixture
 from tests.stack import Stack
@@ -23,7 +24,6 @@ from workers.api.render import progress_text
 from workers.progress import render
 from workflows.errors import PipelineError
 from workflows.loader import load_text
-from tasks.registry import default_registry
 from workflows.spec import AnalysisSpec
 
 NODES = 6

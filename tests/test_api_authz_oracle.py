@@ -19,7 +19,14 @@ from redis import Redis
 from simulators.kube_api.control import running_api
 from tests.slack_standin import slack_standin
 from tests.test_api_app import (
-    NOBODY, PROD, SRE, ApiServer, Env, api_settings, draining_engine, make_fleet,
+    NOBODY,
+    PROD,
+    SRE,
+    ApiServer,
+    Env,
+    api_settings,
+    draining_engine,
+    make_fleet,
 )
 from workers.api import create_app
 from workflows.records import RunRecord

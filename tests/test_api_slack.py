@@ -17,8 +17,20 @@ import httpx
 import pytest
 
 from tests.test_api_app import (  # noqa: F401 - fixtures
-    BOT_TOKEN, BROKEN, NOBODY, PROD, SIGNING_SECRET, SRE, ApiServer, Env, api_env, api_settings, env,
-    monkeypatch_module, slack_headers, slash_fields,
+    BOT_TOKEN,
+    BROKEN,
+    NOBODY,
+    PROD,
+    SIGNING_SECRET,
+    SRE,
+    ApiServer,
+    Env,
+    api_env,
+    api_settings,
+    env,
+    monkeypatch_module,
+    slack_headers,
+    slash_fields,
 )
 from workers.api import create_app
 from workers.api.audit import Audit

@@ -10,9 +10,9 @@ all the same: its end step keeps ovs-ovn OnDelete while node-000 runs an old OVS
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 

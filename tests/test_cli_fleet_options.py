@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from simulators.kube_api.control import start_api
-
 from tasks.host.sim_fleetspec import COUNTED, LISTED
 from tasks.host.sim_profiles import PROFILES
 from tasks.host.simfleet import load_fleet, open_host

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from tasks.corigine.detect import DetectParams
 from tasks.corigine.firmware import SelectFirmwareParams
-from tasks.corigine.vfs import CreateVfsParams
 from tasks.corigine.verify import VerifyParams
+from tasks.corigine.vfs import CreateVfsParams
 from tasks.registry import default_registry
 from tests.corigine_support import PIPELINE, facts_until, host, pipeline, run
 from workflows.errors import PermanentError, PipelineError

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import itertools
-import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,10 +23,10 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
+from simulators.kube_api.control import ops, running_api
 from tasks.cluster import kube as kube_module
 from tasks.cluster.kube import KINDS, KubeCluster
 from tasks.cluster.reporter import NodeStateReporter
-from simulators.kube_api.control import ops, running_api
 from tasks.cluster.surface import NodeEvent
 from tasks.host.simfleet import create_fleet
 from tasks.registry import default_registry

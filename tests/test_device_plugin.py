@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from simulators.kube_api.seed import UPSTREAM_DP_CONFIG
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.card_facts import chosen_card, node_vfs
-from simulators.kube_api.seed import UPSTREAM_DP_CONFIG
 from tasks.cluster.sriovdp_adopt import ORIGINAL_CONFIG
 from tasks.host import sim_nfp
 from tasks.host.sim_profiles import PROFILES, UBUNTU_2204, Profile, _agilio
@@ -256,9 +256,9 @@ def test_adoption_can_be_turned_off(tmp_path, profiles):
 
 
 def test_the_whole_pipeline_adopts_the_upstream_plugin_then_a_rerun_writes_nothing(redis, tmp_path, profiles):
+    from tasks.cluster.steps_verify import PROBE_PREFIX
     from tasks.registry import default_registry
     from tests.kube_pipeline import combined
-    from tasks.cluster.steps_verify import PROBE_PREFIX
     from tests.test_kube_sim import FAST, converge, probe_suffix, probe_writes
     from tests.test_kube_sim import engine as make_engine
     from workflows.loader import build

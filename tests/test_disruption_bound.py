@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tests.sim_api import SimCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
+from tests.sim_api import SimCluster
 from tests.stack import FAST_CORIGINE_RUN, Stack, op_counts
 from workers.progress import render
 from workflows.presence import AGENTS_KEY, AgentPresence

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.sim_api import sim_servers  # noqa: F401 - the fixture
 from tasks.generic import GENERIC_STEPS
 from tasks.host.simfleet import create_fleet
+from tests.sim_api import sim_servers  # noqa: F401 - the fixture
 from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import abort_run, approve_run, run_status, start_run
 from workflows.dispatch import InlineDispatcher

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.sim_api import SimCluster
 from tasks.host.sim_faults import inject
 from tasks.host.simfleet import open_host
 from tests.helpers import PIPELINES
+from tests.sim_api import SimCluster
 from tests.stack import Stack
 from workers.processes import WorkerProcess
 from workflows.records import Checkpoint

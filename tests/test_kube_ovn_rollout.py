@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from tasks.cluster.reporter import NodeStateReporter
 from simulators.kube_api.seed import kube_ovn_manifests
+from tasks.cluster.reporter import NodeStateReporter
 from tasks.cluster.steps_kubeovn import container, env_value, flag_value
 from tasks.cluster.steps_ovsovn import ORIGINAL_STRATEGY
+from tasks.cluster.steps_verify import PROBE_PREFIX
 from tasks.host.simfleet import create_fleet, node_names, open_host
 from tasks.registry import default_registry
 from tests.kube_support import run
 from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tests.stack import Stack
-from tasks.cluster.steps_verify import PROBE_PREFIX
 from tests.test_kube_sim import probe_suffix, probe_writes
 from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import run_status, start_run

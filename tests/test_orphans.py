@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, RUN_ANNOTATION, STATE_LABEL, NodeStateReporter
-from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tasks.host.simfleet import create_fleet
 from tests.helpers import PIPELINES
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from workers.orphans import find_orphans
 from workflows.control import start_run
 from workflows.loader import load_text

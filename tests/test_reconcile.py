@@ -26,7 +26,6 @@ from tasks.host.simfleet import open_host
 from tests.slack_standin import SlackStandIn
 from tests.stack import FAST, Stack
 from workers.processes import WorkerProcess, spawn_worker
-from workflows.records import TERMINAL_RUN
 
 NUMVFS = "/sys/bus/pci/devices/0000:04:00.0/sriov_numvfs"
 NFD = "feature.node.kubernetes.io/pci-19ee.present"
@@ -236,7 +235,7 @@ def free_port() -> int:
 
 
 def drifted_gauge(port: int) -> float | None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         text = answer.read().decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

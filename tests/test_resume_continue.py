@@ -13,10 +13,10 @@ import sys
 import pytest
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, NodeStateReporter
-from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tasks.host.simfleet import create_fleet, open_host
 from tasks.registry import default_registry
 from tests.helpers import PIPELINES
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from workers.cli import abort_lines
 from workers.runtime import FleetSurfaces, ServedNodes
 from workflows.control import abort_run, continue_run, start_run

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
+from tasks.cluster.steps_drain import CordonDrain, CordonDrainParams
 from tasks.host.simfleet import create_fleet, open_host
 from tests.helpers import PIPELINES
+from tests.sim_api import SERVERS, SimCluster, sim_servers  # noqa: F401 - the fixture
 from tests.stack import Stack, op_counts
-from tasks.cluster.steps_drain import CordonDrain, CordonDrainParams
 from workflows.control import start_run
 from workflows.errors import LeaseLost
 from workflows.executor import NodeLeaseGuard
