@@ -113,7 +113,8 @@ def test_slack_refusal_is_the_same_for_an_existing_and_a_missing_run(env: Env):
         missing = env.command(f"{action} {MISSING}", user=NOBODY)
         assert answer(existing) == answer(missing), action
         assert existing.status_code == 403
-        assert existing.json()["detail"] == f"unknown user slack:{NOBODY} (u0nobody): not in the authorization configuration"
+        assert existing.json()["detail"] == (f"unknown user slack:{NOBODY} (u0nobody): "
+                                             "not in the authorization configuration")
     for action in ("approve", "abort"):
         existing, missing = click(env, action, HELLO, NOBODY), click(env, action, MISSING, NOBODY)
         assert answer(existing) == answer(missing), action

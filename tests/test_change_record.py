@@ -281,7 +281,7 @@ def test_md_and_json_carry_the_same_record(record) -> None:
     assert failure["node"] == FAILED and failure["step"] == "detect-nic" and failure["cordoned"] is False
     assert data["summary"] in markdown and data["summary"].startswith("2 of 3 nodes succeeded, 1 failed")
     assert data["hint"] in markdown and f"nicflow retry {record['run']} --failed" in data["hint"]
-    assert [n["node"] for n in data["nodes"]][0] == FAILED
+    assert next(n["node"] for n in data["nodes"]) == FAILED
     assert data["started_by"] and data["started_on"] and data["pipeline_version"].startswith("sha256:")
     assert f"- **Started by:** {data['started_by']} on {data['started_on']}" in markdown
     assert data["waves"] == [{"wave": 1, "kind": "wave", "nodes": 3, "window": 1}]

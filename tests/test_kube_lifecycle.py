@@ -67,7 +67,7 @@ def test_cordon_and_drain_then_uncordon(api, kube):
     assert configuring == {"metadata": {"labels": {"nicflow.io/state": "configuring"}}}
     # only the workload pod: not the DaemonSet pod, not nicflow's agent, not the finished pod, not another node's
     assert evictions(api) == ["/api/v1/namespaces/default/pods/web-1/eviction"]
-    eviction = [r for r in api.writes() if r.path.endswith("/eviction")][0]
+    eviction = next(r for r in api.writes() if r.path.endswith("/eviction"))
     assert eviction.body == {"apiVersion": "policy/v1", "kind": "Eviction",
                              "metadata": {"name": "web-1", "namespace": "default"}}
     assert result.outputs == {"already_cordoned": False, "cordoned_by_nicflow": True, "drained": True}
@@ -158,7 +158,7 @@ def test_the_device_plugin_pod_is_restarted_until_allocatable_equals_numvfs(api,
     result = run("restart-device-plugin", kube, node="node-1", facts={"numvfs": 4})
     assert result.status == "changed" and result.outputs == {"allocatable_vfs": 4}
     assert [(r.method, r.path) for r in api.writes()] == [("DELETE", "/api/v1/namespaces/kube-system/pods/sriovdp-old")]
-    pods_query = [r for r in api.requests if r.path == "/api/v1/namespaces/kube-system/pods"][0].query
+    pods_query = next(r for r in api.requests if r.path == "/api/v1/namespaces/kube-system/pods").query
     assert pods_query["fieldSelector"] == "spec.nodeName=node-1" and pods_query["labelSelector"] == "app=sriovdp"
     api.clear()
     assert run("restart-device-plugin", kube, node="node-1", facts={"numvfs": 4}).status == "ok"
@@ -301,8 +301,8 @@ def test_a_kube_ovn_provider_that_cannot_be_an_iface_id_is_refused_before_any_pr
     kube, _fake = probing(api, offloaded_dump())
     nad = api.obj("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition", "default", "default")
     nad["spec"]["config"] = NAD_CONFIG.replace(PROVIDER, "default default.ovn")
-    with pytest.raises(PermanentError, match="NetworkAttachmentDefinition default/default: kube-ovn provider "
-                                             "'default default.ovn' is not a provider name"):
+    with pytest.raises(PermanentError, match=re.escape("NetworkAttachmentDefinition default/default: kube-ovn "
+                                                       "provider 'default default.ovn' is not a provider name")):
         run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
     assert api.writes() == []
 
@@ -313,7 +313,7 @@ def test_the_probe_requests_the_resource_the_network_attachment_names(api):
     nad["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"] = "corigine.com/agilio_vf"
     run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
     assert api.writes()[0].body["spec"]["containers"][0]["resources"]["requests"] == {"corigine.com/agilio_vf": "1"}
-    del api.objects[[path for path in api.objects if "network-attachment-definitions" in path][0]]
+    del api.objects[next(path for path in api.objects if "network-attachment-definitions" in path)]
     api.clear()
     with pytest.raises(TransientError, match="NetworkAttachmentDefinition default/default does not exist"):
         run("verify-offload-cluster", kube, node="node-1", facts=VERIFY_FACTS)
