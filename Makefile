@@ -59,4 +59,4 @@ captures:
 	scripts/capture-ovs-flows
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
