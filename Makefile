@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11+ and make:
 #   make demo   - a rollout over a simulated fleet, on an embedded Redis
 #   make test   - the test suite (starts its own redis-server and workers)
+#   make lint   - ruff, mypy and the import contracts (.ci/run runs it before the tests)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -36,7 +37,11 @@ $(CHROMIUM):
 bench: $(STAMP)
 	$(BIN)/nicflow bench --nodes $(or $(NODES),500)
 
+# ruff and mypy read their settings from pyproject.toml ([tool.ruff], [tool.mypy]); .ci/run
+# runs this before the tests.
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 # Re-resolve both locks after a change to the dependencies in pyproject.toml (or a
@@ -54,4 +59,4 @@ captures:
 	scripts/capture-ovs-flows
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from workers.processes import tied_to_parent
-
 
 # Persistence as deployed (deploy/base/redis.yaml, the same in docker-compose.yml): AOF fsynced
 # every second, no RDB snapshots, never evict. The figures include the cost of durable checkpoints.
@@ -47,7 +47,7 @@ def redis_server(directory: Path) -> Iterator[str]:
             try:
                 if Redis.from_url(url).ping():
                     break
-            except Exception:
+            except RedisError:  # not listening yet
                 time.sleep(0.05)
         yield url
     finally:
@@ -68,9 +68,9 @@ def spawn_plain_worker(url: str, queues: list[str], concurrency: int, log: Path)
     argv = [sys.executable, "-m", "celery", "-A", "bench.plain_app", "worker", "-Q", ",".join(queues),
             "-P", "threads", "-c", str(concurrency), "--without-gossip", "--without-mingle",
             "--without-heartbeat", "-l", "INFO", "-n", f"plain-{free_port()}@bench"]
-    out = open(log, "wb")
-    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**_env(), **env},
-                            cwd=Path(__file__).resolve().parent.parent, preexec_fn=tied_to_parent())  # noqa: PLW1509
+    with open(log, "wb") as out:  # the worker has its own copy of the descriptor
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**_env(), **env},
+                                cwd=Path(__file__).resolve().parent.parent, preexec_fn=tied_to_parent())  # noqa: PLW1509
 
 
 def _env() -> dict[str, str]:

@@ -56,7 +56,7 @@ def makespan_figures(run: FleetRun, *, window: int, pipeline: str) -> dict[str, 
     events = [e for _, e in run.engine.store.events(run.record.id, count=10_000_000)]
     started = {e["node"]: float(e["ts"]) for e in events if e["kind"] == "node-started"}
     finished = {e["node"]: float(e["ts"]) for e in events if e["kind"] == "node-finished"}
-    order = sorted((n for n in started if n in finished), key=started.get)
+    order = sorted((n for n in started if n in finished), key=lambda n: started[n])
     spent = spent_by_node(run.sim_root, order)
     durations = [finished[n] - started[n] for n in order]
     work = [work_window(spent[n], started[n] - EDGE, finished[n] + EDGE) for n in order]

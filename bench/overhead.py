@@ -14,7 +14,6 @@ from bench.fleetrun import run_fleet
 from bench.harness import redis_server, spawn_plain_worker
 from bench.usage import calls_between, command_calls, usage_figures
 
-
 # Zero step latency: the steps' polling intervals (waiting for a card, VFs, the API) are
 # latency too, so they are made as short as the parameters allow.
 ZERO_WAITS = ["rollout.canary=0", "reload_wait_interval=0.001", "vf_wait_interval=0.001"]

@@ -4,8 +4,10 @@ running chains of no-op tasks of the pipeline's shape (one task per step per nod
 from __future__ import annotations
 
 import os
+from functools import cache
 
 from celery import Celery
+from redis import Redis
 
 app = Celery("bench", broker=os.environ.get("REDIS_URL"))
 app.conf.update(
@@ -21,13 +23,7 @@ def noop(node: str, step: int, last: bool) -> None:
         counter().incr("bench:chains-done")
 
 
-_client = None
-
-
-def counter():
-    global _client
-    if _client is None:
-        from redis import Redis
-
-        _client = Redis.from_url(os.environ["BENCH_REDIS"])
-    return _client
+@cache
+def counter() -> Redis:
+    """One client per worker process, made on the first chain's end."""
+    return Redis.from_url(os.environ["BENCH_REDIS"])

@@ -42,15 +42,15 @@ def profile(run: FleetRun) -> dict[str, Any]:
     per_node: list[dict[str, float]] = []
     for progress in store.progress_many(run_id, nodes):
         node = progress.node
-        steps = sorted((cp.queued_at, step, cp) for step, cp in progress.steps.items()
+        steps = sorted((cp.queued_at, step, cp.started_at, cp.finished_at) for step, cp in progress.steps.items()
                        if cp.queued_at and cp.started_at and cp.finished_at)
         previous = started[node]
         totals = dict.fromkeys(PARTS, 0.0)
-        for _, step, cp in steps:
-            row = _split(spent[node], previous, cp.queued_at, cp.started_at, cp.finished_at)
+        for queued, step, began, ended in steps:
+            row = _split(spent[node], previous, queued, began, ended)
             rows[step].append(row)
             totals = {k: totals[k] + row[k] for k in PARTS}
-            previous = max(previous, cp.finished_at)
+            previous = max(previous, ended)
         totals["finish"] = finished[node] - previous
         totals["node"] = finished[node] - started[node]
         per_node.append(totals)

@@ -202,7 +202,8 @@ def parse_flow(line: str) -> Flow | None:
     names = [name for name, _ in parts.fields]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
-        raise UnreadableFlowLine(f"flow line with {' and '.join(n + ':' for n in twice)} more than once: {line.strip()}")
+        raise UnreadableFlowLine(f"flow line with {' and '.join(n + ':' for n in twice)} more than once: "
+                                 f"{line.strip()}")
     fields = dict(parts.fields)
     return Flow(dp=fields.get("dp"), offloaded=fields.get("offloaded"))
 

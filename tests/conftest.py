@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from redis.exceptions import RedisError
 
 from tests.helpers import inline_engine
 
@@ -56,7 +57,7 @@ class RedisServer:
             try:
                 if Redis(port=self.port, socket_connect_timeout=0.2).ping():
                     return
-            except Exception:
+            except RedisError:  # not listening yet
                 time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 

@@ -27,7 +27,7 @@ SIDE_EFFECTS = {"write", "symlink", "rmmod", "modprobe", "chmod", "dracut", "upd
 
 def hosts(tmp_path: Path, *profiles: str) -> list[SimulatedHost]:
     names = node_names(len(profiles))
-    create_fleet(tmp_path, len(profiles), profiles=dict(zip(names, profiles)))
+    create_fleet(tmp_path, len(profiles), profiles=dict(zip(names, profiles, strict=True)))
     return [open_host(tmp_path, name) for name in names]
 
 
@@ -78,7 +78,7 @@ def run_node(sim: SimulatedHost, overrides: dict[str, Any] | None = None) -> Nod
                 result = run(spec.id, sim, outcome.facts, overrides=overrides)
             except StepError as exc:
                 error: StepError = exc
-            except Exception as exc:  # the executor treats surprises as transient
+            except Exception as exc:  # noqa: BLE001 - the executor treats surprises as transient
                 error = TransientError(f"{type(exc).__name__}: {exc}")
             else:
                 outcome.statuses[spec.id] = result.status

@@ -79,7 +79,7 @@ def combined() -> dict[str, Any]:
             steps.append(drain)
         if step["id"] == "verify-offload":
             restart = copy.deepcopy(LIFECYCLE["restart-device-plugin"])
-            restart["needs"] = list(step.get("needs", [])) + ["sriov-device-plugin"]
+            restart["needs"] = [*step.get("needs", []), "sriov-device-plugin"]
             steps.append(restart)
             step["needs"] = ["restart-device-plugin"]
         steps.append(step)
@@ -87,7 +87,7 @@ def combined() -> dict[str, Any]:
     verify["needs"] = ["verify-offload", "network-attachment"]
     uncordon = copy.deepcopy(LIFECYCLE["uncordon"])
     uncordon["needs"] = ["verify-offload-cluster"]
-    spec["steps"] = steps + [verify, uncordon]
+    spec["steps"] = [*steps, verify, uncordon]
     return spec
 
 

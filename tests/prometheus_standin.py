@@ -41,7 +41,7 @@ def prometheus(values: dict[str, list[float]]) -> Iterator[PrometheusStandIn]:
     standin = PrometheusStandIn(values)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             parsed = urlparse(self.path)
             code, body = standin.answer(parsed.path, parse_qs(parsed.query))
             data = json.dumps(body).encode()

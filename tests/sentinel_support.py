@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from tests.conftest import _free_port, redis_binary
 
@@ -52,7 +53,7 @@ def _ping(port: int, password: str) -> bool:
     client = _client(port, password=password)
     try:
         return bool(client.ping())
-    except Exception:
+    except RedisError:
         return False
     finally:
         client.close()

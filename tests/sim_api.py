@@ -19,7 +19,14 @@ from kubernetes import client
 
 from simulators.host.fleet import create_fleet
 from simulators.kube_api.control import (
-    ApiProcess, Control, installer_for, kubeconfig_path, ops, running_api, start_api, writes,
+    ApiProcess,
+    Control,
+    installer_for,
+    kubeconfig_path,
+    ops,
+    running_api,
+    start_api,
+    writes,
 )
 from simulators.kube_api.seed import NOT_READY, READY, pod_disruption_budget
 from tasks.cluster.kube import KubeCluster

@@ -75,7 +75,8 @@ def test_a_failing_analysis_pauses_the_run_after_the_wave_that_broke_it(stack) -
             {"wave": 1, "passed": True, "reason": "",
              "checks": {"ready": "ok", "crash_loops": "ok", "prometheus:web-errors": "ok"}},
             {"wave": 2, "passed": False, "reason": reason,
-             "checks": {"ready": "ok", "crash_loops": "ok", "prometheus:web-errors": "3 {instance=web-0} outside max 0.5"}},
+             "checks": {"ready": "ok", "crash_loops": "ok",
+                        "prometheus:web-errors": "3 {instance=web-0} outside max 0.5"}},
         ]
         assert [(path, q["query"]) for path, q in prom.requests] == [("/api/v1/query", [QUERY])] * 2
         assert [e["wave"] for e in kinds(stack, run_id, "analysis-passed")] == ["1"]

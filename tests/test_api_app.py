@@ -138,7 +138,8 @@ class DrainingDispatcher(InlineDispatcher):
 def draining_engine(redis: Redis) -> Engine:
     dispatcher = DrainingDispatcher()
     engine = Engine(store=CheckpointStore(redis), leases=NodeLeases(redis, ttl_seconds=60),
-                    registry=default_registry(), dispatcher=dispatcher, surfaces=FleetSurfaces(ServedNodes(every_node=True)))
+                    registry=default_registry(), dispatcher=dispatcher,
+                    surfaces=FleetSurfaces(ServedNodes(every_node=True)))
     dispatcher.handler = engine
     return engine
 
@@ -345,7 +346,8 @@ def test_rest_bad_run_requests_start_nothing(env: Env, body: dict | bytes, statu
 
 def test_rest_malformed_json_is_refused(env: Env):
     with env.rest() as client:
-        response = client.post("/runs", content=b'{"pipeline": "hello-fleet",', headers={"Content-Type": "application/json"})
+        response = client.post("/runs", content=b'{"pipeline": "hello-fleet",',
+                               headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     assert "JSON decode error" in response.json()["detail"]
     assert env.runs() == []

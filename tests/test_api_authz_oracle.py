@@ -19,7 +19,14 @@ from redis import Redis
 from simulators.kube_api.control import running_api
 from tests.slack_standin import slack_standin
 from tests.test_api_app import (
-    NOBODY, PROD, SRE, ApiServer, Env, api_settings, draining_engine, make_fleet,
+    NOBODY,
+    PROD,
+    SRE,
+    ApiServer,
+    Env,
+    api_settings,
+    draining_engine,
+    make_fleet,
 )
 from workers.api import create_app
 from workflows.records import RunRecord
@@ -106,7 +113,8 @@ def test_slack_refusal_is_the_same_for_an_existing_and_a_missing_run(env: Env):
         missing = env.command(f"{action} {MISSING}", user=NOBODY)
         assert answer(existing) == answer(missing), action
         assert existing.status_code == 403
-        assert existing.json()["detail"] == f"unknown user slack:{NOBODY} (u0nobody): not in the authorization configuration"
+        assert existing.json()["detail"] == (f"unknown user slack:{NOBODY} (u0nobody): "
+                                             "not in the authorization configuration")
     for action in ("approve", "abort"):
         existing, missing = click(env, action, HELLO, NOBODY), click(env, action, MISSING, NOBODY)
         assert answer(existing) == answer(missing), action

@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from tests.test_api_app import (  # noqa: F401 - fixtures
-    HOOK_SECRET, MATTERMOST_TOKEN, Env, api_env, env, monkeypatch_module, slash_fields,
+    HOOK_SECRET,
+    MATTERMOST_TOKEN,
+    Env,
+    api_env,
+    env,
+    monkeypatch_module,
+    slash_fields,
 )
 from workers.api.config import ConfigError
 from workers.api.http.hooks_config import load_hooks

@@ -18,9 +18,14 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 
 from tests.test_api_app import (  # noqa: F401 - fixtures
-    API_TOKEN, MATTERMOST_TOKEN, Env, api_env, env, monkeypatch_module, slack_headers,
+    API_TOKEN,
+    MATTERMOST_TOKEN,
+    Env,
+    api_env,
+    env,
+    monkeypatch_module,
+    slack_headers,
 )
-
 
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
 EXAMPLES = 12

@@ -17,8 +17,20 @@ import httpx
 import pytest
 
 from tests.test_api_app import (  # noqa: F401 - fixtures
-    BOT_TOKEN, BROKEN, NOBODY, PROD, SIGNING_SECRET, SRE, ApiServer, Env, api_env, api_settings, env,
-    monkeypatch_module, slack_headers, slash_fields,
+    BOT_TOKEN,
+    BROKEN,
+    NOBODY,
+    PROD,
+    SIGNING_SECRET,
+    SRE,
+    ApiServer,
+    Env,
+    api_env,
+    api_settings,
+    env,
+    monkeypatch_module,
+    slack_headers,
+    slash_fields,
 )
 from workers.api import create_app
 from workers.api.security.audit import Audit
@@ -129,7 +141,8 @@ def test_retried_or_repeated_deliveries_start_one_run(env: Env):
     assert repeated.status_code == 200 and "already received" in repeated.json()["text"]
     fields = slash_fields("rollout hello-fleet nodes=node-001")
     del fields["trigger_id"]
-    flagged = env.slack("/slack/commands", fields, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "timeout"})
+    flagged = env.slack("/slack/commands", fields,
+                        headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "timeout"})
     assert flagged.status_code == 200 and "already received" in flagged.json()["text"]
     time.sleep(0.3)
     assert env.runs() == [run_id]
@@ -265,15 +278,18 @@ def test_missing_wrong_or_stale_signatures_are_refused(env: Env):
     ("rollout hello-fleet nodes=node-001 selector=env=staging", 422, "either nodes or selector"),
     ("rollout hello-fleet selector=zone;rm=x", 422, "contains the shell metacharacter ';'"),
     ("rollout hello-fleet selector=zone", 422, "selector: term 'zone' is not of the form"),
-    ("rollout hello-fleet 'message=$(reboot)'", 422, "params.message: '$(reboot)' contains the shell metacharacter '$'"),
+    ("rollout hello-fleet 'message=$(reboot)'", 422,
+     "params.message: '$(reboot)' contains the shell metacharacter '$'"),
     ("rollout hello-fleet message=../../etc/shadow", 422, "params.message: '../../etc/shadow' contains the path"),
     ("rollout hello-fleet message=hi\u202eevil", 422, "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
     ("rollout hello-fleet \u201cmessage=hi\u201d", 422, "U+201C (LEFT DOUBLE QUOTATION MARK)"),
     ("rollout hello-fleet message=hello@example", 422, "params.message: must match"),
     ("rollout hello-fleet nosuch=1", 422, "unknown parameter"),
     ("rollout hello-fleet canary=0", 422, "canary: Input should be greater than or equal to 1"),
-    ("rollout hello-fleet max_unavailable=lots", 422, "max_unavailable: must be a whole number or a percentage like '20%' (got 'lots')"),
-    ("rollout hello-fleet max_failures=-1", 422, "max_failures: must be a whole number or a percentage like '20%' (got '-1')"),
+    ("rollout hello-fleet max_unavailable=lots", 422,
+     "max_unavailable: must be a whole number or a percentage like '20%' (got 'lots')"),
+    ("rollout hello-fleet max_failures=-1", 422,
+     "max_failures: must be a whole number or a percentage like '20%' (got '-1')"),
     ("rollout no-such-pipeline", 422, "pipeline: unknown pipeline 'no-such-pipeline'"),
     ("rollout ../../etc/passwd", 422, "pipeline: String should match pattern"),
     ("rollout", 400, "rollout: name the pipeline first"),
@@ -321,8 +337,8 @@ def test_unknown_users_and_unauthorized_targets_are_refused_and_recorded(env: En
     assert by_name.status_code == 403 and "env=production" in by_name.json()["detail"]
     assert env.runs() == []
     audit = Audit(CheckpointStore(env.redis)).entries()
-    assert [(e["kind"], e["by"], e["action"]) for e in audit] == [("request-refused", f"slack:{SRE}", "rollout")] * 2 + [
-        ("request-refused", f"slack:{NOBODY}", "rollout")]
+    assert [(e["kind"], e["by"], e["action"]) for e in audit] == [
+        *[("request-refused", f"slack:{SRE}", "rollout")] * 2, ("request-refused", f"slack:{NOBODY}", "rollout")]
     allowed = env.command("rollout hello-fleet selector=env=production", user=PROD)
     assert allowed.status_code == 200, allowed.text
 

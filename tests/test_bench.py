@@ -125,9 +125,9 @@ def test_bench_redis_is_configured_as_deployed() -> None:
     repo = Path(__file__).resolve().parent.parent
     docs = yaml.safe_load_all((repo / "deploy/base/redis.yaml").read_text())
     conf = next(d for d in docs if d and d["kind"] == "ConfigMap")["data"]["redis.conf"]
-    deployed = {line.split(None, 1)[0]: (line.split(None, 1) + [""])[1].strip() for line in conf.splitlines()
+    deployed = {line.split(None, 1)[0]: [*line.split(None, 1), ""][1].strip() for line in conf.splitlines()
                 if line.strip() and not line.lstrip().startswith("#")}
-    flags = dict(zip(DEPLOYED_PERSISTENCE[::2], DEPLOYED_PERSISTENCE[1::2]))
+    flags = dict(zip(DEPLOYED_PERSISTENCE[::2], DEPLOYED_PERSISTENCE[1::2], strict=True))
     for flag, value in flags.items():
         name = flag.removeprefix("--")
         assert deployed[name].strip('"') == value, name

@@ -43,7 +43,8 @@ RESTARTS = [(signal.SIGTERM, "agent"), (signal.SIGKILL, "agent"),
 NODES = 6 * ROUNDS
 SPARE = 2  # schedulable nodes for the pods that the drains evict (see tests/test_faults.py)
 SLOW_RUN = ["--set", "rollout.canary=0", "--set", "rollout.max_unavailable=2", "--set", "reload_wait_interval=0.01",
-            "--set", "cluster_poll_interval=0.2", "--set", "vf_wait_interval=0.01", "--set", "allow_disable_ovn_lb=true"]
+            "--set", "cluster_poll_interval=0.2", "--set", "vf_wait_interval=0.01",
+            "--set", "allow_disable_ovn_lb=true"]
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ all the same: its end step keeps ovs-ovn OnDelete while node-000 runs an old OVS
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +156,8 @@ def _tell_failure(url: str, root: str, run_id: str, error: str) -> None:
 def test_copies_of_a_node_s_end_in_several_processes_record_its_event_once(redis, redis_server, tmp_path) -> None:
     import multiprocessing
 
-    from simulators.kube_api.control import running_api
     from simulators.host.fleet import create_fleet
+    from simulators.kube_api.control import running_api
     from workflows.store import run_prefix
 
     spawn = multiprocessing.get_context("spawn")
@@ -281,7 +281,7 @@ def test_md_and_json_carry_the_same_record(record) -> None:
     assert failure["node"] == FAILED and failure["step"] == "detect-nic" and failure["cordoned"] is False
     assert data["summary"] in markdown and data["summary"].startswith("2 of 3 nodes succeeded, 1 failed")
     assert data["hint"] in markdown and f"nicflow retry {record['run']} --failed" in data["hint"]
-    assert [n["node"] for n in data["nodes"]][0] == FAILED
+    assert next(n["node"] for n in data["nodes"]) == FAILED
     assert data["started_by"] and data["started_on"] and data["pipeline_version"].startswith("sha256:")
     assert f"- **Started by:** {data['started_by']} on {data['started_on']}" in markdown
     assert data["waves"] == [{"wave": 1, "kind": "wave", "nodes": 3, "window": 1}]

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from simulators.kube_api.control import start_api
-
 from simulators.host.fleet import load_fleet, open_host
 from simulators.host.fleet_options import COUNTED, LISTED
 from simulators.host.profiles import PROFILES
+from simulators.kube_api.control import start_api
 from tests.stack import FAST_CORIGINE_RUN, Stack
 
 UNREACHABLE = {"REDIS_URL": "redis://127.0.0.1:1/0"}

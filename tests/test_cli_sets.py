@@ -15,9 +15,9 @@ CASES = [
     ("numvf=4", "nicflow: error: --set numvf=4: unknown parameter 'numvf' of pipeline corigine-offload; "
                 "did you mean numvfs? (known: allow_disable_ovn_lb, app,"),
     ("rollout.max_unavailble=3", "nicflow: error: --set rollout.max_unavailble=3: unknown rollout key "
-                                 "'max_unavailble'; did you mean max_unavailable? (rollout keys: analysis, batches, canary, "
-                                 "conflict_timeout, max_failures, max_unavailable, no_agent, node_timeout, "
-                                 "not_ready, on_conflict, pause, spread_by)"),
+                                 "'max_unavailble'; did you mean max_unavailable? (rollout keys: analysis, "
+                                 "batches, canary, conflict_timeout, max_failures, max_unavailable, no_agent, "
+                                 "node_timeout, not_ready, on_conflict, pause, spread_by)"),
     ("rollout.max_failures=150%", "nicflow: error: --set rollout.max_failures=150%: 150% is more than 100%: "
                                   "a percentage of the run's nodes is at most 100%"),
     ("numvfs=four", "nicflow: error: --set numvfs=four: must be of type int"),

@@ -107,7 +107,8 @@ def test_sigterm_stops_the_demo_and_everything_it_started(tmpdir_env) -> None:
     text = (seen + out).decode()
     assert demo.returncode == 128 + signal.SIGTERM, text
     stopped = next(line for line in text.splitlines() if line.startswith("nicflow demo: stopped by SIGTERM"))
-    assert re.fullmatch(r"nicflow demo: stopped by SIGTERM: interrupted while the first run( \(run \S+\) was running| was starting); "
+    assert re.fullmatch(r"nicflow demo: stopped by SIGTERM: interrupted while the first run"
+                        r"( \(run \S+\) was running| was starting); "
                         r"stopped the controller \(pid \d+\), the agent \(pid \d+\), "
                         r"the simulated Kubernetes API \(pid \d+\), the embedded Redis; "
                         r"nothing is left running", stopped), stopped
@@ -121,7 +122,7 @@ def test_ctrl_c_at_a_terminal_stops_the_demo_and_keeps_its_directory_on_request(
     tmp, env = tmpdir_env
     pid, master = pty.fork()
     if pid == 0:  # the child: a session of its own whose controlling terminal is the pty
-        os.execve(sys.executable, [*CLI, "demo", "--nodes", "3", "--keep"], env)
+        os.execve(sys.executable, [*CLI, "demo", "--nodes", "3", "--keep"], env)  # noqa: S606 - no shell: argv
     seen = bytearray()
     try:
         text = read_until(master, r"first run: converge the fleet", seen=seen)

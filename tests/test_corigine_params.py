@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from tasks.corigine.detect import DetectParams
 from tasks.corigine.firmware import SelectFirmwareParams
-from tasks.corigine.vfs import CreateVfsParams
 from tasks.corigine.verify import VerifyParams
+from tasks.corigine.vfs import CreateVfsParams
 from tasks.registry import default_registry
 from tests.corigine_support import PIPELINE, facts_until, host, pipeline, run
 from workflows.errors import PermanentError, PipelineError
@@ -33,7 +33,8 @@ IDS = [f"{next(iter(o))}-{i}" for i, (o, _m) in enumerate(BAD_OVERRIDES)]
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD_OVERRIDES, ids=IDS)
-def test_bad_pipeline_parameters_are_refused_before_anything_runs(tmp_path: Path, overrides: dict, message: str) -> None:
+def test_bad_pipeline_parameters_are_refused_before_anything_runs(tmp_path: Path, overrides: dict,
+                                                                   message: str) -> None:
     sim = host(tmp_path, "agilio-cx")
     with pytest.raises(PipelineError) as refused:
         pipeline(overrides)

@@ -13,8 +13,9 @@ from tests.corigine_support import NodeOutcome, count, hosts, pipeline, run_node
 
 NODE_STEPS = ["preflight", "detect-nic", "select-firmware", "persist-firmware", "reload-driver", "create-vfs",
               "verify-offload"]
-CHANGED_THEN_OK = {"preflight": "ok", "detect-nic": "changed", "select-firmware": "changed", "persist-firmware": "changed",
-                   "reload-driver": "changed", "create-vfs": "changed", "verify-offload": "ok"}
+CHANGED_THEN_OK = {"preflight": "ok", "detect-nic": "changed", "select-firmware": "changed",
+                   "persist-firmware": "changed", "reload-driver": "changed", "create-vfs": "changed",
+                   "verify-offload": "ok"}
 ALL_OK = dict.fromkeys(NODE_STEPS, "ok")
 
 # profile: (state, failed step, error start, rmmod count, statuses)
@@ -50,7 +51,7 @@ def test_the_pipeline_file_orders_the_node_steps() -> None:
 
 
 def test_mixed_fleet(tmp_path: Path) -> None:
-    sims = dict(zip(FLEET, hosts(tmp_path, *FLEET)))
+    sims = dict(zip(FLEET, hosts(tmp_path, *FLEET), strict=True))
     outcomes: dict[str, NodeOutcome] = {profile: run_node(sim) for profile, sim in sims.items()}
     for profile, (state, failed_step, error, reloads, statuses) in FLEET.items():
         outcome, sim = outcomes[profile], sims[profile]
@@ -84,7 +85,7 @@ def test_mixed_fleet(tmp_path: Path) -> None:
     assert dual["pci_address"] == "0000:04:00.0" and dual["vf_representors"] == ["pf0vf0", "pf0vf1", "pf0vf2", "pf0vf3"]
     assert outcomes["agilio-cx-amda0081"].facts["firmware_target"] == "flower/nic_AMDA0097.nffw"
     assert outcomes["agilio-cx-no-devlink"].facts["assembly_source"] == "ethtool"
-    for profile, outcome in outcomes.items():
+    for outcome in outcomes.values():
         if outcome.state == "succeeded":
             # no pod sends traffic here: offload is proven by the configuration only
             assert outcome.facts["offload_verdict"] == "configured, not proven by traffic"

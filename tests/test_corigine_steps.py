@@ -4,6 +4,7 @@ with no new side effect, and errors have the right kind and message."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from workflows.step import StepContext
 PF = "0000:04:00.0"
 LINK = f"/lib/firmware/netronome/pci-{PF}.nffw"
 NUMVFS = f"/sys/bus/pci/devices/{PF}/sriov_numvfs"
-STEPS = ["preflight", "detect-nic", "select-firmware", "persist-firmware", "reload-driver", "create-vfs", "verify-offload"]
+STEPS = ["preflight", "detect-nic", "select-firmware", "persist-firmware", "reload-driver", "create-vfs",
+         "verify-offload"]
 
 
 def rerun_is_ok(step: str, sim: SimulatedHost, facts: dict, **kwargs: object) -> None:
@@ -229,7 +231,7 @@ def test_persist_rebuilds_again_when_the_last_rebuild_failed(tmp_path: Path) -> 
     sim = host(tmp_path, "agilio-cx")
     facts = facts_until("persist-firmware", sim)
     inject(sim, fail={"update-initramfs": 1})
-    with pytest.raises(CommandFailed, match="update-initramfs -u -k 5.15.0-91-generic` exited 1"):
+    with pytest.raises(CommandFailed, match=re.escape("update-initramfs -u -k 5.15.0-91-generic` exited 1")):
         run("persist-firmware", sim, facts)
     before = len(sim.ops())
     retry = run("persist-firmware", sim, facts)  # the hook is in place; the image still lacks the link
@@ -331,7 +333,7 @@ def test_reload_wait_is_bounded(tmp_path: Path) -> None:
     facts = facts_until("reload-driver", sim)
     # firmware built for another assembly: the load fails, and the probe with it
     sim.put("/lib/firmware/netronome/flower/nic_AMDA0097.nffw", "NFFW app=flower assembly=AMDA0058\n")
-    with pytest.raises(StepTimeout, match="did not come back within 0.2s after modprobe nfp"):
+    with pytest.raises(StepTimeout, match=re.escape("did not come back within 0.2s after modprobe nfp")):
         run("reload-driver", sim, facts, overrides={"reload_wait_timeout": 0.2})
 
 
@@ -434,7 +436,7 @@ def test_a_hanging_sysfs_write_is_bounded(tmp_path: Path) -> None:
     inject(sim, hang=["sriov_numvfs"])
     params = pipeline().params_of("create-vfs").model_copy(update={"write_timeout": 0.1})
     ctx = StepContext(run_id="t", node="node-000", surface=sim, facts=facts)
-    with pytest.raises(StepTimeout, match="did not return within 0.1s"):
+    with pytest.raises(StepTimeout, match=re.escape("did not return within 0.1s")):
         run_step(default_registry().create("corigine-create-vfs"), ctx, params, timeout=60)
 
 

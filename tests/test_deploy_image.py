@@ -165,7 +165,7 @@ def test_every_command_a_node_step_runs_is_the_host_s_own():
     """With NICFLOW_HOST_ROOT=/host the steps read and write the host's files, and pass host
     paths to the commands they run: those must run in the host's mount namespace."""
     needed: set[str] = set()
-    for path in sorted((ROOT / "tasks" / "corigine").glob("*.py")) + [ROOT / "tasks" / "generic.py"]:
+    for path in [*sorted((ROOT / "tasks" / "corigine").glob("*.py")), ROOT / "tasks" / "generic.py"]:
         found, computed = commands_in(path)
         relative = str(path.relative_to(ROOT))
         assert bool(computed) == (relative in DYNAMIC), f"{relative}: argv[0] computed at run time: list it in DYNAMIC"

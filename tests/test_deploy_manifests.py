@@ -347,7 +347,7 @@ def test_the_api_is_served_through_its_service_and_the_example_ingress():
     assert container["args"] == ["api"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["NICFLOW_API_HOST"] == "0.0.0.0" and env["NICFLOW_API_PORT"] == "8080"
+    assert env["NICFLOW_API_HOST"] == "0.0.0.0" and env["NICFLOW_API_PORT"] == "8080"  # noqa: S104 - asserted
     assert {"name": "http", "containerPort": 8080} in container["ports"]
     backend = find(overlay(), "Ingress", "nicflow-api")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "nicflow-api" and backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
@@ -374,7 +374,7 @@ def test_api_and_controller_run_as_the_image_user_without_privileges():
         context = spec["containers"][0]["securityContext"]
         assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"]
         assert context["readOnlyRootFilesystem"] is True
-        assert {"name": "tmp", "mountPath": "/tmp"} in spec["containers"][0]["volumeMounts"]
+        assert {"name": "tmp", "mountPath": "/tmp"} in spec["containers"][0]["volumeMounts"]  # noqa: S108 - asserted
 
 
 def test_the_agent_daemonset():
@@ -385,7 +385,8 @@ def test_the_agent_daemonset():
     assert spec["hostNetwork"] is True and spec["hostPID"] is True
     assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert spec["nodeSelector"][NFD_LABEL] == "true"
-    assert {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    unschedulable = {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}
+    assert unschedulable in spec["tolerations"]
     container = spec["containers"][0]
     assert container["securityContext"]["privileged"] is True and container["securityContext"]["runAsUser"] == 0
     env = {e["name"]: e for e in container["env"]}

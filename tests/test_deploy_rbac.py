@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import itertools
-import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -82,7 +81,8 @@ def grants_of(request: Request) -> set[Grant]:
         # server-side apply creates a missing object: the API server then checks `create` too
         verbs = ["patch", "create"] if request.content_type == APPLY else ["patch"]
     else:
-        verbs = [{"POST": "create", "PUT": "update", "DELETE": "delete" if name else "deletecollection"}[request.method]]
+        verbs = [{"POST": "create", "PUT": "update",
+                  "DELETE": "delete" if name else "deletecollection"}[request.method]]
     kept = name if match["resource"] in NAMED else ""
     return {Grant(group, resource, verb, kept) for verb in verbs}
 
@@ -191,7 +191,8 @@ def bound_roles(account: str) -> set[str]:
     for obj in base_objects():
         if obj["kind"] in ("ClusterRoleBinding", "RoleBinding"):
             for subject in obj.get("subjects") or []:
-                if (subject["kind"], subject["name"], subject.get("namespace")) == ("ServiceAccount", account, NAMESPACE):
+                subject_key = (subject["kind"], subject["name"], subject.get("namespace"))
+                if subject_key == ("ServiceAccount", account, NAMESPACE):
                     roles.add(obj["roleRef"]["name"])
     return roles
 
@@ -239,7 +240,8 @@ def test_the_delegate_role_holds_exactly_the_rules_nicflow_hands_to_the_roles_it
 
 def test_the_controller_account_is_bound_to_its_roles_only():
     assert bound_roles("nicflow-controller") == {"nicflow-controller", "nicflow-controller-delegate"}
-    controller = next(o for o in base_objects() if o["kind"] == "Deployment" and o["metadata"]["name"] == "nicflow-controller")
+    controller = next(o for o in base_objects()
+                      if o["kind"] == "Deployment" and o["metadata"]["name"] == "nicflow-controller")
     assert controller["spec"]["template"]["spec"]["serviceAccountName"] == "nicflow-controller"
 
 
@@ -268,7 +270,8 @@ def test_the_api_role_is_what_resolving_a_run_s_nodes_asks_for(monkeypatch, tmp_
 
 def test_the_agent_holds_no_cluster_permission_and_no_token():
     assert bound_roles("nicflow-agent") == set()
-    account = next(o for o in base_objects() if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "nicflow-agent")
+    account = next(o for o in base_objects()
+                   if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "nicflow-agent")
     assert account.get("automountServiceAccountToken") is False
     agent = next(o for o in base_objects() if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "nicflow-agent")
     spec = agent["spec"]["template"]["spec"]

@@ -8,6 +8,7 @@ second one."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ def test_the_node_step_widens_the_selectors_to_a_card_nfd_did_not_show(tmp_path,
              "cards": [{"pci_address": PF, "vendor": "1da8", "device": "3800", "sriov_numvfs": 0}]}
     before = len(sim.writes())
     result = run("restart-device-plugin", sim, node=corigine, facts=facts)
-    assert [(c.action, c.target) for c in result.changes][0] == (
+    assert next((c.action, c.target) for c in result.changes) == (
         "extend-selectors", "ConfigMap kube-system/sriovdp-config config.json")
     assert [c.action for c in result.changes] == ["extend-selectors", "restart"]
     assert result.outputs == {"allocatable_vfs": 4}
@@ -193,7 +194,7 @@ def test_the_node_step_widens_the_selectors_to_a_card_nfd_did_not_show(tmp_path,
     assert sim.writes() == settled
     sim.seed()
     run("sriov-device-plugin", sim)
-    with pytest.raises(PermanentError, match="1da8:3803 VFs of card 0000:04:00.0 are not selected"):
+    with pytest.raises(PermanentError, match=re.escape("1da8:3803 VFs of card 0000:04:00.0 are not selected")):
         run("restart-device-plugin", sim, {"extend_selectors": False}, node=corigine, facts=facts)
 
 
@@ -256,9 +257,9 @@ def test_adoption_can_be_turned_off(tmp_path, profiles):
 
 
 def test_the_whole_pipeline_adopts_the_upstream_plugin_then_a_rerun_writes_nothing(redis, tmp_path, profiles):
+    from tasks.cluster.steps_verify import PROBE_PREFIX
     from tasks.registry import default_registry
     from tests.kube_pipeline import combined
-    from tasks.cluster.steps_verify import PROBE_PREFIX
     from tests.test_kube_sim import FAST, converge, probe_suffix, probe_writes
     from tests.test_kube_sim import engine as make_engine
     from workflows.loader import build

@@ -337,7 +337,7 @@ steps:
     record = start(engine, fleet, nodes=["node-000"], text=text)
     while not engine.store.checkpoint(record.id, "node-000", "api-side"):
         engine.dispatcher.drain(limit=1)
-    [(name, args)] = [item for item in engine.dispatcher.queue if item[1][2:3] == ("api-side",)]
+    [(_name, args)] = [item for item in engine.dispatcher.queue if item[1][2:3] == ("api-side",)]
     engine.dispatcher.queue.clear()
     engine.execute(*args)  # on the controller: the api-side step, then not the host step
     assert engine.store.checkpoint(record.id, "node-000", "api-side").status == "ok"

@@ -13,6 +13,7 @@ NICFLOW_FAULT_REPEAT=N lowers the repetition counts while developing.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -341,10 +342,10 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
         killed_at = time.time()
         kill_all(stack)
         wait_until("the killed drain's heartbeat died",
-                   lambda: not stack.engine.heartbeats.alive(run_id, NODE, "drain", running.epoch))
+                   lambda: not stack.engine.heartbeats.alive(run_id, NODE, "drain", running.epoch))  # noqa: B023 - called in this iteration
         agent(stack, root)
         controller(stack)  # its watchdog gives the dead drain a new token
-        wait_until("a step running again", lambda: live_step(stack, run_id))
+        wait_until("a step running again", lambda: live_step(stack, run_id))  # noqa: B023 - called in this iteration
         resumed = stack.nicflow("resume", run_id)  # while the restarted workers run the node's steps
         assert resumed.returncode == 0, (repetition, resumed.stderr)
         assert f"run {run_id} resumed: " in resumed.stdout, resumed.stdout
@@ -389,7 +390,7 @@ def test_agent_killed_inside_reload_driver_reloads_once(stack):
             time.sleep(rng.uniform(0.0, 0.35))
         else:
             wait_until(f"{moment} in ops.log", lambda: [
-                o for o in host_ops(root) if o["op"] == moment and o["ts"] >= (running.started_at or 0)],
+                o for o in host_ops(root) if o["op"] == moment and o["ts"] >= (running.started_at or 0)],  # noqa: B023 - called in this iteration
                 interval=0.001)
         # the kill lands inside the step: still running under its claim, its worker beating
         assert checkpoint(stack, run_id, "reload-driver") == running, (repetition, moment)
@@ -442,7 +443,7 @@ def test_two_attempts_of_a_host_step_never_overlap_on_a_node(stack):
     assert status["status"] == "succeeded", status
 
     spans = holds(root)
-    for (_a0, a1, a), (b0, _b1, b) in zip(spans, spans[1:]):
+    for (_a0, a1, a), (b0, _b1, b) in itertools.pairwise(spans):
         assert a1 <= b0, (a, b)  # one hold ends before the next begins
     reloads = [(s, e, who) for s, e, who in spans if who["step"] == "reload-driver"]
     assert len(reloads) == 2 and reloads[0][2]["pid"] != reloads[1][2]["pid"], reloads

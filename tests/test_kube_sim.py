@@ -123,7 +123,7 @@ def test_the_load_balancer_is_disabled_only_when_allowed(tmp_path):
 
 
 def test_an_absent_kube_ovn_is_installed_from_a_verified_script(tmp_path):
-    root, sim, _ = fleet(tmp_path / "fleet", "agilio-cx")
+    _root, sim, _ = fleet(tmp_path / "fleet", "agilio-cx")
     sim.seed(kube_ovn=None)
     script = tmp_path / "install.sh"
     script.write_text("#!/usr/bin/env bash\n# Kube-OVN v1.12.22 install.sh stand-in\n")
@@ -234,8 +234,9 @@ def test_the_traffic_probe_uses_two_vf_pods_and_always_deletes_them(tmp_path):
     assert interfaces(open_host(tmp_path, "node-000")) == []  # the CNI's DEL took the ports off br-int
     assert sim.list_pods(namespace="default", selector=PROBES) == []
     # no VF on node-001: the kubelet refuses the probe pods; they are deleted all the same
-    with pytest.raises(TransientError, match="failed: UnexpectedAdmissionError: Allocate failed due to requested "
-                                             "number of devices unavailable for corigine.com/agilio_sriov"):
+    with pytest.raises(TransientError, match=re.escape(
+            "failed: UnexpectedAdmissionError: Allocate failed due to requested number of devices unavailable "
+            "for corigine.com/agilio_sriov")):
         run("verify-offload-cluster", sim, node="node-001", facts=CONVERGED)
     assert ops(sim, "delete-pod")[-2:] == ["delete-pod", "delete-pod"]
     assert sim.list_pods(namespace="default", selector=PROBES) == []
@@ -369,7 +370,7 @@ def probe_writes(writes: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def test_a_converged_node_asked_for_another_vf_count_is_drained_first(redis, tmp_path):
-    root, sim, names = fleet(tmp_path, "agilio-cx-converged", "agilio-cx-converged")
+    root, sim, _names = fleet(tmp_path, "agilio-cx-converged", "agilio-cx-converged")
     eng = engine(redis)
     spec = combined()
     pipeline = build(spec, default_registry(), source="corigine-offload+cluster", overrides=FAST)
@@ -410,7 +411,7 @@ steps:
 
 @pytest.mark.parametrize("policy", ["keep-cordoned", "uncordon"])
 def test_a_drain_blocked_by_a_pdb_fails_the_node_naming_the_pod(redis, tmp_path, policy):
-    root, sim, names = fleet(tmp_path, "agilio-cx", "agilio-cx")
+    root, sim, _names = fleet(tmp_path, "agilio-cx", "agilio-cx")
     web = sim.list_pods(namespace="default", node="node-000", selector={"app": "web"})[0]
     sim.add_pdb("default", "web-strict", {"app": "web"}, min_available=2)
     eng = engine(redis)

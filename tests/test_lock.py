@@ -21,6 +21,9 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 RUNTIME_CODE = ("workflows", "tasks", "workers", "bench", "simulators")
 USED_WITHOUT_IMPORT = {
     "import-linter": "its `lint-imports` command is `make lint`, contracts in pyproject.toml",
+    "ruff": "`ruff check` in `make lint`, configured in [tool.ruff]",
+    "mypy": "`mypy` in `make lint`, configured in [tool.mypy]",
+    "types-pyyaml": "the stubs mypy reads for `yaml`",
     "pytest-timeout": "a pytest plugin: `timeout` in [tool.pytest.ini_options]",
 }
 """Test-extra packages used as tools, not imported."""
@@ -74,7 +77,9 @@ def test_make_ci_and_the_image_install_from_the_locks() -> None:
     assert "--no-deps -e ." in makefile, "nicflow itself without resolving anything anew"
     assert re.search(r"^\$\(STAMP\): pyproject.toml \$\(LOCK_TEST\)$", makefile, re.MULTILINE)
     assert re.search(r"^lock:$", makefile, re.MULTILINE)
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+    assert "make lint" in ci and ci.index("make lint") < ci.index("make test"), "CI lints before it tests"
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip wheel --require-hashes --wheel-dir /wheels -r requirements/lock.txt" in dockerfile
     assert "pip install --no-index --no-deps /wheels/*.whl" in dockerfile

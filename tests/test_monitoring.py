@@ -20,13 +20,13 @@ import pytest
 from prometheus_client import REGISTRY
 from redis import Redis
 
+import workers.drift  # noqa: F401 - registers the reconciler's gauge, nicflow_nodes_drifted
 import workflows.metrics  # noqa: F401 - registers the engine's metrics
 from tests.conftest import RedisServer, _free_port
 from tests.crd_schema import validate_crd_object
 from tests.sentinel_support import wait_until
 from tests.test_deploy_components import with_component
 from tests.test_deploy_manifests import Obj, containers, find, validate
-import workers.drift  # noqa: F401 - registers the reconciler's gauge, nicflow_nodes_drifted
 from workers.observability import QueueDepthCollector
 from workers.processes import spawn_worker
 

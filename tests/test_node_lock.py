@@ -34,9 +34,8 @@ def test_the_node_lock_names_its_holder_in_another_process(tmp_path):
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         host = SimulatedHost(tmp_path / NODE)
         ran = []
-        with pytest.raises(TransientError) as refused:
-            with host.lock("20260101-000000-bbbbbb", "create-vfs", timeout=0.3):
-                ran.append(True)
+        with pytest.raises(TransientError) as refused, host.lock("20260101-000000-bbbbbb", "create-vfs", timeout=0.3):
+            ran.append(True)
         assert ran == []
         assert str(refused.value).startswith(
             "node lock /run/nicflow/node.lock not had within 0.3s: held by run 20260101-000000-aaaaaa step "
@@ -67,6 +66,6 @@ def test_a_real_host_keeps_its_lock_under_its_root(tmp_path):
     with host.lock("20260101-000000-dddddd", "create-vfs", timeout=1):
         held = (tmp_path / "run/nicflow/node.lock").read_text()
         assert held.startswith("run 20260101-000000-dddddd step create-vfs (pid ")
-        with pytest.raises(TransientError, match="held by run 20260101-000000-dddddd step create-vfs"):
-            with RealHost(tmp_path).lock("20260101-000000-eeeeee", "reload-driver", timeout=0.1):
-                pass  # a second attempt, in another thread of the same agent, waits as another process would
+        with (pytest.raises(TransientError, match="held by run 20260101-000000-dddddd step create-vfs"),
+              RealHost(tmp_path).lock("20260101-000000-eeeeee", "reload-driver", timeout=0.1)):
+            pass  # a second attempt, in another thread of the same agent, waits as another process would

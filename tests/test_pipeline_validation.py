@@ -366,8 +366,10 @@ def test_max_failures_accepts_zero_numbers_and_percentages(value: str) -> None:
 @pytest.mark.parametrize(
     ("param", "expected"),
     [
-        ("    type: int\n    default: 0\n    min: 1\n", "test.yaml:5: parameters.p.default: must be at least 1 (got 0)"),
-        ("    type: int\n    default: 99\n    max: 8\n", "test.yaml:5: parameters.p.default: must be at most 8 (got 99)"),
+        ("    type: int\n    default: 0\n    min: 1\n",
+         "test.yaml:5: parameters.p.default: must be at least 1 (got 0)"),
+        ("    type: int\n    default: 99\n    max: 8\n",
+         "test.yaml:5: parameters.p.default: must be at most 8 (got 99)"),
         ("    type: str\n    default: 'a b'\n    pattern: '^[a-z]+$'\n",
          "test.yaml:5: parameters.p.default: must match ^[a-z]+$ (got 'a b')"),
         ("    type: str\n    default: blue\n    choices: [red, green]\n",
@@ -384,7 +386,8 @@ def test_parameter_default_violating_its_own_rules(param: str, expected: str) ->
 
 
 def test_step_param_referencing_an_undefined_parameter() -> None:
-    text = "name: t\nsteps:\n  - id: a\n    type: ensure-file\n    params:\n      path: /etc/a\n      content: ${nope}\n"
+    text = ("name: t\nsteps:\n  - id: a\n    type: ensure-file\n    params:\n      path: /etc/a\n"
+            "      content: ${nope}\n")
     message = load_error(text)
     assert message.startswith("test.yaml:5: steps[0].params: unknown parameter ${nope}")
     assert "'${nope}'" in message, "the offending value is shown"
@@ -440,7 +443,8 @@ def test_duplicate_yaml_key_is_refused() -> None:
     # given twice) loads without a word, and the first value is lost.
     # Fix: a SafeLoader subclass whose construct_mapping raises PipelineError
     # "file:line: duplicate key <k>" when a key repeats.
-    text = "name: first\nname: second\nsteps:\n  - id: a\n    type: ensure-file\n    params: {path: /etc/a, content: hi}\n"
+    text = ("name: first\nname: second\nsteps:\n  - id: a\n    type: ensure-file\n"
+            "    params: {path: /etc/a, content: hi}\n")
     message = load_error(text)
     assert message.startswith("test.yaml:2:")
     assert "name" in message and "duplicate" in message
@@ -501,9 +505,9 @@ def test_set_rollout_number_replaces_the_file_value() -> None:
         ("rollout.max_unavailable=150%", "--set rollout.max_unavailable=150%: 150% is more than 100%"),
         ("rollout.batches=1,101%", "--set rollout.batches=1,101%: 101% is more than 100%"),
         ("rollout.max_failures=-1", "--set rollout.max_failures=-1: must be at least 0"),
-        ("rollout.window=2", "--set rollout.window=2: unknown rollout key 'window' (rollout keys: analysis, batches, canary, "
-                             "conflict_timeout, max_failures, max_unavailable, no_agent, node_timeout, not_ready, "
-                             "on_conflict, pause, spread_by)"),
+        ("rollout.window=2", "--set rollout.window=2: unknown rollout key 'window' (rollout keys: analysis, "
+                             "batches, canary, conflict_timeout, max_failures, max_unavailable, no_agent, "
+                             "node_timeout, not_ready, on_conflict, pause, spread_by)"),
         ("rollout.maxunavailable=2", "--set rollout.maxunavailable=2: unknown rollout key 'maxunavailable'; "
                                      "did you mean max_unavailable? (rollout keys: analysis, batches,"),
     ],

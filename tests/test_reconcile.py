@@ -26,7 +26,6 @@ from simulators.kube_api.seed import NOT_READY, READY
 from tests.slack_standin import SlackStandIn
 from tests.stack import FAST, Stack
 from workers.processes import WorkerProcess, spawn_worker
-from workflows.records import TERMINAL_RUN
 
 NUMVFS = "/sys/bus/pci/devices/0000:04:00.0/sriov_numvfs"
 NFD = "feature.node.kubernetes.io/pci-19ee.present"
@@ -186,9 +185,10 @@ def test_the_standby_reconciler_takes_over_after_the_active_one_is_killed(fleet)
     before = started_runs(stack)
     for i in range(FAILOVER_ROUNDS):
         Stack.kill(active)  # kill -9: its lease is never released, it expires
-        wait_until("the standby active", lambda: says(standby, b"active: reconciling"), timeout=30)
+        wait_until("the standby active", lambda: says(standby, b"active: reconciling"), timeout=30)  # noqa: B023 - called in this iteration
         active, standby = standby, reconciler(stack, policy, root, f"reconcile-failover-{i + 2}")
-        wait_until("the new one on standby", lambda: says(standby, b"standby: policy failover"), timeout=30)
+        wait_until("the new one on standby", lambda: says(standby, b"standby: policy failover"),  # noqa: B023 - called in this iteration
+                   timeout=30)
         assert not says(standby, b"active: reconciling")  # never two active at once
     assert started_runs(stack) == before  # a converged fleet: no takeover started anything
     added = stack.nicflow("sim", "add-node", "node-004", "--sim-root", str(root))
@@ -236,7 +236,7 @@ def free_port() -> int:
 
 
 def drifted_gauge(port: int) -> float | None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         text = answer.read().decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -255,7 +255,8 @@ def test_without_repair_a_drifted_node_is_labelled_counted_and_posted_to_chat_an
         worker = spawn_worker("reconcile-report", ["reconcile", "--policy", str(policy), "--sim-root", str(root),
                                                    "--lease-ttl", "3", "--metrics-port", str(port)],
                               redis_url=stack.url, log_dir=stack.base / "logs",
-                              env={**FAST, "NICFLOW_SLACK_BOT_TOKEN": "xoxb-test", "NICFLOW_SLACK_API_URL": slack.api_url})
+                              env={**FAST, "NICFLOW_SLACK_BOT_TOKEN": "xoxb-test",
+                                   "NICFLOW_SLACK_API_URL": slack.api_url})
         worker.wait_ready()
         stack.workers.append(worker)
         wait_until("the gauge served", lambda: drifted_gauge(port) == 0, timeout=30)

@@ -40,7 +40,8 @@ def fleet(tmp_path, sim_servers):
 @pytest.fixture
 def engine(redis):
     """The inline engine with the node state reporter, as the CLI's engine has it."""
-    dispatcher, surfaces, store = InlineDispatcher(), FleetSurfaces(ServedNodes(every_node=True)), CheckpointStore(redis)
+    dispatcher, store = InlineDispatcher(), CheckpointStore(redis)
+    surfaces = FleetSurfaces(ServedNodes(every_node=True))
     built = Engine(store=store, leases=NodeLeases(redis, ttl_seconds=60), registry=default_registry(),
                    dispatcher=dispatcher, surfaces=surfaces,
                    reporter=NodeStateReporter(surfaces.cluster, known_runs=store.existing_runs))

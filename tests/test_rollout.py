@@ -217,14 +217,14 @@ def test_watchdog_fails_a_node_past_its_deadline(redis, fleet):
 def test_retry_takes_the_skipped_nodes_the_failed_ones_or_both(redis, fleet):
     """`nicflow retry RUN --skipped` (issue 14, item 11): the NotReady nodes `not_ready: skip` passed over."""
     from tasks.cluster.availability import ClusterAvailability
+    from tasks.generic import GENERIC_STEPS
     from tests.test_engine import ApiSideStep, EchoStep, FlakyStep
     from workers.runtime import FleetSurfaces, ServedNodes
+    from workflows.dispatch import InlineDispatcher
     from workflows.engine import Engine
     from workflows.leases import NodeLeases
     from workflows.registry import StepRegistry
     from workflows.store import CheckpointStore
-    from tasks.generic import GENERIC_STEPS
-    from workflows.dispatch import InlineDispatcher
 
     # make_engine's, with the cluster's view of NotReady nodes (as workers.runtime wires it)
     surfaces = FleetSurfaces(ServedNodes(every_node=True))

@@ -67,7 +67,7 @@ def api(field: str, value: Any) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("value", "as_window", "as_budget"), COUNTS, ids=lambda v: repr(v))
+@pytest.mark.parametrize(("value", "as_window", "as_budget"), COUNTS, ids=repr)
 def test_every_entry_point_takes_the_same_counts(value: Any, as_window: bool, as_budget: bool) -> None:
     for field, expected in (("max_unavailable", as_window), ("max_failures", as_budget)):
         seen = {"pipeline file": pipeline_file(field, value), "cli --set": cli(field, value),

@@ -64,7 +64,7 @@ def test_run_wait_ends_with_a_recap_per_node_and_what_to_do(failed_run) -> None:
     rows = recap_rows(out)
     assert set(rows) == {"(cluster)", *NODES}, out
     assert rows["(cluster)"][2] == 1  # restore-ovs-ovn-strategy
-    ok, changed, failed, retried = rows[FAILING]
+    _ok, _changed, failed, retried = rows[FAILING]
     assert failed == 1 and retried >= 3, rows  # reload-driver: 4 attempts, each modprobe failed
     for node in ("node-000", "node-002"):
         assert rows[node][2] == 0 and rows[node][1] > 0, rows
@@ -111,7 +111,8 @@ def test_status_lists_nodes_and_narrows_them(stack, failed_run) -> None:
     head = next(line.split() for line in wide if line.startswith("NODE "))
     assert head == ["NODE", "STATE", "STEP", "STEP-STATUS", "ATTEMPTS", "OK", "CHANGED", "RETRIED", "SECONDS",
                     "MESSAGE"]
-    cells = dict(zip(head, next(line.split() for line in wide if line.startswith(FAILING))))
+    # the message splits into words past MESSAGE: zip stops at the head's last column
+    cells = dict(zip(head, next(line.split() for line in wide if line.startswith(FAILING)), strict=False))
     assert cells["STEP-STATUS"] == "failed" and int(cells["RETRIED"]) >= 3, cells
 
     as_json = json.loads(stack.nicflow("status", run_id, "--json", "--state", "succeeded").stdout)

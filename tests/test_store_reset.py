@@ -95,7 +95,8 @@ def test_a_step_whose_lease_vanished_with_the_store_says_the_store_was_reset(red
     redis.flushall()  # within the id's ttl: only asking the store again tells
     with pytest.raises(StoreReset) as raised:
         guard.check()
-    assert raised.value.message == f"the checkpoint store was reset (store id {store_id} is gone): not touching node-000"
+    assert raised.value.message == (f"the checkpoint store was reset (store id {store_id} is gone): "
+                                    "not touching node-000")
     assert raised.value.kind == "store-reset" and not raised.value.retryable
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -61,10 +61,10 @@ console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_W
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the terminal width
 
 Sets = Annotated[list[str], typer.Option("--set", help="Override a parameter: key=value (repeatable).")]
-FleetOpt = Annotated[Optional[str], typer.Option("--fleet", help="sim:N for a simulated fleet of N nodes.")]
-SimRoot = Annotated[Optional[Path], typer.Option("--sim-root", help="Directory of the simulated fleet.")]
-NodesOpt = Annotated[Optional[str], typer.Option("--nodes", help="Comma-separated node names.")]
-SelectorOpt = Annotated[Optional[str], typer.Option("--selector", help="Node labels, k=v[,k=v].")]
+FleetOpt = Annotated[str | None, typer.Option("--fleet", help="sim:N for a simulated fleet of N nodes.")]
+SimRoot = Annotated[Path | None, typer.Option("--sim-root", help="Directory of the simulated fleet.")]
+NodesOpt = Annotated[str | None, typer.Option("--nodes", help="Comma-separated node names.")]
+SelectorOpt = Annotated[str | None, typer.Option("--selector", help="Node labels, k=v[,k=v].")]
 RecapOpt = Annotated[str, typer.Option("--recap", help=(
     "The closing recap: short (every node of a run of up to 20, else the failed, retried, skipped and "
     "unfinished ones and a total line) or all (every node)."))]
@@ -201,7 +201,7 @@ def verify(
 
 @cli.command()
 def steps(
-    step_type: Annotated[Optional[str], typer.Argument(metavar="TYPE", help=(
+    step_type: Annotated[str | None, typer.Argument(metavar="TYPE", help=(
         "Show only this step type (as a pipeline's `type:` names it)."))] = None,
     as_json: Annotated[bool, typer.Option("--json", help=(
         'As JSON: {"steps": [...]}, or the one step type with TYPE.'))] = False,
@@ -222,7 +222,8 @@ def steps(
 
 @cli.command("check-flows")
 def check_flows(
-    source: Annotated[str, typer.Argument(help="A file with `ovs-appctl dpctl/dump-flows -m type=offloaded` output, or - for stdin.")],
+    source: Annotated[str, typer.Argument(
+        help="A file with `ovs-appctl dpctl/dump-flows -m type=offloaded` output, or - for stdin.")],
     as_json: Annotated[bool, typer.Option("--json", help="Counts by datapath and offload state.")] = False,
     min_offloaded: Annotated[int, typer.Option(min=1, help="Offloaded flows needed.")] = 1,
 ) -> None:
@@ -247,10 +248,10 @@ def status(
     run_id: RunArg,
     as_json: Annotated[bool, typer.Option("--json", help="The status as JSON (with --state and --node, "
                                           "only those nodes).")] = False,
-    state: Annotated[Optional[str], typer.Option("--state", help=(
+    state: Annotated[str | None, typer.Option("--state", help=(
         "Only the nodes in this state: pending, running, succeeded, failed or skipped."))] = None,
-    node: Annotated[Optional[str], typer.Option("--node", help="Only this node.")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help=(
+    node: Annotated[str | None, typer.Option("--node", help="Only this node.")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help=(
         "wide: the step's status and the node's ok, changed, retried counts and seconds too."))] = None,
 ) -> None:
     """A run's state, per step and per node; exits with the outcome of a finished run (0, 2 partial, 1)."""
@@ -315,7 +316,7 @@ def watch(run_id: RunArg, recap: RecapOpt = "short") -> None:
 def report(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run's id (`nicflow runs` lists them).")],
     fmt: Annotated[str, typer.Option("--format", help="md, json or html (one self-contained file).")] = "md",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
 ) -> None:
     """A run's change record: who started it, its pipeline, parameters and waves; per node its state,
     duration, attempts and changes (failed nodes first); failures and what to do; timeline; evidence."""
@@ -420,8 +421,8 @@ def runs(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many runs, newest first.")] = 20,
     orphans: Annotated[bool, typer.Option("--orphans", help="Nodes left by runs this store no longer holds.")] = False,
     as_json: JsonOpt = False,
-    fleet: Annotated[Optional[str], typer.Option("--fleet", help="With --orphans: sim:N, the fleet to look at.")] = None,
-    sim_root: Annotated[Optional[Path], typer.Option("--sim-root", help="With --orphans: the fleet's directory.")] = None,
+    fleet: Annotated[str | None, typer.Option("--fleet", help="With --orphans: sim:N, the fleet to look at.")] = None,
+    sim_root: Annotated[Path | None, typer.Option("--sim-root", help="With --orphans: the fleet's directory.")] = None,
 ) -> None:
     """Recent runs, newest first; with --orphans, the nodes runs lost with a reset store left behind."""
     if orphans:
@@ -456,8 +457,8 @@ def nodes_cmd(
 @cli.command()
 def logs(
     run_id: RunArg,
-    node: Annotated[Optional[str], typer.Option("--node", help="Only this node's story.")] = None,
-    step: Annotated[Optional[str], typer.Option("--step", help="Only this step.")] = None,
+    node: Annotated[str | None, typer.Option("--node", help="Only this node's story.")] = None,
+    step: Annotated[str | None, typer.Option("--step", help="Only this step.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Go on until the run ends.")] = False,
 ) -> None:
     """A run's story in order: each attempt of each step, its changes, errors and evidence."""
@@ -487,18 +488,16 @@ def controller(
 
 @cli.command()
 def agent(
-    node: Annotated[Optional[str], typer.Option("--node", envvar="NODE_NAME", help="This node's name.")] = None,
+    node: Annotated[str | None, typer.Option("--node", envvar="NODE_NAME", help="This node's name.")] = None,
     fleet: FleetOpt = None, sim_root: SimRoot = None,
     concurrency: ConcurrencyOpt = None,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Run an agent: one node's queue, or every node of a simulated fleet (--fleet sim:N)."""
-    from workers.targets import sim_fleet
     from simulators.host.fleet import load_fleet
-    from workers.targets import parse_nodes
-    from workers.worker import run_agent
-
     from workers.redisconn import redis_url
+    from workers.targets import parse_nodes, sim_fleet
+    from workers.worker import run_agent
 
     redis_url()  # as `controller`: no REDIS_URL, no agent (Celery alone would try amqp://localhost)
     if (node is None) == (fleet is None):
@@ -515,7 +514,7 @@ def agent(
 def demo(
     nodes: Annotated[int, typer.Option(min=1, max=5000, help="Simulated nodes.")] = 50,
     pipeline: Annotated[str, typer.Option(help="Bundled pipeline name or YAML file.")] = "corigine-offload",
-    selector: Annotated[Optional[str], typer.Option(
+    selector: Annotated[str | None, typer.Option(
         help="Select nodes by one label (key=value); default: NFD's pci-19ee or pci-1da8 label.")] = None,
     latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds per simulated command.")] = 0.005,
     profile: ProfileOpt = [],  # noqa: B006
@@ -526,8 +525,8 @@ def demo(
     """Roll out over a simulated fleet on an embedded Redis, twice, with live progress. Its work
     directory is removed at the end (--keep keeps it); Ctrl-C or SIGTERM stops every process it
     started and says what it stopped. --profile and --faults rehearse failures."""
-    from workers.targets import pipeline_path
     from workers.demo import demo_main
+    from workers.targets import pipeline_path
 
     if not pipeline_path(pipeline).exists():
         raise PipelineError(f"pipeline {pipeline!r} not found")
@@ -549,9 +548,9 @@ def bench(
 ) -> None:
     """Measure the engine on real workers and a real Redis: overhead against plain Celery,
     memory and status latency at scale, rollout makespan against pure work."""
-    from workers.targets import pipeline_path
     from bench.fleetrun import Controllers
     from bench.main import bench_main
+    from workers.targets import pipeline_path
 
     pipeline_path(pipeline)
     raise typer.Exit(bench_main(nodes=nodes, scale_nodes=scale_nodes, makespan_nodes=makespan_nodes, window=window,
@@ -571,7 +570,7 @@ def sim_api(
     sim_root: Annotated[Path, typer.Option("--sim-root", help="Directory of the simulated fleet.")],
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")] = 0,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    advertise: Annotated[Optional[str], typer.Option(help="Host name the kubeconfig gives clients.")] = None,
+    advertise: Annotated[str | None, typer.Option(help="Host name the kubeconfig gives clients.")] = None,
     latency: Annotated[float, typer.Option(min=0, max=5, help="Seconds of latency per API request.")] = 0.0,
     watch_window: Annotated[int, typer.Option(min=1, help="Node events kept for watches.")] = 1000,
 ) -> None:
@@ -588,7 +587,8 @@ def sim_api(
 def sim_add_node(
     name: Annotated[str, typer.Argument(help="The new node's name (DNS-1123).")],
     sim_root: Annotated[Path, typer.Option("--sim-root", help="Directory of the simulated fleet.")],
-    profile: Annotated[str, typer.Option(help="Hardware profile of the host (simulators/host/profiles.py).")] = "agilio-cx",
+    profile: Annotated[str, typer.Option(
+        help="Hardware profile of the host (simulators/host/profiles.py).")] = "agilio-cx",
 ) -> None:
     """Add a host to the simulated fleet and its Node to the fleet's API (kubelet, then NFD's labels)."""
     from simulators.add_node import add_sim_node
@@ -605,9 +605,10 @@ def sim_add_node(
 @cli.command()
 def reconcile(
     policy: Annotated[Path, typer.Option("--policy", help="Reconcile policy YAML file.")],
-    sim_root: Annotated[Optional[Path], typer.Option(
+    sim_root: Annotated[Path | None, typer.Option(
         "--sim-root", help="A simulated fleet (its API's kubeconfig); default: the cluster this runs in.")] = None,
-    lease_ttl: Annotated[float, typer.Option(min=1, max=600, help="Seconds the active reconciler's lease lives.")] = 15.0,
+    lease_ttl: Annotated[float, typer.Option(
+        min=1, max=600, help="Seconds the active reconciler's lease lives.")] = 15.0,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Keep the policy's nodes rolled out: a node that joins gets a run; drifted nodes are reported."""
@@ -618,8 +619,8 @@ def reconcile(
 
 @cli.command()
 def api(
-    host: Annotated[Optional[str], typer.Option(help="Listen address (default NICFLOW_API_HOST, 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default NICFLOW_API_PORT, 8080).")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default NICFLOW_API_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default NICFLOW_API_PORT, 8080).")] = None,
     metrics_port: Annotated[int, typer.Option(min=0, max=65535,
                                               help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
@@ -648,7 +649,7 @@ def _sets(pairs: list[str]) -> dict:
 
 
 def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = OUTCOME_EXIT,
-            recap: str = "short", cordoned: Optional[Cordoned] = None) -> None:
+            recap: str = "short", cordoned: Cordoned | None = None) -> None:
     from workers.hints import next_steps
     from workers.progress import failed_nodes, summary
     from workers.recap import recap_lines
@@ -656,8 +657,8 @@ def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = 
     if show_summary:
         console.print(summary(status))
         _print_outcome(status)
-    for line in recap_lines(status, recap):
-        console.print(line)
+    for text in recap_lines(status, recap):
+        console.print(text)
     failed = [name for name, _ in failed_nodes(status)]
     held = cordoned(failed) if cordoned is not None and failed else None
     for line in next_steps(status, held):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,5 +19,5 @@ FaultsOpt = Annotated[list[str], typer.Option("--faults", help=(
     "step's timeout; absent, the tool is not installed."))]
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="A run id, as `nicflow runs` lists them.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="As JSON, for scripts.")]
-ConcurrencyOpt = Annotated[Optional[int], typer.Option(min=1, max=256, help=(
+ConcurrencyOpt = Annotated[int | None, typer.Option(min=1, max=256, help=(
     "Steps run at once (threads); default NICFLOW_CONTROLLER_CONCURRENCY or NICFLOW_AGENT_CONCURRENCY."))]

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,13 @@ from simulators.host.profiles import PROFILES
 from simulators.kube_api.control import ApiProcess, running_api, writes
 from tasks.cluster.steps_verify import PROBE_PREFIX
 from workers.processes import (
-    Stopped, WorkerProcess, embedded_redis, running_workers, spawn_worker, stop_on_signals, tied_to_parent,
+    Stopped,
+    WorkerProcess,
+    embedded_redis,
+    running_workers,
+    spawn_worker,
+    stop_on_signals,
+    tied_to_parent,
 )
 from workers.progress import failed_nodes, summary, watch
 from workers.recap import recap_lines
@@ -37,7 +44,6 @@ from workers.settings import get_settings
 from workers.targets import load_pipeline, sim_options
 from workflows.control import run_status, start_run
 from workflows.status import outcome_note
-
 
 # The fleet cases the demo shows, on the first nodes; the rest are plain cards.
 DEMO_CASES = ["agilio-cx-converged", "agilio-cx-dual", "agilio-cx-amda0081", "bare", "agilio-cx-flaky-modprobe"]
@@ -213,11 +219,11 @@ def run_demo(*, nodes: int, pipeline: str, selector: str | None, latency: float,
                 t0 = time.time()
                 record = start_run(engine, loaded, chosen, fleet=f"sim:{sim_root}", overrides=overrides)
                 progress.stage = f"the {label.split(':')[0]} (run {record.id}) was running"
-                status = watch(lambda: run_status(engine, record.id), console, timeout=600)
+                status = watch(partial(run_status, engine, record.id), console, timeout=600)
                 api_after = cluster_writes(sim_root)
                 console.print(summary(status))
-                for line in recap_lines(status):
-                    console.print(line)
+                for text in recap_lines(status):
+                    console.print(text)
                 for name, error in failed_nodes(status):
                     console.print(f"[red]failed[/] {name}: {error}")
                 for line in closing_lines(status, seconds=time.time() - t0,

@@ -115,7 +115,8 @@ def next_steps(status: dict[str, Any], cordoned: Iterable[str] | None, now: floa
     lines = []
     if status["status"] == "paused":
         wave = status["wave"]
-        lines.append(f"paused after wave {wave['current']}/{wave['of']}: approve with `nicflow approve {status['run']}`")
+        lines.append(f"paused after wave {wave['current']}/{wave['of']}: "
+                     f"approve with `nicflow approve {status['run']}`")
     lines += unconsumed(status, now)
     lines += failure_lines(status, cordoned, nodes=nodes)
     return lines

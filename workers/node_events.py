@@ -69,7 +69,7 @@ class NodeEventsReporter:
         pipe = self.store.redis.pipeline(transaction=False)
         for event in events:
             pipe.set(f"nicflow:{{{run_id}}}:node-event:{event.node}:{event.reason}", "1", nx=True, ex=CLAIM_TTL)
-        return [event for event, won in zip(events, pipe.execute()) if won]
+        return [event for event, won in zip(events, pipe.execute(), strict=True) if won]
 
 
 def counted(redis: Redis, events: list[NodeEvent]) -> list[NodeEvent]:
@@ -78,8 +78,11 @@ def counted(redis: Redis, events: list[NodeEvent]) -> list[NodeEvent]:
     pipe = redis.pipeline(transaction=False)
     for event in events:
         key = f"nicflow:node-event:{event.key}"
-        pipe.incr(key).setnx(f"{key}:first", event.first).get(f"{key}:first")
-        pipe.expire(key, EVENT_TTL).expire(f"{key}:first", EVENT_TTL)
+        pipe.incr(key)
+        pipe.setnx(f"{key}:first", event.first)
+        pipe.get(f"{key}:first")
+        pipe.expire(key, EVENT_TTL)
+        pipe.expire(f"{key}:first", EVENT_TTL)
     answers = pipe.execute()
     return [replace(event, count=int(answers[5 * i]), first=float(answers[5 * i + 2]))
             for i, event in enumerate(events)]

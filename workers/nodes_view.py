@@ -79,7 +79,9 @@ def nodes_text(rows: list[NodeRow]) -> str:
     fields countable by `awk`."""
     table = [COLUMNS, *(r.cells() for r in rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS) - 1)]
-    return "\n".join("   ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in table)
+    # the last cell has no width (it is not padded): zip stops before it
+    return "\n".join("   ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
+                     for row in table)
 
 
 def nodes_json(rows: list[NodeRow]) -> str:

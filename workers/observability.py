@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 
 import structlog
 from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from redis import Redis
 from redis.exceptions import RedisError
+from structlog.typing import Processor
 
 from workers.celery_app import CLUSTER_QUEUE, CONTROL_QUEUE, NODE_QUEUE_PREFIX
 
 
 def configure_logging(level: str = "INFO") -> None:
     """One JSON object per line; the executor binds run id, node, step and attempt to each."""
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -43,7 +45,7 @@ class QueueDepthCollector:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         gauge = GaugeMetricFamily("nicflow_queue_depth", "Messages waiting in nicflow's queues", labels=["queue"])
         try:
             gauge.add_metric(["control"], self.redis.llen(CONTROL_QUEUE))

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from tasks.cluster.reporter import (
-    CORDONED_BY, ERROR_ANNOTATION, IN_PROGRESS, RUN_ANNOTATION, STATE_LABEL, KnownRuns, runs_named,
+    CORDONED_BY,
+    ERROR_ANNOTATION,
+    IN_PROGRESS,
+    RUN_ANNOTATION,
+    STATE_LABEL,
+    KnownRuns,
+    runs_named,
 )
 from tasks.cluster.surface import NodeView
 from workers.redisconn import redis_client

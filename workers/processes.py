@@ -19,6 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis import Redis  # imported where used: a quick command does not load redis-py
 
 PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal this process gets when its parent dies (linux/prctl.h)."""
@@ -109,15 +113,15 @@ def embedded_redis(directory: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-def _answers(client: object) -> bool:
+def _answers(client: Redis) -> bool:
     from redis.exceptions import RedisError
 
     try:
-        return bool(client.ping())  # type: ignore[attr-defined]
+        return bool(client.ping())
     except RedisError:
         return False
     finally:
-        client.close()  # type: ignore[attr-defined]
+        client.close()
 
 
 @dataclass

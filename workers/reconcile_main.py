@@ -71,7 +71,8 @@ def run_reconciler(policy_file: Path, *, sim_root: Path | None, lease_ttl: float
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     reconciler = Reconciler(engine=engine, redis=redis, policy=policy, pipeline=pipeline, cluster=cluster,
-                            fleet=fleet, lease=ProcessLease(redis, f"reconcile:{policy.spec.name}", ttl_seconds=lease_ttl),
+                            fleet=fleet,
+                            lease=ProcessLease(redis, f"reconcile:{policy.spec.name}", ttl_seconds=lease_ttl),
                             chat=chat_channel(policy.spec.chat_channel),
                             visibility_timeout=get_settings().visibility_timeout)
     log.info("reconciler of policy %s (pipeline %s, nodes %s) ready.", policy.spec.name, policy.spec.pipeline,

@@ -46,7 +46,8 @@ QUICK_TIMEOUT = 2.0
 """Seconds an impatient client (a metrics scrape) waits on Redis before it reports it away."""
 
 NOT_CONFIGURED = ("REDIS_URL is not set: point it at a Redis server (redis://host:6379/0), or set "
-                  "NICFLOW_REDIS_SENTINELS and NICFLOW_REDIS_MASTER, or use `nicflow demo`, which starts an embedded one")
+                  "NICFLOW_REDIS_SENTINELS and NICFLOW_REDIS_MASTER, or use `nicflow demo`, "
+                  "which starts an embedded one")
 
 
 def redis_url(url: str | None = None) -> str | None:

@@ -9,8 +9,17 @@ from html import escape
 from typing import Any
 
 from workers.reports import (
-    attempts_text, change_lines, changed_text, cordon_text, duration, facts, failed_where, offload_proofs,
-    step_cell, summary_text, when,
+    attempts_text,
+    change_lines,
+    changed_text,
+    cordon_text,
+    duration,
+    facts,
+    failed_where,
+    offload_proofs,
+    step_cell,
+    summary_text,
+    when,
 )
 
 COLORS = {"ok": "#9ca3af", "changed": "#16a34a", "failed": "#dc2626", "running": "#2563eb",
@@ -44,8 +53,8 @@ def to_html(report: dict[str, Any]) -> str:
             f"<h2>Summary</h2><p id='summary'>{escape(summary_text(report))}</p>"]
     if report["status"] == "partial":
         body.append(f"<p><strong>Partial:</strong> {escape(report['outcome'])}.</p>")
-    body += [_failures(report), _analysis(report), _nodes(report), _timeline(report), _proofs(report), _evidence(report),
-             _steps(report)]
+    body += [_failures(report), _analysis(report), _nodes(report), _timeline(report), _proofs(report),
+             _evidence(report), _steps(report)]
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>nicflow run {escape(report['run'])}: {escape(report['status'])}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
@@ -142,8 +151,8 @@ def _proofs(report: dict[str, Any]) -> str:
 def _evidence(report: dict[str, Any]) -> str:
     if not report["evidence"]:
         return ""
-    parts = ["<section id='evidence'><h2>Evidence</h2><p>Per node, what each step judged by; a text shown for an earlier node "
-             "is not repeated.</p>"]
+    parts = ["<section id='evidence'><h2>Evidence</h2><p>Per node, what each step judged by; "
+             "a text shown for an earlier node is not repeated.</p>"]
     for node in report["evidence"]:
         items = []
         for item in node["items"]:

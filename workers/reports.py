@@ -174,7 +174,7 @@ def _md_failures(report: dict[str, Any]) -> list[str]:
     lines = ["", "## Failures", "", "| node | error | failed step | attempts | cordon |", "|---|---|---|---|---|"]
     lines += [f"| {_md(failed_where(f))} | {_md(f['error'])} | {_md(f['step'] or '-')} | {f['attempts']} | "
               f"{cordon_text(f)} |" for f in report["failures"]]
-    return lines + ["", f"**What to do:** {report['hint']}."]
+    return [*lines, "", f"**What to do:** {report['hint']}."]
 
 
 def _md_analysis(report: dict[str, Any]) -> list[str]:
@@ -233,4 +233,4 @@ def _md_evidence(report: dict[str, Any]) -> list[str]:
             else:
                 fence = "````" if "```" in item["text"] else "```"
                 lines += [f"- {item['step']}:", "", fence, item["text"].strip(), fence, ""]
-    return (["", "## Evidence"] + lines) if lines else []
+    return ["", "## Evidence", *lines] if lines else []

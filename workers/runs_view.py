@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from workflows.records import RunRecord
@@ -30,8 +30,8 @@ def run_entry(record: RunRecord) -> dict[str, Any]:
         "pipeline": record.pipeline,
         "status": record.status,
         "plan": record.dry_run,
-        "created_at": datetime.fromtimestamp(record.created_at, timezone.utc).isoformat(),
-        "updated_at": datetime.fromtimestamp(record.updated_at, timezone.utc).isoformat(),
+        "created_at": datetime.fromtimestamp(record.created_at, UTC).isoformat(),
+        "updated_at": datetime.fromtimestamp(record.updated_at, UTC).isoformat(),
         "nodes": record.total,
         "succeeded": record.succeeded,
         "failed": record.failed,

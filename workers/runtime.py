@@ -111,7 +111,7 @@ _process_served = ServedNodes()
 
 def serve_nodes(nodes: Iterable[str]) -> None:
     """Called once by an agent before it starts: the nodes whose hosts this process reaches."""
-    global _process_served
+    global _process_served  # noqa: PLW0603 - set once, before the process serves, like process_engine's cache
     _process_served = ServedNodes(names=frozenset(nodes), role="agent")
     process_engine.cache_clear()
 

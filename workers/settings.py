@@ -10,11 +10,11 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.redisconn import REDIS_URL_VARS, redis_py_url  # noqa: F401 - redis_py_url: its old home
+
 SENTINEL_ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
                               r":(?P<port>[0-9]{1,5})$")
 """`host:port` of a sentinel: a DNS name or IPv4 address, or a bracketed IPv6 address."""
-
-from workers.redisconn import REDIS_URL_VARS, redis_py_url  # noqa: F401 - redis_py_url: its old home
 
 
 class Settings(BaseSettings):

@@ -85,4 +85,5 @@ def node_table(status: dict[str, Any], *, wide: bool = False) -> list[str]:
     head = WIDE_COLUMNS if wide else COLUMNS
     table = [head, *(row(name, node, wide=wide) for name, node in sorted(status["nodes"].items()))]
     widths = [max(len(r[i]) for r in table) for i in range(len(head) - 1)]
-    return ["   ".join([*(cell.ljust(w) for cell, w in zip(r, widths)), r[-1]]) for r in table]
+    # the last cell has no width (it is not padded): zip stops before it
+    return ["   ".join([*(cell.ljust(w) for cell, w in zip(r, widths, strict=False)), r[-1]]) for r in table]

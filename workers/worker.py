@@ -67,7 +67,7 @@ def _wake_loop() -> None:
         time.sleep(settings.wake_interval)
         try:
             process_engine().wake_due()
-        except Exception as exc:  # Redis away: the wake-ups stay in Redis, served on a later pass
+        except Exception as exc:  # noqa: BLE001 - Redis away or a bug: the loop goes on; the wake-ups stay in Redis
             log.warning("wake-up pass failed: %s: %s", type(exc).__name__, exc)
 
 

@@ -79,7 +79,7 @@ class AdmissionGate:
         disruptive = [s.id for s in engine.pipeline(run).spec.node_steps if s.disruptive]
         try:
             view = self.availability.view(run.fleet)
-        except Exception as exc:  # an API error of any kind: hold admission, say why, try on the next advance
+        except Exception as exc:  # noqa: BLE001 - any API error: hold admission, say why, try on the next advance
             log.warning("cluster view unavailable for run %s: %s", run.id, exc)
             engine.store.emit(run.id, "admission-held", reason=f"cluster unreachable: {exc}"[:300])
             return None
@@ -115,7 +115,7 @@ class AdmissionGate:
             return None
         try:
             why = self.availability.view(run.fleet).unavailable.get(node, "")
-        except Exception as exc:  # the API out of reach: not known to be Ready, so it waits
+        except Exception as exc:  # noqa: BLE001 - the API out of reach: not known to be Ready, so it waits
             return f"readiness of {node} unknown ({exc})"[:300]
         return f"{node} is NotReady" if why == "NotReady" else None
 

@@ -137,7 +137,7 @@ class AnalysisGate:
             return Verdict(False, "this process has no analysis checks (a controller built without them)")
         try:
             return self.checks.check(run.fleet, spec, finished, sample)
-        except Exception as exc:  # a check that cannot run is a failed check, never a passed one
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed check, never a passed one
             return Verdict(False, f"analysis could not run: {exc}"[:500], {"analysis": str(exc)[:300]})
 
     def _stop(self, run: RunRecord, spec: AnalysisSpec, wave: int, reason: str) -> None:

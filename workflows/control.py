@@ -12,7 +12,7 @@ from typing import Any
 from workflows.engine import Engine
 from workflows.errors import RunError, StepError
 from workflows.loader import Pipeline
-from workflows.records import Checkpoint, RunRecord, check_node_name, new_run_id
+from workflows.records import RunRecord, check_node_name, new_run_id
 from workflows.rollout import order_nodes, plan_waves
 from workflows.spec import resolve_count
 from workflows.status import status_of
@@ -241,16 +241,18 @@ def retry_failed(engine: Engine, run_id: str, *, visibility_timeout: float | Non
 def resume_run(engine: Engine, run_id: str, *, lost_after: float, now: float | None = None) -> dict[str, int]:
     """Re-dispatch, under a new token, only the steps nobody works on any more: queued or
     retrying past `lost_after` (the message lost), running with a dead heartbeat (the worker
-    died). A step waiting for the cluster is left alone: its wake-up is kept in Redis. A step a live worker runs, or whose message may still be queued, is left alone
-    and counted: a second dispatch of it would run it twice at once. Finished steps are
-    never touched. The new token makes any copy of the old delivery stale.
+    died). A step waiting for the cluster is left alone: its wake-up is kept in Redis. A step a
+    live worker runs, or whose message may still be queued, is left alone and counted: a second
+    dispatch of it would run it twice at once. Finished steps are never touched. The new token
+    makes any copy of the old delivery stale.
     """
     run = engine.store.run(run_id)
     if run.terminal:
         raise RunError(f"run {run_id} is {run.status}; a finished run is not resumed")
     now = now or time.time()
     counts = {"redispatched": 0, "running": 0, "queued": 0, "retrying": 0}
-    owners: list[str | None] = [None, *engine.store.admitted_nodes(run_id, run.cursor)]
+    nodes = engine.store.admitted_nodes(run_id, run.cursor)
+    owners: list[str | None] = [None, *nodes]
     for owner in owners:
         progress = engine.store.progress(run_id, owner)
         if owner is not None and progress.state != "running":
@@ -265,8 +267,8 @@ def resume_run(engine: Engine, run_id: str, *, lost_after: float, now: float | N
                 engine.store.emit(run_id, "step-redispatched", node=owner, step=step_id, reason=reason)
                 counts["redispatched"] += 1
     engine.store.emit(run_id, "run-resumed", **counts)
-    for node in owners[1:]:
-        engine.advance_node(run_id, node)  # type: ignore[arg-type]
+    for node in nodes:
+        engine.advance_node(run_id, node)
     engine.dispatcher.advance(run_id)
     return counts
 

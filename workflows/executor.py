@@ -234,7 +234,8 @@ def _facts(progress: NodeProgress, order: list[str]) -> dict:
     return facts
 
 
-def _on_success(engine: EngineParts, run_id: str, node: str | None, step_id: str, started: Checkpoint, result: StepResult) -> None:
+def _on_success(engine: EngineParts, run_id: str, node: str | None, step_id: str, started: Checkpoint,
+                result: StepResult) -> None:
     waited = started.wait_since is not None  # its changes were made before it waited: they are kept
     final = started.model_copy(update={
         "status": "changed" if waited else result.status,
@@ -290,7 +291,8 @@ def _on_wait(engine: EngineParts, run_id: str, node: str | None, spec: StepSpec,
         _superseded(started)
 
 
-def _on_error(engine: EngineParts, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint, error: StepError) -> None:
+def _on_error(engine: EngineParts, run_id: str, node: str | None, spec: StepSpec, started: Checkpoint,
+              error: StepError) -> None:
     store = engine.store
     evidence = error.evidence[-EVIDENCE_LIMIT:]
     retrying = should_retry(spec.retry, error, started.attempt)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -44,10 +44,8 @@ class Heartbeats:
 
         def loop() -> None:
             while not stop.wait(self.ttl_ms / 3000):
-                try:
+                with suppress(RedisError):  # Redis restarting: the next beat, or the watchdog, sorts it out
                     beat()
-                except RedisError:
-                    pass  # Redis restarting: the next beat, or the watchdog, sorts it out
 
         first = beat()
         thread = threading.Thread(target=loop, name=f"heartbeat-{step_id}", daemon=True)

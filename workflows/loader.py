@@ -137,7 +137,8 @@ def _check_steps(spec: PipelineSpec, registry: StepRegistry) -> tuple[PipelineSp
             continue
         type_scope = registry.get(step.type).scope
         if step.scope not in (None, type_scope):
-            problems.append(Problem(("steps", i, "scope"), f"step type {step.type} runs with scope {type_scope}", step.scope))
+            problems.append(Problem(("steps", i, "scope"), f"step type {step.type} runs with scope {type_scope}",
+                                    step.scope))
         scopes[step.id] = type_scope
         if step.phase == "end" and type_scope != "cluster":
             problems.append(Problem(("steps", i, "phase"), f"an end step runs once, after every node: step type "
@@ -176,7 +177,7 @@ def _find_cycle(spec: PipelineSpec) -> list[Problem]:
         path.append(node)
         for nxt in needs[node]:
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return [*path[path.index(nxt):], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = 2
@@ -185,7 +186,8 @@ def _find_cycle(spec: PipelineSpec) -> list[Problem]:
 
     for step_id in needs:
         if step_id not in state and (cycle := visit(step_id)):
-            return [Problem(("steps", index[cycle[0]], "needs"), "dependency cycle: " + " -> ".join(cycle), needs[cycle[0]])]
+            return [Problem(("steps", index[cycle[0]], "needs"), "dependency cycle: " + " -> ".join(cycle),
+                            needs[cycle[0]])]
     return []
 
 
@@ -211,9 +213,9 @@ def coerce_param(spec: ParamSpec, value: Any) -> Any:
     if isinstance(value, str) and spec.type != "str":
         value = _from_text(spec, value)
     kinds: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-    if isinstance(value, bool) and spec.type != "bool" or not isinstance(value, kinds[spec.type]):
+    if (isinstance(value, bool) and spec.type != "bool") or not isinstance(value, kinds[spec.type]):
         raise ValueError(f"must be of type {spec.type}")
-    if spec.type == "float":
+    if spec.type == "float" and isinstance(value, int):  # a float already is one
         value = float(value)
     if spec.min is not None and value < spec.min:
         raise ValueError(f"must be at least {spec.min:g}")

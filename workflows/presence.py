@@ -12,8 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis import Redis
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 AGENTS_KEY = "nicflow:agents"
 
@@ -24,7 +28,7 @@ class AgentPresence:
 
     def announce(self, nodes: Iterable[str], identity: str, *, ttl: float, now: float | None = None) -> None:
         expires = (now or time.time()) + ttl
-        fields = {node: f"{expires:.3f} {identity}" for node in nodes}
+        fields: dict[FieldT, EncodableT] = {node: f"{expires:.3f} {identity}" for node in nodes}
         if fields:
             self.redis.hset(AGENTS_KEY, mapping=fields)
 

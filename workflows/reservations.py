@@ -61,7 +61,7 @@ class NodeReservations:
         if not nodes:
             return {}
         held = [_s(x) for x in self._reserve(keys=[RESERVATIONS_KEY], args=[run_id, *nodes])]
-        return dict(zip(held[::2], held[1::2]))
+        return dict(zip(held[::2], held[1::2], strict=True))
 
     def release(self, run_id: str, nodes: Sequence[str]) -> int:
         if not nodes:
@@ -72,7 +72,7 @@ class NodeReservations:
         if not nodes:
             return {}
         values = self.redis.hmget(RESERVATIONS_KEY, list(nodes))
-        return {node: _s(v) for node, v in zip(nodes, values) if v is not None}
+        return {node: _s(v) for node, v in zip(nodes, values, strict=True) if v is not None}
 
 
 def _s(value: bytes | str) -> str:

@@ -11,7 +11,6 @@ from workflows.order import ordered, step_order
 from workflows.presence import AGENTS_KEY, decode_presence
 from workflows.store import STEP_FIELD, CheckpointStore
 
-
 OUTCOME_NOTES = {
     "succeeded": "every node succeeded",
     "partial": "some nodes failed, within the rollout's failure budget",
@@ -66,7 +65,7 @@ def status_of(store: CheckpointStore, run_id: str) -> dict[str, Any]:
                 **({"admitted_at": float(raw["admitted_at"])} if raw.get("admitted_at") else {}),
                 "steps": _steps(raw, order),
             }
-            for node, raw in zip(nodes, raws)
+            for node, raw in zip(nodes, raws, strict=True)
         }),
     }
 
@@ -78,7 +77,7 @@ def _with_agents(store: CheckpointStore, nodes: dict[str, dict[str, Any]]) -> di
               if node["state"] == "running" and any(s["status"] == "queued" for s in node["steps"].values())]
     if queued:
         now = time.time()
-        for name, raw in zip(queued, store.redis.hmget(AGENTS_KEY, queued)):
+        for name, raw in zip(queued, store.redis.hmget(AGENTS_KEY, queued), strict=True):
             nodes[name]["agent"] = raw is not None and decode_presence(raw)[0] > now
     return nodes
 

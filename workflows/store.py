@@ -15,15 +15,17 @@ import json
 import secrets
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis import Redis
 
 from workflows.errors import RunError
 
 if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT, StreamRangeResponse
+
     from workflows.records import Checkpoint, NodeProgress, RunRecord
 # The record models (pydantic) load on the first decode, not with the store: `nicflow status`
 # reads raw hashes only and starts faster without them.
@@ -264,7 +266,7 @@ class CheckpointStore:
             for run_id in run_ids:
                 pipe.exists(self._run_key(run_id))
             found = pipe.execute()
-        return {run_id for run_id, present in zip(run_ids, found) if present}
+        return {run_id for run_id, present in zip(run_ids, found, strict=True) if present}
 
     def next_wave(self, run_id: str, wave: int, end: int, window: int) -> bool:
         """Open wave `wave + 1`, once: a second controller finding the same wave done loses."""
@@ -298,10 +300,11 @@ class CheckpointStore:
         return json.loads(raw)
 
     def run_ids(self, limit: int = 50) -> list[str]:
-        return [_s(x) for x in self.redis.zrevrange(RUNS_INDEX, 0, limit - 1)]
+        # members only: redis-py types the reply with the (score) pairs `withscores=True` gives
+        return [_s(x) for x in cast("list[bytes]", self.redis.zrevrange(RUNS_INDEX, 0, limit - 1))]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        encoded = {k: _encode_value(k, v) for k, v in fields.items()}
+        encoded: dict[FieldT, EncodableT] = {k: _encode_value(k, v) for k, v in fields.items()}
         self.redis.hset(self._run_key(run_id), mapping={**encoded, "updated_at": time.time()})
 
     def transition(self, run_id: str, to: str, *, allowed: tuple[str, ...]) -> bool:
@@ -328,7 +331,7 @@ class CheckpointStore:
             for node in nodes:
                 pipe.hget(self._progress_key(run_id, node), "state")
             values = pipe.execute()
-        return {node: _s(v) if v is not None else "pending" for node, v in zip(nodes, values)}
+        return {node: _s(v) if v is not None else "pending" for node, v in zip(nodes, values, strict=True)}
 
     def set_blocked(self, run_id: str, node: str, reason: str | None) -> None:
         """Why an admitted node has not started (no agent, NotReady); None once it starts."""
@@ -366,7 +369,7 @@ class CheckpointStore:
             raws = pipe.execute()
         return [
             _decode_progress(node or CLUSTER, {_s(k): _s(v) for k, v in raw.items()}, evidence)
-            for node, raw, evidence in zip(nodes, raws[::2], raws[1::2])
+            for node, raw, evidence in zip(nodes, raws[::2], raws[1::2], strict=True)
         ]
 
     def view(self, run_id: str, node: str | None, *, evidence_of: str | None = None,
@@ -386,7 +389,7 @@ class CheckpointStore:
         run_raw, raw = raws[0], raws[1]
         cluster_raw = raws[2] if node is not None and with_cluster else {} if node is not None else None
         evidence = raws[-1] if evidence_of is not None else None
-        found = {(STEP_FIELD + evidence_of).encode(): evidence} if evidence else {}
+        found = {(STEP_FIELD + evidence_of).encode(): evidence} if evidence_of is not None and evidence else {}
         progress = _decode_progress(node or CLUSTER, {_s(k): _s(v) for k, v in raw.items()}, found)
         cluster = progress if cluster_raw is None else _decode_progress(
             CLUSTER, {_s(k): _s(v) for k, v in cluster_raw.items()}, {})
@@ -405,7 +408,8 @@ class CheckpointStore:
                   event: dict[str, Any] | None) -> list[str | bytes | int]:
         """The scripts' ARGV: the checkpoint without its evidence, the evidence compressed apart."""
         args: list[str | bytes | int] = [
-            STEP_FIELD + step_id, expect, epoch, checkpoint.model_dump_json(exclude_defaults=True, exclude={"evidence"}),
+            STEP_FIELD + step_id, expect, epoch,
+            checkpoint.model_dump_json(exclude_defaults=True, exclude={"evidence"}),
             zlib.compress(checkpoint.evidence.encode()) if checkpoint.evidence else "", self.evidence_ttl,
         ]
         if event:
@@ -438,12 +442,25 @@ class CheckpointStore:
     # events
     def emit(self, run_id: str, kind: str, **fields: Any) -> None:
         body = _event_body({"kind": kind, **fields})
-        self.redis.xadd(self._events_key(run_id), body, maxlen=EVENTS_MAXLEN, approximate=True)
+        self.redis.xadd(self._events_key(run_id), redis_fields(body), maxlen=EVENTS_MAXLEN, approximate=True)
 
     def events(self, run_id: str, after: str = "0-0", count: int = 1000) -> list[tuple[str, dict[str, str]]]:
         entries = self.redis.xrange(self._events_key(run_id), min=f"({after}" if after != "0-0" else "-", count=count)
-        return [(_s(eid), {"ts": _id_time(_s(eid)), **{_s(k): _s(v) for k, v in body.items()}})
-                for eid, body in entries]
+        return [(eid, {"ts": _id_time(eid), **body}) for eid, body in stream_entries(entries)]
+
+
+def redis_fields(fields: Mapping[str, EncodableT]) -> dict[FieldT, EncodableT]:
+    """`fields` as redis-py's types name a hash's or a stream entry's fields. Their key type is
+    invariant there (redis-py 8, commands/core.py `xadd`), so a dict[str, str] is refused though
+    it is one: this says so once, without a copy."""
+    return cast("dict[FieldT, EncodableT]", fields)
+
+
+def stream_entries(entries: StreamRangeResponse | None) -> list[tuple[str, dict[str, str]]]:
+    """An XRANGE or XREVRANGE reply, decoded. redis-py's types allow no reply, and entries without
+    id or body (redis/typing.py `StreamEntry`, for XCLAIM's deleted entries): a range has neither."""
+    return [(_s(eid), {_s(k): _s(v) for k, v in body.items()})
+            for eid, body in entries or [] if eid is not None and body is not None]
 
 
 def _s(value: bytes | str) -> str:
@@ -472,7 +489,7 @@ def _encode_value(key: str, value: Any) -> str | int | float:
     return "" if value is None else value
 
 
-def _encode_record(record: RunRecord) -> dict[str, str | int | float]:
+def _encode_record(record: RunRecord) -> dict[FieldT, EncodableT]:
     return {k: _encode_value(k, v) for k, v in record.model_dump(exclude={"spec"}).items()}
 
 

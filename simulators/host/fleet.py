@@ -123,7 +123,8 @@ def open_host(root: str | Path, node: str, fleet: SimFleet | None = None) -> Sim
     return host
 
 
-def select_nodes(fleet: SimFleet, *, names: list[str] | None = None, selector: dict[str, str] | None = None) -> list[str]:
+def select_nodes(fleet: SimFleet, *, names: list[str] | None = None,
+                 selector: dict[str, str] | None = None) -> list[str]:
     """Explicit names (all must exist) or a label selector; sorted by name."""
     if names:
         twice = sorted({n for n in names if names.count(n) > 1})

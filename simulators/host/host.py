@@ -98,6 +98,7 @@ class SimulatedHost:
             finally:
                 self._lock_depth -= 1
                 if self._lock_depth == 0:
+                    assert self._lock_file is not None  # opened on the outermost entry
                     fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def record(self, op: str, **args: Any) -> None:
@@ -200,7 +201,7 @@ class SimulatedHost:
         argv = check_argv(argv)
         if self.command_latency:
             spread = self.latency_jitter * self.command_latency
-            latency = max(0.0, self.command_latency + random.uniform(-spread, spread))
+            latency = max(0.0, self.command_latency + random.uniform(-spread, spread))  # noqa: S311 - jitter, no secret
             time.sleep(latency)
             self.record("command", tool=argv[0], latency=round(latency, 6), write=False)
         handler = self.tools.get(argv[0])

@@ -134,7 +134,7 @@ def add_netdev(host: SimulatedHost, addr: str, name: str, *, port_name: str | No
         host.put(f"{net}/speed", f"{speed}\n")  # Mb/s, the link being up
     index = sum(1 for _ in host.local("/sys/class/net").iterdir()) + 2 if host.exists("/sys/class/net") else 2
     host.put(f"{net}/ifindex", f"{index}\n")
-    host.put(f"{net}/address", "00:15:4d:%02x:%02x:%02x\n" % (index >> 8 & 0xFF, index & 0xFF, len(name)))
+    host.put(f"{net}/address", f"00:15:4d:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}:{len(name):02x}\n")
     if port_name is not None:
         host.put(f"{net}/phys_port_name", port_name + "\n")
     host.put_link(device_dir(addr), f"{net}/device")

@@ -131,7 +131,8 @@ def add_port(host: SimulatedHost, name: str, external_ids: Mapping[str, str]) ->
         if state is None:
             raise ValueError("OVS is not installed on this host: no br-int to add a port to")
         rows = [r for r in state.get("interfaces") or [] if r["name"] != name]
-        old = next((r for r in state.get("interfaces") or [] if r["name"] == name), {"external_ids": {}})
+        old: dict[str, Any] = next((r for r in state.get("interfaces") or [] if r["name"] == name),
+                                   {"external_ids": {}})
         rows.append({"name": name, "external_ids": {**old["external_ids"], **external_ids}})
         host.set_state("ovs", {**state, "interfaces": rows})
 
@@ -357,7 +358,7 @@ def _type_filter(types: str | None) -> Callable[[Flow], bool]:
     wanted, rest, everything = [], types, types is None
     while rest:  # strcspn over ",", as populate_dump_types does; every token is checked, even after "all"
         token, _, rest = rest.partition(",")
-        if token == "all":
+        if token == "all":  # noqa: S105 - a word of the argument, no secret
             everything = True
         elif token in TYPES:
             wanted.append(TYPES[token])
@@ -375,7 +376,8 @@ def ovs_appctl(host: SimulatedHost, argv: Argv, timeout: float) -> CommandResult
         return CommandResult(argv, 1, "", USAGE_ERROR)  # ovs_fatal exits 1
     try:
         if argv[1] != "dpctl/dump-flows":
-            raise DumpError(f'"{argv[1]}" is not a valid command (use "list-commands" to see a list of valid commands)\n')
+            raise DumpError(f'"{argv[1]}" is not a valid command '
+                            '(use "list-commands" to see a list of valid commands)\n')
         if len(argv) - 2 > MAX_ARGS:
             raise DumpError(f'"dpctl/dump-flows" command takes at most {MAX_ARGS} arguments\n')
         dump = _dump_args(list(argv[2:]))

@@ -95,7 +95,7 @@ def _os(host: SimulatedHost, distro: Distro, *, uid: int = 0) -> None:
         for top in ("bin", "sbin", "lib", "lib64"):
             host.local(f"/usr/{top}").mkdir(parents=True, exist_ok=True)
             host.put_link(f"usr/{top}", f"/{top}")
-    for path in ("/etc", "/tmp", "/run", "/boot"):
+    for path in ("/etc", "/tmp", "/run", "/boot"):  # noqa: S108 - the simulated host's, under its root
         host.local(path).mkdir(parents=True, exist_ok=True)
     host.put("/etc/os-release", distro.os_release)
     host.put("/proc/sys/kernel/osrelease", distro.kernel + "\n")

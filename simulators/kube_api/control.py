@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -48,7 +48,7 @@ def writes(sim_root: Path) -> list[dict[str, Any]]:
 
 def call(url: str, method: str, path: str, body: Any = None, *, timeout: float = 60.0) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method=method,
+    request = urllib.request.Request(url + path, data=data, method=method,  # noqa: S310 - our own server's URL
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - our own server's URL
@@ -145,8 +145,8 @@ def start_api(sim_root: Path, *, latency: float = 0.0, log_dir: Path | None = No
     argv = [sys.executable, "-m", "simulators.kube_api", "--sim-root", str(sim_root), "--port", "0",
             "--latency", str(latency), *(extra or [])]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,  # noqa: PLW1509
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=preexec_fn)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=preexec_fn)  # noqa: PLW1509
     deadline = time.monotonic() + timeout
     while not config.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

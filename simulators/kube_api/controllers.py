@@ -77,7 +77,7 @@ def new_pod(world: World, root: Path, *, namespace: str, prefix: str, node: str,
             booting: bool = False, name: str | None = None) -> Manifest:
     world["seq"] += 1
     seq = world["seq"]
-    pod = {
+    pod: Manifest = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name or f"{prefix}-{seq:05x}", "namespace": namespace, "labels": dict(labels),
                      "annotations": dict(annotations or {}), "uid": f"sim-{seq}",

@@ -238,7 +238,7 @@ class Handler(BaseHTTPRequestHandler):
         if store.kind_of(ref) != "Node":
             raise ApiError(405, f"watch of {ref.plural} is not served by the simulated API (nodes only)")
         since = int((query.get("resourceVersion") or ["0"])[0] or 0)
-        timeout = min(float((query.get("timeoutSeconds") or [WATCH_LIMIT])[0]), WATCH_LIMIT)
+        timeout = min(float((query.get("timeoutSeconds") or [str(WATCH_LIMIT)])[0]), WATCH_LIMIT)
         labels = rq.label_selector((query.get("labelSelector") or [""])[0])
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -317,7 +317,7 @@ def serve(root: Path, *, host: str = "127.0.0.1", port: int = 0, advertise: str 
     if seed:
         with server.store.lock:
             server.verbs.seed()
-    path = server.write_kubeconfig(advertise or ("127.0.0.1" if host in ("0.0.0.0", "") else host))
+    path = server.write_kubeconfig(advertise or ("127.0.0.1" if host in ("0.0.0.0", "") else host))  # noqa: S104 - not a bind
     print(f"simulated Kubernetes API listening on {host}:{server.server_address[1]}; kubeconfig {path}",
           flush=True)
     try:

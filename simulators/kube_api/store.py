@@ -15,6 +15,7 @@ window is told 410 Gone (k8s.io/apiserver pkg/storage/cacher/watch_cache.go,
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
 import threading
@@ -22,11 +23,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from simulators.kube_api import controllers as ctl
-from simulators.kube_api import kubelet
-from simulators.kube_api import fields
+from simulators.kube_api import fields, kubelet
 from simulators.kube_api.resources import Ref
 
 Manifest = dict[str, Any]
@@ -37,8 +37,9 @@ MODIFIED = "the object has been modified; please apply your changes to the lates
 class ApiError(Exception):
     """An answer other than success: the Status the server sends."""
 
-    REASONS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict", 410: "Expired",
-               415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError"}
+    REASONS: ClassVar[dict[int, str]] = {
+        400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict", 410: "Expired",
+        415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError"}
 
     def __init__(self, code: int, message: str, *, details: Manifest | None = None) -> None:
         super().__init__(message)
@@ -148,7 +149,7 @@ class Store:
 
     def put(self, ref: Ref, kind: str, obj: Manifest, before: Manifest | None, manager: str) -> Manifest:
         """Store `obj` as the new state of `ref` (written by `manager` through an update)."""
-        _, key, table = self.locate(ref)
+        _, key, _ = self.locate(ref)
         fields.record_update(before, obj, manager, self.managed.setdefault(key, {}), keys=self.keys_for(ref))
         return self.store(ref, kind, obj, before)
 
@@ -219,7 +220,7 @@ class Store:
         self.node_events.append((rv, kind, body))
         self.lock.notify_all()
 
-    def node_events_since(self, since: int) -> list[tuple[int, str, str]]:
+    def node_events_since(self, since: int) -> builtins.list[tuple[int, str, str]]:  # `list` is a method here
         """Node watch events after `since`; 410 when the window no longer reaches back that far."""
         if since < self.window_start:
             raise ApiError(410, f"too old resource version: {since} ({self.window_start})")

@@ -32,8 +32,23 @@ from kubernetes.client.exceptions import ApiException
 
 from tasks.cluster.installer import run_script
 from tasks.cluster.surface import (
-    DNS1123_LABEL, EVENT_NAMESPACE, FIELD_MANAGER, ApplyConflict, EvictionBlocked, ExecResult, Manifest, NodeEvent,
-    NodeView, PatchValue, PodGone, PodView, check_labels, check_name, event_manifest, event_repeat, selector_string,
+    DNS1123_LABEL,
+    EVENT_NAMESPACE,
+    FIELD_MANAGER,
+    ApplyConflict,
+    EvictionBlocked,
+    ExecResult,
+    Manifest,
+    NodeEvent,
+    NodeView,
+    PatchValue,
+    PodGone,
+    PodView,
+    check_labels,
+    check_name,
+    event_manifest,
+    event_repeat,
+    selector_string,
 )
 from workflows.errors import PermanentError, TransientError
 

@@ -27,7 +27,15 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from tasks.cluster.reporter import CORDONED_BY, ON_FAILURE, cordoned_by_nicflow, mark_node
-from tasks.cluster.surface import AGENT_LABELS, ClusterSurface, EvictionBlocked, NodeView, PodView, check_each, check_name
+from tasks.cluster.surface import (
+    AGENT_LABELS,
+    ClusterSurface,
+    EvictionBlocked,
+    NodeView,
+    PodView,
+    check_each,
+    check_name,
+)
 from workflows.errors import NotYet, PermanentError, StepError, StepTimeout, TransientError
 from workflows.step import Change, Step, StepContext, StepParams
 
@@ -83,7 +91,8 @@ class DrainState:
 
 
 def drain_state(surface: ClusterSurface, node: NodeView, needed: bool, because: list[str]) -> DrainState:
-    evictable, terminating = [], []
+    evictable: list[PodView] = []
+    terminating: list[PodView] = []
     for pod in surface.list_pods(node=node.name):
         if pod.owner_kind == "DaemonSet" or is_agent(pod) or pod.mirror or pod.finished:
             continue

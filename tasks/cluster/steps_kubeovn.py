@@ -36,7 +36,11 @@ from pydantic import Field
 
 from tasks.cluster.installer import SCRIPT_FILE, SCRIPT_URL, fetch_script, verify_script
 from tasks.cluster.steps_ovsovn import (
-    DURING_RUN, on_delete_patch, outdated_ovs_pods, recorded_strategy, strategy_of,
+    DURING_RUN,
+    on_delete_patch,
+    outdated_ovs_pods,
+    recorded_strategy,
+    strategy_of,
 )
 from tasks.cluster.surface import DNS1123_LABEL, Manifest, PodView, Rollout
 from workflows.errors import NotYet, PermanentError, StepTimeout, TransientError

@@ -33,7 +33,12 @@ from pydantic import Field, field_validator
 
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.objects import (
-    ApplyObjectsStep, ObjectsParams, ObjectsState, check_image, config_string, observe_objects,
+    ApplyObjectsStep,
+    ObjectsParams,
+    ObjectsState,
+    check_image,
+    config_string,
+    observe_objects,
 )
 from tasks.cluster.sriovdp_adopt import CONFIG_HASH, Plugin, config_patch, find_existing
 from tasks.cluster.surface import DNS1123_LABEL, DNS1123_SUBDOMAIN, ClusterSurface, Labels, Manifest, check_each
@@ -246,6 +251,8 @@ class SriovDevicePlugin(ApplyObjectsStep[SriovDpParams]):
         config = adopted_config(params, nfd_vendors(ctx.surface), existing.config, where)
         return DpState([], [], existing, None if config == existing.config else config)
 
+    # The overrides take DpState and SriovDpParams, narrower than ApplyObjectsStep's ObjectsState and
+    # ObjectsParams (hence the ignores): the engine hands each step only the state its observe made.
     def plan(self, state: DpState, params: SriovDpParams) -> list[Change]:  # type: ignore[override]
         plugin = state.plugin
         if plugin is None or not plugin.adopted:

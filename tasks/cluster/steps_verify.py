@@ -47,7 +47,14 @@ from tasks.cluster.reporter import STATE_LABEL, mark_node
 from tasks.cluster.steps_drain import node_of
 from tasks.cluster.steps_multus import NAD_GROUP, RESOURCE_ANNOTATION
 from tasks.cluster.surface import (
-    DNS1123_LABEL, EXTENDED_RESOURCE, ClusterSurface, Labels, Manifest, NodeView, PodGone, PodView,
+    DNS1123_LABEL,
+    EXTENDED_RESOURCE,
+    ClusterSurface,
+    Labels,
+    Manifest,
+    NodeView,
+    PodGone,
+    PodView,
 )
 from tasks.host.names import IFNAME, check_pci
 from tasks.ovs_flows import FlowReport, parse_flows
@@ -425,7 +432,7 @@ def nad_provider(nad: Manifest, network: str) -> str | None:
         config = json.loads(((nad.get("spec") or {}).get("config")) or "{}")
     except (ValueError, TypeError):
         raise PermanentError(f"NetworkAttachmentDefinition {network}: spec.config is not JSON") from None
-    plugins = config.get("plugins") if isinstance(config, dict) and isinstance(config.get("plugins"), list) \
+    plugins = config["plugins"] if isinstance(config, dict) and isinstance(config.get("plugins"), list) \
         else [config]
     kube_ovn = next((p for p in plugins if isinstance(p, dict) and p.get("type") == KUBE_OVN), None)
     if kube_ovn is None:

@@ -168,7 +168,8 @@ class PodView:
             ready=conditions.get("Ready") == "True",
             deleting=bool(meta.get("deletionTimestamp")),
             waiting=tuple(str(c["state"]["waiting"].get("reason") or "")
-                          for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+                          for c in [*(status.get("initContainerStatuses") or []),
+                                    *(status.get("containerStatuses") or [])]
                           if isinstance((c.get("state") or {}).get("waiting"), dict)),
         )
 

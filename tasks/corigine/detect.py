@@ -96,7 +96,8 @@ class DetectNic(Step[DetectParams, DetectState]):
             raise PermanentError(f"{NO_CARD} (PCI vendor:device seen: {seen})")
         listing = ", ".join(c.pci_address for c in state.cards)
         if params.interface and state.interface_pci is None:
-            raise PermanentError(f"interface {params.interface!r} does not exist on this node (Agilio cards: {listing})")
+            raise PermanentError(f"interface {params.interface!r} does not exist on this node "
+                                 f"(Agilio cards: {listing})")
         if params.interface and params.pci_address and state.interface_pci != params.pci_address:
             raise PermanentError(f"interface {params.interface!r} is on {state.interface_pci}, "
                                  f"not on pci_address {params.pci_address!r}")

@@ -117,7 +117,8 @@ class SelectFirmware(Step[SelectFirmwareParams, FirmwareState]):
             return []
         return [Change("symlink", state.link, before=state.current, after=state.desired)]
 
-    def apply(self, ctx: StepContext, params: SelectFirmwareParams, state: FirmwareState, changes: list[Change]) -> None:
+    def apply(self, ctx: StepContext, params: SelectFirmwareParams, state: FirmwareState,
+              changes: list[Change]) -> None:
         host = ctx.surface
         if state.loaded is None:
             # Before the link moves, remember what the running driver loaded, so
@@ -172,7 +173,8 @@ def _media(host: HostSurface, params: SelectFirmwareParams, board_id: Any, speed
     # some link is down: the board's per-media files with as many ports as the card
     directory = f"{FW_DIR}/{params.app}"
     names = host.listdir(directory) if host.exists(directory) else []
-    pattern = re.compile(rf"^nic_{re.escape(str(board_id))}_(.+)\.nffw({'|'.join(re.escape(s) for s in FW_SUFFIXES if s)})?$")
+    suffixes = "|".join(re.escape(s) for s in FW_SUFFIXES if s)
+    pattern = re.compile(rf"^nic_{re.escape(str(board_id))}_(.+)\.nffw({suffixes})?$")
     found = sorted({m.group(1) for m in map(pattern.match, names) if m and re.fullmatch(MEDIA, m.group(1))})
     fitting = [m for m in found if ports_of(m) == len(speeds)]
     if len(fitting) > 1:

@@ -38,7 +38,8 @@ from workflows.step import Change, Step, StepContext, StepParams
 
 DRACUT_CONF = "/etc/dracut.conf.d/90-nicflow-nfp.conf"
 HOOK = "/etc/initramfs-tools/hooks/nicflow-nfp"
-LINK_NAME = re.compile(r"^pci-" + PCI_ADDRESS[1:-1] + r"\.nffw(" + "|".join(re.escape(s) for s in FW_SUFFIXES if s) + ")?$")
+LINK_NAME = re.compile(r"^pci-" + PCI_ADDRESS[1:-1] + r"\.nffw("
+                       + "|".join(re.escape(s) for s in FW_SUFFIXES if s) + ")?$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._/-]+$")
 HEADER = ("# Managed by nicflow (persist-firmware): keep the nfp firmware selection\n"
           "# (/lib/firmware/netronome/pci-*.nffw) in the initramfs. Do not edit.\n")
@@ -58,7 +59,7 @@ def render_hook(items: list[str]) -> str:
 def firmware_links(surface: HostSurface) -> list[tuple[str, str, str]]:
     """(link path, link target, resolved target) of every pci-*.nffw link. The target
     must resolve inside the firmware directory as the system resolves it."""
-    found = []
+    found: list[tuple[str, str, str]] = []
     if not surface.exists(FW_DIR):
         return found
     real_dir = surface.realpath(FW_DIR)
@@ -153,7 +154,7 @@ class PersistFirmware(Step[PersistParams, PersistState]):
             changes.append(Change("write", state.config, before=state.current, after=state.desired))
         if state.tool == "initramfs-tools" and (state.mode is None or not int(state.mode, 8) & 0o100):
             changes.append(Change("chmod", state.config, before=state.mode, after="755"))
-        if changes and changes[0].action == "write" or state.missing:
+        if (changes and changes[0].action == "write") or state.missing:
             changes.append(Change("rebuild", state.image, before=state.missing or None, after="rebuilt"))
         return changes
 
@@ -177,4 +178,5 @@ class PersistFirmware(Step[PersistParams, PersistState]):
                 "persisted_links": [link for link, _t, _r in state.links]}
 
     def evidence(self, state: PersistState) -> str:
-        return f"{state.config}:\n{state.current or '(absent)'}\nimage {state.image} missing: {state.missing or 'nothing'}\n"
+        return (f"{state.config}:\n{state.current or '(absent)'}\n"
+                f"image {state.image} missing: {state.missing or 'nothing'}\n")

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.corigine.names import (
-    FW_SUFFIXES, PCI_DEVICES, PCI_ID, PF_DEVICES, PF_VENDORS, VF_DEVICE_OF_PF, pci_link,
+    FW_SUFFIXES,
+    PCI_DEVICES,
+    PCI_ID,
+    PF_DEVICES,
+    PF_VENDORS,
+    VF_DEVICE_OF_PF,
+    pci_link,
 )
 from tasks.host.names import IFNAME, PCI_ADDRESS, check_ifname, check_pci
 from tasks.host.surface import HostSurface

@@ -133,5 +133,6 @@ def _write(ctx: StepContext, path: str, value: str, timeout: float) -> None:
         ctx.surface.write(path, value, timeout=timeout)
     except OSError as exc:
         if exc.errno in TRANSIENT_ERRNOS:
-            raise TransientError(f"writing {value} to {path} failed: {exc.strerror or exc} (the device is busy)") from None
+            raise TransientError(f"writing {value} to {path} failed: {exc.strerror or exc} "
+                                 "(the device is busy)") from None
         raise PermanentError(f"writing {value} to {path} failed: {exc.strerror or exc}") from None

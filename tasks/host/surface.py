@@ -69,7 +69,7 @@ def check_host_path(path: str) -> str:
     """Only absolute, normalised paths without NUL or `..` reach the file system."""
     if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
         raise PermanentError(f"host path {path!r} must be an absolute path")
-    if posixpath.normpath(path) != path.rstrip("/") and path != "/" or ".." in path.split("/"):
+    if (posixpath.normpath(path) != path.rstrip("/") and path != "/") or ".." in path.split("/"):
         raise PermanentError(f"host path {path!r} is not normalised")
     return path
 
@@ -88,7 +88,7 @@ def write_with_timeout(target: Path, data: str, timeout: float) -> None:
         try:
             with open(target, "w") as handle:
                 handle.write(data)
-        except BaseException as exc:  # re-raised in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(exc)
 
     thread = threading.Thread(target=writer, daemon=True)

@@ -6,7 +6,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from workers.api.validation import BudgetCount, LabelKey, LabelValue, NodeName, ParamName, ParamValue, PipelineName, WindowCount
+from workers.api.validation import (
+    BudgetCount,
+    LabelKey,
+    LabelValue,
+    NodeName,
+    ParamName,
+    ParamValue,
+    PipelineName,
+    WindowCount,
+)
 from workflows.records import RunRecord
 
 Action = Literal["rollout", "approve", "abort", "resume", "status"]

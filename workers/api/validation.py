@@ -10,7 +10,6 @@ says which character it found.
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from typing import Annotated, Any
 

@@ -67,7 +67,7 @@ def parse(text: str) -> ChatCommand:
     if verb in ("status", "approve", "abort", "resume"):
         if len(args) != 1:
             raise ApiError(400, f"{verb}: expected one run id, got {len(args)} word(s). {USAGE}")
-        return RunCommand(verb, _run_id(args[0]))  # type: ignore[arg-type]
+        return RunCommand(verb, _run_id(args[0]))  # type: ignore[arg-type]  # `in` above does not narrow str
     raise ApiError(400, f"command: unknown command {_shown(verb)}. {USAGE}")
 
 

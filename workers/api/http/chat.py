@@ -9,7 +9,7 @@ a background task, so Slack hears back well within its 3 seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -125,7 +125,7 @@ def _slack_interaction(state: ApiState, headers: Any, body: bytes) -> ChatReply:
     response_url = _checked_url(interaction.response_url, settings.slack_response_url_prefix)
     action = interaction.actions[0]
     principal = Principal(via="slack", id=interaction.user.id, name=interaction.user.username)
-    verb = "approve" if action.action_id == APPROVE else "abort"
+    verb: Literal["approve", "abort"] = "approve" if action.action_id == APPROVE else "abort"
     reply = state.chat.handle(RunCommand(verb, action.value), principal, platform="slack",
                               delivery=interaction.trigger_id, notifier=NullNotifier)
     if response_url is None or state.secret("slack_bot_token"):

@@ -51,7 +51,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def rest_principal(request: Request,
-                   credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:
+                   credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> Principal:
     expected = api_state(request).secret("api_token")
     if not expected:
         raise ApiError(403, "the REST API is off: NICFLOW_API_TOKEN is not set")

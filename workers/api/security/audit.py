@@ -11,7 +11,7 @@ import time
 
 from workers.api.models import Action, Principal
 from workflows.errors import RunError
-from workflows.store import CheckpointStore
+from workflows.store import CheckpointStore, redis_fields, stream_entries
 
 AUDIT_STREAM = "nicflow:audit"
 AUDIT_MAXLEN = 100_000
@@ -29,15 +29,14 @@ class Audit:
         self._record("request-accepted", action, principal, run_id=run_id, pipeline=pipeline)
 
     def entries(self, count: int = 100) -> list[dict[str, str]]:
-        raw = self.store.redis.xrevrange(AUDIT_STREAM, count=count)
-        return [{_s(k): _s(v) for k, v in body.items()} for _, body in raw]
+        return [body for _, body in stream_entries(self.store.redis.xrevrange(AUDIT_STREAM, count=count))]
 
     def _record(self, kind: str, action: Action, principal: Principal, *, run_id: str | None,
                 pipeline: str | None, reason: str | None = None) -> None:
         fields = {"action": action, "by": principal.key, "name": principal.name or None, "via": principal.via,
                   "pipeline": pipeline, "run": run_id, "reason": reason}
         body = {"kind": kind, "ts": f"{time.time():.3f}", **{k: v for k, v in fields.items() if v}}
-        self.store.redis.xadd(AUDIT_STREAM, body, maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        self.store.redis.xadd(AUDIT_STREAM, redis_fields(body), maxlen=AUDIT_MAXLEN, approximate=True)
         if run_id is not None and self._exists(run_id):
             self.store.emit(run_id, kind, **{k: v for k, v in fields.items() if k != "run"})
 
@@ -47,7 +46,3 @@ class Audit:
         except RunError:
             return False
         return True
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
