@@ -255,7 +255,8 @@ def status(
         "wide: the step's status and the node's ok, changed, retried counts and seconds too."))] = None,
 ) -> None:
     """A run's state, per step and per node; exits with the outcome of a finished run (0, 2 partial, 1)."""
-    from workers.redisconn import env_redis_url, redis_client
+    from workers.redis_env import env_redis_url
+    from workers.redisconn import redis_client
     from workers.status_view import check_output, check_state, select
     from workflows.status import status_of
     from workflows.store import CheckpointStore

@@ -20,6 +20,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from workers.redis_env import env_redis_url
+
 if TYPE_CHECKING:
     from workers.settings import Settings
 
@@ -33,10 +35,6 @@ at once, not a minute of silent retries."""
 CLI_READ_TIMEOUT = 5.0
 """Seconds a CLI command waits for a reply: a server that accepts but never answers (a hung
 host, a wrong port behind a proxy) ends the command too. Every CLI read is small."""
-
-REDIS_URL_VARS = ("REDIS_URL", "NICFLOW_REDIS_URL")
-"""Where the Redis URL is read from, first found (workers.settings declares the same)."""
-
 
 class NoRedisConfigured(RuntimeError):
     pass
@@ -79,12 +77,6 @@ def redis_py_url(url: str) -> str:
     if url.startswith("redis+socket://"):
         return "unix://" + url.removeprefix("redis+socket://")
     return url
-
-
-def env_redis_url() -> str | None:
-    """The URL straight from the environment, for quick commands that load no settings; None:
-    ask the settings."""
-    return next((os.environ[name] for name in REDIS_URL_VARS if os.environ.get(name)), None)
 
 
 def _retrying(*, patient: bool, fail_fast: bool) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from workers.reports import (
+from workers.report_texts import (
     attempts_text,
     change_lines,
     changed_text,

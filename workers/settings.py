@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.redisconn import REDIS_URL_VARS, redis_py_url  # noqa: F401 - redis_py_url: its old home
+from workers.redis_env import REDIS_URL_VARS
 
 SENTINEL_ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
                               r":(?P<port>[0-9]{1,5})$")
