@@ -7,9 +7,7 @@ CLI resolves `--nodes` and `--selector` against it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -139,14 +137,3 @@ def select_nodes(fleet: SimFleet, *, names: list[str] | None = None,
         if all(node.labels.get(k) == v for k, v in (selector or {}).items())
     ]
     return sorted(chosen)
-
-
-def fleet_summary(fleet: SimFleet) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for node in fleet.nodes.values():
-        counts[node.profile] = counts.get(node.profile, 0) + 1
-    return {"nodes": len(fleet.nodes), "profiles": counts}
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())

@@ -9,7 +9,6 @@ checked against what the simulation knows before anything is created:
 
 from __future__ import annotations
 
-import difflib
 import re
 import tempfile
 from functools import lru_cache
@@ -20,6 +19,7 @@ from simulators.host.faults import inject
 from simulators.host.fleet import open_host
 from simulators.host.host import SimulatedHost
 from simulators.host.profiles import EMULATORS, PROFILES
+from workflows.loader import did_you_mean
 
 COUNTED = ("fail", "crash", "ebusy")
 """Kinds that fire N times (`*N`, default 1), then never again."""
@@ -61,7 +61,7 @@ def parse_profiles(values: list[str], names: list[str]) -> dict[str, str]:
         node, sep, profile = value.rpartition("=")
         if profile not in PROFILES:
             raise FleetSpecError(f"--profile {value!r}: unknown host profile {profile!r}"
-                                 f"{_near(profile, PROFILES)} (profiles: {', '.join(sorted(PROFILES))})")
+                                 f"{did_you_mean(profile, PROFILES)} (profiles: {', '.join(sorted(PROFILES))})")
         for name in [_node(node, names, f"--profile {value!r}")] if sep else names:
             chosen[name] = profile
     return chosen
@@ -78,11 +78,12 @@ def parse_faults(values: list[str], names: list[str]) -> dict[str, dict[str, Any
         node = _node(match["node"], names, flag)
         kind, target, count = match["kind"], match["target"], match["count"]
         if kind not in COUNTED + LISTED:
-            raise FleetSpecError(f"{flag}: unknown fault kind {kind!r}{_near(kind, COUNTED + LISTED)} "
+            raise FleetSpecError(f"{flag}: unknown fault kind {kind!r}{did_you_mean(kind, COUNTED + LISTED)} "
                                  f"(kinds: {', '.join(COUNTED + LISTED)})")
         if target not in fault_targets(kind):
-            raise FleetSpecError(f"{flag}: {kind} does not apply to {target!r}{_near(target, fault_targets(kind))} "
-                                 f"({kind} applies to: {', '.join(fault_targets(kind))})")
+            targets = fault_targets(kind)
+            raise FleetSpecError(f"{flag}: {kind} does not apply to {target!r}{did_you_mean(target, targets)} "
+                                 f"({kind} applies to: {', '.join(targets)})")
         shape = faults.setdefault(node, {})
         if kind in LISTED:
             if count is not None:
@@ -112,11 +113,6 @@ def _node(name: str, names: list[str], flag: str) -> str:
         return name
     digits = re.fullmatch(r"node-0*([0-9]+)", name)
     padded = [n for n in names if digits and re.fullmatch(rf"node-0*{digits[1]}", n)]
-    hint = f"; did you mean {padded[0]}?" if padded else "" if digits else _near(name, names)
+    hint = f"; did you mean {padded[0]}?" if padded else "" if digits else did_you_mean(name, names)
     span = f"{names[0]} .. {names[-1]}" if names else "none"
     raise FleetSpecError(f"{flag}: no node {name!r} in the simulated fleet ({span}){hint}")
-
-
-def _near(word: str, known: Any) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f"; did you mean {close[0]}?" if close else ""
