@@ -28,6 +28,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,20 +109,49 @@ def remove_pod(world: World, key: str) -> None:
     world["pods"].pop(key, None)
 
 
-def reconcile(world: World, root: Path, *, booting: bool = False) -> None:
+@dataclass(frozen=True)
+class Scope:
+    """What a write concerns, so the controllers look at that and nothing else, as a real
+    cluster's level-triggered controllers handle the object a watch event names (kubernetes
+    pkg/controller/daemon/daemon_controller.go v1.34: addNode, updateNode, deletePod enqueue the
+    DaemonSets of that one node or pod; syncDaemonSet then works on every node only for the
+    DaemonSet the event names, which here is a write to a DaemonSet: whole-world scope).
+    `nodes`: the nodes whose DaemonSet pods the DaemonSet controller reconciles, None for every
+    node. `workloads`: whether the Deployment and ReplicaSet controllers run (a cordon or a node
+    joining can let them place a pod; a pod of theirs going needs a replacement)."""
+
+    nodes: frozenset[str] | None = None
+    workloads: bool = True
+
+    @staticmethod
+    def everything() -> Scope:
+        return Scope()
+
+
+def reconcile(world: World, root: Path, *, booting: bool = False, scope: Scope | None = None) -> list[str]:
+    """Run the controllers over what `scope` concerns (everything when None); the nodes whose
+    DaemonSet pods were reconciled. A scoped reconcile leaves the world as a whole-world one
+    would: after each reconcile every node is converged, and a write changes only what its
+    scope names (tests/test_kube_api_scope.py checks the two against each other)."""
+    scope = scope or Scope.everything()
+    nodes = sorted(world["nodes"]) if scope.nodes is None else sorted(scope.nodes)
+    local = list(world["pods"].values()) if scope.nodes is None \
+        else [p for p in world["pods"].values() if p["spec"].get("nodeName") in scope.nodes]
     for obj in list(world["objects"].values()):
         if obj["kind"] == "DaemonSet":
-            _daemonset(world, root, obj, booting)
-        elif obj["kind"] == "Deployment":
+            _daemonset(world, root, obj, booting, nodes=nodes, pods=local)
+        elif obj["kind"] == "Deployment" and scope.workloads:
             _deployment(world, root, obj)
-    for rs in world["replicasets"].values():
-        _replicaset(world, root, rs)
+    if scope.workloads:
+        for rs in world["replicasets"].values():
+            _replicaset(world, root, rs)
     daemonsets = {(o["metadata"]["namespace"], o["metadata"]["name"])
                   for o in world["objects"].values() if o["kind"] == "DaemonSet"}
-    for key, pod in list(world["pods"].items()):
+    for pod in local:
         owner = owner_of(pod)
         if owner is not None and owner[0] == "DaemonSet" and (pod["metadata"]["namespace"], owner[1]) not in daemonsets:
-            remove_pod(world, key)
+            remove_pod(world, f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
+    return nodes
 
 
 def _template(obj: Manifest) -> tuple[dict[str, str], list[Manifest], dict[str, str]]:
@@ -179,21 +209,27 @@ def rolling_limits(ds: Manifest, desired: int) -> tuple[int, int] | None:
     return surge, unavailable if surge or unavailable else 1
 
 
-def _daemonset(world: World, root: Path, ds: Manifest, booting: bool) -> None:
+def _daemonset(world: World, root: Path, ds: Manifest, booting: bool, *, nodes: list[str],
+               pods: list[Manifest]) -> None:
     """pkg/controller/daemon (kubernetes 1.28): the manage loop keeps one pod on each matching
     node (a deleted one is replaced with the current template); rollingUpdate (update.go) then
     replaces pods of an older template - with maxSurge, a new pod starts beside the old one, which
     goes once the new one is available; without, old pods go first, maxUnavailable at a time.
     Pods here are available as soon as they start, so each round completes at once and the
-    update walks the nodes in order within one reconcile. OnDelete never replaces a running pod."""
+    update walks the nodes in order within one reconcile. OnDelete never replaces a running pod.
+    Only `nodes` (sorted) and their `pods` are looked at: each node's pods depend on that node
+    alone; of the others only the count of wanted nodes would enter, through maxSurge, and only
+    whether it is 0, which for a percentage of one node or more is the same."""
     meta = ds["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     digest, generation = _revision(world, ds)
     labels, containers, node_selector = _template(ds)
-    wanted = [n for n, node in sorted(world["nodes"].items()) if matches(node_selector, node["metadata"]["labels"])]
+    known = world["nodes"]
+    wanted = [n for n in nodes if n in known and matches(node_selector, known[n]["metadata"]["labels"])]
     on_node: dict[str, list[Manifest]] = {}
-    for pod in pods_of(world, namespace, "DaemonSet", name):
-        on_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
+    for pod in pods:
+        if pod["metadata"]["namespace"] == namespace and owner_of(pod) == ("DaemonSet", name):
+            on_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
 
     def start(node: str, cause: str) -> None:
         pod = new_pod(world, root, namespace=namespace, prefix=name, node=node, owner=("DaemonSet", name),

@@ -166,15 +166,17 @@ class Verbs:
                     raise ApiError(422, f'{kind}.apps "{name}" is invalid: spec.{field}: Required value')
 
     def _react(self, kind: str, before: Manifest | None = None, after: Manifest | None = None) -> None:
-        """The controllers reconcile after a write that can concern them (at 1000 nodes a
-        reconcile is some tens of milliseconds: the probe pods' writes skip it)."""
+        """The controllers reconcile after a write that can concern them, over what it concerns
+        (`_scope`): at 1000 nodes a whole-world reconcile is some tens of milliseconds under the
+        store's lock, so a write on one node looks at that node only, and the probe pods' writes
+        skip it."""
         if kind in NO_RECONCILE:
             return
         if kind == "Node" and _cordon(before) == _cordon(after) and not _node_joined_or_relabelled(before, after):
             return
         if kind == "Pod" and not ((before or after or {}).get("metadata") or {}).get("ownerReferences"):
             return
-        self.store.reconcile()
+        self.store.reconcile(scope=_scope(kind, before, after))
 
     # delete and evict --------------------------------------------------------------------------
     def delete(self, ref: Ref) -> Manifest:
@@ -320,6 +322,24 @@ class Verbs:
             new = fields.strategic_merge(live, manifest) if live else copy.deepcopy(manifest)
             s.put(ref, manifest["kind"], new, copy.deepcopy(live) if live else None, seed.KUBE_OVN_INSTALLER)
         s.reconcile()
+
+
+def _scope(kind: str, before: Manifest | None, after: Manifest | None) -> ctl.Scope:
+    """What a write the controllers react to concerns. A Node: its own DaemonSet pods (the
+    DaemonSet controller's addNode/updateNode/deleteNode enqueue for that node, kubernetes
+    pkg/controller/daemon/daemon_controller.go v1.34), and the Deployments and ReplicaSets,
+    which a cordon or a new node can let place a pod. A Pod: the DaemonSet pods of its node
+    (before and after, should a replace move it); the Deployments and ReplicaSets unless a
+    DaemonSet owns it (deletePod enqueues the pod's own controller, controller_utils.go
+    GetControllerOf). Any other kind (a DaemonSet or Deployment template): everything."""
+    if kind == "Node":
+        name = ((before or after or {}).get("metadata") or {}).get("name", "")
+        return ctl.Scope(nodes=frozenset([name]), workloads=True)
+    if kind == "Pod":
+        nodes = frozenset(str((p.get("spec") or {}).get("nodeName") or "") for p in (before, after) if p is not None)
+        owners = {ctl.owner_of(p) for p in (before, after) if p is not None}
+        return ctl.Scope(nodes=nodes, workloads=any(o is None or o[0] != "DaemonSet" for o in owners))
+    return ctl.Scope.everything()
 
 
 def _finalized(obj: Manifest) -> bool:
