@@ -327,14 +327,16 @@ class Verbs:
 def _scope(kind: str, before: Manifest | None, after: Manifest | None) -> ctl.Scope:
     """What a write the controllers react to concerns. A Node: its own DaemonSet pods (the
     DaemonSet controller's addNode/updateNode/deleteNode enqueue for that node, kubernetes
-    pkg/controller/daemon/daemon_controller.go v1.34), and the Deployments and ReplicaSets,
-    which a cordon or a new node can let place a pod. A Pod: the DaemonSet pods of its node
+    pkg/controller/daemon/daemon_controller.go v1.34), and the Deployments and ReplicaSets when
+    it joined, left or its cordon changed (they place pods on schedulable nodes, whatever their
+    labels, so a relabel leaves them as they are). A Pod: the DaemonSet pods of its node
     (before and after, should a replace move it); the Deployments and ReplicaSets unless a
     DaemonSet owns it (deletePod enqueues the pod's own controller, controller_utils.go
     GetControllerOf). Any other kind (a DaemonSet or Deployment template): everything."""
     if kind == "Node":
         name = ((before or after or {}).get("metadata") or {}).get("name", "")
-        return ctl.Scope(nodes=frozenset([name]), workloads=True)
+        return ctl.Scope(nodes=frozenset([name]), workloads=before is None or after is None
+                         or _cordon(before) != _cordon(after))
     if kind == "Pod":
         nodes = frozenset(str((p.get("spec") or {}).get("nodeName") or "") for p in (before, after) if p is not None)
         owners = {ctl.owner_of(p) for p in (before, after) if p is not None}
