@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from simulators.host.fleet import create_fleet, open_host
+from simulators.kube_api.pods import PodTable
 from simulators.kube_api.resources import Ref
 from simulators.kube_api.store import Store
 from simulators.kube_api.verbs import Verbs
@@ -123,3 +126,22 @@ def test_a_scoped_reconcile_leaves_the_world_a_whole_world_one_would(tmp_path):
         assert any(op["op"] == "ovs-ovn-start" for op in snapshot(whole)["log"])
         first = sorted(whole.store.world["nodes"])[0]
         assert whole.store.world["nodes"][first]["status"]["allocatable"].get("corigine.com/agilio_sriov") == "4"
+
+
+def pod(node: str, owner: str | None) -> dict[str, Any]:
+    refs = [{"kind": "DaemonSet", "name": owner}] if owner else []
+    return {"metadata": {"ownerReferences": refs}, "spec": {"nodeName": node}}
+
+
+def test_the_pod_table_indexes_follow_every_change():
+    table = PodTable()
+    table["ns/a"], table["ns/b"], table["ns/c"] = pod("n1", "ds"), pod("n2", "ds"), pod("n1", None)
+    assert [p["spec"]["nodeName"] for p in table.on_nodes(frozenset({"n1"}))] == ["n1", "n1"]
+    assert len(table.owned_by("ns", "DaemonSet", "ds")) == 2
+    table["ns/a"] = pod("n2", None)  # a replace that moves it: both indexes follow
+    table.pop("ns/b")
+    del table["ns/c"]
+    assert list(table.by_node["n2"]) == ["ns/a"] and not table.by_node["n1"]
+    assert table.owned_by("ns", "DaemonSet", "ds") == [] and table.owners() == []
+    with pytest.raises(TypeError):
+        table.update({"ns/d": pod("n1", None)})

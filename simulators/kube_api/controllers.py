@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.host.host import SimulatedHost
+from simulators.kube_api.pods import PodTable
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.surface import Manifest
 
@@ -59,8 +60,8 @@ def owner_of(pod: Manifest) -> tuple[str, str] | None:
 
 
 def pods_of(world: World, namespace: str, kind: str, name: str) -> list[Manifest]:
-    return [p for p in world["pods"].values()
-            if p["metadata"]["namespace"] == namespace and owner_of(p) == (kind, name)]
+    pods: PodTable = world["pods"]
+    return pods.owned_by(namespace, kind, name)
 
 
 def active_pods_of(world: World, namespace: str, kind: str, name: str) -> list[Manifest]:
@@ -135,8 +136,8 @@ def reconcile(world: World, root: Path, *, booting: bool = False, scope: Scope |
     scope names (tests/test_kube_api_scope.py checks the two against each other)."""
     scope = scope or Scope.everything()
     nodes = sorted(world["nodes"]) if scope.nodes is None else sorted(scope.nodes)
-    local = list(world["pods"].values()) if scope.nodes is None \
-        else [p for p in world["pods"].values() if p["spec"].get("nodeName") in scope.nodes]
+    table: PodTable = world["pods"]
+    local = list(table.values()) if scope.nodes is None else table.on_nodes(scope.nodes)
     for obj in list(world["objects"].values()):
         if obj["kind"] == "DaemonSet":
             _daemonset(world, root, obj, booting, nodes=nodes, pods=local)
@@ -278,11 +279,11 @@ def _deployment(world: World, root: Path, deployment: Manifest) -> None:
     namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
     labels, containers, _ = _template(deployment)
     replicaset = f"{name}-g{generation}"
-    for pod in list(world["pods"].values()):
-        owner = owner_of(pod)
-        if (pod["metadata"]["namespace"] == namespace and owner and owner[0] == "ReplicaSet"
-                and owner[1].rsplit("-g", 1)[0] == name and owner[1] != replicaset):
-            remove_pod(world, f"{namespace}/{pod['metadata']['name']}")
+    table: PodTable = world["pods"]
+    for owner_ns, kind, owner in table.owners():
+        if owner_ns == namespace and kind == "ReplicaSet" and owner.rsplit("-g", 1)[0] == name and owner != replicaset:
+            for pod in table.owned_by(owner_ns, kind, owner):
+                remove_pod(world, f"{namespace}/{pod['metadata']['name']}")
     current = active_pods_of(world, namespace, "ReplicaSet", replicaset)
     nodes = schedulable(world)
     for i in range(len(current), int(deployment["spec"].get("replicas", 1))):

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from simulators.kube_api import controllers as ctl
 from simulators.kube_api import fields, kubelet
+from simulators.kube_api.pods import PodTable
 from simulators.kube_api.resources import Ref
 
 Manifest = dict[str, Any]
@@ -65,7 +66,7 @@ class Store:
     def __init__(self, root: Path, *, watch_window: int = 1000, scoped: bool = True) -> None:
         self.root = root
         self.lock = threading.Condition(threading.RLock())
-        self.world: ctl.World = {"objects": {}, "pods": {}, "nodes": {}, "replicasets": {}, "seq": 0}
+        self.world: ctl.World = {"objects": {}, "pods": PodTable(), "nodes": {}, "replicasets": {}, "seq": 0}
         self.managed: dict[str, fields.Managed] = {}
         self._rendered: dict[str, tuple[str, list[Manifest]]] = {}
         self.learned: dict[str, str] = {}
