@@ -112,11 +112,12 @@ def remove_pod(world: World, key: str) -> None:
 
 @dataclass(frozen=True)
 class Scope:
-    """What a write concerns, so the controllers look at that and nothing else, as a real
-    cluster's level-triggered controllers handle the object a watch event names (kubernetes
-    pkg/controller/daemon/daemon_controller.go v1.34: addNode, updateNode, deletePod enqueue the
-    DaemonSets of that one node or pod; syncDaemonSet then works on every node only for the
-    DaemonSet the event names, which here is a write to a DaemonSet: whole-world scope).
+    """What a write concerns, so the controllers look at that and nothing else. A real cluster's
+    controllers are level-triggered per object (kubernetes pkg/controller/daemon/
+    daemon_controller.go v1.34: addNode, updateNode, deletePod enqueue the DaemonSets of that
+    one node or pod); its syncDaemonSet then compares every node of an enqueued DaemonSet, but
+    here every other node is already converged (each reconcile converges what it looks at), so
+    looking at the write's node alone gives the same pods: the shortcut is the simulator's.
     `nodes`: the nodes whose DaemonSet pods the DaemonSet controller reconciles, None for every
     node. `workloads`: whether the Deployment and ReplicaSet controllers run (a cordon or a node
     joining can let them place a pod; a pod of theirs going needs a replacement)."""
