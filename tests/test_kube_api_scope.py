@@ -20,6 +20,9 @@ from simulators.kube_api.verbs import Verbs
 
 SMP = "application/strategic-merge-patch+json"
 NODES = 12
+WALL_CLOCK = ("creationTimestamp", "deletionTimestamp", "ts", "time")
+"""Times of day (`time` is a managedFields entry's, in the Node watch events): two worlds built
+one after the other may straddle a second."""
 
 
 def seeded(root: Path, *, scoped: bool) -> Verbs:
@@ -77,7 +80,7 @@ def snapshot(verbs: Verbs) -> dict[str, Any]:
     """The world, the watch events and the controllers' log, but for the wall-clock times."""
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("creationTimestamp", "deletionTimestamp", "ts")}
+            return {k: strip(v) for k, v in value.items() if k not in WALL_CLOCK}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
