@@ -28,10 +28,12 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from simulators.host.host import SimulatedHost
+from simulators.kube_api.pods import PodTable
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.surface import Manifest
 
@@ -58,8 +60,8 @@ def owner_of(pod: Manifest) -> tuple[str, str] | None:
 
 
 def pods_of(world: World, namespace: str, kind: str, name: str) -> list[Manifest]:
-    return [p for p in world["pods"].values()
-            if p["metadata"]["namespace"] == namespace and owner_of(p) == (kind, name)]
+    pods: PodTable = world["pods"]
+    return pods.owned_by(namespace, kind, name)
 
 
 def active_pods_of(world: World, namespace: str, kind: str, name: str) -> list[Manifest]:
@@ -108,20 +110,50 @@ def remove_pod(world: World, key: str) -> None:
     world["pods"].pop(key, None)
 
 
-def reconcile(world: World, root: Path, *, booting: bool = False) -> None:
+@dataclass(frozen=True)
+class Scope:
+    """What a write concerns, so the controllers look at that and nothing else. A real cluster's
+    controllers are level-triggered per object (kubernetes pkg/controller/daemon/
+    daemon_controller.go v1.34: addNode, updateNode, deletePod enqueue the DaemonSets of that
+    one node or pod); its syncDaemonSet then compares every node of an enqueued DaemonSet, but
+    here every other node is already converged (each reconcile converges what it looks at), so
+    looking at the write's node alone gives the same pods: the shortcut is the simulator's.
+    `nodes`: the nodes whose DaemonSet pods the DaemonSet controller reconciles, None for every
+    node. `workloads`: whether the Deployment and ReplicaSet controllers run (a cordon or a node
+    joining can let them place a pod; a pod of theirs going needs a replacement)."""
+
+    nodes: frozenset[str] | None = None
+    workloads: bool = True
+
+    @staticmethod
+    def everything() -> Scope:
+        return Scope()
+
+
+def reconcile(world: World, root: Path, *, booting: bool = False, scope: Scope | None = None) -> list[str]:
+    """Run the controllers over what `scope` concerns (everything when None); the nodes whose
+    DaemonSet pods were reconciled. A scoped reconcile leaves the world as a whole-world one
+    would: after each reconcile every node is converged, and a write changes only what its
+    scope names (tests/test_kube_api_scope.py checks the two against each other)."""
+    scope = scope or Scope.everything()
+    nodes = sorted(world["nodes"]) if scope.nodes is None else sorted(scope.nodes)
+    table: PodTable = world["pods"]
+    local = list(table.values()) if scope.nodes is None else table.on_nodes(scope.nodes)
     for obj in list(world["objects"].values()):
         if obj["kind"] == "DaemonSet":
-            _daemonset(world, root, obj, booting)
-        elif obj["kind"] == "Deployment":
+            _daemonset(world, root, obj, booting, nodes=nodes, pods=local)
+        elif obj["kind"] == "Deployment" and scope.workloads:
             _deployment(world, root, obj)
-    for rs in world["replicasets"].values():
-        _replicaset(world, root, rs)
+    if scope.workloads:
+        for rs in world["replicasets"].values():
+            _replicaset(world, root, rs)
     daemonsets = {(o["metadata"]["namespace"], o["metadata"]["name"])
                   for o in world["objects"].values() if o["kind"] == "DaemonSet"}
-    for key, pod in list(world["pods"].items()):
+    for pod in local:
         owner = owner_of(pod)
         if owner is not None and owner[0] == "DaemonSet" and (pod["metadata"]["namespace"], owner[1]) not in daemonsets:
-            remove_pod(world, key)
+            remove_pod(world, f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
+    return nodes
 
 
 def _template(obj: Manifest) -> tuple[dict[str, str], list[Manifest], dict[str, str]]:
@@ -179,21 +211,27 @@ def rolling_limits(ds: Manifest, desired: int) -> tuple[int, int] | None:
     return surge, unavailable if surge or unavailable else 1
 
 
-def _daemonset(world: World, root: Path, ds: Manifest, booting: bool) -> None:
+def _daemonset(world: World, root: Path, ds: Manifest, booting: bool, *, nodes: list[str],
+               pods: list[Manifest]) -> None:
     """pkg/controller/daemon (kubernetes 1.28): the manage loop keeps one pod on each matching
     node (a deleted one is replaced with the current template); rollingUpdate (update.go) then
     replaces pods of an older template - with maxSurge, a new pod starts beside the old one, which
     goes once the new one is available; without, old pods go first, maxUnavailable at a time.
     Pods here are available as soon as they start, so each round completes at once and the
-    update walks the nodes in order within one reconcile. OnDelete never replaces a running pod."""
+    update walks the nodes in order within one reconcile. OnDelete never replaces a running pod.
+    Only `nodes` (sorted) and their `pods` are looked at: each node's pods depend on that node
+    alone; of the others only the count of wanted nodes would enter, through maxSurge, and only
+    whether it is 0, which for a percentage of one node or more is the same."""
     meta = ds["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     digest, generation = _revision(world, ds)
     labels, containers, node_selector = _template(ds)
-    wanted = [n for n, node in sorted(world["nodes"].items()) if matches(node_selector, node["metadata"]["labels"])]
+    known = world["nodes"]
+    wanted = [n for n in nodes if n in known and matches(node_selector, known[n]["metadata"]["labels"])]
     on_node: dict[str, list[Manifest]] = {}
-    for pod in pods_of(world, namespace, "DaemonSet", name):
-        on_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
+    for pod in pods:
+        if pod["metadata"]["namespace"] == namespace and owner_of(pod) == ("DaemonSet", name):
+            on_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
 
     def start(node: str, cause: str) -> None:
         pod = new_pod(world, root, namespace=namespace, prefix=name, node=node, owner=("DaemonSet", name),
@@ -242,11 +280,11 @@ def _deployment(world: World, root: Path, deployment: Manifest) -> None:
     namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
     labels, containers, _ = _template(deployment)
     replicaset = f"{name}-g{generation}"
-    for pod in list(world["pods"].values()):
-        owner = owner_of(pod)
-        if (pod["metadata"]["namespace"] == namespace and owner and owner[0] == "ReplicaSet"
-                and owner[1].rsplit("-g", 1)[0] == name and owner[1] != replicaset):
-            remove_pod(world, f"{namespace}/{pod['metadata']['name']}")
+    table: PodTable = world["pods"]
+    for owner_ns, kind, owner in table.owners():
+        if owner_ns == namespace and kind == "ReplicaSet" and owner.rsplit("-g", 1)[0] == name and owner != replicaset:
+            for pod in table.owned_by(owner_ns, kind, owner):
+                remove_pod(world, f"{namespace}/{pod['metadata']['name']}")
     current = active_pods_of(world, namespace, "ReplicaSet", replicaset)
     nodes = schedulable(world)
     for i in range(len(current), int(deployment["spec"].get("replicas", 1))):

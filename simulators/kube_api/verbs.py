@@ -16,6 +16,7 @@ from typing import Any
 
 from simulators.kube_api import controllers as ctl
 from simulators.kube_api import fields, kubelet, seed
+from simulators.kube_api.pods import PodTable
 from simulators.kube_api.resources import KINDS, Ref
 from simulators.kube_api.store import ApiError, Manifest, Store, not_found, now
 
@@ -166,15 +167,17 @@ class Verbs:
                     raise ApiError(422, f'{kind}.apps "{name}" is invalid: spec.{field}: Required value')
 
     def _react(self, kind: str, before: Manifest | None = None, after: Manifest | None = None) -> None:
-        """The controllers reconcile after a write that can concern them (at 1000 nodes a
-        reconcile is some tens of milliseconds: the probe pods' writes skip it)."""
+        """The controllers reconcile after a write that can concern them, over what it concerns
+        (`_scope`): at 1000 nodes a whole-world reconcile is some tens of milliseconds under the
+        store's lock, so a write on one node looks at that node only, and the probe pods' writes
+        skip it."""
         if kind in NO_RECONCILE:
             return
         if kind == "Node" and _cordon(before) == _cordon(after) and not _node_joined_or_relabelled(before, after):
             return
         if kind == "Pod" and not ((before or after or {}).get("metadata") or {}).get("ownerReferences"):
             return
-        self.store.reconcile()
+        self.store.reconcile(scope=_scope(kind, before, after))
 
     # delete and evict --------------------------------------------------------------------------
     def delete(self, ref: Ref) -> Manifest:
@@ -293,7 +296,7 @@ class Verbs:
         s = self.store
         inventory_file = s.root / "fleet.json"
         inventory = json.loads(inventory_file.read_text())["nodes"] if inventory_file.exists() else {}
-        s.world = {"objects": {}, "pods": {}, "nodes": {}, "replicasets": {}, "seq": s.world["seq"]}
+        s.world = {"objects": {}, "pods": PodTable(), "nodes": {}, "replicasets": {}, "seq": s.world["seq"]}
         s.managed.clear()
         s.window_start, s.node_events = s.rv, type(s.node_events)()
         for name, spec in sorted(inventory.items()):
@@ -320,6 +323,26 @@ class Verbs:
             new = fields.strategic_merge(live, manifest) if live else copy.deepcopy(manifest)
             s.put(ref, manifest["kind"], new, copy.deepcopy(live) if live else None, seed.KUBE_OVN_INSTALLER)
         s.reconcile()
+
+
+def _scope(kind: str, before: Manifest | None, after: Manifest | None) -> ctl.Scope:
+    """What a write the controllers react to concerns. A Node: its own DaemonSet pods (the
+    DaemonSet controller's addNode/updateNode/deleteNode enqueue for that node, kubernetes
+    pkg/controller/daemon/daemon_controller.go v1.34), and the Deployments and ReplicaSets when
+    it joined, left or its cordon changed (they place pods on schedulable nodes, whatever their
+    labels, so a relabel leaves them as they are). A Pod: the DaemonSet pods of its node
+    (before and after, should a replace move it); the Deployments and ReplicaSets unless a
+    DaemonSet owns it (deletePod enqueues the pod's own controller, controller_utils.go
+    GetControllerOf). Any other kind (a DaemonSet or Deployment template): everything."""
+    if kind == "Node":
+        name = ((before or after or {}).get("metadata") or {}).get("name", "")
+        return ctl.Scope(nodes=frozenset([name]), workloads=before is None or after is None
+                         or _cordon(before) != _cordon(after))
+    if kind == "Pod":
+        nodes = frozenset(str((p.get("spec") or {}).get("nodeName") or "") for p in (before, after) if p is not None)
+        owners = {ctl.owner_of(p) for p in (before, after) if p is not None}
+        return ctl.Scope(nodes=nodes, workloads=any(o is None or o[0] != "DaemonSet" for o in owners))
+    return ctl.Scope.everything()
 
 
 def _finalized(obj: Manifest) -> bool:
