@@ -360,7 +360,7 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
         print(f"repetition {repetition}: killed {killed.status} after {killed.looks} wait(s)")  # shown by -rP
         for epoch in {running.epoch, killed.epoch}:
             wait_until("the killed drain's heartbeat died",
-                       lambda epoch=epoch: not stack.engine.heartbeats.alive(run_id, NODE, "drain", epoch))
+                       lambda epoch=epoch: not stack.engine.heartbeats.alive(run_id, NODE, "drain", epoch))  # noqa: B023 - called in this iteration
         release(stack, root, held_pod)  # the drain's next look finds its pods gone
         agent(stack, root)
         controller(stack)  # its watchdog gives a drain killed under its claim a new token
