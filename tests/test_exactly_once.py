@@ -26,9 +26,11 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from simulators.host.faults import inject
 from simulators.host.fleet import open_host
+from tasks.cluster.surface import PodView
 from tests.helpers import PIPELINES
 from tests.sim_api import SimCluster
 from tests.stack import Stack
@@ -47,6 +49,7 @@ RUN_ARGS = ["--set", "rollout.canary=0", "--set", "reload_wait_interval=0.01", "
             "--set", "cluster_poll_interval=0.3", "--set", "allow_disable_ovn_lb=true"]
 NUMVFS = "/sys/bus/pci/devices/0000:04:00.0/sriov_numvfs"
 REBUILDS = ("update-initramfs", "dracut")
+HOLD = "example.com/hold"
 
 
 def repeat(default: int) -> int:
@@ -209,9 +212,10 @@ def inside_apply(stack: Stack, root: Path, run_id: str, step: str) -> Checkpoint
     wait_until(f"{step}'s command in ops.log", lambda: [
         o for o in ops_of(root) if COMMANDS[step](o) and o["ts"] >= (running.started_at or 0)])
     now = checkpoint(stack, run_id, step)
-    if step in WAITS and now is not None and now.status == "waiting":
-        # on a fast API the drain evicts and gives its worker back within the same instant
-        assert_waiting_in(stack, run_id, step, running, now)
+    if step in WAITS and now != running:
+        # on a fast API the drain evicts and gives its worker back within the same instant, and
+        # on a loaded machine it may be woken again before this reads it
+        assert_went_on(stack, run_id, step, running, now)
         return running
     assert now == running
     assert stack.engine.heartbeats.alive(run_id, NODE, step, running.epoch)
@@ -222,8 +226,8 @@ def copies_while_running(stack: Stack, root: Path, run_id: str, step: str) -> Ch
     running = inside_apply(stack, root, run_id, step)
     send_copies(stack, run_id, step, running.token)
     after = checkpoint(stack, run_id, step)
-    if step in WAITS and after is not None and after.status == "waiting":
-        assert_waiting_in(stack, run_id, step, running, after)
+    if step in WAITS and after != running:
+        assert_went_on(stack, run_id, step, running, after)
         return running
     # all copies were sent inside the attempt: it is still running, under the same claim
     assert after == running and stack.engine.heartbeats.alive(run_id, NODE, step, running.epoch), (running, after)
@@ -237,6 +241,17 @@ def assert_waiting_in(stack: Stack, run_id: str, step: str, running: Checkpoint,
     assert now.wait_since is not None and now.wait_since >= (running.started_at or 0), (running, now)
     members = stack.engine.store.redis.zrange(wake_key(run_id), 0, -1)
     assert [m.decode() for m in members] == [f"{NODE}|{step}"], members
+
+
+def assert_went_on(stack: Stack, run_id: str, step: str, running: Checkpoint, now: Checkpoint | None) -> None:
+    """The attempt is no longer under its first claim: it waits for the cluster, or a woken look
+    of it (workflows.executor: the same attempt, claimed again, `looks` counting its waits) runs."""
+    assert now is not None, running
+    if now.status == "waiting":
+        assert_waiting_in(stack, run_id, step, running, now)
+        return
+    assert (now.attempt, now.status) == (running.attempt, "running") and now.claim != running.claim, (running, now)
+    assert now.looks > running.looks and (now.wait_since or 0) >= (running.started_at or 0), (running, now)
 
 
 def copies_while_queued(stack: Stack, run_id: str, step: str, workers: dict[str, WorkerProcess]) -> Checkpoint:
@@ -304,9 +319,13 @@ def test_copies_of_a_delivery_never_run_a_step_twice(stack, step, phase):
     workers = {"controller": controller(stack), "agent": agent(stack, root)}
     refused = first_attempt_fails(root, step) if phase == "queued" else 0
     pipeline = drain_after_an_agent_step(root) if (step, phase) == ("drain", "queued") else PIPELINE
+    # the drain cannot end before its copies are sent (on a fast API it ends within a poll)
+    held_pod = hold_a_pod(stack, root) if (step, phase) == ("drain", "running") else None
     run_id = stack.run(pipeline, root, NODES, *RUN_ARGS, "--nodes", NODE)
     if phase == "running":
         target = copies_while_running(stack, root, run_id, step)
+        if held_pod is not None:
+            release(stack, root, held_pod)
     else:
         target = copies_while_queued(stack, run_id, step, workers)
     status = stack.wait_for(run_id, timeout=180)
@@ -328,38 +347,89 @@ def test_every_worker_killed_mid_drain_then_resumed_reloads_once(stack):
         root = stack.fleet(f"resume-{repetition}", NODES, latency=0.3)  # the node's next steps outlast resume's start
         controller(stack)
         agent(stack, root)
+        held_pod = hold_a_pod(stack, root)  # the drain cannot end before the kill
         run_id = stack.run(PIPELINE, root, NODES, *RUN_ARGS, "--nodes", NODE)
         running = inside_apply(stack, root, run_id, "drain")
         time.sleep(rng.uniform(0.0, 0.15))
-        # the kill lands inside the drain: still running under its claim, its worker beating; or,
-        # once it evicted, waiting for the pods to go, its worker given back
-        now = checkpoint(stack, run_id, "drain")
-        held = now == running
-        if held:
-            assert stack.engine.heartbeats.alive(run_id, NODE, "drain", running.epoch), repetition
-        else:
-            assert_waiting_in(stack, run_id, "drain", running, now)
-        killed_at = time.time()
         kill_all(stack)
-        wait_until("the killed drain's heartbeat died",
-                   lambda: not stack.engine.heartbeats.alive(run_id, NODE, "drain", running.epoch))  # noqa: B023 - called in this iteration
+        # Nothing runs now: what the kill cut is read from the store, not guessed from a look before it.
+        killed_at = time.time()
+        mark = events_with_ids(stack, run_id)[-1][0]
+        killed = killed_drain(stack, run_id, running)
+        under_claim = killed.status == "running"
+        print(f"repetition {repetition}: killed {killed.status} after {killed.looks} wait(s)")  # shown by -rP
+        for epoch in {running.epoch, killed.epoch}:
+            wait_until("the killed drain's heartbeat died",
+                       lambda epoch=epoch: not stack.engine.heartbeats.alive(run_id, NODE, "drain", epoch))  # noqa: B023 - called in this iteration
+        release(stack, root, held_pod)  # the drain's next look finds its pods gone
         agent(stack, root)
-        controller(stack)  # its watchdog gives the dead drain a new token
+        controller(stack)  # its watchdog gives a drain killed under its claim a new token
         wait_until("a step running again", lambda: live_step(stack, run_id))  # noqa: B023 - called in this iteration
         resumed = stack.nicflow("resume", run_id)  # while the restarted workers run the node's steps
         assert resumed.returncode == 0, (repetition, resumed.stderr)
         assert f"run {run_id} resumed: " in resumed.stdout, resumed.stdout
         status = stack.wait_for(run_id, timeout=180)
         assert status["status"] == "succeeded", (repetition, status)
-        drains = [e for e in events(stack, run_id) if e["kind"] == "step-finished" and e["step"] == "drain"]
-        assert len(drains) == 1 and float(drains[0]["ts"]) > killed_at, (repetition, drains)
-        # the killed drain was started again, once (a waiting one was woken from Redis instead); no
-        # step a live worker ran was taken from it
+        since = [e for _, e in stack.engine.store.events(run_id, after=mark, count=100_000)]
+        drain = [e for e in since if e.get("node") == NODE and e.get("step") == "drain"]
+        finished = [e for e in events(stack, run_id) if e["kind"] == "step-finished" and e["step"] == "drain"]
+        assert len(finished) == 1 and finished[0] in drain, (repetition, finished)  # after the kill
+        # A drain killed under a claim (its first, or a woken look's) was dispatched again once and
+        # started again once; a waiting one was woken from Redis instead, never started again.
+        restarts = [e for e in drain if e["kind"] == "step-started"]
+        redispatched = [e for e in drain if e["kind"] == "step-redispatched"]
+        assert len(restarts) == len(redispatched) == (1 if under_claim else 0), \
+            (repetition, killed.status, killed.looks, drain, resumed.stdout)
+        if not under_claim:
+            assert drain[0]["kind"] == "step-woken" and drain[0]["look"] == str(killed.looks), (repetition, drain)
+        # no step a live worker ran was taken from it
         started = Counter(e["step"] for e in events(stack, run_id) if e["kind"] == "step-started" and e.get("node"))
-        assert started.pop("drain") == (2 if held else 1) and set(started.values()) == {1}, \
-            (repetition, held, started, resumed.stdout)
+        assert started.pop("drain") == 1 + len(restarts) and set(started.values()) == {1}, \
+            (repetition, killed.status, started, resumed.stdout)
         assert_no_step_finished_twice(stack, run_id)
         assert_exactly_once(root, cut=in_flight(root, killed_at))
+
+
+def hold_a_pod(stack: Stack, root: Path) -> PodView:
+    """One of the node's evictable pods held terminating by a finalizer (as a pod with a long grace
+    period is): evicted once, the drain then waits for it, looking again, until it is released."""
+    pods = [p for p in stack.cluster(root).list_pods(node=NODE) if p.owner_kind == "ReplicaSet"]
+    assert pods, stack.cluster(root).list_pods(node=NODE)
+    set_finalizers(stack, root, pods[0], [HOLD])
+    return pods[0]
+
+
+def release(stack: Stack, root: Path, pod: PodView) -> None:
+    set_finalizers(stack, root, pod, None)
+
+
+def set_finalizers(stack: Stack, root: Path, pod: PodView, finalizers: list[str] | None) -> None:
+    core = client.CoreV1Api(stack.cluster(root).api_client)
+    core.patch_namespaced_pod(pod.name, pod.namespace, {"metadata": {"finalizers": finalizers}},
+                              field_manager="kubectl-edit", _content_type="application/merge-patch+json")
+
+
+def events_with_ids(stack: Stack, run_id: str) -> list[tuple[str, dict[str, str]]]:
+    return stack.engine.store.events(run_id, count=100_000)
+
+
+def killed_drain(stack: Stack, run_id: str, running: Checkpoint) -> Checkpoint:
+    """The drain as the kill left it, once every worker is dead (nothing writes it until they start
+    again): the attempt `running` started, inside it. Its claim and each wait are written with their
+    event in one script (workflows.store, workflows.wakeups), so its last event says the same:
+    running under its first claim (`step-started`), running a woken look under a later claim
+    (`step-woken`, with the look), or waiting for its pods to go, its worker given back
+    (`step-waiting`, its wake-up in Redis)."""
+    killed = checkpoint(stack, run_id, "drain")
+    last = [e for _, e in events_with_ids(stack, run_id) if e.get("node") == NODE and e.get("step") == "drain"][-1]
+    assert killed is not None and killed.attempt == running.attempt, (running, killed)
+    if killed == running:
+        assert last["kind"] == "step-started", (killed, last)
+    else:
+        assert_went_on(stack, run_id, "drain", running, killed)
+        kind = "step-waiting" if killed.status == "waiting" else "step-woken"
+        assert (last["kind"], last["look"]) == (kind, str(killed.looks)), (killed, last)
+    return killed
 
 
 def live_step(stack: Stack, run_id: str) -> str | None:

@@ -102,7 +102,9 @@ def test_nodes_are_rolled_out_by_the_reconciler_and_two_joining_nodes_share_one_
     # the two nodes it finds unlabelled are its first run, which pauses after its canary
     first = wait_until("the reconciler's first run", lambda: started_runs(stack))[0]
     stack.wait_for(first, statuses=("paused",), timeout=240)
-    # two nodes join within the debounce window (8 s) while that run is live: they wait for it
+    # two nodes join while that run is live, each whenever its add-node ends (a loaded machine may
+    # put them more than a debounce apart): they wait for it, and so does nothing of that run's own
+    # (node-001, reserved and not reached yet, shows no state either), whenever a relist falls
     for name in ("node-002", "node-003"):
         added = stack.nicflow("sim", "add-node", name, "--sim-root", str(root))
         assert added.returncode == 0, added.stderr

@@ -10,7 +10,8 @@ over once the active one stops renewing (killed, cut off). The active one:
   and every `relist_interval` it lists again anyway, as an informer resyncs;
 - a node that is Ready and shows no `nicflow.io/state` (a new node, one that was
   NotReady, one whose label was removed) wants a rollout; so does one labelled
-  `drifted` when the policy says `repair: true`. The first such node opens a debounce
+  `drifted` when the policy says `repair: true`, unless a live run reserves it (a pending
+  node of that run: it is that run's to roll out). The first such node opens a debounce
   window: when it closes, every node that wants a rollout goes into one run, started
   as `nicflow run` starts it (`workflows.control.start_run`, reservations included);
 - one run at a time per policy: while the last run it started is live, or any of the
@@ -135,8 +136,7 @@ class Reconciler:
         for name in list(self.first_seen):
             if name not in self.nodes:
                 del self.first_seen[name]
-        for name in self.nodes:
-            self._judge(name)
+        self._judge(*self.nodes)
         count_drifted(self.spec.name, self.nodes.values())
         self.next_relist = self.clock() + self.spec.relist_interval
 
@@ -165,13 +165,28 @@ class Reconciler:
         state = node.labels.get(STATE_LABEL)
         return node.ready and (state is None or (self.spec.repair and state == DRIFTED))
 
-    def _judge(self, name: str) -> None:
-        if self.wants_rollout(self.nodes[name]):
-            if name not in self.first_seen:
-                log.info("node %s wants a rollout (%s)", name, self.nodes[name].labels.get(STATE_LABEL) or "no state")
-            self.first_seen.setdefault(name, self.clock())
-        else:
-            self.first_seen.pop(name, None)
+    def _judge(self, *names: str) -> None:
+        """Each node wanting a rollout that no live run holds joins `first_seen`; the others leave it.
+        A pending node of a live run (reserved, not admitted yet) shows no state, as a new node does:
+        it is that run's, never the next one's, whether a watch event or a relist brings it here."""
+        wanting = [name for name in names if self.wants_rollout(self.nodes[name])]
+        held = self._held_by_live_runs(wanting)
+        for name in names:
+            if name in wanting and name not in held:
+                if name not in self.first_seen:
+                    log.info("node %s wants a rollout (%s)", name,
+                             self.nodes[name].labels.get(STATE_LABEL) or "no state")
+                self.first_seen.setdefault(name, self.clock())
+            else:
+                self.first_seen.pop(name, None)
+
+    def _held_by_live_runs(self, nodes: list[str]) -> set[str]:
+        """The nodes a live run reserves: once it ends, the next relist judges them again."""
+        if not nodes:
+            return set()
+        holders = self.engine.reservations.holders(nodes)
+        live = {run for run in set(holders.values()) if self._live(run)}
+        return {node for node, run in holders.items() if run in live}
 
     def _due_times(self) -> list[float]:
         times = [self.next_relist, self.next_renew]
@@ -217,10 +232,12 @@ class Reconciler:
     def _start_run(self) -> None:
         busy = self.busy_with()
         if busy is not None:
-            if busy != self._waiting_for:
+            # said again when a node joins the wait: nodes join whenever they do, not within one debounce
+            waiting = f"{busy}: {', '.join(sorted(self.first_seen))}"
+            if waiting != self._waiting_for:
                 log.info("run %s is live: %d node(s) wait for the next run: %s", busy, len(self.first_seen),
                          ", ".join(sorted(self.first_seen)))
-                self._waiting_for = busy
+                self._waiting_for = waiting
             return
         nodes = sorted(self.first_seen)
         record = start_run(self.engine, self.pipeline, nodes, fleet=self.fleet, overrides=self.policy.overrides(),

@@ -118,7 +118,9 @@ class SimulatedHost:
         path = self.node_dir / "ops.log"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        # Only whole lines: a line an agent is appending now may be read half written (a read is not
+        # atomic against a write: the file grows page by page); it is whole on the next read.
+        return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
 
     def state(self, name: str, default: Any = None) -> Any:
         """Emulator state that is not a file on the host (loaded modules, OVS settings)."""

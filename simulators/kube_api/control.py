@@ -37,9 +37,11 @@ def server_url(sim_root: Path) -> str:
 
 
 def ops(sim_root: Path) -> list[dict[str, Any]]:
-    """Every line of the request log, in order."""
+    """Every whole line of the request log, in order: one the server is appending now may be read
+    half written (a read is not atomic against a write: the file grows page by page), and is whole
+    on the next read."""
     path = Path(sim_root) / "_cluster" / "ops.log"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return [json.loads(x) for x in path.read_text().split("\n")[:-1] if x.strip()] if path.exists() else []
 
 
 def writes(sim_root: Path) -> list[dict[str, Any]]:
