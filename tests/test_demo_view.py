@@ -25,6 +25,8 @@ def test_the_demo_ends_each_run_in_sentences_and_a_recap(tmp_path: Path) -> None
                                                                          "writes to the", "the traffic probe"))]
         assert len(closing) == 4, text
         assert not re.search(r"[{}]|': \d", "\n".join(closing)), closing  # no dict, no repr
+        # the summary table's title on a line of its own, not run on from the watch's last frame
+        assert re.search(r"^ *run \S+ succeeded *$", text, re.M), text
     assert re.search(r"^node-004 +: ok=\d+ +changed=\d+ +failed=0 +retried=1", first, re.M), first  # flaky modprobe
     assert "retried: attempts a step made again after a transient error" in first
     assert re.search(r"on the hosts: \d+ file write\(s\), ", first), first

@@ -155,7 +155,9 @@ def test_watch_in_a_terminal_shows_the_run_and_the_recap_in_colour(stack, failed
 
 
 def test_a_paused_run_says_how_to_approve_and_its_eta_stops(stack, tmp_path: Path) -> None:
-    root = stack.fleet("paused", len(NODES) + SPARE)
+    # 0.2 s a host command: a node of the second wave runs for seconds (its commands' latency is a
+    # floor, whatever the API's speed), so a frame of the watch (every 0.5 s) shows it running
+    root = stack.fleet("paused", len(NODES) + SPARE, latency=0.2)
     stack.agent(root, len(NODES) + SPARE)
     run_id = stack.run("corigine-offload", root, len(NODES) + SPARE, *FAST_CORIGINE_RUN, "--nodes", ",".join(NODES),
                        "--set", "rollout.canary=1", "--set", "rollout.pause=after_canary",

@@ -180,6 +180,10 @@ def watch(get_status: Callable[[], dict[str, Any]], console: Console, *, interva
             time.sleep(interval)
             status = get_status()
             live.update(frames.render(status))
+    if not console.is_terminal:
+        # rich's Live ends its last frame with a newline on a terminal only (rich 15.0.0,
+        # rich/live.py Live.stop): piped, the next line printed would run on from the panel's bottom border
+        console.line()
     return status
 
 
