@@ -22,6 +22,7 @@ from simulators.host.fleet import create_fleet
 from simulators.kube_api.control import running_api
 from tasks.cluster.kube import KubeCluster, WatchExpired
 from tasks.cluster.nodes import resolve_nodes
+from tests.helpers import inline_engine
 from tests.test_deploy_manifests import DEPLOY, build, containers, documents, find, pod_specs, validate
 from tests.test_deploy_rbac import Grant, Request, describe, expand, grants_of
 from workers.drift import report_drift
@@ -95,9 +96,10 @@ def recorded_requests(tmp_path: Path, redis: Redis) -> list[Request]:
     with running_api(root) as api:
         kube = KubeCluster.from_kubeconfig(str(api.kubeconfig), request_timeout=10)
         start = len(api.ops())
-        # only the cluster side runs: the engine, Redis and the lease are not reached by relist and watch
-        reconciler = Reconciler(engine=None, redis=None, policy=policy, pipeline=None, cluster=kube,  # type: ignore[arg-type]
-                                fleet="real", lease=None)  # type: ignore[arg-type]
+        # only the cluster side runs, and the engine's reservations (which nodes a live run holds):
+        # Redis and the lease of the reconciler itself are not reached by relist and watch
+        reconciler = Reconciler(engine=inline_engine(redis), redis=None, policy=policy,  # type: ignore[arg-type]
+                                pipeline=None, cluster=kube, fleet="real", lease=None)  # type: ignore[arg-type]
         reconciler.relist()
         reconciler._watch()
         assert sorted(reconciler.first_seen) == ["node-000", "node-001"]  # it saw them wanting a rollout
@@ -127,7 +129,8 @@ def test_the_reconciler_s_roles_grant_exactly_what_it_asks_for(tmp_path: Path, r
                                         "namespace": "nicflow"}]
 
 
-def test_a_watch_from_an_expired_resource_version_is_told_410_and_the_reconciler_relists(tmp_path: Path) -> None:
+def test_a_watch_from_an_expired_resource_version_is_told_410_and_the_reconciler_relists(tmp_path: Path,
+                                                                                       redis: Redis) -> None:
     """The server keeps 2 node events (`--watch-window 2`); a watch from before them is 410 Gone."""
     root = tmp_path / "fleet"
     create_fleet(root, 2)
@@ -135,8 +138,8 @@ def test_a_watch_from_an_expired_resource_version_is_told_410_and_the_reconciler
                                           "selector": {"feature.node.kubernetes.io/pci-19ee.present": "true"}}))
     with running_api(root, extra=["--watch-window", "2"]) as api:
         kube = KubeCluster.from_kubeconfig(str(api.kubeconfig), request_timeout=10)
-        reconciler = Reconciler(engine=None, redis=None, policy=policy, pipeline=None, cluster=kube,  # type: ignore[arg-type]
-                                fleet="real", lease=None)  # type: ignore[arg-type]
+        reconciler = Reconciler(engine=inline_engine(redis), redis=None, policy=policy,  # type: ignore[arg-type]
+                                pipeline=None, cluster=kube, fleet="real", lease=None)  # type: ignore[arg-type]
         reconciler.relist()
         stale = reconciler.version
         for i in range(3):  # three changes push the list's resourceVersion out of the window
