@@ -81,7 +81,7 @@ def snapshot(verbs: Verbs) -> dict[str, Any]:
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k not in WALL_CLOCK}
-        if isinstance(value, list):
+        if isinstance(value, list | tuple):  # the watch events are (rv, type, body) tuples
             return [strip(v) for v in value]
         return value
 
