@@ -253,7 +253,7 @@ def test_other_scalars_are_not_a_mapping(text: str) -> None:
 def test_unknown_step_type_lists_the_known_ones() -> None:
     path = FIXTURES / "unknown-step-type.yaml"
     message = file_error(path)
-    assert message.startswith(f"{path}:5: steps[0].type: unknown step type")
+    assert message.startswith(f"{path}:5: steps[0].type: unknown step type; did you mean ensure-file? (known: ")
     assert "(got 'ensure-flie')" in message
     for known in default_registry().names():
         assert known in message

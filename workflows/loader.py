@@ -132,7 +132,8 @@ def _check_steps(spec: PipelineSpec, registry: StepRegistry) -> tuple[PipelineSp
             problems.append(Problem(("steps", i, "id"), "duplicate step id", step.id))
         if step.type not in registry:
             known = ", ".join(registry.names())
-            problems.append(Problem(("steps", i, "type"), f"unknown step type (known: {known})", step.type))
+            hint = did_you_mean(step.type, registry.names())
+            problems.append(Problem(("steps", i, "type"), f"unknown step type{hint} (known: {known})", step.type))
             steps.append(step)
             continue
         type_scope = registry.get(step.type).scope
