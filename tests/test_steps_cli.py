@@ -97,3 +97,10 @@ def test_an_unknown_type_exits_2_naming_it_and_the_nearest() -> None:
     [line] = shown.stderr.splitlines()
     assert line.startswith("nicflow: error: unknown step type 'create-vfs'; did you mean corigine-create-vfs? "
                            "(known: cordon-drain, corigine-create-vfs, "), line
+
+
+def test_the_read_only_reload_check_offers_no_wait_it_never_does() -> None:
+    """It observes what reload-driver observes, but never reloads: a wait_timeout there would be
+    a parameter a pipeline can set and nothing reads."""
+    assert [p["name"] for p in listed()["corigine-reload-check"]["parameters"]] == ["command_timeout", "numvfs"]
+    assert "wait_timeout" in [p["name"] for p in listed()["corigine-reload-driver"]["parameters"]]

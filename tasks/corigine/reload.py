@@ -30,13 +30,16 @@ from workflows.errors import PermanentError, StepTimeout
 from workflows.step import Change, Step, StepContext, StepParams
 
 
-class ReloadParams(StepParams):
+class ObserveParams(StepParams):
+    command_timeout: float = Field(120.0, gt=0, le=1800)
+    """Bound of each command: rmmod, modprobe (the firmware loads inside it), devlink, ethtool."""
+
+
+class ReloadParams(ObserveParams):
     wait_timeout: float = Field(120.0, gt=0, le=1800)
     """Seconds to wait for the card to come back after modprobe."""
     wait_interval: float = Field(2.0, gt=0, le=60)
     """Seconds between looks while the card comes back."""
-    command_timeout: float = Field(120.0, gt=0, le=1800)
-    """Bound of each command: rmmod, modprobe (the firmware loads inside it), devlink, ethtool."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class ReloadDriver(Step[ReloadParams, ReloadState]):
     params_model = ReloadParams
     description = "Reload nfp when the firmware link changed or the eswitch mode is not switchdev."
 
-    def observe(self, ctx: StepContext, params: ReloadParams) -> ReloadState:
+    def observe(self, ctx: StepContext, params: ObserveParams) -> ReloadState:
         host = ctx.surface
         pci = check_pci(fact(ctx.facts, "pci_address", "corigine-detect-nic"), "fact pci_address")
         app = check_app(ctx.facts.get("firmware_app", "flower"), "fact firmware_app")
@@ -79,7 +82,7 @@ class ReloadDriver(Step[ReloadParams, ReloadState]):
             firmware_changed=bool(ctx.facts.get("firmware_changed")),
         )
 
-    def plan(self, state: ReloadState, params: ReloadParams) -> list[Change]:
+    def plan(self, state: ReloadState, params: ObserveParams) -> list[Change]:
         target = pci_link(state.pci_address)
         if not state.loaded_module:
             return [Change("modprobe", "nfp", before="not loaded", after=state.link_target)]
@@ -136,7 +139,9 @@ class ReloadDriver(Step[ReloadParams, ReloadState]):
                 f"mode {state.mode}, netdevs {names}\nlink {state.link_target}, loaded {state.loaded_firmware}\n")
 
 
-class ReloadCheckParams(ReloadParams):
+class ReloadCheckParams(ObserveParams):
+    """What reload-driver observes, without its wait: the check never reloads."""
+
     numvfs: int | None = Field(None, ge=0, le=1024)
     """The VF count create-vfs will set; null: VF changes are not considered."""
 
