@@ -64,12 +64,12 @@ def _bytes_by_kind(redis: Any, run_id: str) -> dict[str, int]:
 def _cli_status_seconds(url: str, run_id: str) -> tuple[float, float]:
     """The whole `nicflow status --json` command, interpreter start included (best of 3): its wall
     time, and its CPU time (user and system, from the child's rusage: what a busy machine adds
-    to the wall time is not in it)."""
+    to the wall time is not in it). Run as the console script runs it (workers.entry)."""
     best, best_cpu = float("inf"), float("inf")
     for _ in range(3):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "workers.cli", "status", run_id, "--json"],
+        out = subprocess.run([sys.executable, "-m", "workers.entry", "status", run_id, "--json"],
                              capture_output=True, env={**os.environ, "REDIS_URL": url}, check=False)
         best = min(best, time.perf_counter() - started)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)

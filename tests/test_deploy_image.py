@@ -121,7 +121,7 @@ def test_the_entry_point_is_the_nicflow_command():
     entry = [i for i in stages()["runtime"] if i.keyword == "ENTRYPOINT"]
     assert len(entry) == 1 and json.loads(entry[0].value) == ["nicflow"], "exec form: signals reach nicflow"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["nicflow"] == "workers.cli:main"
+    assert project["project"]["scripts"]["nicflow"] == "workers.entry:main"
     exposed = {int(p) for i in stages()["runtime"] if i.keyword == "EXPOSE" for p in i.value.split()}
     assert exposed == {8080, 9478}
 

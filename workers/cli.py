@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
+from workers.cli_errors import ERROR_EXIT, OUTCOME_EXIT, USAGE_EXIT, error_console, errors_exit
 from workers.cli_options import ConcurrencyOpt, FaultsOpt, JsonOpt, ProfileOpt, RunArg
-from workers.redisconn import NoRedisConfigured
 from workflows.errors import PipelineError, RunError, StepError
-from workflows.ids import check_run_id
 
 if TYPE_CHECKING:
     from workers.hints import Cordoned
@@ -58,7 +52,7 @@ PIPED_WIDTH = 100_000
 # Piped or redirected output never wraps: one record, one line, whatever the checkout's path or the
 # terminal's width (a terminal keeps its own width for tables).
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
-err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the terminal width
+err = error_console()  # one error, one line, whatever the terminal width
 
 Sets = Annotated[list[str], typer.Option("--set", help="Override a parameter: key=value (repeatable).")]
 FleetOpt = Annotated[str | None, typer.Option("--fleet", help="sim:N for a simulated fleet of N nodes.")]
@@ -85,38 +79,10 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Roll out Corigine Agilio SmartNIC OVS offload for Kube-OVN across a fleet."""
 
 
-OUTCOME_EXIT = {"succeeded": 0, "partial": 2, "failed": 1, "aborted": 1}
-"""Exit codes of a finished run; a run not finished yet (`status`) exits 0."""
-ERROR_EXIT = 1
-"""`run`, `watch`, `status`: an error exits 1, so that 2 is only a partial run."""
-
-
-@contextmanager
-def _errors_exit(code: int) -> Iterator[None]:
-    """Report the errors `main` reports, with `code` as the exit status."""
-    try:
-        yield
-    except (PipelineError, RunError, NoRedisConfigured, RedisError) as exc:
-        err.print(_error_message(exc), markup=False, highlight=False)
-        raise typer.Exit(code) from None
-
-
-def _error_message(exc: Exception) -> str:
-    if isinstance(exc, RedisError):
-        from workers.redisconn import shown_url, unreachable_reason
-
-        where = shown_url(get_settings().redis_url or "REDIS_URL")
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-            return f"nicflow: cannot reach Redis at {where}: {unreachable_reason(exc)} (set REDIS_URL)"
-        return f"nicflow: Redis at {where}: {exc}"
-    return f"nicflow: error: {exc}"
-
-
 def _run_id(value: str) -> str:
-    try:
-        return check_run_id(value)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
+    from workers.status_cmd import checked_run_id
+
+    return checked_run_id(value)
 
 
 @cli.command()
@@ -147,7 +113,7 @@ def run(
     from workflows.control import run_status, start_run
 
     check_recap(recap)
-    with _errors_exit(ERROR_EXIT):
+    with errors_exit(ERROR_EXIT):
         loaded = load_pipeline(pipeline, set_)
         fleet_name, chosen = resolve_targets(fleet=fleet, sim_root=sim_root or get_settings().sim_root,
                                              nodes=nodes, selector=selector, profiles=profile, faults=faults)
@@ -255,23 +221,15 @@ def status(
         "wide: the step's status and the node's ok, changed, retried counts and seconds too."))] = None,
 ) -> None:
     """A run's state, per step and per node; exits with the outcome of a finished run (0, 2 partial, 1)."""
-    from workers.redis_env import env_redis_url
-    from workers.redisconn import redis_client
-    from workers.status_view import check_output, check_state, select
-    from workflows.status import status_of
-    from workflows.store import CheckpointStore
+    from workers.status_cmd import read_status, status_exit
 
-    check_state(state)  # bad input: exit 2 before Redis is asked
-    check_output(output)
-    # Only the store, no settings, no models: `status --json` is polled by scripts and must start fast.
-    with _errors_exit(ERROR_EXIT):
-        report = status_of(CheckpointStore(redis_client(env_redis_url(), fail_fast=True)), _run_id(run_id))
-    chosen = select(report, state=state, node=node)
+    # `status RUN --json` is mostly answered by workers.entry without this app; the same read serves both
+    report, chosen = read_status(run_id, state=state, node=node, output=output)
     if as_json:
         print(json.dumps(chosen))
     else:
         _print_status(report, chosen, wide=output == "wide", narrowed=state is not None or node is not None)
-    raise typer.Exit(OUTCOME_EXIT.get(report["status"], 0))
+    raise typer.Exit(status_exit(report))
 
 
 def _print_status(report: dict, chosen: dict, *, wide: bool, narrowed: bool) -> None:
@@ -305,7 +263,7 @@ def watch(run_id: RunArg, recap: RecapOpt = "short") -> None:
     from workflows.control import run_status
 
     check_recap(recap)
-    with _errors_exit(ERROR_EXIT):
+    with errors_exit(ERROR_EXIT):
         engine = make_engine()
         run_id = _run_id(run_id)
         cordoned = cordon_asker(engine, run_id)
@@ -671,11 +629,8 @@ def _finish(status: dict, *, show_summary: bool = True, codes: dict[str, int] = 
 
 
 def main() -> None:
-    try:
+    with errors_exit(USAGE_EXIT):
         cli()
-    except (PipelineError, RunError, NoRedisConfigured, RedisError) as exc:
-        err.print(_error_message(exc), markup=False, highlight=False)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workers.hints import Cordoned, budget_text, elapsed, next_steps, running_now, wave_text
-from workers.recap import real_change
+from workers.tally import real_change
 from workflows.analysis import failed_note
 from workflows.order import ordered
 from workflows.records import TERMINAL_RUN
@@ -27,7 +27,7 @@ STATUS_STYLE = {"succeeded": "green", "partial": "dark_orange", "failed": "red",
 def step_counts(status: dict[str, Any]) -> dict[str, Counter[str]]:
     """Per step id, how many nodes are at each step status; steps in pipeline order. A step
     that changed only nicflow's own state label, or what it undid itself, counts as ok
-    (workers.recap.real_change)."""
+    (workers.tally.real_change)."""
     counts: dict[str, Counter[str]] = {}
     steps = [*(s for node in status["nodes"].values() for s in node["steps"].items()), *status["cluster"].items()]
     for step_id, step in steps:

@@ -4,11 +4,7 @@ The layout is ansible's default stdout callback (ansible-core, lib/ansible/plugi
 `v2_playbook_on_stats`, and lib/ansible/utils/color.py at commit bc22f70): a banner, then per host,
 sorted by name, the name padded to 26 columns (`"%-26s"`), ` : `, and `name=N` fields each padded
 to 4 (`"%s=%-4s"`), the host red when it failed, yellow when it changed, green else. The counts are
-Ansible's too (lib/ansible/plugins/strategy/__init__.py): `ok` counts every step that succeeded,
-`changed` those of them that changed something. nicflow adds `retried` (unreachable, rescued and
-ignored have no meaning here). A step whose only change is nicflow's own progress mark (the
-`nicflow.io/state` label) or something it made and undid itself (the traffic probe's pods) is ok,
-not changed.
+Ansible's too (workers/tally.py); unreachable, rescued and ignored have no meaning here.
 
 A fleet of hundreds of nodes does not fit a screen: past `LIST_ALL_UP_TO` nodes the recap lists the
 nodes to look at (failed, retried, skipped or unfinished) and a total line; `--recap all` lists
@@ -17,11 +13,11 @@ every node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
 
+from workers.tally import Tally, tallies
 from workflows.errors import RunError
 
 RECAP_MODES: tuple[str, ...] = ("short", "all")
@@ -29,47 +25,8 @@ LIST_ALL_UP_TO = 20
 """Runs of up to this many nodes list every node in the short recap too."""
 BANNER_WIDTH = 80
 """Ansible's banner fills the terminal with stars; a fixed width keeps piped output the same."""
-CLUSTER_ROW = "(cluster)"
 RETRIED_NOTE = ("retried: attempts a step made again after a transient error, as its retry policy allows; "
                 "a step that then succeeded counts as ok")
-
-
-def real_change(step: dict[str, Any]) -> bool:
-    """A changed step that left the node (or the cluster) changed: not only nicflow's own state
-    label, nor only what the step made and undid itself."""
-    if step["status"] != "changed":
-        return False
-    changes = step.get("changes") or []
-    return not changes or any(not (c.get("temporary") or c.get("bookkeeping")) for c in changes)
-
-
-@dataclass(frozen=True)
-class Tally:
-    name: str
-    state: str
-    ok: int = 0
-    changed: int = 0
-    failed: int = 0
-    retried: int = 0
-
-    @property
-    def listed_in_short(self) -> bool:
-        return bool(self.failed or self.retried) or self.state not in ("succeeded", "cluster")
-
-
-def tally(name: str, state: str, steps: dict[str, dict[str, Any]]) -> Tally:
-    finished = [s for s in steps.values() if s["status"] in ("ok", "changed", "failed")]
-    return Tally(name=name, state=state,
-                 ok=sum(1 for s in finished if s["status"] != "failed"),
-                 changed=sum(1 for s in finished if real_change(s)),
-                 failed=sum(1 for s in finished if s["status"] == "failed"),
-                 retried=sum(max(int(s.get("attempts", 1)) - 1, 0) for s in steps.values()))
-
-
-def tallies(status: dict[str, Any]) -> list[Tally]:
-    """The cluster's steps first (when the pipeline has any), then each node by name."""
-    rows = [tally(CLUSTER_ROW, "cluster", status["cluster"])] if status["cluster"] else []
-    return rows + [tally(name, node["state"], node["steps"]) for name, node in sorted(status["nodes"].items())]
 
 
 def _line(t: Tally) -> Text:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from workers.recap import tally
+from workers.tally import tally
 from workflows.errors import RunError
 from workflows.ids import NodeState, check_node_name
 
