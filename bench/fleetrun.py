@@ -46,10 +46,12 @@ class FleetRun:
 
 def run_fleet(url: str, workdir: Path, *, nodes: int, pipeline: str, sets: list[str],
               latency: float = 0.0, jitter: float = 0.0, concurrency: int = 8,
-              controllers: Controllers | None = None, timeout: float = 1800, api_latency: float = 0.0) -> FleetRun:
+              controllers: Controllers | None = None, timeout: float = 1800, api_latency: float = 0.0,
+              profiles: dict[str, str] | None = None) -> FleetRun:
+    """`profiles`: each node's host profile, where it is not the default mix's."""
     controllers = controllers or Controllers()
     sim_root = workdir / "fleet"
-    create_fleet(sim_root, nodes, command_latency=latency, latency_jitter=jitter)
+    create_fleet(sim_root, nodes, command_latency=latency, latency_jitter=jitter, profiles=profiles)
     loaded = load_pipeline(pipeline, sets)
     fleet = ["--fleet", f"sim:{nodes}", "--sim-root", str(sim_root)]
     env = {"NICFLOW_WATCHDOG_INTERVAL": "5"}

@@ -15,9 +15,13 @@ from bench.harness import redis_server
 from bench.profile import profile
 from bench.usage import usage_figures
 from bench.work import spent_by_node, work_window
+from simulators.host.fleet import carded_profiles
 
 TARGET_RATIO = 1.25
 TARGET_NODE_TO_WORK = 3.0
+RUN_SECONDS_PER_NODE = 4.0
+"""The run's time limit, per node, past the runner's 30 minutes: a 1000-node run on a shared
+2-core machine can take longer than that and still be worth its figures."""
 EDGE = 0.001
 """Event times are the stream ids' milliseconds: a log line of the node's first or last
 millisecond still belongs to it."""
@@ -45,7 +49,8 @@ def measure_makespan(workdir: Path, *, nodes: int, window: int, pipeline: str, l
     with redis_server(workdir / "redis") as url:
         run = run_fleet(url, workdir / "nicflow", nodes=nodes, pipeline=pipeline, latency=latency,
                         jitter=jitter, concurrency=window + 4, controllers=controllers,
-                        sets=makespan_sets(window, pipeline))
+                        sets=makespan_sets(window, pipeline), profiles=carded_profiles(nodes),
+                        timeout=max(1800.0, RUN_SECONDS_PER_NODE * nodes))
         figures = makespan_figures(run, window=window, pipeline=pipeline)
         if with_profile:
             figures["profile"] = profile(run)

@@ -15,7 +15,7 @@ import pytest
 from bench.harness import DEPLOYED_PERSISTENCE
 from bench.makespan import ideal_makespan
 from bench.work import spent_by_node, work_window
-from simulators.host.fleet import create_fleet, open_host
+from simulators.host.fleet import MIX, carded_profiles, create_fleet, open_host
 
 NODES = 3
 
@@ -72,8 +72,10 @@ def test_scale_and_overhead_figures(figures: dict) -> None:
 def test_usage_figures(figures: dict) -> None:
     """What each run cost: its Redis commands and every process's CPU, counted, not timed."""
     m, o = figures["makespan"], figures["overhead"]
+    assert m["controllers"] == "2x8"  # the makespan's default: two controllers of eight threads
+    assert set(m["cpu_seconds"]) == {"controller-0", "controller-1", "agent", "kube-api", "redis"}
+    assert set(o["cpu_seconds"]) == {"controller-0", "agent", "kube-api", "redis"}
     for f in (m, o):
-        assert set(f["cpu_seconds"]) == {"controller-0", "agent", "kube-api", "redis"}
         assert all(seconds >= 0 for seconds in f["cpu_seconds"].values())
         assert f["cpu_ms_per_node_step"] > 0
         # every step is at least claimed and checkpointed: two scripts
@@ -131,3 +133,14 @@ def test_bench_redis_is_configured_as_deployed() -> None:
     for flag, value in flags.items():
         name = flag.removeprefix("--")
         assert deployed[name].strip('"') == value, name
+
+
+def test_the_makespan_fleet_has_a_card_on_every_node(tmp_path: Path) -> None:
+    """The default mix's card-less node (tests/test_default_fleet.py) is a plain Agilio CX node
+    in the makespan's fleet, so every node can succeed; the rest of the mix is kept."""
+    count = 2 * len(MIX)
+    carded = create_fleet(tmp_path / "carded", count, profiles=carded_profiles(count))
+    mixed = create_fleet(tmp_path / "mixed", count)
+    changed = {n for n in mixed.nodes if carded.nodes[n].profile != mixed.nodes[n].profile}
+    assert changed == {n for n, v in mixed.nodes.items() if v.profile == "bare"} == {"node-019", "node-039"}
+    assert {carded.nodes[n].profile for n in changed} == {"agilio-cx"}

@@ -501,8 +501,8 @@ def bench(
     window: Annotated[int, typer.Option(min=1, max=500, help="The makespan run's max_unavailable.")] = 20,
     pipeline: Annotated[str, typer.Option(help="Bundled pipeline name or YAML file.")] = "corigine-offload",
     as_json: JsonOpt = False,
-    controllers: Annotated[int, typer.Option(min=1, max=8, help="Makespan: controller processes.")] = 1,
-    controller_threads: Annotated[int, typer.Option(min=1, max=256, help="Makespan: threads of each.")] = 32,
+    controllers: Annotated[int, typer.Option(min=1, max=8, help="Makespan: controller processes.")] = 2,
+    controller_threads: Annotated[int, typer.Option(min=1, max=256, help="Makespan: threads of each.")] = 8,
     profile: Annotated[bool, typer.Option("--profile", help="Makespan: where a node's time goes, per step.")] = False,
 ) -> None:
     """Measure the engine on real workers and a real Redis: overhead against plain Celery,

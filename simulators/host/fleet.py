@@ -33,6 +33,13 @@ def default_profile(index: int) -> str:
     return MIX[index % len(MIX)]
 
 
+def carded_profiles(count: int) -> dict[str, str]:
+    """The default mix with a plain Agilio CX node where it has the card-less one: a fleet on
+    which every node can succeed (the makespan benchmark's), with the mix's variety otherwise."""
+    return {name: "agilio-cx" if default_profile(i) == "bare" else default_profile(i)
+            for i, name in enumerate(node_names(count))}
+
+
 class SimNode(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     profile: str

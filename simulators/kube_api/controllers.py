@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from simulators.host.host import SimulatedHost
-from simulators.kube_api.pods import PodTable
+from simulators.kube_api.nodes import NodeTable
+from simulators.kube_api.pods import GENERATION_LABEL, REVISION_LABEL, PodTable
 from tasks.cluster import sriovdp_config as dp
 from tasks.cluster.surface import Manifest
 
 World = dict[str, Any]
-GENERATION_LABEL = "pod-template-generation"
-REVISION_LABEL = "controller-revision-hash"
 TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 OVS_DAEMONSET = "ovs-ovn"
 """Kube-OVN's OVS DaemonSet: each start of one of its pods restarts OVS on the node, recorded."""
@@ -419,20 +418,22 @@ def _vf_index(pf: Path, address: str) -> int | None:
     return None
 
 
-def with_status(world: World, obj: Manifest) -> Manifest:
-    """The object as the API shows it: with the status its controllers report."""
+def with_status(world: World, obj: Manifest, *, indexed: bool = True) -> Manifest:
+    """The object as the API shows it: with the status its controllers report. `indexed`: a
+    DaemonSet's counts are read from the node and pod tables' indexes (what the DaemonSet
+    concerns); off, from a scan of every node and of its pods (the reference the indexes must
+    equal, and the benchmark's baseline)."""
     obj = json.loads(json.dumps(obj))
     meta = obj["metadata"]
     generation = int(meta.get("generation", 1))
     if obj["kind"] == "DaemonSet":
-        _labels, _containers, node_selector = _template(obj)
-        desired = sum(1 for node in world["nodes"].values() if matches(node_selector, node["metadata"]["labels"]))
-        pods = pods_of(world, meta["namespace"], "DaemonSet", meta["name"])
-        revision = world.get("ds_revisions", {}).get(_revision_key(meta), {"hash": "", "generation": 0})
-        updated = [p for p in pods if _updated(p, revision["hash"], revision["generation"])]
+        desired, current, updated = (_daemonset_counts if indexed else _daemonset_counts_by_scan)(world, obj)
+        # pkg/controller/daemon/daemon_controller.go updateDaemonSetStatus (kubernetes v1.34): desired
+        # is the nodes that should run a pod, updated the pods of the current template; every pod
+        # here is ready and available as soon as it starts, so those two are the current count
         obj["status"] = {"observedGeneration": generation, "desiredNumberScheduled": desired,
-                         "currentNumberScheduled": len(pods), "updatedNumberScheduled": len(updated),
-                         "numberReady": len(pods), "numberAvailable": len(pods)}
+                         "currentNumberScheduled": current, "updatedNumberScheduled": updated,
+                         "numberReady": current, "numberAvailable": current}
     elif obj["kind"] == "Deployment":
         pods = pods_of(world, meta["namespace"], "ReplicaSet", f"{meta['name']}-g{generation}")
         obj["status"] = {"observedGeneration": generation, "replicas": len(pods), "updatedReplicas": len(pods),
@@ -441,3 +442,27 @@ def with_status(world: World, obj: Manifest) -> Manifest:
         obj["status"] = {"conditions": [{"type": "Established", "status": "True"},
                                         {"type": "NamesAccepted", "status": "True"}]}
     return obj
+
+
+def _daemonset_counts(world: World, ds: Manifest) -> tuple[int, int, int]:
+    """(desired, current, updated) of a DaemonSet from the indexes: the nodes its nodeSelector
+    names, its pods, its pods by template revision."""
+    meta = ds["metadata"]
+    node_selector = _template(ds)[2]
+    nodes: NodeTable = world["nodes"]
+    pods: PodTable = world["pods"]
+    revision = world.get("ds_revisions", {}).get(_revision_key(meta), {"hash": "", "generation": 0})
+    owner = (meta["namespace"], "DaemonSet", meta["name"])
+    return (nodes.count_matching(node_selector), pods.count_owned(*owner),
+            pods.count_updated(*owner, revision["hash"], revision["generation"]))
+
+
+def _daemonset_counts_by_scan(world: World, ds: Manifest) -> tuple[int, int, int]:
+    """The same counts from every node and every pod of the DaemonSet."""
+    meta = ds["metadata"]
+    node_selector = _template(ds)[2]
+    desired = sum(1 for node in world["nodes"].values() if matches(node_selector, node["metadata"]["labels"]))
+    pods = pods_of(world, meta["namespace"], "DaemonSet", meta["name"])
+    revision = world.get("ds_revisions", {}).get(_revision_key(meta), {"hash": "", "generation": 0})
+    updated = [p for p in pods if _updated(p, revision["hash"], revision["generation"])]
+    return desired, len(pods), len(updated)

@@ -11,6 +11,8 @@ from typing import Any
 
 from simulators.kube_api import cni
 from simulators.kube_api.controllers import World, matches, remove_pod
+from simulators.kube_api.nodes import NodeTable
+from simulators.kube_api.pods import PodTable
 from tasks.cluster.surface import Manifest
 
 # scheduling and kubelet admission of pods the API creates ------------------------------------
@@ -48,8 +50,15 @@ def tolerates_cordon(pod: Manifest) -> bool:
 
 
 def schedule(world: World, pod: Manifest) -> tuple[str | None, str]:
-    """The node the scheduler binds the pod to, else None and the scheduler's message."""
+    """The node the scheduler binds the pod to, else None and the scheduler's message. The
+    nodes the nodeSelector names are tried first (from the node table's label index: a probe
+    pod pinned by hostname looks at its node alone); only a pod none of them can take looks at
+    every node, for the message's count of reasons."""
     selector = dict(pod["spec"].get("nodeSelector") or {})
+    nodes: NodeTable = world["nodes"]
+    for name in sorted(nodes.matching(selector)):
+        if _fits(world, pod, name):
+            return name, ""
     reasons: dict[str, int] = {}
     for name, node in sorted(world["nodes"].items()):
         if not matches(selector, node["metadata"]["labels"]):
@@ -66,10 +75,18 @@ def schedule(world: World, pod: Manifest) -> tuple[str | None, str]:
     return None, f"0/{len(world['nodes'])} nodes are available: {listed}."
 
 
+def _fits(world: World, pod: Manifest, name: str) -> bool:
+    """Whether a node its nodeSelector matches takes the pod: schedulable, with the devices free."""
+    if world["nodes"][name]["spec"].get("unschedulable") and not tolerates_cordon(pod):
+        return False
+    return all(free_devices(world, name, r) >= n for r, n in device_requests(pod).items())
+
+
 def allocated(world: World, node: str, resource: str) -> list[str]:
     """Devices held by running pods on the node (the kubelet's device manager checkpoint)."""
-    live = {p["metadata"]["uid"] for p in world["pods"].values()
-            if p["spec"].get("nodeName") == node and p["status"].get("phase") in ("Pending", "Running")}
+    table: PodTable = world["pods"]
+    live = {p["metadata"]["uid"] for p in table.on_nodes(frozenset([node]))
+            if p["status"].get("phase") in ("Pending", "Running")}
     return [d for entry in (world.get("allocations") or {}).values()
             if entry["node"] == node and entry["resource"] == resource and entry["uid"] in live
             for d in entry["devices"]]

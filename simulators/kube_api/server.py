@@ -148,8 +148,9 @@ class Handler(BaseHTTPRequestHandler):
             except BadPath:
                 server.log.write(entry)
                 raise ApiError(404, f"the server could not find the requested resource ({parts.path})") from None
-            with server.store.lock:
-                kind = ref.kind(server.store.learned) or ref.plural
+            # one dict read, atomic under the GIL: not worth queueing for the store's lock, which every
+            # request thread would otherwise take twice (here and for its verb)
+            kind = ref.kind(server.store.learned) or ref.plural
             watch = (query.get("watch") or [""])[0] in ("true", "1")
             op, write = rq.op_name(self.command, ref, kind, content_type, watch)
             entry.update(op=op, write=write, kind=kind, namespace=ref.namespace, name=ref.name)
@@ -223,7 +224,11 @@ class Handler(BaseHTTPRequestHandler):
             limit = int((query.get("limit") or ["0"])[0] or 0)
         except ValueError:
             raise ApiError(400, "limit and continue must be integers") from None
-        page, total = store.list(ref, lambda obj: rq.selects(obj, labels, fields), start=start, limit=limit)
+        on_node = next((v for (section, field), op, v in fields if (section, field, op) == ("spec", "nodeName", "=")),
+                       None)
+        with_labels = {key: value for key, op, value in labels if op == "="}
+        page, total = store.list(ref, lambda obj: rq.selects(obj, labels, fields), start=start, limit=limit,
+                                 on_node=on_node, with_labels=with_labels)
         meta: dict[str, Any] = {"resourceVersion": str(store.rv)}
         if limit and start + limit < total:
             meta["continue"] = str(start + limit)  # an offset: the list is sorted by key

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from simulators.kube_api import controllers as ctl
 from simulators.kube_api import fields, kubelet
+from simulators.kube_api.nodes import NodeTable
 from simulators.kube_api.pods import PodTable
 from simulators.kube_api.resources import Ref
 
@@ -63,10 +64,10 @@ def now() -> str:
 
 
 class Store:
-    def __init__(self, root: Path, *, watch_window: int = 1000, scoped: bool = True) -> None:
+    def __init__(self, root: Path, *, watch_window: int = 1000, scoped: bool = True, indexed: bool = True) -> None:
         self.root = root
         self.lock = threading.Condition(threading.RLock())
-        self.world: ctl.World = {"objects": {}, "pods": PodTable(), "nodes": {}, "replicasets": {}, "seq": 0}
+        self.world: ctl.World = {"objects": {}, "pods": PodTable(), "nodes": NodeTable(), "replicasets": {}, "seq": 0}
         self.managed: dict[str, fields.Managed] = {}
         self._rendered: dict[str, tuple[str, list[Manifest]]] = {}
         self.learned: dict[str, str] = {}
@@ -78,6 +79,9 @@ class Store:
         self.scoped = scoped
         """Reconcile only what a write concerns; off, every write reconciles the whole world (the
         reference a scoped reconcile must equal, and the benchmark's baseline)."""
+        self.indexed = indexed
+        """Reads narrowed by the node and pod indexes (a DaemonSet's status, a list by node or by
+        label); off, each scans every node and pod (the reference, and the baseline)."""
         self.reconciles = 0
         self.nodes_reconciled = 0
         """How many reconciles ran and how many nodes' DaemonSet pods they looked at, in all."""
@@ -113,7 +117,7 @@ class Store:
         """The object as the API answers it: status from its controllers, managedFields."""
         meta = obj.setdefault("metadata", {})
         meta.setdefault("resourceVersion", str(self.rv))  # a pod a controller created
-        out = ctl.with_status(self.world, {"apiVersion": api_version, "kind": kind, **obj}) \
+        out = ctl.with_status(self.world, {"apiVersion": api_version, "kind": kind, **obj}, indexed=self.indexed) \
             if kind in ("DaemonSet", "Deployment", "CustomResourceDefinition") \
             else {"apiVersion": api_version, "kind": kind, **copy.deepcopy(obj)}
         key = self._key(kind, api_version, meta.get("namespace", ""), meta.get("name", ""))
@@ -135,20 +139,38 @@ class Store:
             raise not_found(ref)
         return self.shown(kind, ref.api_version, table[key])
 
-    def list(self, ref: Ref, select: Selector, *, start: int = 0, limit: int = 0) -> tuple[list[Manifest], int]:
+    def list(self, ref: Ref, select: Selector, *, start: int = 0, limit: int = 0, on_node: str | None = None,
+             with_labels: dict[str, str] | None = None) -> tuple[list[Manifest], int]:
         """The page [start, start + limit) of the selected objects in key order (all when limit is 0),
-        and how many there are: only the page is copied out."""
+        and how many there are: only the page is copied out. The order is the apiserver's, by
+        storage key (k8s.io/apiserver pkg/storage/etcd3/store.go GetList reads a key range:
+        `<namespace>/<name>`, a Node's name). `on_node` (pods bound to that node) and
+        `with_labels` (Nodes carrying them) are what the request's selectors require, taken from
+        the indexes so that only those objects are looked at and sorted; `select` still decides."""
         kind = self.kind_of(ref)
+        table = self._table(kind)
         found = []
-        for key, obj in sorted(self._table(kind).items()):
-            if kind not in ("Pod", "Node") and not key.startswith(f"{ref.api_version}/{kind}/"):
-                continue
+        for key in sorted(self._candidates(ref, kind, on_node, with_labels)):
+            obj = table[key]
             if ref.namespace and obj["metadata"].get("namespace") != ref.namespace:
                 continue
             if select(obj):  # labels, spec and phase are the stored object's own: filter before copying
                 found.append(obj)
         page = found[start:start + limit] if limit else found[start:]
         return [self.shown(kind, ref.api_version, obj) for obj in page], len(found)
+
+    def _candidates(self, ref: Ref, kind: str, on_node: str | None,
+                    with_labels: dict[str, str] | None) -> builtins.list[str]:
+        """The keys a list may answer: of the kind, narrowed by the indexes where the selectors allow."""
+        table = self._table(kind)
+        if kind == "Pod" and on_node is not None and self.indexed:
+            return self.world["pods"].on_node(on_node)
+        if kind == "Node" and with_labels and self.indexed:
+            return self.world["nodes"].matching(with_labels)
+        if kind in ("Pod", "Node"):
+            return builtins.list(table)
+        prefix = f"{ref.api_version}/{kind}/" + (f"{ref.namespace}/" if ref.namespace and self.indexed else "")
+        return [key for key in table if key.startswith(prefix)]
 
     # writing -----------------------------------------------------------------------------------
     def keys_for(self, ref: Ref) -> dict[str, str]:

@@ -32,8 +32,9 @@ def run_in_pod(store: Store, namespace: str, pod: str, container: str, argv: Seq
         if container not in [c.get("name") for c in found["spec"].get("containers") or []]:
             # the API server's message (pkg/registry/core/pod/strategy.go, ResourceLocation)
             raise ApiError(400, f"container {container} is not valid for pod {pod}")
+        # only a ping has a peer: any other exec is not worth a look at every pod of the cluster
         peer = next((p for p in store.world["pods"].values() if p["status"].get("phase") == "Running"
-                     and argv and p["status"].get("podIP") == argv[-1]), None)
+                     and p["status"].get("podIP") == argv[-1]), None) if argv and argv[0] == "ping" else None
         devices = (kubelet.pod_devices(store.world, found), kubelet.pod_devices(store.world, peer) if peer else {})
         node, owner = found["spec"]["nodeName"], ctl.owner_of(found)
         same_node = peer is not None and peer["spec"]["nodeName"] == node

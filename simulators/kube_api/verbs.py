@@ -16,6 +16,7 @@ from typing import Any
 
 from simulators.kube_api import controllers as ctl
 from simulators.kube_api import fields, kubelet, seed
+from simulators.kube_api.nodes import NodeTable
 from simulators.kube_api.pods import PodTable
 from simulators.kube_api.resources import KINDS, Ref
 from simulators.kube_api.store import ApiError, Manifest, Store, not_found, now
@@ -296,7 +297,7 @@ class Verbs:
         s = self.store
         inventory_file = s.root / "fleet.json"
         inventory = json.loads(inventory_file.read_text())["nodes"] if inventory_file.exists() else {}
-        s.world = {"objects": {}, "pods": PodTable(), "nodes": {}, "replicasets": {}, "seq": s.world["seq"]}
+        s.world = {"objects": {}, "pods": PodTable(), "nodes": NodeTable(), "replicasets": {}, "seq": s.world["seq"]}
         s.managed.clear()
         s.window_start, s.node_events = s.rv, type(s.node_events)()
         for name, spec in sorted(inventory.items()):
