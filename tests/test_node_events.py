@@ -35,7 +35,8 @@ def test_a_node_s_event_claims_are_one_expiring_hash_per_node(redis: Redis) -> N
     for _ in range(2):  # the node's end delivered twice: its Event is recorded once
         reporter.node_state("real", RUN_ID, "node-000", "failed", "detect-nic: no Agilio card found")
     reporter.node_state("real", RUN_ID, "node-001", "failed", "preflight: no nfp module")
-    assert [(e.node, e.reason) for e in recorder.events] == [("node-000", "RolloutFailed"), ("node-001", "RolloutFailed")]
+    recorded = [(e.node, e.reason) for e in recorder.events]
+    assert recorded == [("node-000", "RolloutFailed"), ("node-001", "RolloutFailed")]
     claims = sorted(k.decode() for k in redis.scan_iter(match=f"{run_prefix(RUN_ID)}:node-event*"))
     assert claims == [f"{run_prefix(RUN_ID)}:node-events:node-000", f"{run_prefix(RUN_ID)}:node-events:node-001"]
     assert redis.hgetall(claims[0]) == {b"RolloutFailed": b"1"}
