@@ -192,7 +192,9 @@ def test_after_a_claim_only_the_claim_id_writes(store: CheckpointStore) -> None:
     assert store.write_checkpoint(run.id, node, "marker", stolen, expect="token-1") is False
     done = mine.model_copy(update={"status": "changed", "finished_at": time.time()})
     assert store.write_checkpoint(run.id, node, "marker", done, expect="claim-a") is True
-    assert store.checkpoint(run.id, node, "marker") == done
+    # stored without its claim (nothing reads it once finished), its time to the millisecond
+    assert store.checkpoint(run.id, node, "marker") == done.model_copy(update={
+        "claim": None, "claimed_by": None, "finished_at": round(done.finished_at or 0, 3)})
     # an ended attempt is not claimed again under its token
     assert not store.claim(run.id, node, "marker", running(queued, "claim-b"), token="token-1")
 
@@ -564,3 +566,42 @@ def test_events_structured_values_are_json(store: CheckpointStore) -> None:
     store.emit(run.id, "step-finished", changes=[{"action": "write"}], attempt=2, status="changed")
     [(_, body)] = store.events(run.id)
     assert body["changes"] == '[{"action": "write"}]' and body["attempt"] == "2" and body["status"] == "changed"
+
+
+# ---------------------------------------------------------------- what a finished step keeps
+
+
+def test_a_finished_step_keeps_no_in_flight_fields_and_stays_refused(store: CheckpointStore, redis: Redis) -> None:
+    """Once finished, a checkpoint is stored without its epoch field, its claim and its claimed_by
+    (nothing reads them any more), its times to the millisecond; every late write is still refused."""
+    run = new_run(store)
+    node = NODES[0]
+    queued = checkpoint("queued", token="token-1", queued_at=1796147024.0275598)
+    store.write_checkpoint(run.id, node, "marker", queued, expect=None)
+    mine = running(queued, "claim-a").model_copy(update={"started_at": 1796147024.1040187})
+    assert store.claim(run.id, node, "marker", mine, token="token-1")
+    assert redis.hget(store.progress_key(run.id, node), "step:marker@token") == b"claim-a"
+    done = mine.model_copy(update={"status": "changed", "finished_at": 1796147025.9999})
+    assert store.write_checkpoint(run.id, node, "marker", done, expect="claim-a") is True
+
+    raw = {k.decode(): v.decode() for k, v in redis.hgetall(store.progress_key(run.id, node)).items()}
+    assert "step:marker@token" not in raw
+    assert raw["step:marker"] == ('{"status":"changed","token":"token-1","queued_at":1796147024.028,'
+                                  '"started_at":1796147024.104,"finished_at":1796147026.0}')
+    # a late copy of the attempt, a redispatch from an older view, a duplicate first dispatch, a claim
+    late = done.model_copy(update={"status": "failed", "error": "late"})
+    assert store.write_checkpoint(run.id, node, "marker", late, expect="claim-a") is False
+    assert store.write_checkpoint(run.id, node, "marker", queued, expect="token-1") is False
+    assert store.write_checkpoint(run.id, node, "marker", queued, expect=None) is False
+    assert not store.claim(run.id, node, "marker", running(queued, "claim-b"), token="token-1")
+    assert store.checkpoint(run.id, node, "marker") == done.model_copy(update={
+        "claim": None, "claimed_by": None, "queued_at": 1796147024.028, "started_at": 1796147024.104,
+        "finished_at": 1796147026.0})
+
+
+def test_a_node_finished_without_error_keeps_no_error_field(store: CheckpointStore, redis: Redis) -> None:
+    run = new_run(store)
+    ok, bad = store.admit(run.id, 2)
+    assert store.finish_node(run.id, ok, "succeeded") and store.finish_node(run.id, bad, "failed", "no card")
+    assert not redis.hexists(store.progress_key(run.id, ok), "error")
+    assert (store.progress(run.id, ok).error, store.progress(run.id, bad).error) == (None, "no card")

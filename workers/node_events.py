@@ -65,24 +65,29 @@ class NodeEventsReporter:
             surface.record_event(event)
 
     def _claimed(self, run_id: str, events: list[NodeEvent]) -> list[NodeEvent]:
-        """The events no other delivery of this node's end has taken (one round trip)."""
+        """The events no other delivery of this node's end has taken (one round trip). A node's
+        claims are the fields of one hash, by reason: one key per node of a run, not one per event."""
         pipe = self.store.redis.pipeline(transaction=False)
+        keys = {event.node: f"nicflow:{{{run_id}}}:node-events:{event.node}" for event in events}
         for event in events:
-            pipe.set(f"nicflow:{{{run_id}}}:node-event:{event.node}:{event.reason}", "1", nx=True, ex=CLAIM_TTL)
-        return [event for event, won in zip(events, pipe.execute(), strict=True) if won]
+            pipe.hsetnx(keys[event.node], event.reason, "1")
+        for key in keys.values():
+            pipe.expire(key, CLAIM_TTL)
+        won = pipe.execute()[:len(events)]
+        return [event for event, first in zip(events, won, strict=True) if first]
 
 
 def counted(redis: Redis, events: list[NodeEvent]) -> list[NodeEvent]:
     """Each event with its occurrence count within the API server's event TTL, counted in Redis
-    (any controller or reconciler may record the repeat); a repeat keeps the first occurrence's time."""
+    (any controller or reconciler may record the repeat); a repeat keeps the first occurrence's time.
+    An event's count and first time are the two fields of one hash: one key per event."""
     pipe = redis.pipeline(transaction=False)
     for event in events:
-        key = f"nicflow:node-event:{event.key}"
-        pipe.incr(key)
-        pipe.setnx(f"{key}:first", event.first)
-        pipe.get(f"{key}:first")
+        key = f"nicflow:node-event-count:{event.key}"
+        pipe.hincrby(key, "count", 1)
+        pipe.hsetnx(key, "first", event.first)
+        pipe.hget(key, "first")
         pipe.expire(key, EVENT_TTL)
-        pipe.expire(f"{key}:first", EVENT_TTL)
     answers = pipe.execute()
-    return [replace(event, count=int(answers[5 * i]), first=float(answers[5 * i + 2]))
+    return [replace(event, count=int(answers[4 * i]), first=float(answers[4 * i + 2]))
             for i, event in enumerate(events)]

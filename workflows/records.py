@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from workflows.ids import NODE_NAME, RUN_ID, NodeState, check_node_name, check_run_id  # noqa: F401 - re-exported
 
@@ -21,6 +21,11 @@ worker holds it, a wake-up (workflows.wakeups) brings it back under the same att
 TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "partial", "failed", "aborted"})
 DONE_STEP: frozenset[str] = frozenset({"ok", "changed"})
 TERMINAL_STEP: frozenset[str] = frozenset({"ok", "changed", "failed"})
+
+Timestamp = Annotated[float, PlainSerializer(lambda value: round(value, 3), when_used="json")]
+"""Epoch seconds, stored to the millisecond: every node's checkpoints stay small (1796147024.028,
+not 1796147024.0275598), and nothing reads a step's times finer than that."""
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
@@ -38,15 +43,15 @@ class Checkpoint(BaseModel):
     status: StepStatus
     attempt: int = 1
     token: str
-    queued_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
+    queued_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
     changes: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None = None
     error_kind: str | None = None
     evidence: str = ""
-    retry_at: float | None = None
+    retry_at: Timestamp | None = None
     unknown_after: str | None = None
     """Dry run: what this step would change is known only after that earlier step (its id)."""
     claim: str | None = None
@@ -56,11 +61,11 @@ class Checkpoint(BaseModel):
     """The worker process holding the claim (host and pid), for the log line of a dropped copy."""
     wait_reason: str | None = None
     """While the attempt waits: what for ("3 pods to terminate")."""
-    wait_since: float | None = None
+    wait_since: Timestamp | None = None
     """When this attempt first waited; kept by every wake-up, redispatch and resume."""
-    wait_deadline: float | None = None
+    wait_deadline: Timestamp | None = None
     """`wait_since` + the step's timeout: a look past it fails the attempt as its timeout does."""
-    wake_at: float | None = None
+    wake_at: Timestamp | None = None
     """When the waiting attempt is looked at again."""
     looks: int = 0
     """How many times the waiting attempt was woken (a backoff may grow with it)."""

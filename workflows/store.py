@@ -38,6 +38,9 @@ STORE_ID_KEY = "nicflow:store-id"
 """Names this store: written once, with the first run; a store reset under a live run loses it
 (see workflows.storeid)."""
 _RECORD_JSON = ("overrides", "waves")
+_IN_FLIGHT = ("claim", "claimed_by")
+"""Read only while the attempt runs (the compare-and-set's epoch, the log line of a dropped copy):
+a finished checkpoint, which no write replaces and no claim takes, is stored without them."""
 STEP_FIELD = "step:"
 """Checkpoints live beside a node's own fields (state, error, fence...) under this prefix."""
 EVIDENCE_TTL = 7 * 86400
@@ -71,13 +74,19 @@ end
 """
 
 # KEYS[1] progress hash, KEYS[2] event stream, KEYS[3] evidence hash; ARGV: step field, expected
-# epoch ('' = none yet), new epoch, checkpoint json, evidence, its TTL, then the event's
-# field/value pairs (none: no event).
-# The event is written with the checkpoint or not at all. A finished attempt keeps its epoch, so
-# a watchdog or a timeout acting on an older view of it (running, its heartbeat gone while Redis
-# restarted) would pass the epoch check: a finished checkpoint is never replaced.
+# epoch ('' = none yet), new epoch ('' for a finished checkpoint: it has none), checkpoint json,
+# evidence, its TTL, then the event's field/value pairs (none: no event).
+# The event is written with the checkpoint or not at all. A finished checkpoint is never
+# replaced, whatever epoch a writer expects (a watchdog or a timeout acting on an older view of
+# it, a duplicate dispatch expecting none): CAS_GUARD refuses it on its status, so it keeps no
+# epoch field, and the claim never takes it (not queued, retrying or waiting).
 _CAS = _PUT_EVIDENCE + CAS_GUARD + """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
+if ARGV[3] == '' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('HDEL', KEYS[1], ARGV[1] .. '@token')
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[1] .. '@token', ARGV[3])
+end
 put_evidence()
 if #ARGV > 6 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', unpack(ARGV, 7))
@@ -140,10 +149,16 @@ redis.call('HSET', KEYS[1], 'wave', tonumber(ARGV[1]) + 1, 'wave_end', ARGV[2], 
 return 1
 """
 
-# KEYS[1] run hash, KEYS[2] node hash; ARGV: final state, error
+# KEYS[1] run hash, KEYS[2] node hash; ARGV: final state, error ('' = none: no field, as readers
+# take a missing error for none)
 _FINISH_NODE = """
 if redis.call('HGET', KEYS[2], 'state') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[2], 'state', ARGV[1], 'error', ARGV[2])
+if ARGV[2] == '' then
+  redis.call('HSET', KEYS[2], 'state', ARGV[1])
+  redis.call('HDEL', KEYS[2], 'error')
+else
+  redis.call('HSET', KEYS[2], 'state', ARGV[1], 'error', ARGV[2])
+end
 redis.call('HINCRBY', KEYS[1], 'inflight', -1)
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 return 1
@@ -406,10 +421,12 @@ class CheckpointStore:
 
     def _cas_args(self, step_id: str, expect: str, epoch: str, checkpoint: Checkpoint,
                   event: dict[str, Any] | None) -> list[str | bytes | int]:
-        """The scripts' ARGV: the checkpoint without its evidence, the evidence compressed apart."""
+        """The scripts' ARGV: the checkpoint without its evidence, the evidence compressed apart.
+        A finished checkpoint is stored without its epoch and its claim (`_IN_FLIGHT`)."""
+        exclude = {"evidence", *_IN_FLIGHT} if checkpoint.terminal else {"evidence"}
         args: list[str | bytes | int] = [
-            STEP_FIELD + step_id, expect, epoch,
-            checkpoint.model_dump_json(exclude_defaults=True, exclude={"evidence"}),
+            STEP_FIELD + step_id, expect, "" if checkpoint.terminal else epoch,
+            checkpoint.model_dump_json(exclude_defaults=True, exclude=exclude),
             zlib.compress(checkpoint.evidence.encode()) if checkpoint.evidence else "", self.evidence_ttl,
         ]
         if event:
