@@ -35,7 +35,7 @@ from workflows.registry import StepRegistry
 from workflows.reservations import NodeReservations
 from workflows.rollout import Wave, pauses_after
 from workflows.spec import StepSpec
-from workflows.store import CheckpointStore
+from workflows.store import CheckpointStore, StepView
 from workflows.wakeups import Wakeups
 
 
@@ -103,12 +103,24 @@ class Engine:
         self._eager.owner = (run_id, node) if self.eager_node_steps and self._runs_on_host(run_id, node, step_id) \
             else None
         self._eager.queue = deque()
+        self._eager.runs = 1
         try:
             execute(self, run_id, node, step_id, token)
             while self._eager.queue:
-                execute(self, *self._eager.queue.popleft())
+                args, view, read_in = self._eager.queue.popleft()
+                # the view read with the step's dispatch holds while no other step ran since
+                fresh = view if read_in == self._eager.runs else None
+                self._eager.runs += 1
+                execute(self, *args, view=fresh)
         finally:
             self._eager.owner = None
+
+    def _runs_next_here(self, run_id: str, node: str, step_id: str) -> bool:
+        """Whether this worker runs `step_id` next, in the task it is in (see `execute`)."""
+        return getattr(self._eager, "owner", None) == (run_id, node) and self._runs_on_host(run_id, node, step_id)
+
+    def _run_next(self, run_id: str, node: str, step_id: str, token: str, view: StepView | None) -> None:
+        self._eager.queue.append(((run_id, node, step_id, token), view, self._eager.runs))
 
     def has_cluster_steps(self, run_id: str) -> bool:
         """Whether the run's pipeline has cluster steps (whose facts its node steps read); True when
@@ -258,8 +270,10 @@ class Engine:
             self._start_end_phase(run, cluster)
 
     # node level
-    def advance_node(self, run_id: str, node: str) -> None:
-        view = self.store.view(run_id, node, with_cluster=self.has_cluster_steps(run_id))
+    def advance_node(self, run_id: str, node: str, view: StepView | None = None) -> None:
+        """`view`: the node as just read with the write of its last step's outcome (none: read now)."""
+        if view is None:
+            view = self.store.view(run_id, node, with_cluster=self.has_cluster_steps(run_id))
         progress, cluster = view.progress, view.cluster
         if progress.state != "running" or not progress.fence:
             return  # not started: admitted, but its lease not taken yet (start_node advances it)
@@ -362,7 +376,15 @@ class Engine:
     def dispatch(self, run_id: str, node: str | None, spec: StepSpec) -> None:
         """Create the step's first attempt, once: a second dispatcher loses the compare-and-set."""
         checkpoint = Checkpoint(status="queued", attempt=1, token=new_token(), queued_at=time.time())
-        if self.store.write_checkpoint(run_id, node, spec.id, checkpoint, expect=None):
+        write = self.store.checkpoint_call(run_id, node, spec.id, checkpoint, expect=None)
+        if node is not None and self._runs_next_here(run_id, node, spec.id):
+            # run here next: what its attempt reads first is read in the write's round trip
+            written, view = self.store.write_then_view(write, run_id, node, evidence_of=spec.id,
+                                                       with_cluster=self.has_cluster_steps(run_id))
+            if written:
+                self._run_next(run_id, node, spec.id, checkpoint.token, view)
+            return
+        if write():
             self.send(run_id, node, spec.id, checkpoint.token)
 
     def send(self, run_id: str, node: str | None, step_id: str, token: str, *, delay: float = 0.0) -> None:
@@ -372,7 +394,7 @@ class Engine:
         step_type = self.pipeline_of(run_id).spec.step(step_id).type
         on_controller = self.registry.get(step_type).runs_on == "cluster"
         if not on_controller and not delay and getattr(self._eager, "owner", None) == (run_id, node):
-            self._eager.queue.append((run_id, node, step_id, token))
+            self._run_next(run_id, node, step_id, token, None)
             return
         self.dispatcher.node_step(run_id, node, step_id, token, delay=delay, on_controller=on_controller)
 

@@ -37,12 +37,13 @@ from workflows.errors import LeaseLost, NotYet, StepError, TransientError
 from workflows.heartbeat import Heartbeats
 from workflows.leases import NodeLeases
 from workflows.loader import Pipeline
+from workflows.pipelining import replies
 from workflows.records import Checkpoint, NodeProgress, RunRecord, new_token
 from workflows.registry import StepRegistry
 from workflows.runner import NodeLock, next_look, run_step
 from workflows.spec import RUN_NODES_FACT, StepSpec
 from workflows.step import StepContext, StepResult, WaitState
-from workflows.store import CheckpointStore
+from workflows.store import CheckpointStore, StepView
 from workflows.storeid import check_store_kept, refuses_work
 from workflows.wakeups import Wakeups
 
@@ -68,7 +69,7 @@ class EngineParts(Protocol):
 
     def send(self, run_id: str, node: str | None, step_id: str, token: str, *, delay: float = 0.0) -> None: ...
 
-    def advance_node(self, run_id: str, node: str) -> None: ...
+    def advance_node(self, run_id: str, node: str, view: StepView | None = None) -> None: ...
 
     def after_cluster_step(self, run_id: str) -> None: ...
 
@@ -89,12 +90,15 @@ class NodeLeaseGuard:
             raise LeaseLost(f"lost the lease on node {self.node} (now held by {holder}); not touching it")
 
 
-def execute(engine: EngineParts, run_id: str, node: str | None, step_id: str, token: str) -> None:
+def execute(engine: EngineParts, run_id: str, node: str | None, step_id: str, token: str, *,
+            view: StepView | None = None) -> None:
+    """`view`: the run and the node as read (evidence of `step_id` included) right after this
+    worker dispatched the step, nothing run since (none: read them now)."""
     store = engine.store
     if refuses_work(store.redis, run_id, node):
         return
-    # the run, the node and the cluster: one round trip
-    view = store.view(run_id, node, evidence_of=step_id, with_cluster=engine.has_cluster_steps(run_id))
+    if view is None:  # the run, the node and the cluster: one round trip
+        view = store.view(run_id, node, evidence_of=step_id, with_cluster=engine.has_cluster_steps(run_id))
     progress = view.progress
     checkpoint = progress.steps.get(step_id)
     if checkpoint is None or checkpoint.token != token:
@@ -115,25 +119,48 @@ def execute(engine: EngineParts, run_id: str, node: str | None, step_id: str, to
         return
     renew = None if node is None else (lambda: engine.leases.renew(node, run_id, progress.fence))
     claim = new_token()
-    # The heartbeat starts before the checkpoint says `running`, so the watchdog never sees one without it.
     with structlog.contextvars.bound_contextvars(run_id=run_id, node=node, step=step_id,
-                                                 attempt=checkpoint.attempt), \
-            engine.heartbeats.beating(run_id, node, step_id, claim, also=renew) as holds_lease:
+                                                 attempt=checkpoint.attempt):
         woken = checkpoint.status == "waiting"  # a woken attempt keeps the time it first started
         started = checkpoint.model_copy(update={"status": "running", "claim": claim, "claimed_by": _worker(),
                                                 "started_at": checkpoint.started_at if woken else time.time()})
         event = {"kind": "step-woken" if woken else "step-started", "node": node, "step": step_id,
                  "attempt": checkpoint.attempt, "look": checkpoint.looks if woken else None}
-        if not store.claim(run_id, node, step_id, started, token=token, event=event):
+        claimed, holds_lease = _claim(engine, run_id, node, step_id, started, token=token, event=event,
+                                      fence=progress.fence)
+        if not claimed:
             _drop_duplicate(run_id, node, step_id, store.checkpoint(run_id, node, step_id))
             return
-        if woken:
-            engine.wakeups.claimed(run_id, node, step_id)
-        log.info("step woken" if woken else "step started")
-        if holds_lease is False:
-            _on_error(engine, run_id, node, spec, started, _lease_lost(engine, node))
-            return
-        _attempt(engine, run, progress, view.cluster, spec, started)
+        with engine.heartbeats.beating(run_id, node, step_id, claim, also=renew, first_sent=True):
+            if woken:
+                engine.wakeups.claimed(run_id, node, step_id)
+            log.info("step woken" if woken else "step started")
+            if holds_lease is False:
+                _on_error(engine, run_id, node, spec, started, _lease_lost(engine, node))
+                return
+            _attempt(engine, run, progress, view.cluster, spec, started)
+
+
+def _claim(engine: EngineParts, run_id: str, node: str | None, step_id: str, started: Checkpoint, *,
+           token: str, event: dict[str, Any], fence: int) -> tuple[bool, bool | None]:
+    """The attempt's first heartbeat, its lease renewal (a node step's) and its claim, in one
+    round trip (they were three). The beat is queued before the claim, on the claim's slot (the
+    run's hash tag), so the watchdog never sees the step `running` without its heartbeat. The
+    renewal decides nothing about the claim (a claimed attempt whose lease is gone fails as
+    lease-lost): its order among them does not matter, nor that on Redis Cluster it goes to
+    the node's slot. Returns whether the claim won and whether the lease is held (None: a
+    cluster step, which holds none)."""
+    claiming = engine.store.claim_call(run_id, node, step_id, started, token=token, event=event)
+    renewing = None if node is None else engine.leases.renew_call(node, run_id, fence)
+    with engine.store.redis.pipeline(transaction=False) as pipe:
+        engine.heartbeats.beat_on(pipe, run_id, node, step_id, started.claim or "")
+        if renewing is not None:
+            renewing.queue(pipe)
+        claiming.queue(pipe)
+        raws = pipe.execute(raise_on_error=False)
+    replies(raws[:1])  # the beat: an error there is raised, as a lone SET's would be
+    holds_lease = None if renewing is None else bool(renewing.reply(raws[1]))
+    return bool(claiming.reply(raws[-1])), holds_lease
 
 
 def _worker() -> str:
@@ -252,10 +279,24 @@ def _on_success(engine: EngineParts, run_id: str, node: str | None, step_id: str
     })
     event = {"kind": "step-finished", "node": node, "step": step_id, "status": final.status,
              "attempt": started.attempt, "changes": len(final.changes), "after": result.unknown_after}
-    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=started.epoch, event=event):
-        _after_step(engine, run_id, node)
+    _write_and_advance(engine, run_id, node, step_id, final, expect=started.epoch, event=event)
+
+
+def _write_and_advance(engine: EngineParts, run_id: str, node: str | None, step_id: str, final: Checkpoint, *,
+                       expect: str, event: dict[str, Any]) -> None:
+    """Write a step's outcome, then advance its node (or the run). For a node step the write
+    and the read that advancing starts with go in one round trip: the read follows the write on
+    the same slot, so it sees it; a refused write discards the read."""
+    write = engine.store.checkpoint_call(run_id, node, step_id, final, expect=expect, event=event)
+    if node is None:
+        written, view = write(), None
     else:
-        _superseded(started)
+        written, view = engine.store.write_then_view(write, run_id, node,
+                                                     with_cluster=engine.has_cluster_steps(run_id))
+    if written:
+        _after_step(engine, run_id, node, view)
+    else:
+        _superseded(final)
 
 
 def _compact(change: dict) -> dict:
@@ -325,10 +366,7 @@ def _write_final(
     })
     event = {"kind": "step-failed", "node": node, "step": step_id, "attempt": current.attempt,
              "error": error, "error_kind": kind}
-    if engine.store.write_checkpoint(run_id, node, step_id, final, expect=current.epoch, event=event):
-        _after_step(engine, run_id, node)
-    else:
-        _superseded(current)
+    _write_and_advance(engine, run_id, node, step_id, final, expect=current.epoch, event=event)
 
 
 def _superseded(mine: Checkpoint) -> None:
@@ -336,8 +374,9 @@ def _superseded(mine: Checkpoint) -> None:
                 "dispatched again or timed out): its outcome is not recorded", mine.attempt, mine.epoch)
 
 
-def _after_step(engine: EngineParts, run_id: str, node: str | None) -> None:
+def _after_step(engine: EngineParts, run_id: str, node: str | None, view: StepView | None = None) -> None:
+    """`view`: the node as read right after the step's outcome was written (None: read it now)."""
     if node is None:
         engine.after_cluster_step(run_id)
     else:
-        engine.advance_node(run_id, node)
+        engine.advance_node(run_id, node, view)

@@ -12,11 +12,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from workflows.store import CLUSTER, run_prefix
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
 
 class Heartbeats:
@@ -31,10 +35,15 @@ class Heartbeats:
     def alive(self, run_id: str, owner: str | None, step_id: str, claim: str) -> bool:
         return bool(self.redis.exists(self.key(run_id, owner, step_id, claim)))
 
+    def beat_on(self, pipe: Pipeline, run_id: str, owner: str | None, step_id: str, claim: str) -> None:
+        """Queue one beat on `pipe`: the first, sent with the claim (see `beating`'s `first_sent`)."""
+        pipe.set(self.key(run_id, owner, step_id, claim), 1, px=self.ttl_ms)
+
     @contextmanager
     def beating(self, run_id: str, owner: str | None, step_id: str, claim: str,
-                also: Callable[[], object] | None = None) -> Iterator[object]:
-        """Yields what `also` (the lease renewal) returned on the first beat."""
+                also: Callable[[], object] | None = None, *, first_sent: bool = False) -> Iterator[object]:
+        """Yields what `also` (the lease renewal) returned on the first beat. `first_sent`: the
+        caller sent the first beat and renewal itself (`beat_on`); this one yields None and beats on."""
         key = self.key(run_id, owner, step_id, claim)
         stop = threading.Event()
 
@@ -47,7 +56,7 @@ class Heartbeats:
                 with suppress(RedisError):  # Redis restarting: the next beat, or the watchdog, sorts it out
                     beat()
 
-        first = beat()
+        first = None if first_sent else beat()
         thread = threading.Thread(target=loop, name=f"heartbeat-{step_id}", daemon=True)
         thread.start()
         try:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from workflows.pipelining import ScriptCall
+
 # KEYS[1] lease, KEYS[2] fence counter; ARGV: run id, ttl ms
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
@@ -81,7 +83,13 @@ class NodeLeases:
 
     def renew(self, node: str, run_id: str, fence: int) -> bool:
         """True while `run_id` still holds the node under `fence`."""
-        return bool(self._renew(keys=self._keys(node), args=[run_id, fence, self.ttl_ms]))
+        return bool(self.renew_call(node, run_id, fence)())
+
+    def renew_call(self, node: str, run_id: str, fence: int) -> ScriptCall:
+        """`renew` as a call to run now or to pipeline (its reply: 1 held, 0 lost). Its keys are
+        the node's (hash tag `{node:...}`), not the run's: a pipeline holding it with a run's
+        calls stays valid on Redis Cluster, which sends each call to its own slot."""
+        return ScriptCall(self._renew, self._keys(node), [run_id, fence, self.ttl_ms])
 
     def release(self, node: str, run_id: str, fence: int) -> bool:
         return bool(self._release(keys=self._keys(node)[:1], args=[run_id, fence]))

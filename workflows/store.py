@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from redis import Redis
+from redis.exceptions import NoScriptError
 
 from workflows.errors import RunError
+from workflows.pipelining import ScriptCall, replies
 
 if TYPE_CHECKING:
+    from redis.client import Pipeline
     from redis.typing import EncodableT, FieldT, StreamRangeResponse
 
     from workflows.records import Checkpoint, NodeProgress, RunRecord
@@ -394,13 +397,39 @@ class CheckpointStore:
         being executed, whose checkpoint is copied forward): deciding needs none of it.
         `with_cluster=False` (a pipeline without cluster steps): the cluster's is left empty."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._run_key(run_id))
-            pipe.hgetall(self._progress_key(run_id, node))
-            if node is not None and with_cluster:
-                pipe.hgetall(self._progress_key(run_id, None))
-            if evidence_of is not None:
-                pipe.hget(self._evidence_key(run_id, node), STEP_FIELD + evidence_of)
+            self._queue_view(pipe, run_id, node, evidence_of=evidence_of, with_cluster=with_cluster)
             raws = pipe.execute()
+        return self._decode_view(raws, node, evidence_of=evidence_of, with_cluster=with_cluster)
+
+    def write_then_view(self, write: ScriptCall, run_id: str, node: str | None, *, evidence_of: str | None = None,
+                        with_cluster: bool = True) -> tuple[Any, StepView | None]:
+        """`write` (a checkpoint's compare-and-set), then `view`, in one round trip: what the
+        engine does after a step ends (write its outcome, then read to advance the node) and
+        before it runs a step it just dispatched. The reads follow the write on its slot (the
+        run's hash tag), so they see it. The view is None when the write found its script
+        missing: it ran again on its own, after the reads, which would not show it."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            write.queue(pipe)
+            self._queue_view(pipe, run_id, node, evidence_of=evidence_of, with_cluster=with_cluster)
+            raws = pipe.execute(raise_on_error=False)
+        missing = isinstance(raws[0], NoScriptError)
+        written = write.reply(raws[0])
+        if missing:
+            return written, None
+        return written, self._decode_view(replies(raws[1:]), node, evidence_of=evidence_of,
+                                           with_cluster=with_cluster)
+
+    def _queue_view(self, pipe: Pipeline, run_id: str, node: str | None, *, evidence_of: str | None,
+                    with_cluster: bool) -> None:
+        pipe.hgetall(self._run_key(run_id))
+        pipe.hgetall(self._progress_key(run_id, node))
+        if node is not None and with_cluster:
+            pipe.hgetall(self._progress_key(run_id, None))
+        if evidence_of is not None:
+            pipe.hget(self._evidence_key(run_id, node), STEP_FIELD + evidence_of)
+
+    @staticmethod
+    def _decode_view(raws: list[Any], node: str | None, *, evidence_of: str | None, with_cluster: bool) -> StepView:
         run_raw, raw = raws[0], raws[1]
         cluster_raw = raws[2] if node is not None and with_cluster else {} if node is not None else None
         evidence = raws[-1] if evidence_of is not None else None
@@ -439,9 +468,16 @@ class CheckpointStore:
     ) -> bool:
         """Compare-and-set: write only if the stored epoch is `expect` (None: no attempt yet).
         `event` ({"kind": ..., ...}) is appended to the run's stream in the same step."""
+        return bool(self.checkpoint_call(run_id, node, step_id, checkpoint, expect=expect, event=event)())
+
+    def checkpoint_call(
+        self, run_id: str, node: str | None, step_id: str, checkpoint: Checkpoint, *, expect: str | None,
+        event: dict[str, Any] | None = None,
+    ) -> ScriptCall:
+        """`write_checkpoint` as a call to run now or to pipeline (its reply: 1 written, 0 refused)."""
         keys = [self._progress_key(run_id, node), self._events_key(run_id), self._evidence_key(run_id, node)]
         args = self._cas_args(step_id, expect or "", checkpoint.epoch, checkpoint, event)
-        return bool(self._cas(keys=keys, args=args))
+        return ScriptCall(self._cas, keys, args)
 
     def claim(
         self, run_id: str, node: str | None, step_id: str, running: Checkpoint, *, token: str,
@@ -450,11 +486,18 @@ class CheckpointStore:
         """Claim the attempt delivered under `token`: store `running` (which carries a fresh
         claim id) only if the step is still queued, retrying or waiting under `token`. True for exactly
         one caller per token; every later write of the attempt compares on the claim id."""
+        return bool(self.claim_call(run_id, node, step_id, running, token=token, event=event)())
+
+    def claim_call(
+        self, run_id: str, node: str | None, step_id: str, running: Checkpoint, *, token: str,
+        event: dict[str, Any] | None = None,
+    ) -> ScriptCall:
+        """`claim` as a call to run now or to pipeline (its reply: 1 claimed, 0 not)."""
         if not running.claim:
             raise ValueError(f"claim of {step_id}: the running checkpoint carries no claim id")
         keys = [self._progress_key(run_id, node), self._events_key(run_id), self._evidence_key(run_id, node)]
         args = self._cas_args(step_id, token, running.claim, running, event)
-        return bool(self._claim(keys=keys, args=args))
+        return ScriptCall(self._claim, keys, args)
 
     # events
     def emit(self, run_id: str, kind: str, **fields: Any) -> None:
