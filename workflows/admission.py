@@ -83,7 +83,7 @@ class AdmissionGate:
             log.warning("cluster view unavailable for run %s: %s", run.id, exc)
             engine.store.emit(run.id, "admission-held", reason=f"cluster unreachable: {exc}"[:300])
             return None
-        down = unavailable_outside_flight(engine.store, run.id, self.pool(run.id), view, disruptive)
+        down = unavailable_outside_flight(engine.store, run, self.pool(run.id), view, disruptive)
         if down and run.inflight + len(down) >= run.window:
             engine.store.emit(run.id, "admission-held", unavailable=len(down), window=run.window,
                               nodes=dict(sorted(down.items())[:10]))

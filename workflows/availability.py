@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from workflows.records import Checkpoint
+from workflows.records import Checkpoint, RunRecord
 from workflows.store import STEP_FIELD, CheckpointStore
 
 
@@ -53,12 +53,14 @@ class AvailabilityCache:
 
 
 def unavailable_outside_flight(
-    store: CheckpointStore, run_id: str, pool: Sequence[str], view: ClusterView, disruptive: Sequence[str],
+    store: CheckpointStore, run: RunRecord, pool: Sequence[str], view: ClusterView, disruptive: Sequence[str],
 ) -> dict[str, str]:
     """The pool's nodes that are unavailable and not in flight in this run, with why."""
-    states = store.node_states(run_id, pool)
-    held = {n: why for n, why in view.unavailable.items() if n in states and states[n] != "running"}
-    for node in (n for n, s in states.items() if s == "failed" and n not in held):
+    run_id = run.id
+    running, failed = store.running_and_failed(run_id, run.cursor)
+    members = set(pool)
+    held = {n: why for n, why in view.unavailable.items() if n in members and n not in running}
+    for node in sorted(failed - held.keys()):
         last = _disrupted_until(store, run_id, node, disruptive)
         if last is not None and last >= view.fetched_at:
             held[node] = "failed after a disruptive step; not yet seen given back"

@@ -114,7 +114,8 @@ end
 return 1
 """
 
-# KEYS[1] run hash, KEYS[2] nodes list, KEYS[3] key prefix of node hashes; ARGV: max to admit, now,
+# KEYS[1] run hash, KEYS[2] nodes list, KEYS[3] key prefix of node hashes, KEYS[4] the running set;
+# ARGV: max to admit, now,
 # then the run's nodes unavailable outside its flight: they take window places too. Such a node
 # is admitted whatever the window (working on it disrupts nothing more) and its place moves with it.
 _ADMIT = """
@@ -140,6 +141,7 @@ for i = 1, tonumber(ARGV[1]) do
   redis.call('HINCRBY', KEYS[1], 'cursor', 1)
   redis.call('HINCRBY', KEYS[1], 'inflight', 1)
   redis.call('HSET', KEYS[3] .. node, 'state', 'running', 'admitted_at', ARGV[2])
+  redis.call('SADD', KEYS[4], node)
   table.insert(admitted, node)
 end
 return admitted
@@ -152,10 +154,12 @@ redis.call('HSET', KEYS[1], 'wave', tonumber(ARGV[1]) + 1, 'wave_end', ARGV[2], 
 return 1
 """
 
-# KEYS[1] run hash, KEYS[2] node hash; ARGV: final state, error ('' = none: no field, as readers
-# take a missing error for none)
+# KEYS[1] run hash, KEYS[2] node hash, KEYS[3] the running set, KEYS[4] the failed set; ARGV: final
+# state, error ('' = none: no field, as readers take a missing error for none), node
 _FINISH_NODE = """
 if redis.call('HGET', KEYS[2], 'state') ~= 'running' then return 0 end
+redis.call('SREM', KEYS[3], ARGV[3])
+if ARGV[1] == 'failed' then redis.call('SADD', KEYS[4], ARGV[3]) end
 if ARGV[2] == '' then
   redis.call('HSET', KEYS[2], 'state', ARGV[1])
   redis.call('HDEL', KEYS[2], 'error')
@@ -226,6 +230,17 @@ class CheckpointStore:
     def _nodes_key(self, run_id: str) -> str:
         return f"{run_prefix(run_id)}:nodes"
 
+    def _running_key(self, run_id: str) -> str:
+        return f"{run_prefix(run_id)}:running"
+
+    def _failed_key(self, run_id: str) -> str:
+        return f"{run_prefix(run_id)}:failed"
+
+    def _tracked_key(self, run_id: str) -> str:
+        """Set when the run was created: its running and failed sets are kept (a run created by an
+        older nicflow has neither, and its readers scan the node states instead)."""
+        return f"{run_prefix(run_id)}:tracked"
+
     def _progress_key(self, run_id: str, node: str | None) -> str:
         return f"{run_prefix(run_id)}:node:{node or CLUSTER}"
 
@@ -252,6 +267,7 @@ class CheckpointStore:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._run_key(record.id), mapping=fields)
             pipe.set(f"{run_prefix(record.id)}:spec", json.dumps(record.spec))
+            pipe.set(self._tracked_key(record.id), "running,failed")
             if nodes:
                 pipe.rpush(self._nodes_key(record.id), *nodes)
             for node in nodes:
@@ -340,7 +356,8 @@ class CheckpointStore:
         """Atomically admit up to `limit` nodes within the window and failure budget; the run's
         `unavailable` nodes, down but not in flight, take places in the window too."""
         # Node keys are built in the script; they share the run's hash tag, hence its slot.
-        keys = [self._run_key(run_id), self._nodes_key(run_id), f"{run_prefix(run_id)}:node:"]
+        keys = [self._run_key(run_id), self._nodes_key(run_id), f"{run_prefix(run_id)}:node:",
+                self._running_key(run_id)]
         return [_s(x) for x in self._admit(keys=keys, args=[limit, time.time(), *unavailable])]
 
     def node_states(self, run_id: str, nodes: Sequence[str]) -> dict[str, str]:
@@ -350,6 +367,21 @@ class CheckpointStore:
                 pipe.hget(self._progress_key(run_id, node), "state")
             values = pipe.execute()
         return {node: _s(v) if v is not None else "pending" for node, v in zip(nodes, values, strict=True)}
+
+    def running_and_failed(self, run_id: str, cursor: int) -> tuple[set[str], set[str]]:
+        """The run's nodes running now and those that failed, from the two sets the admission and
+        a node's end keep: what the watchdog and the admission read on every pass, at a cost that
+        does not grow with the nodes already finished. A run an older nicflow created keeps no such
+        sets: the states of its `cursor` admitted nodes are read instead."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self._tracked_key(run_id))
+            pipe.smembers(self._running_key(run_id))
+            pipe.smembers(self._failed_key(run_id))
+            tracked, running, failed = pipe.execute()
+        if not tracked:
+            states = self.node_states(run_id, self.admitted_nodes(run_id, cursor))
+            return ({n for n, s in states.items() if s == "running"}, {n for n, s in states.items() if s == "failed"})
+        return {_s(n) for n in running}, {_s(n) for n in failed}
 
     def set_blocked(self, run_id: str, node: str, reason: str | None) -> None:
         """Why an admitted node has not started (no agent, NotReady); None once it starts."""
@@ -361,8 +393,9 @@ class CheckpointStore:
 
     def finish_node(self, run_id: str, node: str, state: str, error: str = "") -> bool:
         """Mark a running node terminal once; the run's counters move with it."""
-        keys = [self._run_key(run_id), self._progress_key(run_id, node)]
-        return bool(self._finish_node(keys=keys, args=[state, error]))
+        keys = [self._run_key(run_id), self._progress_key(run_id, node), self._running_key(run_id),
+                self._failed_key(run_id)]
+        return bool(self._finish_node(keys=keys, args=[state, error, node]))
 
     def set_fence(self, run_id: str, node: str, fence: int) -> None:
         self.redis.hset(self._progress_key(run_id, node), "fence", fence)

@@ -43,11 +43,10 @@ def watchdog_tick(engine: Engine, *, lost_after: float, now: float | None = None
 def _check_run(engine: Engine, run: RunRecord, *, lost_after: float, now: float) -> Counter[str]:
     actions: Counter[str] = Counter()
     rollout = engine.pipeline(run).spec.rollout
-    admitted = engine.store.admitted_nodes(run.id, run.cursor)
-    # only running nodes are looked after: their states first (a small field each), then whole
-    # hashes of those alone, not of every node the run has finished (most of a large run's)
-    states = engine.store.node_states(run.id, admitted)
-    nodes = [node for node in admitted if states[node] == "running"]
+    # only running nodes are looked after, from the run's running set (read whole hashes of those
+    # alone, not of every node the run has finished: most of a large run's)
+    running, _ = engine.store.running_and_failed(run.id, run.cursor)
+    nodes = sorted(running)
     for progress in [engine.store.progress(run.id, None), *engine.store.progress_many(run.id, nodes)]:
         owner = None if progress.node.startswith("_") else progress.node
         if owner is not None:
