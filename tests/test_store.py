@@ -104,8 +104,9 @@ def test_every_key_of_a_run_shares_the_run_hash_tag(store: CheckpointStore, redi
     global_keys = [k for k in keys if k not in run_keys]
     assert RUNS_INDEX in global_keys
     assert all("{" not in k for k in global_keys), global_keys
-    # run hash, pipeline snapshot, nodes list, events stream, cluster progress, one progress hash per node
-    assert len(run_keys) == 2 * 5 + len(NODES) + 1
+    # run hash, pipeline snapshot, nodes list, events stream, cluster progress, the marker that it
+    # keeps a running set and that set (no node failed: no failed set), one progress hash per node
+    assert len(run_keys) == 2 * 7 + len(NODES) + 1
     for key in run_keys:
         tags = re.findall(r"\{([^}]*)\}", key)
         # Redis Cluster hashes the text between the FIRST "{" and the next "}"
@@ -113,7 +114,7 @@ def test_every_key_of_a_run_shares_the_run_hash_tag(store: CheckpointStore, redi
         assert tags[0] in (first.id, second.id), key
         assert key.startswith(f"nicflow:{{{tags[0]}}}:"), key
     assert {re.findall(r"\{([^}]*)\}", k)[0] for k in run_keys} == {first.id, second.id}
-    assert sum(first.id in k for k in run_keys) == 5 + len(NODES)
+    assert sum(first.id in k for k in run_keys) == 7 + len(NODES)
 
 
 # ---------------------------------------------------------------- checkpoints (compare-and-set)
