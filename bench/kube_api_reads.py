@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulators.host.fleet import create_fleet
+from bench.kube_api_world import spread_fleet
 from simulators.kube_api import requests as rq
 from simulators.kube_api.resources import Ref
 from simulators.kube_api.store import Manifest, Store
@@ -63,10 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nicflow-kube-reads-") as tmp:
         root = Path(tmp) / "fleet"
-        create_fleet(root, args.nodes, command_latency=0.0)
-        (root / "_cluster").mkdir(parents=True, exist_ok=True)
-        every = sorted(json.loads((root / "fleet.json").read_text())["nodes"])
-        targets = every[:: max(args.nodes // args.reads_on, 1)][:args.reads_on]  # spread over the fleet
+        targets = spread_fleet(root, args.nodes, args.reads_on)
         scan = measure(root, indexed=False, nodes=targets)
         indexed = measure(root, indexed=True, nodes=targets)
     if scan.pop("_answers") != indexed.pop("_answers"):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulators.host.fleet import create_fleet
+from bench.kube_api_world import spread_fleet
 from simulators.kube_api.resources import Ref
 from simulators.kube_api.store import Store
 from simulators.kube_api.verbs import Verbs
@@ -67,10 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nicflow-kube-writes-") as tmp:
         root = Path(tmp) / "fleet"
-        create_fleet(root, args.nodes, command_latency=0.0)
-        (root / "_cluster").mkdir(parents=True, exist_ok=True)
-        every = sorted(json.loads((root / "fleet.json").read_text())["nodes"])
-        targets = every[:: max(args.nodes // args.writes_on, 1)][:args.writes_on]  # spread over the fleet
+        targets = spread_fleet(root, args.nodes, args.writes_on)
         whole = measure(root, scoped=False, nodes=targets)
         scoped = measure(root, scoped=True, nodes=targets)
     if whole.pop("_pods") != scoped.pop("_pods"):
