@@ -206,6 +206,19 @@ def test_lists_use_label_and_field_selectors(api, kube):
     assert pods_request["query"]["labelSelector"] == "app=ovs"
 
 
+def test_lists_page_by_page_and_give_every_item_once(api, kube, monkeypatch):
+    """Each page becomes views as it arrives; the pages together are the one-page answer."""
+    whole_nodes, whole_pods = kube.list_nodes(), kube.list_pods()
+    monkeypatch.setattr("tasks.cluster.kube.PAGE", 1)
+    start = len(api.requests)
+    assert kube.list_nodes() == whole_nodes and len(whole_nodes) == 2
+    node_requests = api.requests[start:]
+    assert [r["query"].get("limit") for r in node_requests] == ["1", "1"]
+    assert "continue" not in node_requests[0]["query"] and node_requests[1]["query"]["continue"]
+    assert kube.list_pods() == whole_pods and len(whole_pods) > 2
+    assert len(api.requests) - start == 2 + len(whole_pods)
+
+
 def test_names_are_checked_before_any_request(api, kube):
     for call in (lambda: kube.get_node("../etc"), lambda: kube.evict("default", "a b"),
                  lambda: kube.list_pods(node="node;rm"), lambda: kube.get("v1", "ConfigMap", "x", "Kube_System"),

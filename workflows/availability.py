@@ -15,6 +15,7 @@ machine-config pools count it, not only the nodes nicflow works on:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,18 +38,29 @@ class ClusterView:
 
 @dataclass
 class AvailabilityCache:
-    """The cluster's view per fleet, read at most once per `ttl` seconds by a controller."""
+    """The cluster's view per fleet, read at most once per `ttl` seconds by a controller.
+
+    One read at a time: a controller's threads all find the view stale in the same second, and
+    each reading the whole fleet's Nodes at once held that many copies of them (its peak memory
+    grew faster than the fleet). A thread that finds a read under way waits for it and takes its
+    view, whose time is no later than that read began: a failure newer than it still counts as
+    unavailable."""
 
     source: NodeAvailability
     ttl: float = 1.0
     _views: dict[str, ClusterView] = field(default_factory=dict)
+    _reading: threading.Lock = field(default_factory=threading.Lock)
 
     def view(self, fleet: str, *, now: float | None = None) -> ClusterView:
         now = now or time.time()
         cached = self._views.get(fleet)
-        if cached is None or now - cached.fetched_at > self.ttl:
-            cached = ClusterView(fetched_at=now, unavailable=dict(self.source.unavailable(fleet)))
-            self._views[fleet] = cached
+        if cached is not None and now - cached.fetched_at <= self.ttl:
+            return cached
+        with self._reading:
+            cached = self._views.get(fleet)
+            if cached is None or now - cached.fetched_at > self.ttl:
+                cached = ClusterView(fetched_at=now, unavailable=dict(self.source.unavailable(fleet)))
+                self._views[fleet] = cached
         return cached
 
 
