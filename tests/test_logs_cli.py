@@ -97,7 +97,7 @@ def test_the_report_and_status_read_evidence_from_its_own_key(fleet) -> None:
     assert shown.returncode == 0, shown.stderr
     [node] = [n for n in json.loads(shown.stdout)["nodes"] if n["node"] == "node-001"]
     assert node["steps"]["reload-driver"]["evidence"].splitlines()[0] == "nfp loaded: True"
-    raw = stack.engine.store.raw_progress_many(run_id, ["node-001"])[0]
-    assert raw["step:reload-driver"] and "nfp loaded" not in raw["step:reload-driver"]
+    raw = stack.engine.store.raw_progress_many(run_id, ["node-001"])[0].steps["reload-driver"]
+    assert raw and b"nfp loaded" not in raw
     status = stack.nicflow("status", run_id, "--json")
     assert json.loads(status.stdout)["nodes"]["node-001"]["steps"]["reload-driver"]["status"] == "changed"

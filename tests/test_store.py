@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -281,8 +282,8 @@ def test_evidence_round_trips_beside_the_checkpoint_not_in_it(store: CheckpointS
     assert store.progress(run.id, node).steps["create-vfs"].evidence == EVIDENCE
     assert [p.steps["create-vfs"].evidence for p in store.progress_many(run.id, [node])] == [EVIDENCE]
     # the progress hash (what the engine and `status` read) holds no evidence; its own key, compressed, does
-    raw = store.raw_progress_many(run.id, [node])[0]["step:create-vfs"]
-    assert "evidence" not in raw and "nfp_netvf" not in raw
+    raw = store.raw_progress_many(run.id, [node])[0].steps["create-vfs"]
+    assert b"evidence" not in raw and b"nfp_netvf" not in raw
     key = f"nicflow:{{{run.id}}}:evidence:{node}"
     assert 0 < redis.hstrlen(key, "step:create-vfs") < len(EVIDENCE) / 4
     assert 0 < redis.ttl(key) <= store.evidence_ttl
@@ -606,3 +607,14 @@ def test_a_node_finished_without_error_keeps_no_error_field(store: CheckpointSto
     assert store.finish_node(run.id, ok, "succeeded") and store.finish_node(run.id, bad, "failed", "no card")
     assert not redis.hexists(store.progress_key(run.id, ok), "error")
     assert (store.progress(run.id, ok).error, store.progress(run.id, bad).error) == (None, "no card")
+
+
+def test_raw_progress_keeps_checkpoints_as_stored_and_fields_as_text(store: CheckpointStore) -> None:
+    run = new_run(store)
+    [node] = store.admit(run.id, limit=1)
+    running = checkpoint("running", token="t1")
+    assert store.write_checkpoint(run.id, node, "detect-nic", running, expect=None)
+    [raw] = store.raw_progress_many(run.id, [node])
+    assert raw.fields["state"] == "running" and "step:detect-nic" not in raw.fields
+    assert list(raw.steps) == ["detect-nic"]  # its @token field is the claim's, not a step
+    assert json.loads(raw.steps["detect-nic"])["status"] == "running"

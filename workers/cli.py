@@ -221,12 +221,12 @@ def status(
         "wide: the step's status and the node's ok, changed, retried counts and seconds too."))] = None,
 ) -> None:
     """A run's state, per step and per node; exits with the outcome of a finished run (0, 2 partial, 1)."""
-    from workers.status_cmd import read_status, status_exit
+    from workers.status_cmd import print_json, read_status, status_exit
 
     # `status RUN --json` is mostly answered by workers.entry without this app; the same read serves both
     report, chosen = read_status(run_id, state=state, node=node, output=output)
     if as_json:
-        print(json.dumps(chosen))
+        print_json(chosen)
     else:
         _print_status(report, chosen, wide=output == "wide", narrowed=state is not None or node is not None)
     raise typer.Exit(status_exit(report))

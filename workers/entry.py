@@ -64,14 +64,12 @@ def _completing() -> bool:
 def quick_status(args: StatusArgs) -> int:
     """What the typer command prints for `--json`, and its exit code; errors as workers.cli.main
     reports them (bad values exit 2)."""
-    import json
-
     from workers.cli_errors import USAGE_EXIT, errors_exit
-    from workers.status_cmd import read_status, status_exit
+    from workers.status_cmd import print_json, read_status, status_exit
 
     with errors_exit(USAGE_EXIT):
         report, chosen = read_status(args.run_id, state=args.state, node=args.node, output=args.output)
-    print(json.dumps(chosen))
+    print_json(chosen)
     return status_exit(report)
 
 

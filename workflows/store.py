@@ -403,13 +403,13 @@ class CheckpointStore:
     def progress(self, run_id: str, node: str | None) -> NodeProgress:
         return self.progress_many(run_id, [node])[0]
 
-    def raw_progress_many(self, run_id: str, owners: list[str | None]) -> list[dict[str, str]]:
-        """The progress hashes as text, undecoded: for readers of thousands of nodes at once."""
+    def raw_progress_many(self, run_id: str, owners: list[str | None]) -> list[RawProgress]:
+        """The progress hashes undecoded, for readers of thousands of nodes at once."""
         with self.redis.pipeline(transaction=False) as pipe:
             for owner in owners:
                 pipe.hgetall(self._progress_key(run_id, owner))
             raws = pipe.execute()
-        return [{_s(k): _s(v) for k, v in raw.items()} for raw in raws]
+        return [RawProgress.of(raw) for raw in raws]
 
     def progress_many(self, run_id: str, nodes: Sequence[str | None]) -> list[NodeProgress]:
         """Each node's progress with its checkpoints' evidence: two hashes a node, one round trip."""
@@ -540,6 +540,28 @@ class CheckpointStore:
     def events(self, run_id: str, after: str = "0-0", count: int = 1000) -> list[tuple[str, dict[str, str]]]:
         entries = self.redis.xrange(self._events_key(run_id), min=f"({after}" if after != "0-0" else "-", count=count)
         return [(eid, {"ts": _id_time(eid), **body}) for eid, body in stream_entries(entries)]
+
+
+@dataclass(frozen=True)
+class RawProgress:
+    """A progress hash as stored: its plain fields as text, each checkpoint's JSON by step id as
+    the bytes Redis gave (a JSON parser takes them as they are: no decoding of 14,000 of them for
+    a 2000-node status)."""
+
+    fields: dict[str, str]
+    steps: dict[str, bytes | str]
+
+    @classmethod
+    def of(cls, raw: Mapping[bytes | str, bytes | str]) -> RawProgress:
+        fields: dict[str, str] = {}
+        steps: dict[str, bytes | str] = {}
+        for key, value in raw.items():
+            name = _s(key)
+            if not name.startswith(STEP_FIELD):
+                fields[name] = _s(value)
+            elif not name.endswith("@token"):
+                steps[name.removeprefix(STEP_FIELD)] = value
+        return cls(fields, steps)
 
 
 def redis_fields(fields: Mapping[str, EncodableT]) -> dict[FieldT, EncodableT]:
