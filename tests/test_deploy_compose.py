@@ -76,6 +76,7 @@ def test_every_nicflow_service_runs_the_one_image_built_from_the_dockerfile():
 def test_redis_keeps_its_data_with_aof_behind_a_password():
     command = " ".join(service("redis")["command"])
     assert "--appendonly yes" in command and "--appendfsync everysec" in command
+    assert "--hash-max-listpack-value 1024" in command  # as deploy/base/redis.yaml
     assert '--requirepass "$$REDIS_PASSWORD"' in command
     assert "redis-data:/data" in service("redis")["volumes"]
     for name in NICFLOW[1:]:

@@ -318,7 +318,8 @@ def test_the_nicflow_processes_reach_redis_with_the_password_from_the_secret():
 def test_redis_persists_with_aof_and_reads_its_password_from_the_secret():
     redis = find(overlay(), "StatefulSet", "nicflow-redis")
     config = find(overlay(), "ConfigMap", "nicflow-redis-config")["data"]["redis.conf"].splitlines()
-    assert {"appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"} <= set(config)
+    assert {"appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction",
+            "hash-max-listpack-value 1024"} <= set(config)
     container = containers(redis)[0]
     assert "requirepass" in container["command"][-1] and "$REDIS_PASSWORD" in container["command"][-1]
     assert "--requirepass" not in " ".join(container["command"]), "the password stays off the command line"

