@@ -346,7 +346,7 @@ class KubeCluster:
         """Every page, each item as `view` makes it, and the list's resourceVersion (the first
         page's: later pages are of the same snapshot, k8s.io/apiserver pkg/storage list with
         `continue`). Each page is turned into views as it arrives, so a controller holds one page
-        of raw objects at a time, not the whole fleet's (a 2000-node Node list is 26 MB of dicts)."""
+        of raw objects at a time, not the whole fleet's (1000 Nodes held 13 MB of dicts)."""
         items: list[T] = []
         token: str | None = None
         version = ""
