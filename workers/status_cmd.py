@@ -44,6 +44,6 @@ def status_exit(report: dict[str, Any]) -> int:
 
 
 def print_json(chosen: Any) -> None:
-    """`--json`'s one line. orjson: a 2000-node status is 3.5 MB of JSON, compact (no spaces
+    """`--json`'s one line. orjson: a 2000-node status is megabytes of JSON; compact (no spaces
     after separators) and in UTF-8 as RFC 8259 allows; both entries print it so."""
     sys.stdout.write(orjson.dumps(chosen).decode() + "\n")

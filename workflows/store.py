@@ -419,7 +419,7 @@ class CheckpointStore:
                 pipe.hgetall(self._evidence_key(run_id, node))
             raws = pipe.execute()
         return [
-            _decode_progress(node or CLUSTER, {_s(k): _s(v) for k, v in raw.items()}, evidence)
+            _decode_progress(node or CLUSTER, RawProgress.of(raw), evidence)
             for node, raw, evidence in zip(nodes, raws[::2], raws[1::2], strict=True)
         ]
 
@@ -467,9 +467,8 @@ class CheckpointStore:
         cluster_raw = raws[2] if node is not None and with_cluster else {} if node is not None else None
         evidence = raws[-1] if evidence_of is not None else None
         found = {(STEP_FIELD + evidence_of).encode(): evidence} if evidence_of is not None and evidence else {}
-        progress = _decode_progress(node or CLUSTER, {_s(k): _s(v) for k, v in raw.items()}, found)
-        cluster = progress if cluster_raw is None else _decode_progress(
-            CLUSTER, {_s(k): _s(v) for k, v in cluster_raw.items()}, {})
+        progress = _decode_progress(node or CLUSTER, RawProgress.of(raw), found)
+        cluster = progress if cluster_raw is None else _decode_progress(CLUSTER, RawProgress.of(cluster_raw), {})
         run = _decode_record({_s(k): _s(v) for k, v in run_raw.items()}) if run_raw else None
         return StepView(run, progress, cluster)
 
@@ -629,14 +628,12 @@ def _decode_checkpoint(raw: str | bytes, evidence: bytes | None) -> Checkpoint:
     return checkpoint
 
 
-def _decode_progress(node: str, raw: dict[str, str], evidence: dict[bytes, bytes]) -> NodeProgress:
+def _decode_progress(node: str, progress: RawProgress, evidence: dict[bytes, bytes]) -> NodeProgress:
     from workflows.records import NodeProgress
 
-    steps = {
-        key.removeprefix(STEP_FIELD): _decode_checkpoint(value, evidence.get(key.encode()))
-        for key, value in raw.items()
-        if key.startswith(STEP_FIELD) and not key.endswith("@token")
-    }
+    steps = {step: _decode_checkpoint(value, evidence.get((STEP_FIELD + step).encode()))
+             for step, value in progress.steps.items()}
+    raw = progress.fields
     return NodeProgress(
         node=node,
         state=raw.get("state", "pending"),
